@@ -1,0 +1,13 @@
+"""`gdyn analyze`: placeholder until its issue lands."""
+
+import argparse
+
+HELP = "(not available yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def run(args: argparse.Namespace) -> int:
+    raise ValueError("gdyn analyze is not available yet")

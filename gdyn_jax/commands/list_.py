@@ -1,0 +1,61 @@
+"""`gdyn list`: optimizers (hyperparameters, state size), models, datasets, experiments."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the optimizers (with hyperparameters), models, datasets and experiments"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "what", nargs="?", default="all",
+        choices=("all", "optimizers", "models", "datasets", "experiments"),
+        help="which list to print (default: all)",
+    )
+
+
+def _optimizer_lines() -> list[str]:
+    from gdyn_jax import optimizers
+
+    lines = [f"{'name':<14} {'state bytes/param':>17}  hyperparameters (defaults)"]
+    for name in optimizers.names():
+        defaults = optimizers.hyperparameters(name)
+        hps = ", ".join(k if v is None else f"{k}={v:g}" for k, v in defaults.items())
+        lines.append(f"{name:<14} {optimizers.state_bytes_per_param(name):>17g}  {hps}")
+    return lines
+
+
+def _model_lines() -> list[str]:
+    from gdyn_jax import models
+
+    return list(models.names())
+
+
+def _dataset_lines() -> list[str]:
+    from gdyn_jax import data
+
+    return list(data.names())
+
+
+def _experiment_lines() -> list[str]:
+    import experiments
+
+    return [f"{name:<18} {experiments.title(name)}" for name in experiments.names()]
+
+
+SECTIONS = {
+    "optimizers": _optimizer_lines,
+    "models": _model_lines,
+    "datasets": _dataset_lines,
+    "experiments": _experiment_lines,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    chosen = SECTIONS if args.what == "all" else {args.what: SECTIONS[args.what]}
+    for title, lines in chosen.items():
+        print(f"{title}:")
+        for line in lines():
+            print(f"  {line}")
+    return 0
