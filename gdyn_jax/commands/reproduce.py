@@ -1,13 +1,130 @@
-"""`gdyn reproduce`: placeholder until its issue lands."""
+"""`gdyn reproduce NAME|all [--quick] --out DIR`: run the published-figure experiments.
+
+Each experiment writes ``DIR/NAME/{report.md, summary.json, *.png}``; this command adds an
+index ``DIR/index.md`` (and ``DIR/index.json``) that links every report with its wall time and
+a summary of its agreement rows. A failing experiment is recorded in the index with its error
+and makes the exit status 1, without losing the other experiments' results.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import pathlib
+import time
+import traceback
 
-HELP = "(not available yet)"
+HELP = "reproduce published figures (experiments) into --out DIR, with an index.md"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument("name", help="an experiment name (see `gdyn list experiments`) or 'all'")
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument(
+        "--quick", action="store_true", help="the quick setting (minutes on a laptop CPU)"
+    )
+    speed.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (log lines only)"
+    )
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if getattr(args, "tiny", False):
+        return "tiny"
+    return "quick" if args.quick else "full"
+
+
+def _selected(name: str) -> tuple[str, ...]:
+    import experiments
+
+    if name == "all":
+        return experiments.names()
+    experiments.get(name)  # raises ValueError naming `experiment` if unknown
+    return (name,)
+
+
+def agreement(report_path: pathlib.Path) -> tuple[int, int]:
+    """(agreeing rows, compared rows) of a report.md's comparison table."""
+    if not report_path.exists():
+        return 0, 0
+    agree = total = 0
+    for line in report_path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[3] in ("yes", "**no**"):
+            total += 1
+            agree += cells[3] == "yes"
+    return agree, total
+
+
+def _index_markdown(mode: str, rows: list[dict]) -> str:
+    lines = [
+        "# gdyn reproduce: index",
+        "",
+        f"Mode: `{mode}`. Each report sets measured numbers beside the published or predicted "
+        "ones.",
+        "",
+        "| experiment | title | status | wall time (s) | agreement | report |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row["status"] == "ok":
+            agree = f"{row['agree']}/{row['compared']} rows agree" if row["compared"] else "-"
+            link = f"[{row['name']}/report.md]({row['name']}/report.md)"
+        else:
+            agree = "-"
+            link = f"error: `{row['error']}`"
+        lines.append(
+            f"| {row['name']} | {row['title']} | {row['status']} | {row['seconds']:.1f} | "
+            f"{agree} | {link} |"
+        )
+    total = sum(row["seconds"] for row in rows)
+    failed = [row["name"] for row in rows if row["status"] != "ok"]
+    lines += ["", f"Total wall time: {total:.1f} s."]
+    if failed:
+        lines.append(f"Failed: {', '.join(failed)} (see the error column).")
+    return "\n".join(lines) + "\n"
+
+
+def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
+    import experiments
+
+    start = time.perf_counter()
+    row = {"name": name, "title": "", "status": "ok", "error": None, "agree": 0, "compared": 0}
+    try:
+        row["title"] = experiments.title(name)
+        experiments.run(name, out / name, mode=mode)
+        row["agree"], row["compared"] = agreement(out / name / "report.md")
+    except Exception as error:  # noqa: BLE001 - one failure must not lose the others
+        row["status"] = "failed"
+        row["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "error.txt").write_text(traceback.format_exc())
+    row["seconds"] = time.perf_counter() - start
+    return row
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ValueError("gdyn reproduce is not available yet")
+    from tqdm.auto import tqdm
+
+    from experiments._report import write_text_atomic
+
+    mode = _mode(args)
+    names = _selected(args.name)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    bar = tqdm(names, desc=f"reproduce ({mode})", unit="exp", disable=args.no_progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        row = _run_one(name, out, mode)
+        rows.append(row)
+        status = "ok" if row["status"] == "ok" else f"FAILED ({row['error']})"
+        tqdm.write(f"{name}: {status} in {row['seconds']:.1f} s")
+        # Rewrite the index after every experiment so an interrupted run keeps what it did.
+        write_text_atomic(out / "index.md", _index_markdown(mode, rows))
+        write_text_atomic(out / "index.json", json.dumps({"mode": mode, "rows": rows}, indent=2))
+    failed = [row["name"] for row in rows if row["status"] != "ok"]
+    print(f"wrote {out / 'index.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
