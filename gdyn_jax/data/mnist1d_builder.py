@@ -40,11 +40,11 @@ def generate() -> dict[str, np.ndarray]:
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    np_state, py_state = np.random.get_state(), random.getstate()
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
         return make_dataset(get_dataset_args())
     finally:
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
 
 
