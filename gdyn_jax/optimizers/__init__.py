@@ -1,0 +1,61 @@
+"""Optimizers as optax-style transforms, and their registry.
+
+Every constructor returns an ``optax.GradientTransformation(ExtraArgs)`` whose
+numeric hyperparameters may be traced (jit / vmap over them), so
+``optax.chain``, ``optax.inject_hyperparams`` and ``optax.apply_updates`` work
+unchanged. See DESIGN.md, section Optimizers.
+"""
+
+from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgrad, rmsprop
+from gdyn_jax.optimizers._lars import lars
+from gdyn_jax.optimizers._momentum import (
+    EmaMomentumState,
+    MomentumState,
+    NesterovState,
+    ema_momentum,
+    momentum,
+    nesterov,
+    scale_by_ema_momentum,
+    scale_by_momentum,
+    scale_by_nesterov,
+    sgd,
+)
+from gdyn_jax.optimizers._pid import PIDState, pid, scale_by_pid
+from gdyn_jax.optimizers.registry import get, hyperparameters, names, state_bytes_per_param
+from gdyn_jax.optimizers.state import (
+    BOOKKEEPING_FIELDS,
+    dynamic_state_mask,
+    register_bookkeeping,
+    registered_bookkeeping,
+)
+
+__all__ = [
+    "BOOKKEEPING_FIELDS",
+    "EmaMomentumState",
+    "MomentumState",
+    "NesterovState",
+    "PIDState",
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamw",
+    "amsgrad",
+    "dynamic_state_mask",
+    "ema_momentum",
+    "get",
+    "hyperparameters",
+    "lars",
+    "momentum",
+    "names",
+    "nesterov",
+    "pid",
+    "register_bookkeeping",
+    "registered_bookkeeping",
+    "rmsprop",
+    "scale_by_ema_momentum",
+    "scale_by_momentum",
+    "scale_by_nesterov",
+    "scale_by_pid",
+    "sgd",
+    "state_bytes_per_param",
+]
