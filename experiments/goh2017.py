@@ -1,0 +1,347 @@
+r"""Why momentum really works (Goh, Distill 2017): rates, regions and optimal tuning.
+
+For one eigenvalue :math:`\lambda` of the Hessian, heavy-ball momentum
+(:math:`v \leftarrow \beta v + g`, :math:`\theta \leftarrow \theta - a v`) is a linear
+two-state loop whose convergence rate is the spectral radius of its closed loop. Over the
+:math:`(a, \beta)` plane the loop's two poles are
+
+- real and positive (dominant): **monotone** decrease;
+- complex, of modulus :math:`\sqrt\beta`: **ripples** (Goh prints :math:`2\sqrt\beta`;
+  the correct modulus is :math:`\sqrt\beta`, checked here on the library's poles);
+- real with a dominant negative pole: **1-step oscillation**;
+- outside the unit circle: **divergence** (:math:`a\lambda \ge 2(1+\beta)`).
+
+For curvatures in :math:`[\lambda_n, \lambda_1]` with :math:`\kappa = \lambda_1/\lambda_n`,
+the optimal tuning is :math:`a^* = (2/(\sqrt{\lambda_1}+\sqrt{\lambda_n}))^2`,
+:math:`\beta^* = ((\sqrt\kappa-1)/(\sqrt\kappa+1))^2`, with rate
+:math:`(\sqrt\kappa-1)/(\sqrt\kappa+1)`, against gradient descent's
+:math:`(\kappa-1)/(\kappa+1)` at :math:`a = 2/(\lambda_1+\lambda_n)`. Every number here comes
+from :mod:`gdyn_jax.linearize` (``convergence_rate``, ``stability_region``,
+``optimal_hyperparameters``, ``transfer_function``) and is set beside Goh's closed forms;
+a run of :mod:`gdyn_jax.optimizers` on an ill-conditioned quadratic shows the rate.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from experiments._report import Report, write_summary
+
+TITLE = "Momentum's convergence rate over (a, beta), its regions and optimal tuning (Goh 2017)"
+
+SETTINGS = {
+    "tiny": {"grid": 40, "region_grid": 16, "kappas": (10.0, 100.0), "dim": 8, "steps": 150},
+    "quick": {"grid": 200, "region_grid": 50, "kappas": (10.0, 100.0, 1000.0), "dim": 40,
+              "steps": 400},
+    "full": {"grid": 400, "region_grid": 100, "kappas": (10.0, 100.0, 1000.0, 1e4),
+             "dim": 100, "steps": 800},
+}
+LAMBDA = 1.0  # the one eigenvalue of the (a, beta) maps
+REGIONS = ("monotone", "ripples", "oscillation", "divergence")
+
+
+def closed_form(kappa: float, lam_min: float = 1.0) -> dict:
+    """Goh's optimal momentum and GD tunings and rates, curvatures in [lam_min, kappa lam_min]."""
+    lam_max = kappa * lam_min
+    sk = np.sqrt(kappa)
+    return {
+        "momentum": {
+            "learning_rate": (2.0 / (np.sqrt(lam_max) + np.sqrt(lam_min))) ** 2,
+            "beta": ((sk - 1) / (sk + 1)) ** 2,
+            "rate": (sk - 1) / (sk + 1),
+        },
+        "gd": {"learning_rate": 2.0 / (lam_max + lam_min), "rate": (kappa - 1) / (kappa + 1)},
+    }
+
+
+def _as_map(values, shape: tuple[int, int]) -> np.ndarray:
+    """A library grid result as an (len(a), len(beta)) float array."""
+    array = np.asarray(values, dtype=np.float64)
+    return array.reshape(shape)
+
+
+def _poles(a: float, beta: float, lam: float) -> np.ndarray:
+    from gdyn_jax import linearize, optimizers
+
+    system = linearize.linearize(optimizers.momentum(a, beta), lam)
+    return np.asarray(linearize.transfer_function(system).poles(), dtype=complex)
+
+
+def classify(poles: np.ndarray, tol: float = 1e-9) -> str:
+    """Goh's region of a pole set: divergence, ripples, oscillation or monotone."""
+    radius = np.max(np.abs(poles))
+    if radius >= 1.0 - tol:
+        return "divergence"
+    if np.any(np.abs(poles.imag) > tol):
+        return "ripples"
+    dominant = poles[np.argmax(np.abs(poles))]
+    return "oscillation" if dominant.real < 0 else "monotone"
+
+
+def _optimum(factory, mu: float, lam_max: float, names: tuple[str, ...]) -> dict:
+    """linearize.optimal_hyperparameters as a flat dict of floats (with 'rate')."""
+    from gdyn_jax import linearize
+
+    result = linearize.optimal_hyperparameters(factory, mu, lam_max, names=names)
+    if isinstance(result, tuple):  # (hyperparameters, rate)
+        hparams, rate = result
+        result = {**dict(hparams), "rate": rate}
+    elif not isinstance(result, dict):  # a dataclass / NamedTuple
+        result = {k: getattr(result, k) for k in (*names, "rate") if hasattr(result, k)} | (
+            dict(result.hyperparameters) if hasattr(result, "hyperparameters") else {}
+        )
+    return {k: float(np.asarray(v)) for k, v in result.items() if np.ndim(v) == 0}
+
+
+def rate_maps(cfg: dict) -> dict:
+    """Convergence rate, stability and regions over the (a, beta) plane for lambda = 1."""
+    import jax
+
+    from gdyn_jax import linearize, optimizers
+
+    a = np.linspace(0.0, 4.2, cfg["grid"] + 1)[1:] / LAMBDA
+    beta = np.linspace(0.0, 0.995, cfg["grid"])
+    grid = {"learning_rate": a, "beta": beta}
+    shape = (a.size, beta.size)
+    with jax.enable_x64(True):
+        rate = _as_map(linearize.convergence_rate(optimizers.momentum, grid, [LAMBDA]), shape)
+        stable = _as_map(linearize.stability_region(optimizers.momentum, grid, LAMBDA), shape)
+    ra = np.linspace(0.0, 4.2, cfg["region_grid"] + 1)[1:] / LAMBDA
+    rb = np.linspace(0.0, 0.99, cfg["region_grid"])
+    with jax.enable_x64(True):
+        regions = np.array([[REGIONS.index(classify(_poles(x, y, LAMBDA))) for y in rb]
+                            for x in ra])
+    return {"a": a, "beta": beta, "rate": rate, "stable": stable.astype(bool),
+            "region_a": ra, "region_beta": rb, "regions": regions}
+
+
+def ripple_modulus_check() -> list[dict]:
+    """Complex-pole modulus from the library at a few ripple points against sqrt(beta)."""
+    import jax
+
+    rows = []
+    with jax.enable_x64(True):
+        for a, beta in ((1.0, 0.5), (0.5, 0.8), (2.0, 0.9), (1.5, 0.3)):
+            p = _poles(a, beta, LAMBDA)
+            if classify(p) == "ripples":
+                rows.append({"learning_rate": a, "beta": beta,
+                             "modulus": float(np.max(np.abs(p))), "sqrt_beta": np.sqrt(beta),
+                             "two_sqrt_beta": 2 * np.sqrt(beta)})
+    return rows
+
+
+def optimal_table(cfg: dict) -> list[dict]:
+    """The library's optimal tunings for several kappa beside Goh's closed forms."""
+    import jax
+
+    from gdyn_jax import optimizers
+
+    rows = []
+    with jax.enable_x64(True):
+        for kappa in cfg["kappas"]:
+            cf = closed_form(kappa)
+            hb = _optimum(optimizers.momentum, 1.0, kappa, ("learning_rate", "beta"))
+            gd = _optimum(optimizers.sgd, 1.0, kappa, ("learning_rate",))
+            rows.append({"kappa": kappa, "closed_form": cf,
+                         "library": {"momentum": hb, "gd": gd}})
+    return rows
+
+
+def quadratic_run(cfg: dict, kappa: float = 100.0) -> dict:
+    """Optimally tuned momentum and GD on a quadratic with eigenvalues spread in [1, kappa]."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from gdyn_jax import linearize, optimizers
+
+    eig = np.geomspace(1.0, kappa, cfg["dim"])
+    cf = closed_form(kappa)
+    opts = {
+        "momentum": optimizers.momentum(cf["momentum"]["learning_rate"], cf["momentum"]["beta"]),
+        "gd": optimizers.sgd(cf["gd"]["learning_rate"]),
+    }
+    grids = {
+        "momentum": (optimizers.momentum, {
+            "learning_rate": np.asarray([cf["momentum"]["learning_rate"]]),
+            "beta": np.asarray([cf["momentum"]["beta"]])}),
+        "gd": (optimizers.sgd, {"learning_rate": np.asarray([cf["gd"]["learning_rate"]])}),
+    }
+    out = {"kappa": kappa, "eigenvalues": eig, "errors": {}, "measured": {}, "predicted": {}}
+    with jax.enable_x64(True):
+        h = jnp.asarray(eig)
+        for name, opt in opts.items():
+            theta0 = jnp.ones(cfg["dim"])
+
+            def step(carry, _, opt=opt):
+                params, state = carry
+                updates, state = opt.update(h * params, state, params)
+                params = optax.apply_updates(params, updates)
+                return (params, state), jnp.linalg.norm(params)
+
+            _, norms = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=cfg["steps"])
+            errors = np.concatenate([[float(jnp.linalg.norm(theta0))], np.asarray(norms)])
+            out["errors"][name] = errors
+            factory, grid = grids[name]
+            out["predicted"][name] = float(np.ravel(
+                linearize.convergence_rate(factory, grid, eig))[0])
+            k = np.arange(errors.size)
+            keep = (k >= cfg["steps"] // 4) & (errors > 1e-12 * errors[0])
+            out["measured"][name] = float(np.exp(np.polyfit(k[keep], np.log(errors[keep]), 1)[0]))
+    return out
+
+
+def _plot_maps(maps: dict, kappa_opt: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    ax = axes[0]
+    rate = np.where(maps["stable"], maps["rate"], np.nan)
+    im = ax.pcolormesh(maps["a"], maps["beta"], rate.T, cmap="viridis", vmin=0, vmax=1,
+                       shading="auto")
+    ax.contour(maps["a"], maps["beta"], maps["rate"].T, levels=[0.2, 0.4, 0.6, 0.8, 0.95],
+               colors="w", linewidths=0.6)
+    ax.plot(maps["a"], np.clip(maps["a"] * LAMBDA / 2 - 1, 0, None), "r--", lw=1,
+            label=r"stability limit $a\lambda = 2(1+\beta)$")
+    ax.set_ylim(maps["beta"][0], maps["beta"][-1])
+    fig.colorbar(im, ax=ax, label="convergence rate (spectral radius per step)")
+    ax.set_xlabel(r"learning rate $a$ (for $\lambda$ = 1)")
+    ax.set_ylabel(r"momentum $\beta$")
+    ax.set_title("Heavy-ball convergence rate, one eigenvalue (white: divergence)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax = axes[1]
+    cmap = ListedColormap(["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
+    ax.pcolormesh(maps["region_a"], maps["region_beta"], maps["regions"].T, cmap=cmap,
+                  vmin=-0.5, vmax=3.5, shading="auto")
+    for i, name in enumerate(REGIONS):
+        ax.plot([], [], "s", color=cmap(i), label=name)
+    ax.set_xlabel(r"learning rate $a$ (for $\lambda$ = 1)")
+    ax.set_ylabel(r"momentum $\beta$")
+    ax.set_title("Regions from the library's poles (Goh 2017)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_kappa(rows: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = np.geomspace(2, max(r["kappa"] for r in rows) * 2, 100)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.loglog(ks, 1 / (1 - (np.sqrt(ks) - 1) / (np.sqrt(ks) + 1)), "C0-",
+              label=r"momentum, closed form $1/(1-\frac{\sqrt\kappa-1}{\sqrt\kappa+1})$")
+    ax.loglog(ks, 1 / (1 - (ks - 1) / (ks + 1)), "C3-",
+              label=r"GD, closed form $1/(1-\frac{\kappa-1}{\kappa+1})$")
+    kap = [r["kappa"] for r in rows]
+    ax.loglog(kap, [1 / (1 - r["library"]["momentum"]["rate"]) for r in rows], "C0o",
+              label="momentum, linearize.optimal_hyperparameters")
+    ax.loglog(kap, [1 / (1 - r["library"]["gd"]["rate"]) for r in rows], "C3s",
+              label="GD, linearize.optimal_hyperparameters")
+    ax.set_xlabel(r"condition number $\kappa$")
+    ax.set_ylabel(r"steps per e-fold of error, $1/(1-\rho)$")
+    ax.set_title("Optimal rates against condition number")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_run(run: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, color in (("momentum", "C0"), ("gd", "C3")):
+        e = run["errors"][name]
+        k = np.arange(e.size)
+        ax.semilogy(k, e / e[0], color=color, label=f"{name}: measured")
+        ax.semilogy(k, run["predicted"][name] ** k, color=color, ls="--",
+                    label=f"{name}: predicted rate {run['predicted'][name]:.4f}$^k$")
+    ax.set_ylim(1e-13, 2)
+    ax.set_xlabel("step k")
+    ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
+    ax.set_title(f"Quadratic, {run['eigenvalues'].size} eigenvalues in [1, {run['kappa']:g}]")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
+    """Rate maps, regions, optimal tunings against kappa and a quadratic run."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = SETTINGS[mode]
+    report = Report(TITLE, source="G. Goh, 'Why Momentum Really Works', Distill 2017")
+    maps = rate_maps(cfg)
+    ripples = ripple_modulus_check()
+    table = optimal_table(cfg)
+    quad = quadratic_run(cfg)
+
+    # The stability boundary of the map against a*lambda = 2(1 + beta).
+    boundary_ok = maps["stable"] == (maps["a"][:, None] * LAMBDA < 2 * (1 + maps["beta"][None]))
+    report.text(
+        "Rate map: `linearize.convergence_rate(momentum, {learning_rate, beta}, [1.0])` on a "
+        f"{maps['a'].size}x{maps['beta'].size} grid; stability from "
+        "`linearize.stability_region`; regions from the poles of "
+        "`linearize.transfer_function` on a coarser grid."
+    )
+    report.compare("stability map = {a lambda < 2(1+beta)} (fraction of grid points)",
+                   float(boundary_ok.mean()), 1.0, atol=0.005)
+    counts = {name: int(np.sum(maps["regions"] == i)) for i, name in enumerate(REGIONS)}
+    report.compare("all four regions present (monotone, ripples, oscillation, divergence)",
+                   sum(v > 0 for v in counts.values()), 4, atol=0)
+    report.text(
+        "Goh's article prints the modulus of the complex poles as 2 sqrt(beta); the correct "
+        "value is sqrt(beta) (their product is beta). The library's poles settle it:"
+    )
+    for row in ripples:
+        report.compare(f"ripple pole modulus at a={row['learning_rate']}, beta={row['beta']}",
+                       row["modulus"], row["sqrt_beta"], rtol=1e-9,
+                       expected_label=f"sqrt(beta) = {row['sqrt_beta']:.4g} "
+                                      f"(not 2 sqrt(beta) = {row['two_sqrt_beta']:.4g})")
+    for row in table:
+        k, cf, lib = row["kappa"], row["closed_form"], row["library"]
+        report.compare(f"kappa={k:g}: momentum a*", lib["momentum"]["learning_rate"],
+                       cf["momentum"]["learning_rate"], rtol=0.02)
+        report.compare(f"kappa={k:g}: momentum beta*", lib["momentum"]["beta"],
+                       cf["momentum"]["beta"], rtol=0.02)
+        report.compare(f"kappa={k:g}: momentum optimal rate", lib["momentum"]["rate"],
+                       cf["momentum"]["rate"], rtol=0.005)
+        report.compare(f"kappa={k:g}: GD a*", lib["gd"]["learning_rate"],
+                       cf["gd"]["learning_rate"], rtol=0.02)
+        report.compare(f"kappa={k:g}: GD optimal rate", lib["gd"]["rate"], cf["gd"]["rate"],
+                       rtol=0.005)
+    for name in ("momentum", "gd"):
+        report.compare(f"quadratic kappa={quad['kappa']:g}: {name} measured rate vs predicted",
+                       quad["measured"][name], quad["predicted"][name], rtol=0.03)
+    _plot_maps(maps, table[-1], out_dir / "rate_map.png")
+    report.figure("rate_map.png", "Convergence rate over (a, beta) and Goh's four regions")
+    _plot_kappa(table, out_dir / "rates_vs_kappa.png")
+    report.figure("rates_vs_kappa.png", "Optimal momentum vs GD rates against kappa")
+    _plot_run(quad, out_dir / "quadratic_run.png")
+    report.figure("quadratic_run.png", "Measured error decay on a quadratic vs predicted rate")
+    summary = {
+        "eigenvalue": LAMBDA,
+        "region_counts": counts,
+        "stability_map_agreement": float(boundary_ok.mean()),
+        "ripple_modulus": ripples,
+        "optimal": table,
+        "quadratic_run": {"kappa": quad["kappa"], "dim": int(quad["eigenvalues"].size),
+                          "measured_rate": quad["measured"], "predicted_rate": quad["predicted"]},
+    }
+    write_summary(out_dir, summary)
+    report.write(out_dir)
+    return summary
