@@ -1,1 +1,32 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures.
+
+- ``data_dir`` (session, autouse): a session temp dir set as ``$GDYN_DATA_DIR`` (and
+  ``$TFDS_DATA_DIR``), so no test reads or writes ``~/tensorflow_datasets``.
+- ``mnist1d_data_dir`` (session): the same dir with MNIST-1D prepared in it (once per session,
+  about 2 s); ``gdyn_jax.data.load('mnist1d', split)`` then reads it without a data_dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("gdyn_data")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GDYN_DATA_DIR", str(path))
+    patch.setenv("TFDS_DATA_DIR", str(path))
+    yield path
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def mnist1d_data_dir(data_dir: Path) -> Path:
+    from gdyn_jax.data import prepare_mnist1d
+
+    prepare_mnist1d(data_dir)
+    return data_dir
