@@ -1,0 +1,324 @@
+"""Running a sweep: chunks of members, sharded over a ``'sweep'`` mesh axis, in step blocks.
+
+The flat member axis (grid × seeds, see ``grid.py``) is cut into chunks of ``chunk_size``
+members (rounded up to a multiple of the device count; the last chunk is padded with copies
+of the last member, whose results are dropped). Each chunk is trained by two compiled
+programs, ``jit(vmap(init))`` and ``jit(vmap(advance))``, the latter run once per *block* of
+evaluation intervals. The member axis of every input is placed with
+``NamedSharding(Mesh(devices, ('sweep',), axis_types=(Auto,)), P('sweep'))`` and the data is
+replicated, so XLA partitions the program across devices with no collectives; member results
+do not depend on the device count.
+
+After every block the whole carry (parameters, optimizer states, masks, keys, data-order
+permutations) and the metrics so far are written atomically to ``DIR/checkpoint/state.npz``;
+``resume=True`` restarts from there and, since the blocks are the same compiled program fed
+the same inputs, reproduces the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from gdyn_jax.sweep import grid as grid_lib
+from gdyn_jax.sweep import results as results_lib
+from gdyn_jax.sweep.config import SweepConfig, validate_grid
+from gdyn_jax.sweep.train import Program, as_hparams, build_program, load_arrays
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.npz"
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------
+
+
+def sweep_mesh(devices: int | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh with axis ``'sweep'`` over the first ``devices`` devices (default: all).
+
+    The axis type is ``Auto``, so ``NamedSharding``\\ s on it work without ``jax.set_mesh``
+    (with jax 0.10's default ``Explicit`` axes they would need it).
+    """
+    available = jax.devices()
+    n = len(available) if devices is None else devices
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(available):
+        raise ValueError(f"devices: expected an integer in [1, {len(available)}], got {devices!r}")
+    return jax.make_mesh(
+        (n,), ("sweep",), axis_types=(jax.sharding.AxisType.Auto,), devices=available[:n]
+    )
+
+
+def _put(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+    """Places a host array (the same on every process) with ``sharding``; multi-host safe."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    """The full value of a (possibly multi-host) array on this host."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks and checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def block_intervals(num_intervals: int, checkpoint_every: int | None, eval_every: int) -> int:
+    """Evaluation intervals per block: ``checkpoint_every / eval_every`` or about a tenth."""
+    if checkpoint_every is not None:
+        if (
+            isinstance(checkpoint_every, bool)
+            or not isinstance(checkpoint_every, int)
+            or checkpoint_every < eval_every
+            or checkpoint_every % eval_every
+            or num_intervals % (checkpoint_every // eval_every)
+        ):
+            raise ValueError(
+                f"checkpoint_every: expected a multiple of eval_every ({eval_every}) that "
+                f"divides steps ({num_intervals * eval_every}), got {checkpoint_every!r}"
+            )
+        return checkpoint_every // eval_every
+    target = max(1, round(num_intervals / 10))
+    return next(d for d in range(target, num_intervals + 1) if num_intervals % d == 0)
+
+
+def _fingerprint(config: SweepConfig, grid: Mapping, seeds: int, chunk: int, block: int) -> str:
+    return json.dumps(
+        {
+            "config": config.to_dict(),
+            "grid": {k: list(v) for k, v in grid.items()},
+            "seeds": seeds,
+            "chunk": chunk,
+            "block_intervals": block,
+        },
+        sort_keys=True,
+    )
+
+
+def _save_checkpoint(
+    path: Path,
+    fingerprint: str,
+    position: tuple[int, int],
+    carry: Any,
+    buffers: Mapping[str, np.ndarray],
+) -> None:
+    leaves = jax.tree.leaves(carry)
+    arrays = {f"carry/{i:05d}": _host(x) for i, x in enumerate(leaves)}
+    arrays.update({f"buf/{k}": v for k, v in buffers.items()})
+    header = {
+        "fingerprint": fingerprint,
+        "chunk": position[0],
+        "block": position[1],
+        "num_leaves": len(leaves),
+    }
+    arrays["__header__"] = np.array(json.dumps(header))
+    results_lib.write_npz_atomic(path, arrays)
+
+
+def _load_checkpoint(path: Path, fingerprint: str):
+    arrays, header = results_lib.read_npz(path)
+    if header["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"resume: the checkpoint in {path.parent} belongs to a different sweep (config, "
+            "grid, seeds, chunk size or checkpoint interval differ); use another --out or "
+            "drop --resume"
+        )
+    leaves = [arrays[f"carry/{i:05d}"] for i in range(header["num_leaves"])]
+    buffers = {k[4:]: v for k, v in arrays.items() if k.startswith("buf/")}
+    return (header["chunk"], header["block"]), leaves, buffers
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------------------------
+
+
+def _compile(program: Program, intervals: int, member: jax.sharding.NamedSharding):
+    def init(data, hparams, key_data):
+        return program.init(data, hparams, jax.random.wrap_key_data(key_data))
+
+    advance = functools.partial(program.advance, num_intervals=intervals)
+    init_fn = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=member)
+    advance_fn = jax.jit(
+        jax.vmap(advance, in_axes=(None, 0, 0, None)), out_shardings=member, donate_argnums=(2,)
+    )
+    return init_fn, advance_fn
+
+
+def _check_options(chunk_size: Any, out: Any, resume: bool) -> None:
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
+    if resume and out is None:
+        raise ValueError("resume: needs out (the directory of the interrupted sweep)")
+
+
+def run_sweep(
+    config: SweepConfig,
+    grid: Mapping[str, Sequence[float]],
+    seeds: int = 1,
+    *,
+    out: str | Path | None = None,
+    chunk_size: int | None = None,
+    devices: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+):
+    """Trains every (grid point, seed) pair in one jit + vmap program; returns a Dataset.
+
+    Args:
+      config: the static settings (``SweepConfig``).
+      grid: hyperparameter name -> values; the cartesian product is swept.
+      seeds: number of seeds per grid point (member seeds 0..seeds-1).
+      out: directory for ``results.npz`` and ``checkpoint/`` (nothing is written if None).
+      chunk_size: members trained at once (bounds memory); default all.
+      devices: number of devices to shard members over (default: all of ``jax.devices()``).
+      resume: continue from ``out/checkpoint`` (or return finished results).
+      progress: show a tqdm progress bar over (chunk, block) pairs.
+      checkpoint_every: steps per block (a multiple of ``eval_every`` dividing ``steps``);
+        default about a tenth of the run.
+      callback: called after each block (and its checkpoint) with a dict
+        ``chunk, block, num_chunks, num_blocks, step``.
+
+    Returns:
+      ``xarray.Dataset`` with ``train_loss``, ``test_loss``, ``test_accuracy`` (and
+      ``grad_norm``, ``sharpness`` when tracked) over ``(*grid names, seed, step)``,
+      ``diverged_at`` over ``(*grid names, seed)``; coordinates are the grid values, seeds and
+      evaluation steps; ``attrs`` hold the config JSON and library versions.
+    """
+    config.validate()
+    if not grid:
+        raise ValueError("grid: empty; give at least one hyperparameter with its values")
+    grid = validate_grid(config, grid, seeds)
+    _check_options(chunk_size, out, resume)
+    mesh = sweep_mesh(devices)
+    num_intervals = config.steps // config.eval_every
+    intervals = block_intervals(num_intervals, checkpoint_every, config.eval_every)
+    arrays = load_arrays(config)  # checks batch_size against the data, before compiling
+
+    out = None if out is None else Path(out)
+    hparams, seed_of = grid_lib.members(grid, seeds)
+    num = len(seed_of)
+    chunk, num_chunks = grid_lib.padded_size(num, chunk_size, mesh.size)
+    total = chunk * num_chunks
+    fingerprint = _fingerprint(config, grid, seeds, chunk, intervals)
+    if (
+        resume
+        and (out / results_lib.RESULTS_FILE).exists()
+        and _same_results(out, config, grid, seeds)
+    ):
+        return results_lib.load_results(out)
+
+    program = build_program(config, arrays)
+    member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    data = jax.tree.map(lambda x: _put(x, replicated), program.data)
+    init_fn, advance_fn = _compile(program, intervals, member)
+    hparams = {k: grid_lib.pad(v, total) for k, v in hparams.items()}
+    keys = grid_lib.pad(grid_lib.seed_keys(seed_of), total)
+    num_blocks = num_intervals // intervals
+    buffers = {
+        k: np.full((total, config.num_evals), np.nan, np.float32) for k in program.metric_names
+    }
+    buffers["diverged_at"] = np.full((total,), -1, np.int32)
+
+    ckpt = None if out is None else out / CHECKPOINT_DIR / CHECKPOINT_FILE
+    start, leaves = (0, 0), None
+    if resume and ckpt.exists():
+        start, leaves, buffers = _load_checkpoint(ckpt, fingerprint)
+    writer = jax.process_index() == 0
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=num_chunks * num_blocks,
+        initial=start[0] * num_blocks + start[1],
+        unit="block",
+        desc=f"sweep {num} members",
+        disable=not (progress and writer),
+    )
+    try:
+        for c in range(start[0], num_chunks):
+            rows = slice(c * chunk, (c + 1) * chunk)
+            hp = {k: _put(v[rows], member) for k, v in as_hparams_host(hparams).items()}
+            carry, first = init_fn(data, hp, _put(keys[rows], member))
+            b0 = 0
+            if leaves is not None and c == start[0]:
+                carry = jax.tree.unflatten(
+                    jax.tree.structure(carry), [_put(x, member) for x in leaves]
+                )
+                b0, leaves = start[1], None
+            else:
+                for k in program.metric_names:
+                    buffers[k][rows, 0] = _host(first[k])
+            for b in range(b0, num_blocks):
+                carry, metrics = advance_fn(
+                    data, hp, carry, np.int32(b * intervals * config.eval_every)
+                )
+                cols = slice(1 + b * intervals, 1 + (b + 1) * intervals)
+                for k in program.metric_names:
+                    buffers[k][rows, cols] = _host(metrics[k])
+                buffers["diverged_at"][rows] = _host(carry["diverged_at"])
+                if ckpt is not None and writer:
+                    _save_checkpoint(ckpt, fingerprint, (c, b + 1), carry, buffers)
+                bar.update(1)
+                if callback is not None:
+                    callback(
+                        {
+                            "chunk": c,
+                            "block": b,
+                            "num_chunks": num_chunks,
+                            "num_blocks": num_blocks,
+                            "step": (b + 1) * intervals * config.eval_every,
+                        }
+                    )
+    finally:
+        bar.close()
+
+    ds = results_lib.to_dataset(
+        {k: buffers[k][:num] for k in program.metric_names},
+        buffers["diverged_at"][:num],
+        grid,
+        seeds,
+        config.eval_steps,
+        config.to_json(),
+    )
+    if out is not None and writer:
+        results_lib.save_results(ds, out)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return ds
+
+
+def as_hparams_host(hparams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, np.float32) for k, v in hparams.items()}
+
+
+def _same_results(out: Path, config: SweepConfig, grid: Mapping, seeds: int) -> bool:
+    ds = results_lib.load_results(out)
+    same = (
+        json.loads(ds.attrs["config"]) == config.to_dict()
+        and json.loads(ds.attrs["grid"]) == {k: list(v) for k, v in grid.items()}
+        and int(ds.attrs["seeds"]) == seeds
+    )
+    if not same:
+        raise ValueError(f"resume: {out} holds results of a different sweep; use another --out")
+    return True
+
+
+__all__ = ["run_sweep", "sweep_mesh", "block_intervals", "as_hparams"]
