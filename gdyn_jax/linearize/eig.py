@@ -1,0 +1,46 @@
+r"""Eigenvalues of batches of small real matrices, traceable in JAX on any backend.
+
+For :math:`k \le 2` the roots of :math:`z^2 - \operatorname{tr}(A) z + \det A` are computed in
+closed form (with the cancellation-free :math:`\lambda_2 = \det A / \lambda_1`); larger matrices
+go to the host's ``numpy.linalg.eigvals`` through ``jax.pure_callback`` (non-symmetric ``eig``
+has no GPU kernel in JAX, jax#25687).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["eigvals", "spectral_radius_of"]
+
+
+def _host_eigvals(a) -> np.ndarray:
+    return np.linalg.eigvals(np.asarray(a, dtype=np.float64)).astype(np.complex128)
+
+
+def eigvals(A: jax.Array) -> jax.Array:
+    """Complex eigenvalues of ``A`` with shape ``(..., k, k)`` -> ``(..., k)``."""
+    A = jnp.asarray(A)
+    k = A.shape[-1]
+    cdtype = jnp.result_type(A.dtype, jnp.complex64)
+    if k == 1:
+        return A[..., 0].astype(cdtype)
+    if k == 2:
+        a, b, c, d = A[..., 0, 0], A[..., 0, 1], A[..., 1, 0], A[..., 1, 1]
+        half_tr = 0.5 * (a + d)
+        det = a * d - b * c
+        s = jnp.sqrt((half_tr * half_tr - det).astype(cdtype))
+        q = half_tr + jnp.where(half_tr >= 0, s, -s)
+        safe = jnp.where(jnp.abs(q) > 0, q, 1.0)
+        other = jnp.where(jnp.abs(q) > 0, det / safe, 0.0)
+        return jnp.stack([q, other], axis=-1)
+    out = jax.ShapeDtypeStruct(A.shape[:-1], cdtype)
+    return jax.pure_callback(
+        lambda x: _host_eigvals(x).astype(cdtype), out, A, vmap_method="broadcast_all"
+    )
+
+
+def spectral_radius_of(A: jax.Array) -> jax.Array:
+    """:math:`\\max_i |\\lambda_i(A)|` over the last two axes (traceable)."""
+    return jnp.max(jnp.abs(eigvals(A)), axis=-1)
