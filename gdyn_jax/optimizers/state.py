@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -84,7 +85,7 @@ def _is_inexact(leaf: Any) -> bool:
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
         dtype = np.asarray(leaf).dtype
-    return bool(np.issubdtype(dtype, np.inexact))
+    return bool(jnp.issubdtype(dtype, jnp.inexact))  # jnp: bfloat16 & co are inexact
 
 
 def _all_false(tree: Any) -> Any:
