@@ -111,8 +111,9 @@ def _response(system: LinearSystem, steps, input: str, impulse: bool):  # noqa: 
     block = system.inputs.index(input)
     A, B, C, shape = _batched(system)
     with jax.enable_x64(True):
-        ys = np.asarray(_responses(jnp.asarray(A), jnp.asarray(B), jnp.asarray(C), steps, block,
-                                   impulse))
+        ys = np.asarray(
+            _responses(jnp.asarray(A), jnp.asarray(B), jnp.asarray(C), steps, block, impulse)
+        )
     ys = ys.reshape(shape + ys.shape[1:])
     return ys[..., 0] if system.num_params == 1 else ys
 
@@ -131,8 +132,9 @@ def impulse_response(system: LinearSystem, steps: int, input: str = "reference")
     return _response(system, steps, input, impulse=True)
 
 
-def frequency_response(system: LinearSystem | TransferFunction, omega=None,
-                       input: str = "reference"):  # noqa: A002
+def frequency_response(
+    system: LinearSystem | TransferFunction, omega=None, input: str = "reference"
+):  # noqa: A002
     r""":math:`T(e^{i\omega})` for :math:`\omega` in rad/step (default 256 points in [0, π]).
 
     Returns ``(omega, response)``; for a LinearSystem the response has shape
@@ -185,15 +187,30 @@ def _step_info_core(y, yinf, stable, settling: float, rise_lo: float, rise_hi: f
     y_us = y[jnp.argmin(sgn * y)]
     undershoot = jnp.where(sgn * y_us < 0, -100.0 * y_us / safe_inf, 0.0)
     i_peak = jnp.argmax(jnp.abs(y))
-    values = (rise, settle_t, s_min, s_max, overshoot, undershoot, jnp.abs(y[i_peak]), t[i_peak],
-              yinf)
+    values = (
+        rise,
+        settle_t,
+        s_min,
+        s_max,
+        overshoot,
+        undershoot,
+        jnp.abs(y[i_peak]),
+        t[i_peak],
+        yinf,
+    )
     out = {key: jnp.where(ok, v, jnp.nan) for key, v in zip(STEP_INFO_KEYS, values, strict=True)}
     out["Stable"] = stable
     return out
 
 
-def step_info_from_response(y, final_value, *, stable=True, SettlingTimeThreshold: float = 0.02,
-                            RiseTimeLimits: tuple[float, float] = (0.1, 0.9)) -> dict:
+def step_info_from_response(
+    y,
+    final_value,
+    *,
+    stable=True,
+    SettlingTimeThreshold: float = 0.02,
+    RiseTimeLimits: tuple[float, float] = (0.1, 0.9),
+) -> dict:
     """python-control's step metrics of a response ``y`` (last axis = time, t = 0, 1, ...).
 
     Traceable and vmap-able; leading axes of ``y``/``final_value`` broadcast as a batch.
@@ -202,8 +219,12 @@ def step_info_from_response(y, final_value, *, stable=True, SettlingTimeThreshol
     batch = y.shape[:-1]
     yinf = jnp.broadcast_to(jnp.asarray(final_value, y.dtype), batch)
     st = jnp.broadcast_to(jnp.asarray(stable), batch)
-    fn = functools.partial(_step_info_core, settling=SettlingTimeThreshold,
-                           rise_lo=RiseTimeLimits[0], rise_hi=RiseTimeLimits[1])
+    fn = functools.partial(
+        _step_info_core,
+        settling=SettlingTimeThreshold,
+        rise_lo=RiseTimeLimits[0],
+        rise_hi=RiseTimeLimits[1],
+    )
     flat = jax.vmap(fn)(y.reshape((-1, y.shape[-1])), yinf.reshape(-1), st.reshape(-1))
     return {k: v.reshape(batch) for k, v in flat.items()}
 
@@ -222,14 +243,16 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
         ys = jax.vmap(lambda b: _simulate(a_safe, b, c, steps), in_axes=1, out_axes=2)(b_cols)
         # ys: (steps, n_out, n_in) -> (n_out, n_in, steps)
         ys = jnp.moveaxis(ys, 0, -1)
-        return step_info_from_response(ys, dc, stable=st, SettlingTimeThreshold=settling,
-                                       RiseTimeLimits=rise)
+        return step_info_from_response(
+            ys, dc, stable=st, SettlingTimeThreshold=settling, RiseTimeLimits=rise
+        )
 
     return jax.vmap(one)(A, cols, C, stable)
 
 
 def default_steps(system: LinearSystem, decay: float = 1e-6) -> int:
-    r"""Steps for the slowest stable mode to decay by ``decay``: :math:`\ln(\mathrm{decay})/\ln\rho`.
+    r"""Steps for the slowest stable mode to decay by ``decay``:
+    :math:`\ln(\mathrm{decay})/\ln\rho`.
     """
     with jax.enable_x64(True):
         rho = np.asarray(spectral_radius_of(jnp.asarray(system.A)))
@@ -242,9 +265,14 @@ def default_steps(system: LinearSystem, decay: float = 1e-6) -> int:
     return int(np.clip(np.ceil(np.log(decay) / np.log(r)), 10, MAX_DEFAULT_STEPS))
 
 
-def step_info(system: LinearSystem, steps: int | None = None, *, input: str = "reference",  # noqa: A002
-              SettlingTimeThreshold: float = 0.02,
-              RiseTimeLimits: tuple[float, float] = (0.1, 0.9)) -> dict:
+def step_info(
+    system: LinearSystem,
+    steps: int | None = None,
+    *,
+    input: str = "reference",  # noqa: A002
+    SettlingTimeThreshold: float = 0.02,
+    RiseTimeLimits: tuple[float, float] = (0.1, 0.9),
+) -> dict:
     """Step metrics with python-control's keys and definitions, plus ``'Stable'``.
 
     ``steps`` is the length of the time vector ``0 .. steps-1`` (default: until the slowest mode
@@ -258,13 +286,20 @@ def step_info(system: LinearSystem, steps: int | None = None, *, input: str = "r
     block = system.inputs.index(input)
     A, B, C, shape = _batched(system)
     with jax.enable_x64(True):
-        out = _step_info_batch(jnp.asarray(A), jnp.asarray(B), jnp.asarray(C), steps, block,
-                               float(SettlingTimeThreshold),
-                               tuple(float(r) for r in RiseTimeLimits))
+        out = _step_info_batch(
+            jnp.asarray(A),
+            jnp.asarray(B),
+            jnp.asarray(C),
+            steps,
+            block,
+            float(SettlingTimeThreshold),
+            tuple(float(r) for r in RiseTimeLimits),
+        )
         out = {k: np.asarray(v) for k, v in out.items()}
     n = system.num_params
     result = {}
-    for key, value in out.items():
+    for key in (*STEP_INFO_KEYS, "Stable"):
+        value = out[key]
         value = value.reshape(shape + value.shape[1:])
         if n == 1:
             value = value[..., 0, 0]
@@ -313,5 +348,10 @@ def second_order(system: LinearSystem | TransferFunction) -> dict:
     i = max(candidates, key=lambda j: poles[j].imag)
     with np.errstate(divide="ignore"):
         settle = float(np.log(0.02) / np.log(rho)) if rho < 1 else float("inf")
-    return {"pole": complex(poles[i]), "zeta": float(zeta[i]), "wn": float(wn[i]),
-            "spectral_radius": rho, "settling_estimate": settle}
+    return {
+        "pole": complex(poles[i]),
+        "zeta": float(zeta[i]),
+        "wn": float(wn[i]),
+        "spectral_radius": rho,
+        "settling_estimate": settle,
+    }

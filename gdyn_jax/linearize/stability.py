@@ -85,8 +85,14 @@ def _curvature_radius_fn(opt: optax.GradientTransformation):
     return jax.jit(radius)
 
 
-def max_stable_curvature(opt: optax.GradientTransformation, *, lower: float = 1e-12,
-                         upper: float = 1e12, points: int = 481, rtol: float = 1e-14) -> float:
+def max_stable_curvature(
+    opt: optax.GradientTransformation,
+    *,
+    lower: float = 1e-12,
+    upper: float = 1e12,
+    points: int = 481,
+    rtol: float = 1e-14,
+) -> float:
     r"""The largest curvature :math:`h` for which the loop of ``opt`` on :math:`\tfrac12 h\theta^2`
     is stable: the edge-of-stability threshold (Cohen et al. 2021).
 
@@ -122,8 +128,9 @@ def max_stable_curvature(opt: optax.GradientTransformation, *, lower: float = 1e
 # --------------------------------------------------------------------------- grids
 
 
-def stability_region(factory: Callable[..., optax.GradientTransformation], grid: dict,
-                     hessian, **fixed) -> np.ndarray:
+def stability_region(
+    factory: Callable[..., optax.GradientTransformation], grid: dict, hessian, **fixed
+) -> np.ndarray:
     r"""Boolean array over the cartesian ``grid`` (shape ``(len(v1), len(v2), ...)``): is the
     loop of ``factory(**point, **fixed)`` on ``hessian`` stable there?"""
     h = validate_hessian(hessian)
@@ -190,8 +197,9 @@ def _rates_on_points(rate, points: np.ndarray, lams: np.ndarray) -> np.ndarray:
     return out
 
 
-def convergence_rate(factory: Callable[..., optax.GradientTransformation], grid: dict,
-                     eigenvalues, **fixed) -> np.ndarray:
+def convergence_rate(
+    factory: Callable[..., optax.GradientTransformation], grid: dict, eigenvalues, **fixed
+) -> np.ndarray:
     r"""Worst-case rate :math:`\max_{\lambda} \rho(A(\text{point}, \lambda))` over ``eigenvalues``
     for every point of the cartesian ``grid`` (values >= 1 mean no convergence).
 
@@ -206,8 +214,9 @@ def convergence_rate(factory: Callable[..., optax.GradientTransformation], grid:
     return out.reshape(shape)
 
 
-def root_locus(factory: Callable[..., optax.GradientTransformation], name: str, values,
-               hessian, **fixed) -> np.ndarray:
+def root_locus(
+    factory: Callable[..., optax.GradientTransformation], name: str, values, hessian, **fixed
+) -> np.ndarray:
     r"""Closed-loop poles (eigenvalues of :math:`A`) along one hyperparameter.
 
     Returns a complex array ``(len(values), k)``, each row sorted by ``numpy.sort_complex``.
@@ -231,10 +240,18 @@ def _default_bounds(name: str, mu: float, L: float) -> tuple[float, float, bool]
     return 0.0, 1.0 - 1e-9, False
 
 
-def optimal_hyperparameters(factory: Callable[..., optax.GradientTransformation], mu: float,
-                            L: float, names: Sequence[str] = ("learning_rate", "beta"), *,
-                            bounds: dict | None = None, num_curvatures: int = 129,
-                            grid_size: int = 41, rounds: int = 20, **fixed) -> tuple[dict, float]:
+def optimal_hyperparameters(
+    factory: Callable[..., optax.GradientTransformation],
+    mu: float,
+    L: float,
+    names: Sequence[str] = ("learning_rate", "beta"),
+    *,
+    bounds: dict | None = None,
+    num_curvatures: int = 129,
+    grid_size: int = 41,
+    rounds: int = 20,
+    **fixed,
+) -> tuple[dict, float]:
     r"""The setting of ``names`` that minimises the worst-case rate over curvatures in [mu, L].
 
     The worst case is taken over ``num_curvatures`` points of :math:`[\mu, L]`, endpoints
@@ -264,8 +281,9 @@ def optimal_hyperparameters(factory: Callable[..., optax.GradientTransformation]
             lo, hi = (float(b) for b in bounds[name])
             log = log and lo > 0
         spec.append([lo, hi, log])
-    lams = np.unique(np.concatenate([np.linspace(mu, L, num_curvatures),
-                                     np.geomspace(mu, L, num_curvatures)]))
+    lams = np.unique(
+        np.concatenate([np.linspace(mu, L, num_curvatures), np.geomspace(mu, L, num_curvatures)])
+    )
     d = len(names)
 
     def make_points(ranges):

@@ -107,8 +107,9 @@ class LinearSystem:
     @classmethod
     def tree_unflatten(cls, aux, children):
         exact, inputs, num_params, hessian = aux
-        return cls(*children, exact=exact, inputs=inputs, num_params=num_params,
-                   hessian=hessian.value)
+        return cls(
+            *children, exact=exact, inputs=inputs, num_params=num_params, hessian=hessian.value
+        )
 
 
 class _Opaque:
@@ -144,8 +145,9 @@ def validate_hessian(hessian) -> np.ndarray:
             raise ValueError(f"hessian: expected a finite curvature > 0, got {float(h)}")
         return h.reshape(1, 1)
     if h.ndim != 2 or h.shape[0] != h.shape[1] or h.shape[0] == 0:
-        raise ValueError(f"hessian: expected a scalar or a square (n, n) matrix, got shape "
-                         f"{h.shape}")
+        raise ValueError(
+            f"hessian: expected a scalar or a square (n, n) matrix, got shape {h.shape}"
+        )
     if not np.all(np.isfinite(h)):
         raise ValueError("hessian: expected finite entries")
     scale = max(1.0, float(np.max(np.abs(h))))
@@ -227,8 +229,9 @@ def _one_step_map(opt: optax.GradientTransformation, hessian, params, state):
     return step, pack(params, leaves)
 
 
-def state_space(opt: optax.GradientTransformation, hessian, params=None, state=None,
-                reference=None):
+def state_space(
+    opt: optax.GradientTransformation, hessian, params=None, state=None, reference=None
+):
     r"""``(A, B)`` of the closed loop: traceable (use under ``jax.vmap``/``jax.jit``).
 
     No input validation and no float64 scope: call it inside ``with jax.enable_x64(True):``.
@@ -244,8 +247,9 @@ def state_space(opt: optax.GradientTransformation, hessian, params=None, state=N
     reference = jnp.ones(n, jnp.float64) if reference is None else reference
     step, x0 = _one_step_map(opt, hessian, params, state)
     k = x0.shape[0]
-    z0 = jnp.concatenate([x0, jnp.reshape(jnp.asarray(reference, jnp.float64), (n,)),
-                          jnp.zeros(n, jnp.float64)])
+    z0 = jnp.concatenate(
+        [x0, jnp.reshape(jnp.asarray(reference, jnp.float64), (n,)), jnp.zeros(n, jnp.float64)]
+    )
     jac = jax.jacfwd(step)(z0)
     return jac[:, :k], jac[:, k:]
 
@@ -272,8 +276,9 @@ def _is_affine(step: Callable, z0: jax.Array, k: int) -> bool:
     return True
 
 
-def linearize(opt: optax.GradientTransformation, hessian, *, params=None, state=None,
-              reference=None) -> LinearSystem:
+def linearize(
+    opt: optax.GradientTransformation, hessian, *, params=None, state=None, reference=None
+) -> LinearSystem:
     r"""The closed loop of ``opt`` on :math:`\tfrac12(\theta-r)^\top H(\theta-r)` as a LinearSystem.
 
     Args:
@@ -325,12 +330,14 @@ def mode_systems(opt: optax.GradientTransformation, hessian) -> list[tuple[float
     Zero eigenvalues give the open-loop (marginal) mode.
     """
     eigenvalues, _ = hessian_modes(hessian)
-    return [(float(lam), _linearize(opt, np.array([[max(float(lam), 0.0)]])))
-            for lam in eigenvalues]
+    return [
+        (float(lam), _linearize(opt, np.array([[max(float(lam), 0.0)]]))) for lam in eigenvalues
+    ]
 
 
-def linearize_grid(factory: Callable[..., optax.GradientTransformation], grid: dict,
-                   hessian, **fixed) -> LinearSystem:
+def linearize_grid(
+    factory: Callable[..., optax.GradientTransformation], grid: dict, hessian, **fixed
+) -> LinearSystem:
     r"""Closed loops for every point of a cartesian grid of hyperparameters, vectorised.
 
     ``grid`` maps hyperparameter names to 1-D arrays; the result is a batched

@@ -128,8 +128,14 @@ def _siso(A, b, c, *, minimal: bool = True) -> TransferFunction:
     return TransferFunction(num=num, den=den)
 
 
-def transfer_function(system: LinearSystem, input: str = "reference", *,  # noqa: A002
-                      output: int | None = None, index: int | None = None, minimal: bool = True):
+def transfer_function(
+    system: LinearSystem,
+    input: str = "reference",
+    *,  # noqa: A002
+    output: int | None = None,
+    index: int | None = None,
+    minimal: bool = True,
+):
     r"""The transfer function from ``input`` (``'reference'`` or ``'noise'``) to :math:`\theta`.
 
     For one parameter it is a :class:`TransferFunction`. For n parameters, pass ``output``

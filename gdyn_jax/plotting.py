@@ -1,0 +1,107 @@
+"""Matplotlib figures shared by the command line, experiments and notebooks.
+
+Control views of a linearised optimizer (owner: linearize): step response, pole-zero map with
+the unit circle, root locus, and the three together. Functions draw on a given ``Axes`` and
+return it; figures are built with ``matplotlib.figure.Figure`` (no pyplot, no GUI backend).
+Experiments may append their own functions at the end of this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "plot_step_response",
+    "plot_pole_zero",
+    "plot_root_locus",
+    "analysis_figure",
+]
+
+
+def _unit_circle(ax) -> None:
+    t = np.linspace(0.0, 2.0 * np.pi, 361)
+    ax.plot(np.cos(t), np.sin(t), "k--", lw=0.8, label="unit circle")
+    ax.axhline(0.0, color="0.7", lw=0.5)
+    ax.axvline(0.0, color="0.7", lw=0.5)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("Re z")
+    ax.set_ylabel("Im z")
+
+
+def plot_step_response(
+    ax, response, *, label: str | None = None, target: float = 1.0, band: float = 0.02
+):
+    r"""Plot :math:`\theta_k` against the step k, with the target and its ±``band`` band."""
+    y = np.asarray(response)
+    k = np.arange(y.shape[0])
+    ax.plot(k, y, label=label)
+    ax.axhline(target, color="k", lw=0.8)
+    ax.axhspan(target * (1 - band), target * (1 + band), color="0.85", zorder=0)
+    ax.set_xlabel("step k")
+    ax.set_ylabel(r"$\theta_k$")
+    return ax
+
+
+def plot_pole_zero(
+    ax,
+    poles: Sequence[complex],
+    zeros: Sequence[complex] = (),
+    *,
+    title: str | None = "pole-zero map",
+):
+    """Poles (x) and zeros (o) in the z-plane with the unit circle (the stability boundary)."""
+    poles, zeros = np.asarray(poles, complex), np.asarray(zeros, complex)
+    _unit_circle(ax)
+    ax.plot(poles.real, poles.imag, "x", color="C3", ms=9, mew=2, label="poles")
+    if zeros.size:
+        ax.plot(zeros.real, zeros.imag, "o", mfc="none", mec="C0", ms=9, mew=1.5, label="zeros")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    return ax
+
+
+def plot_root_locus(ax, values, poles, *, name: str = "learning_rate", title: str | None = None):
+    """Closed-loop poles (rows of ``poles``, one per value of ``name``) coloured by the value."""
+    values = np.asarray(values, float)
+    poles = np.asarray(poles, complex)
+    _unit_circle(ax)
+    sc = None
+    for j in range(poles.shape[1]):
+        sc = ax.scatter(poles[:, j].real, poles[:, j].imag, c=values, s=8, cmap="viridis")
+    if sc is not None:
+        ax.figure.colorbar(sc, ax=ax, label=name, shrink=0.8)
+    ax.set_title(title or f"root locus in {name}")
+    return ax
+
+
+def analysis_figure(
+    step,
+    poles,
+    zeros,
+    locus_values,
+    locus_poles,
+    *,
+    name: str = "learning_rate",
+    title: str | None = None,
+):
+    """One figure: step response, pole-zero map and root locus (as ``gdyn analyze --plot``)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15, 4.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    step = np.asarray(step)
+    if step.ndim == 1:
+        plot_step_response(axes[0], step)
+    else:
+        for i in range(step.shape[1]):
+            plot_step_response(axes[0], step[:, i], label=f"θ[{i}]")
+        axes[0].legend(fontsize=8)
+    axes[0].set_title("step response (r = 1)")
+    plot_pole_zero(axes[1], poles, zeros)
+    plot_root_locus(axes[2], locus_values, locus_poles, name=name)
+    if title:
+        fig.suptitle(title)
+    return fig
