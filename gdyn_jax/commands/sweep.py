@@ -1,13 +1,216 @@
-"""`gdyn sweep`: placeholder until its issue lands."""
+"""`gdyn sweep`: train a grid of models × seeds in one jit + vmap program and save the results.
+
+Example::
+
+    gdyn sweep --dataset mnist1d --model mlp --optimizer momentum \\
+        --grid learning_rate=0.01,0.1 --grid beta=0.0,0.9 --seeds 4 --steps 2000 --out runs/demo
+
+A ``--config FILE`` (JSON) holds the same settings: the ``SweepConfig`` fields plus ``grid``
+(``{name: [values]}``), ``seeds``, ``chunk_size``, ``devices``; flags given on the command line
+override it. Multi-host runs call ``jax.distributed.initialize`` when ``--coordinator`` (or
+``$GDYN_COORDINATOR``) is set, with ``--num-processes`` and ``--process-id``.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
 
-HELP = "(not available yet)"
+HELP = "train a hyperparameter grid × seeds in one jit + vmap program (sharded, resumable)"
+
+_RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "checkpoint_every")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    a = parser.add_argument
+    a("--config", metavar="FILE", help="JSON file with the sweep settings (flags override it)")
+    a("--dataset", help="dataset name (default mnist1d)")
+    a("--model", help="model name (default mlp)")
+    a("--optimizer", help="optimizer name (default sgd)")
+    a("--grid", action="append", metavar="NAME=V1,V2,...", help="swept hyperparameter (repeat)")
+    a("--hp", action="append", metavar="NAME=V", help="fixed hyperparameter (repeat)")
+    a("--seeds", type=int, help="seeds per grid point (default 1)")
+    a("--steps", type=int, help="optimizer steps (default 1000)")
+    a("--batch-size", help="examples per step, or 'full' (default 100)")
+    a("--eval-every", type=int, help="steps between evaluations (default 100)")
+    a("--loss", choices=("cross_entropy", "mse"), help="loss (default cross_entropy)")
+    a("--schedule", help="learning-rate schedule: constant, cosine, warmup_cosine, linear")
+    a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine")
+    a("--train-subset", type=int, help="train on the first N training examples")
+    a("--track-grad-norm", action="store_true", default=None, help="record the gradient norm")
+    a("--track-sharpness", action="store_true", default=None, help="record the sharpness")
+    a("--data-dir", help="dataset directory (default $GDYN_DATA_DIR)")
+    a("--chunk-size", type=int, help="members trained at once (bounds memory)")
+    a("--devices", type=int, help="devices to shard members over (default all)")
+    a("--checkpoint-every", type=int, help="steps per checkpointed block")
+    a("--out", required=True, metavar="DIR", help="output directory")
+    a("--resume", action="store_true", help="continue from DIR/checkpoint")
+    a("--no-progress", action="store_true", help="no progress bar")
+    a(
+        "--coordinator",
+        default=os.environ.get("GDYN_COORDINATOR"),
+        help="multi-host: coordinator address host:port (calls jax.distributed.initialize)",
+    )
+    a(
+        "--num-processes",
+        type=int,
+        default=_env_int("GDYN_NUM_PROCESSES"),
+        help="multi-host: number of processes",
+    )
+    a(
+        "--process-id",
+        type=int,
+        default=_env_int("GDYN_PROCESS_ID"),
+        help="multi-host: this process's id",
+    )
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return None if value in (None, "") else int(value)
+
+
+def _split_assignment(flag: str, text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"{flag}: expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _number(flag: str, name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{flag}: {name}: {text!r} is not a number") from None
+
+
+def parse_grid(items: list[str] | None) -> dict[str, list[float]]:
+    """``['lr=0.1,1', ...]`` -> ``{'lr': [0.1, 1.0]}``, naming any malformed entry."""
+    grid: dict[str, list[float]] = {}
+    for item in items or []:
+        name, values = _split_assignment("grid", item)
+        parts = [v for v in (p.strip() for p in values.split(",")) if v]
+        if not parts:
+            raise ValueError(f"grid: {name}: empty list of values")
+        grid[name] = [_number("grid", name, v) for v in parts]
+    return grid
+
+
+def parse_hp(items: list[str] | None) -> dict[str, float]:
+    """``['beta=0.9', ...]`` -> ``{'beta': 0.9}``."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, value = _split_assignment("hp", item)
+        out[name] = _number("hp", name, value)
+    return out
+
+
+def _batch_size(text: str | int | None) -> Any:
+    if text is None or isinstance(text, int):
+        return text
+    if str(text).lower() in ("full", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"batch_size: expected an integer or 'full', got {text!r}") from None
+
+
+def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(SweepConfig fields, run_sweep options) from the config file and the flags."""
+    cfg: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.exists():
+            raise FileNotFoundError(f"config: no such file {args.config}")
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config: {args.config} is not valid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"config: {args.config} must hold a JSON object")
+    run = {k: cfg.pop(k) for k in _RUN_KEYS if k in cfg}
+    flags = {
+        "dataset": args.dataset,
+        "model": args.model,
+        "optimizer": args.optimizer,
+        "steps": args.steps,
+        "eval_every": args.eval_every,
+        "loss": args.loss,
+        "schedule": args.schedule,
+        "warmup_steps": args.warmup_steps,
+        "train_subset": args.train_subset,
+        "track_grad_norm": args.track_grad_norm,
+        "track_sharpness": args.track_sharpness,
+        "data_dir": args.data_dir,
+    }
+    cfg.update({k: v for k, v in flags.items() if v is not None})
+    if args.batch_size is not None:
+        cfg["batch_size"] = _batch_size(args.batch_size)
+    elif "batch_size" in cfg:
+        cfg["batch_size"] = _batch_size(cfg["batch_size"])
+    if args.hp:
+        cfg["hparams"] = {**cfg.get("hparams", {}), **parse_hp(args.hp)}
+    if args.grid:
+        run["grid"] = {**run.get("grid", {}), **parse_grid(args.grid)}
+    for key, value in (
+        ("seeds", args.seeds),
+        ("chunk_size", args.chunk_size),
+        ("devices", args.devices),
+        ("checkpoint_every", args.checkpoint_every),
+    ):
+        if value is not None:
+            run[key] = value
+    return cfg, run
+
+
+def _distributed(args: argparse.Namespace) -> None:
+    if args.coordinator is None:
+        if args.num_processes is not None or args.process_id is not None:
+            raise ValueError("coordinator: --num-processes/--process-id need --coordinator")
+        return
+    if args.num_processes is None or args.process_id is None:
+        raise ValueError("coordinator: needs --num-processes and --process-id")
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ValueError("gdyn sweep is not available yet")
+    from gdyn_jax.sweep import SweepConfig, run_sweep
+
+    cfg, options = settings(args)
+    config = SweepConfig.from_dict(cfg)
+    config.validate()
+    _distributed(args)
+    grid = options.pop("grid", {})
+    seeds = options.pop("seeds", 1)
+    start = time.perf_counter()
+    ds = run_sweep(
+        config,
+        grid,
+        seeds,
+        out=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        **options,
+    )
+    elapsed = time.perf_counter() - start
+    members = int(ds["diverged_at"].size)
+    diverged = int((ds["diverged_at"] >= 0).sum())
+    final = ds["test_accuracy"].isel(step=-1)
+    best = float(final.max()) if bool(final.notnull().any()) else float("nan")
+    print(
+        f"{members} members × {config.steps} steps in {elapsed:.1f} s; "
+        f"{diverged} diverged; best final test accuracy {best:.4f}; "
+        f"results: {Path(args.out) / 'results.npz'}"
+    )
+    return 0

@@ -146,6 +146,21 @@ def _load_checkpoint(path: Path, fingerprint: str):
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
+def _programs(config_json: str, intervals: int, devices: tuple) -> tuple:
+    """(program, init_fn, advance_fn) for a config, cached so repeated sweeps reuse them."""
+    config = SweepConfig.from_dict(json.loads(config_json))
+    program = build_program(config)
+    mesh = jax.make_mesh(
+        (len(devices),),
+        ("sweep",),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=list(devices),
+    )
+    member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
+    return (program, *_compile(program, intervals, member))
+
+
 def _compile(program: Program, intervals: int, member: jax.sharding.NamedSharding):
     def init(data, hparams, key_data):
         return program.init(data, hparams, jax.random.wrap_key_data(key_data))
@@ -210,7 +225,7 @@ def run_sweep(
     mesh = sweep_mesh(devices)
     num_intervals = config.steps // config.eval_every
     intervals = block_intervals(num_intervals, checkpoint_every, config.eval_every)
-    arrays = load_arrays(config)  # checks batch_size against the data, before compiling
+    load_arrays(config)  # checks batch_size against the data, before compiling
 
     out = None if out is None else Path(out)
     hparams, seed_of = grid_lib.members(grid, seeds)
@@ -225,11 +240,10 @@ def run_sweep(
     ):
         return results_lib.load_results(out)
 
-    program = build_program(config, arrays)
+    program, init_fn, advance_fn = _programs(config.to_json(), intervals, tuple(mesh.devices.flat))
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
     replicated = jax.sharding.NamedSharding(mesh, jax.P())
     data = jax.tree.map(lambda x: _put(x, replicated), program.data)
-    init_fn, advance_fn = _compile(program, intervals, member)
     hparams = {k: grid_lib.pad(v, total) for k, v in hparams.items()}
     keys = grid_lib.pad(grid_lib.seed_keys(seed_of), total)
     num_blocks = num_intervals // intervals
@@ -257,20 +271,22 @@ def run_sweep(
         for c in range(start[0], num_chunks):
             rows = slice(c * chunk, (c + 1) * chunk)
             hp = {k: _put(v[rows], member) for k, v in as_hparams_host(hparams).items()}
-            carry, first = init_fn(data, hp, _put(keys[rows], member))
             b0 = 0
             if leaves is not None and c == start[0]:
+                shapes = jax.eval_shape(init_fn, data, hp, _put(keys[rows], member))
                 carry = jax.tree.unflatten(
-                    jax.tree.structure(carry), [_put(x, member) for x in leaves]
+                    jax.tree.structure(shapes), [_put(x, member) for x in leaves]
                 )
                 b0, leaves = start[1], None
             else:
-                for k in program.metric_names:
-                    buffers[k][rows, 0] = _host(first[k])
+                carry = init_fn(data, hp, _put(keys[rows], member))
             for b in range(b0, num_blocks):
-                carry, metrics = advance_fn(
+                carry, first, metrics = advance_fn(
                     data, hp, carry, np.int32(b * intervals * config.eval_every)
                 )
+                if b == 0:
+                    for k in program.metric_names:
+                        buffers[k][rows, 0] = _host(first[k])
                 cols = slice(1 + b * intervals, 1 + (b + 1) * intervals)
                 for k in program.metric_names:
                     buffers[k][rows, cols] = _host(metrics[k])

@@ -155,10 +155,12 @@ def _tree_where(cond: jax.Array, new: PyTree, old: PyTree) -> PyTree:
 class Program:
     """The pieces of ``train`` that the sweep executor runs block by block.
 
-    ``init(data, hparams, key) -> (carry, metrics at step 0)`` and
-    ``advance(data, hparams, carry, start_step, num_intervals) -> (carry, metrics)`` (with
-    ``num_intervals`` static and ``start_step`` a scalar shared by all members) are pure;
-    ``data`` is the pytree of device arrays from ``device_data``.
+    ``init(data, hparams, key) -> carry`` and
+    ``advance(data, hparams, carry, start_step, num_intervals) -> (carry, first, metrics)``
+    (with ``num_intervals`` static and ``start_step`` a scalar shared by all members) are pure;
+    ``first`` holds the metrics at ``start_step`` when it is 0 (NaN otherwise), ``metrics``
+    those at the ends of the ``num_intervals`` intervals; ``data`` is the pytree of device
+    arrays from ``device_data``.
     """
 
     config: SweepConfig
@@ -268,7 +270,7 @@ def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None =
         }
         if not full_batch:
             carry["perm"] = jnp.zeros((n,), jnp.int32)
-        return carry, evaluate(data, carry, jnp.int32(0))
+        return carry
 
     def train_step(data, hparams, carry, t):
         if full_batch:
@@ -308,7 +310,14 @@ def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None =
             carry, _ = jax.lax.scan(step, carry, s0 + jnp.arange(config.eval_every))
             return carry, evaluate(data, carry, s0 + config.eval_every)
 
-        return jax.lax.scan(interval, carry, jnp.arange(num_intervals))
+        # Metrics at the start of the run, computed only when the block starts at step 0
+        # (start_step is shared by all members, so this cond stays a cond under vmap).
+        nan = {k: jnp.full((), jnp.nan, jnp.float32) for k in metric_names}
+        first = jax.lax.cond(
+            start_step == 0, lambda c: evaluate(data, c, start_step), lambda c: nan, carry
+        )
+        carry, metrics = jax.lax.scan(interval, carry, jnp.arange(num_intervals))
+        return carry, first, metrics
 
     return Program(config, device_data(config, arrays), n, init, advance, metric_names)
 
@@ -347,8 +356,8 @@ def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], 
                 f"{unknown[0]}: not a numeric hyperparameter of optimizer {config.optimizer!r}"
             )
         hp = as_hparams(hparams)
-        carry, first = program.init(data, hp, key)
-        carry, rest = program.advance(data, hp, carry, 0, num_intervals)
+        carry = program.init(data, hp, key)
+        carry, first, rest = program.advance(data, hp, carry, 0, num_intervals)
         out = {k: jnp.concatenate([first[k][None], rest[k]]) for k in program.metric_names}
         out["diverged_at"] = carry["diverged_at"]
         return out

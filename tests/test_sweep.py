@@ -1,0 +1,187 @@
+"""The sweep engine against independent runs of `train`, and its bookkeeping.
+
+Every sweep here has 4 members, one config and one block size, so they share the same two
+compiled programs (the executor caches them): vmapped sweep vs separate runs of ``train``,
+a diverging member's isolation, chunking and checkpoint/resume are all checked against runs
+that differ only in the property under test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from gdyn_jax.sweep import SweepConfig, load_results, make_train, run_sweep
+
+CONFIG = SweepConfig(
+    model="logistic",
+    optimizer="momentum",
+    loss="mse",
+    steps=40,
+    batch_size=32,
+    eval_every=10,
+    train_subset=256,
+)
+GRID = {"learning_rate": [0.02, 0.1], "beta": [0.0, 0.9]}
+METRICS = ("train_loss", "test_loss", "test_accuracy")
+SEEDS_GRID = {"learning_rate": [0.1], "beta": [0.0, 0.9]}
+
+
+@pytest.fixture(scope="module")
+def sweep(mnist1d_data_dir):
+    return run_sweep(CONFIG, GRID, 1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def seeds_sweep(mnist1d_data_dir):
+    return run_sweep(CONFIG, SEEDS_GRID, 2, progress=False)
+
+
+def test_dataset_layout(sweep):
+    assert sweep["train_loss"].dims == ("learning_rate", "beta", "seed", "step")
+    assert sweep["diverged_at"].dims == ("learning_rate", "beta", "seed")
+    np.testing.assert_array_equal(sweep["step"], [0, 10, 20, 30, 40])
+    np.testing.assert_array_equal(sweep["learning_rate"], GRID["learning_rate"])
+    assert json.loads(sweep.attrs["config"]) == CONFIG.to_dict()
+    assert set(json.loads(sweep.attrs["versions"])) >= {"jax", "optax", "flax", "gdyn_jax"}
+    # Training works: the loss falls for every member, none diverged.
+    loss = sweep["train_loss"].values
+    assert np.all(loss[..., -1] < loss[..., 0])
+    assert np.all(sweep["diverged_at"].values == -1)
+
+
+def test_vmapped_sweep_equals_separate_runs_of_train(sweep):
+    train = jax.jit(make_train(CONFIG))
+    for lr in GRID["learning_rate"]:
+        for beta in GRID["beta"]:
+            single = train({"learning_rate": lr, "beta": beta}, jax.random.key(0))
+            member = sweep.sel(learning_rate=lr, beta=beta, seed=0)
+            for name in METRICS:
+                np.testing.assert_allclose(member[name], single[name], rtol=2e-5, atol=1e-6)
+            assert int(single["diverged_at"]) == int(member["diverged_at"]) == -1
+
+
+def test_seeds_differ_and_match_their_key(seeds_sweep, sweep):
+    loss = seeds_sweep["train_loss"].values
+    assert not np.allclose(loss[..., 0, :], loss[..., 1, :])
+    # Seed 0 of this sweep is the same member as in the lr x beta sweep (key(0) everywhere).
+    for name in METRICS:
+        np.testing.assert_allclose(
+            seeds_sweep[name].sel(learning_rate=0.1, seed=0),
+            sweep[name].sel(learning_rate=0.1, seed=0),
+            rtol=2e-5,
+            atol=1e-6,
+        )
+
+
+def test_diverging_member_is_frozen_and_isolated(sweep):
+    grid = {"learning_rate": [0.02, 2.0], "beta": [0.0, 0.9]}
+    ds = run_sweep(CONFIG, grid, 1, progress=False)
+    bad = ds.sel(learning_rate=2.0, seed=0)
+    diverged_at = bad["diverged_at"].values
+    assert np.all((diverged_at >= 0) & (diverged_at < CONFIG.steps))
+    for b, at in enumerate(diverged_at):
+        loss = bad["train_loss"].values[b]
+        alive = ds["step"].values <= at  # evaluated before the diverging step was taken
+        assert np.all(np.isfinite(loss[alive])) and np.all(np.isnan(loss[~alive]))
+    # The healthy members are bit-for-bit what they are in a sweep without the bad ones.
+    for name in (*METRICS, "diverged_at"):
+        np.testing.assert_array_equal(
+            ds[name].sel(learning_rate=0.02), sweep[name].sel(learning_rate=0.02)
+        )
+
+
+@pytest.fixture(scope="module")
+def chunked(mnist1d_data_dir):
+    # 4 members in chunks of 3: the second chunk is padded with a copy of the last member.
+    return run_sweep(CONFIG, SEEDS_GRID, 2, chunk_size=3, progress=False)
+
+
+def test_chunked_equals_unchunked(chunked, seeds_sweep):
+    for name in (*METRICS, "diverged_at"):
+        np.testing.assert_allclose(chunked[name], seeds_sweep[name], rtol=2e-5, atol=1e-6)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, chunked):
+    done = []
+
+    def interrupt_in_second_chunk(info):
+        done.append((info["chunk"], info["block"]))
+        if len(done) == 6:  # chunk 1, after its block 1 (blocks of one eval interval)
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run_sweep(
+            CONFIG,
+            SEEDS_GRID,
+            2,
+            out=tmp_path,
+            chunk_size=3,
+            progress=False,
+            callback=interrupt_in_second_chunk,
+        )
+    assert done[-1] == (1, 1)
+    assert (tmp_path / "checkpoint" / "state.npz").exists()
+    assert not (tmp_path / "results.npz").exists()
+    resumed = []
+    ds = run_sweep(
+        CONFIG,
+        SEEDS_GRID,
+        2,
+        out=tmp_path,
+        chunk_size=3,
+        resume=True,
+        progress=False,
+        callback=lambda info: resumed.append((info["chunk"], info["block"])),
+    )
+    assert resumed == [(1, 2), (1, 3)]
+    for name in (*METRICS, "diverged_at"):
+        np.testing.assert_array_equal(ds[name], chunked[name])
+    loaded = load_results(tmp_path)
+    assert loaded.identical(ds)
+    assert not (tmp_path / "checkpoint").exists()
+    # A finished sweep resumes to its saved results; a different sweep in the same dir is refused.
+    assert run_sweep(
+        CONFIG, SEEDS_GRID, 2, out=tmp_path, chunk_size=3, resume=True, progress=False
+    ).identical(loaded)
+    with pytest.raises(ValueError, match="^resume: "):
+        run_sweep(CONFIG, SEEDS_GRID, 3, out=tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "grid", "seeds", "match"),
+    [
+        ({"optimizer": "nope"}, {"learning_rate": [0.1]}, 1, "^optimizer: "),
+        ({"model": "nope"}, {"learning_rate": [0.1]}, 1, "^model: "),
+        ({"dataset": "nope"}, {"learning_rate": [0.1]}, 1, "^dataset: "),
+        ({}, {"lr": [0.1]}, 1, "^lr: "),
+        ({}, {"learning_rate": []}, 1, "^grid: learning_rate: empty"),
+        ({}, {}, 1, "^grid: empty"),
+        ({}, {"learning_rate": [0.1, "fast"]}, 1, "^grid: learning_rate: expected a number"),
+        ({}, {"beta": [0.9]}, 1, "^learning_rate: required"),
+        ({"batch_size": 257}, {"learning_rate": [0.1]}, 1, "^batch_size: 257 is larger"),
+        ({"loss": "hinge"}, {"learning_rate": [0.1]}, 1, "^loss: "),
+        ({"eval_every": 7}, {"learning_rate": [0.1]}, 1, "^eval_every: "),
+        ({"hparams": {"gamma": 1.0}}, {"learning_rate": [0.1]}, 1, "^gamma: "),
+        ({}, {"learning_rate": [0.1]}, 0, "^seeds: "),
+    ],
+)
+def test_bad_input_is_a_one_line_value_error(mnist1d_data_dir, kwargs, grid, seeds, match):
+    config = SweepConfig(**{**CONFIG.to_dict(), **kwargs})
+    with pytest.raises(ValueError, match=match) as info:
+        run_sweep(config, grid, seeds, progress=False)
+    assert "\n" not in str(info.value)
+
+
+def test_config_round_trips_through_json():
+    config = SweepConfig(hparams={"beta": 0.5}, schedule="cosine", batch_size=None)
+    assert SweepConfig.from_dict(json.loads(config.to_json())) == config
+    with pytest.raises(ValueError, match="^config: unknown field"):
+        SweepConfig.from_dict({"learning_rate": 0.1})
