@@ -226,6 +226,7 @@ FACTORS = np.array([1.0, 0.8, 0.55], np.float32)  # <= 1 keeps every range valid
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_over_hyperparameters_equals_loop(name):
+    """vmap over all numeric hyperparameters at once (each its own batch of values)."""
     jitted, run = runner(name)
     batched = {k: jnp.asarray(v * FACTORS, jnp.float32) for k, v in SETTINGS[name].items()}
     vmapped = jax.jit(jax.vmap(run))(batched)
@@ -307,6 +308,17 @@ def test_error_message_format():
         optimizers.adam(0.1, eps=0)
     with pytest.raises(ValueError, match=r"^momentum: expected a value in \[0, 1\)"):
         optimizers.rmsprop(0.1, momentum=1.0)
+
+
+def test_traced_values_are_not_checked():
+    """No Python branch on a traced value: an out-of-range tracer builds fine."""
+
+    def build(beta):
+        opt = optimizers.momentum(0.1, beta)
+        return opt.update(PARAMS0, opt.init(PARAMS0))[0]
+
+    out = jax.jit(build)(jnp.float32(1.5))
+    assert_trees_close(out, jax.tree.map(lambda g: -0.1 * g, PARAMS0))
 
 
 def test_boundary_values_accepted():

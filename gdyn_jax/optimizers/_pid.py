@@ -97,8 +97,8 @@ def pid(
     * differs, derivative term: the code scales :math:`g - g_{\text{prev}}` by the
       learning rate rather than by :math:`1-\beta`, and never stores the new
       gradient in its ``grad_buffer`` (it rebinds a local name), so after the
-      first step its :math:`g_{\text{prev}}` stays zero. We follow the written rule
-      above (the paper's derivative of the gradient), not these artefacts;
+      first step its :math:`g_{\text{prev}}` stays zero. We follow the rule written
+      above (a derivative of the gradient), not these artefacts;
     * not included: the code's ``weight_decay``, ``dampening`` and ``nesterov``
       options (chain :func:`optax.add_decayed_weights` for weight decay); its
       default ``momentum=0`` (which turns the I and D terms off) is replaced by
