@@ -1,0 +1,165 @@
+"""The theory experiments (goh2017, lessard2016, liu2018, optimizer_memory, gd_variants).
+
+Each runs end to end in its tiny setting (once per module) and writes report.md, summary.json
+and PNG figures; its numbers are checked against independent oracles: the roots of the
+characteristic polynomials in REFERENCES.md (numpy), scipy's discrete Lyapunov solver, optax's
+own optimizer states and scipy's minimiser.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import experiments
+
+MINE = ("goh2017", "lessard2016", "liu2018", "optimizer_memory", "gd_variants")
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> dict[str, tuple[pathlib.Path, dict]]:
+    root = tmp_path_factory.mktemp("theory")
+    return {name: (root / name, experiments.run(name, root / name, mode="tiny")) for name in MINE}
+
+
+def _heavy_ball_radius(a: float, beta: float, h: float) -> float:
+    # Closed loop of heavy ball on curvature h (REFERENCES.md): z^2 - (1 + beta - a h) z + beta.
+    return float(np.max(np.abs(np.roots([1.0, -(1.0 + beta - a * h), beta]))))
+
+
+def _nesterov_radius(a: float, beta: float, h: float) -> float:
+    k = a * h
+    return float(np.max(np.abs(np.roots([1.0, -(1 + beta) * (1 - k), beta * (1 - k)]))))
+
+
+@pytest.mark.parametrize("name", MINE)
+def test_writes_report_summary_and_figures(outputs, name):
+    out, summary = outputs[name]
+    assert (out / "report.md").read_text().startswith("# ")
+    assert json.loads((out / "summary.json").read_text()).keys() == summary.keys()
+    pngs = list(out.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 5000 for p in pngs)
+    for png in pngs:  # every figure is linked from the report
+        assert f"]({png.name})" in (out / "report.md").read_text()
+    assert experiments.title(name) == experiments.get(name).TITLE
+
+
+def test_goh2017_optimum_and_regions(outputs):
+    _, s = outputs["goh2017"]
+    assert all(count > 0 for count in s["region_counts"].values()), s["region_counts"]
+    for row in s["optimal"]:
+        kappa, lib = row["kappa"], row["library"]
+        sk = np.sqrt(kappa)
+        # Goh's closed forms for curvatures in [1, kappa].
+        np.testing.assert_allclose(lib["momentum"]["rate"], (sk - 1) / (sk + 1), rtol=5e-3)
+        np.testing.assert_allclose(lib["gd"]["rate"], (kappa - 1) / (kappa + 1), rtol=5e-3)
+        # The library's tuning achieves its rate at the extreme curvatures (numpy roots).
+        a, beta = lib["momentum"]["learning_rate"], lib["momentum"]["beta"]
+        worst = max(_heavy_ball_radius(a, beta, h) for h in np.linspace(1, kappa, 301))
+        np.testing.assert_allclose(worst, lib["momentum"]["rate"], rtol=5e-3)
+    for row in s["ripple_modulus"]:  # sqrt(beta), not Goh's printed 2 sqrt(beta)
+        a, beta = row["learning_rate"], row["beta"]
+        np.testing.assert_allclose(row["modulus"], _heavy_ball_radius(a, beta, 1.0), rtol=1e-9)
+        np.testing.assert_allclose(row["modulus"], np.sqrt(beta), rtol=1e-9)
+    run = s["quadratic_run"]
+    for name in ("momentum", "gd"):
+        np.testing.assert_allclose(run["measured_rate"][name], run["predicted_rate"][name],
+                                   rtol=0.03)
+
+
+def test_lessard2016_rates_match_roots(outputs):
+    _, s = outputs["lessard2016"]
+    methods = {r["method"] for r in s["rates"]}
+    assert methods == {"gd", "heavy_ball", "nesterov", "nesterov_optimal"}
+    for r in s["rates"]:
+        hp, kappa = r["hyperparameters"], r["kappa"]
+        curv = np.linspace(1.0, kappa, 401)
+        if r["optimizer"] == "sgd":
+            oracle = max(abs(1 - hp["learning_rate"] * h) for h in curv)
+        elif r["optimizer"] == "momentum":
+            oracle = max(_heavy_ball_radius(hp["learning_rate"], hp["beta"], h) for h in curv)
+        else:
+            oracle = max(_nesterov_radius(hp["learning_rate"], hp["beta"], h) for h in curv)
+        np.testing.assert_allclose(r["worst_case_rate"], oracle, rtol=1e-6, atol=1e-7)
+        gap = 1 - r["closed_form_rate"]
+        assert abs(r["worst_case_rate"] - r["closed_form_rate"]) <= 1e-3 * gap
+
+
+def test_liu2018_keys_and_trends(outputs):
+    _, s = outputs["liu2018"]
+    esc, sta = s["escape"], s["stationary"]
+    assert {"momentum", "learning_rate", "median_escape_steps"} <= set(esc[0])
+    assert {"momentum", "learning_rate", "error"} <= set(sta[0])
+    mus = sorted({r["momentum"] for r in esc})
+    etas = sorted({r["learning_rate"] for r in esc})
+    assert len(mus) >= 3 and len(etas) >= 2
+    for eta in etas:
+        med = [r["median_escape_steps"] for r in esc if r["learning_rate"] == eta]
+        assert med[-1] < med[0]  # momentum escapes the saddle faster
+
+
+def test_liu2018_noise_floor_matches_lyapunov(outputs):
+    import scipy.linalg
+
+    from experiments import liu2018
+
+    _, s = outputs["liu2018"]
+    h = np.asarray(liu2018.QUAD_CURVATURES)
+    sigma = liu2018.QUAD_NOISE
+    for row in s["noise_floor"]:
+        a, mu = row["learning_rate"], row["momentum"]
+        pred = []
+        for hi in h:  # state (theta, v): v' = mu v + h theta + w; theta' = theta - a v'
+            A = np.array([[1 - a * hi, -a * mu], [hi, mu]])
+            B = np.array([[-a], [1.0]])
+            cov = scipy.linalg.solve_discrete_lyapunov(A, sigma**2 * B @ B.T)
+            pred.append(cov[0, 0])
+        np.testing.assert_allclose(row["predicted_variance"], pred, rtol=1e-6)
+        np.testing.assert_allclose(row["predicted_excess_loss"], 0.5 * np.dot(h, pred),
+                                   rtol=1e-6)
+
+
+def test_optimizer_memory_matches_optax_states(outputs):
+    import jax
+    import optax
+
+    _, s = outputs["optimizer_memory"]
+    rows = {r["optimizer"]: r for r in s["optimizers"]}
+    n = s["num_params"]
+    params = {"w": np.zeros((n,), np.float32)}
+
+    def optax_bytes(tx):
+        leaves = jax.tree.leaves(tx.init(params))
+        return sum(x.nbytes for x in leaves if np.issubdtype(x.dtype, np.floating)) / n
+
+    oracle = {"sgd": optax.sgd(0.1), "momentum": optax.sgd(0.1, momentum=0.9),
+              "adagrad": optax.adagrad(0.1), "rmsprop": optax.rmsprop(0.1),
+              "adam": optax.adam(0.1), "adamw": optax.adamw(0.1), "lars": optax.lars(0.1)}
+    for name, tx in oracle.items():
+        np.testing.assert_allclose(rows[name]["bytes_per_param"], optax_bytes(tx), atol=1e-3)
+    assert rows["sgd"]["bytes_per_param"] == 0
+    assert rows["adam"]["bytes_per_param"] == 8
+
+
+def test_gd_variants(outputs):
+    import scipy.special
+
+    from experiments import gd_variants
+
+    _, s = outputs["gd_variants"]
+    x, y = gd_variants.make_data(16)
+    p = np.array([0.7, -0.3])
+    np.testing.assert_allclose(  # the loss is -mean log sigma(y (w x + b))
+        gd_variants.logistic_loss(p, x, y),
+        -np.mean(np.log(scipy.special.expit(y * (p[0] * x + p[1])))), rtol=1e-6)
+    rough = {v["variant"]: v["roughness"] for v in s["logistic"]["variants"]}
+    assert rough["stochastic"] > rough["mini-batch"] > rough["batch"] >= 1.0
+    rav = s["ravine"]
+    kappa = rav["kappa"]
+    np.testing.assert_allclose(rav["gd"]["measured_rate"], (kappa - 1) / (kappa + 1), rtol=0.01)
+    sk = np.sqrt(kappa)
+    np.testing.assert_allclose(rav["momentum"]["measured_rate"], (sk - 1) / (sk + 1), rtol=0.03)
+    assert rav["momentum"]["zigzag_amplitude"] < rav["gd"]["zigzag_amplitude"]
