@@ -225,7 +225,7 @@ def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None =
         g0 = jax.tree.map(jnp.zeros_like, params) if with_grad else None
         zero = jnp.zeros((), jnp.float32)
         (loss_sum, correct, g), _ = jax.lax.scan(body, (zero, zero, g0), chunks)
-        gnorm = optax.global_norm(g) / total if with_grad else None
+        gnorm = optax.tree.norm(g) / total if with_grad else None
         return loss_sum / total, correct / total, gnorm
 
     def evaluate(data, carry, step):
