@@ -181,9 +181,10 @@ def _logistic_part(cfg: dict, report: Report) -> dict:
     import scipy.optimize
 
     x, y = make_data(cfg["n"])
+    value_and_grad = jax.jit(jax.value_and_grad(logistic_loss))
     opt = scipy.optimize.minimize(
-        lambda p: float(logistic_loss(p, x, y)), np.zeros(2),
-        jac=lambda p: np.asarray(jax.grad(logistic_loss)(p, x, y)), method="BFGS", tol=1e-12,
+        lambda p: tuple(np.asarray(v, np.float64) for v in value_and_grad(p, x, y)),
+        np.zeros(2), jac=True, method="BFGS", tol=1e-12,
     )
     w_star, loss_star = opt.x, float(opt.fun)
     sizes = {"batch": cfg["n"], "mini-batch": cfg["minibatch"], "stochastic": 1}

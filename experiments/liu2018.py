@@ -32,7 +32,7 @@ TITLE = "Momentum SGD on streaming PCA: saddle escape vs stationary error (Liu e
 
 SETTINGS = {
     "tiny": {"eigenvalues": (1.0, 0.5, 0.3, 0.2), "momenta": (0.0, 0.5, 0.9),
-             "learning_rates": (0.01, 0.02), "seeds": 32, "steps": 3000,
+             "learning_rates": (0.01, 0.02), "seeds": 24, "steps": 2500,
              "mc_seeds": 256, "mc_steps": 300},
     "quick": {"eigenvalues": (1.0, 0.5, 0.3, 0.2), "momenta": (0.0, 0.5, 0.9),
               "learning_rates": (0.0025, 0.005), "seeds": 128, "steps": 10000,
@@ -152,34 +152,37 @@ def noise_floor_part(cfg: dict, report: Report) -> list[dict]:
     h = np.asarray(QUAD_CURVATURES)
     hessian = np.diag(h)
     noise_cov = QUAD_NOISE**2 * np.eye(h.size)
-    rows = []
+
+    def one(mu, k):
+        opt = optimizers.momentum(QUAD_LEARNING_RATE, mu)  # mu traced: one program for all
+
+        def step(carry, k_step):
+            theta, state = carry
+            g = jnp.asarray(h) * theta + QUAD_NOISE * jax.random.normal(k_step, h.shape)
+            updates, state = opt.update(g, state, theta)
+            return (optax.apply_updates(theta, updates), state), None
+
+        theta0 = jnp.zeros(h.size)
+        (theta, _), _ = jax.lax.scan(step, (theta0, opt.init(theta0)),
+                                     jax.random.split(k, cfg["mc_steps"]))
+        return theta
+
+    keys = jax.random.split(jax.random.key(1), cfg["mc_seeds"])
     with jax.enable_x64(True):
-        for mu in cfg["momenta"]:
-            opt = optimizers.momentum(QUAD_LEARNING_RATE, mu)
-            system = linearize.linearize(opt, hessian)
-            cov = np.asarray(linearize.stationary_covariance(system, noise_cov))
-            cov_theta = cov[: h.size, : h.size]
-            excess = float(linearize.stationary_excess_loss(system, noise_cov, hessian))
-
-            def one(k, opt=opt):
-                def step(carry, k_step):
-                    theta, state = carry
-                    g = jnp.asarray(h) * theta + QUAD_NOISE * jax.random.normal(k_step, h.shape)
-                    updates, state = opt.update(g, state, theta)
-                    return (optax.apply_updates(theta, updates), state), None
-
-                theta0 = jnp.zeros(h.size)
-                (theta, _), _ = jax.lax.scan(step, (theta0, opt.init(theta0)),
-                                             jax.random.split(k, cfg["mc_steps"]))
-                return theta
-
-            keys = jax.random.split(jax.random.key(1), cfg["mc_seeds"])
-            theta = np.asarray(jax.jit(jax.vmap(one))(keys))
-            mc_var = theta.var(axis=0)
-            mc_excess = float(0.5 * np.mean(np.sum(h * theta**2, axis=1)))
-            rows.append({"momentum": mu, "learning_rate": QUAD_LEARNING_RATE,
-                         "predicted_variance": np.diag(cov_theta), "monte_carlo_variance": mc_var,
-                         "predicted_excess_loss": excess, "monte_carlo_excess_loss": mc_excess})
+        thetas = np.asarray(jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(
+            jnp.asarray(cfg["momenta"]), keys))
+    rows = []
+    for mu, theta in zip(cfg["momenta"], thetas, strict=True):
+        with jax.enable_x64(True):
+            system = linearize.linearize(optimizers.momentum(QUAD_LEARNING_RATE, mu), hessian)
+        cov_theta = np.asarray(linearize.stationary_covariance(system, noise_cov))[
+            : h.size, : h.size]
+        excess = float(linearize.stationary_excess_loss(system, noise_cov, hessian))
+        mc_var = theta.var(axis=0)
+        mc_excess = float(0.5 * np.mean(np.sum(h * theta**2, axis=1)))
+        rows.append({"momentum": mu, "learning_rate": QUAD_LEARNING_RATE,
+                     "predicted_variance": np.diag(cov_theta), "monte_carlo_variance": mc_var,
+                     "predicted_excess_loss": excess, "monte_carlo_excess_loss": mc_excess})
     n = cfg["mc_seeds"]
     report.text(
         f"Noise floor: momentum SGD, a = {QUAD_LEARNING_RATE}, on f = 1/2 sum h_i theta_i^2 with "
