@@ -90,7 +90,7 @@ def max_stable_curvature(
     *,
     lower: float = 1e-12,
     upper: float = 1e12,
-    points: int = 481,
+    points: int = 257,
     rtol: float = 1e-14,
 ) -> float:
     r"""The largest curvature :math:`h` for which the loop of ``opt`` on :math:`\tfrac12 h\theta^2`
@@ -98,30 +98,30 @@ def max_stable_curvature(
 
     Computed, not looked up: the spectral radius of the linearised loop is scanned on a log grid
     of ``points`` curvatures in ``[lower, upper]``, the upper end of the first stable interval is
-    bracketed and refined by vectorised multisection to relative width ``rtol``. SGD gives
-    :math:`2/a`, heavy ball :math:`(2+2\beta)/a`, Nesterov :math:`(2+2\beta)/((1+2\beta)a)`.
-    Returns 0.0 if no curvature on the grid is stable and ``inf`` if all above the first
-    stable one are.
+    bracketed and refined by vectorised multisection (``points`` probes per round, one
+    compilation) to relative width ``rtol``. SGD gives :math:`2/a`, heavy ball
+    :math:`(2+2\beta)/a`, Nesterov :math:`(2+2\beta)/((1+2\beta)a)`. Returns 0.0 if no
+    curvature on the grid is stable and ``inf`` if all above the first stable one are.
     """
     with jax.enable_x64(True):
         radius = _curvature_radius_fn(opt)
         hs = np.geomspace(lower, upper, points)
         stable = np.asarray(radius(jnp.asarray(hs))) < 1.0
-        first = np.argmax(stable)
+        first = int(np.argmax(stable))
         if not stable[first]:
             return 0.0
         after = np.nonzero(~stable[first:])[0]
         if after.size == 0:
             return float("inf")
         lo, hi = hs[first + after[0] - 1], hs[first + after[0]]
-        for _ in range(40):
+        for _ in range(20):
             if hi - lo <= rtol * hi:
                 break
-            probe = np.linspace(lo, hi, 65)
+            probe = np.linspace(lo, hi, points)
             ok = np.asarray(radius(jnp.asarray(probe))) < 1.0
-            j = int(np.argmin(ok))  # first unstable probe (probe[-1] = hi is unstable)
-            j = j if not ok[j] else 64
-            lo, hi = probe[max(j - 1, 0)], probe[j]
+            ok[0], ok[-1] = True, False  # the bracket's ends are known
+            j = int(np.argmin(ok))  # first unstable probe
+            lo, hi = probe[j - 1], probe[j]
     return float(lo)
 
 
@@ -219,7 +219,7 @@ def root_locus(
 ) -> np.ndarray:
     r"""Closed-loop poles (eigenvalues of :math:`A`) along one hyperparameter.
 
-    Returns a complex array ``(len(values), k)``, each row sorted by ``numpy.sort_complex``.
+    Returns a complex array ``(len(values), k)``, each row sorted by real part then imaginary.
     """
     h = validate_hessian(hessian)
     A, _ = grid_matrices(factory, {name: values}, h, **fixed)
@@ -228,7 +228,15 @@ def root_locus(
             poles = np.asarray(eigvals(jnp.asarray(A)))
     else:
         poles = np.linalg.eigvals(A)
-    return np.sort_complex(poles)
+    return _sort_poles(poles)
+
+
+def _sort_poles(poles: np.ndarray) -> np.ndarray:
+    """Sort each row by real part (rounded, so conjugates stay together), then imaginary."""
+    poles = np.asarray(poles, complex)
+    keys = np.round(poles.real, 9) + 0.0  # -0.0 -> 0.0
+    order = np.lexsort((poles.imag, keys), axis=-1)
+    return np.take_along_axis(poles, order, axis=-1)
 
 
 # --------------------------------------------------------------------------- tuning

@@ -254,25 +254,34 @@ def state_space(
     return jac[:, :k], jac[:, k:]
 
 
-def _is_affine(step: Callable, z0: jax.Array, k: int) -> bool:
-    """True iff ``step`` is affine: equal Jacobians, exact first-order values at random points."""
+def _jacobians_at(step: Callable, z0: jax.Array, num_points: int = _EXACT_POINTS):
+    """Values and Jacobians of ``step`` at ``z0`` and at ``num_points`` random points."""
     rng = np.random.default_rng(0)
-    jac_fn = jax.jit(jax.jacfwd(step))
-    step_fn = jax.jit(step)
-    f0, j0 = step_fn(z0), jac_fn(z0)
-    scale = 1.0 + float(jnp.max(jnp.abs(j0)))
-    for _ in range(_EXACT_POINTS):
-        z = z0 + jnp.asarray(rng.normal(size=z0.shape) * 2.0)
-        f, j = step_fn(z), jac_fn(z)
-        if not (bool(jnp.all(jnp.isfinite(f))) and bool(jnp.all(jnp.isfinite(j)))):
+    zs = jnp.concatenate(
+        [z0[None], z0 + jnp.asarray(rng.normal(size=(num_points,) + z0.shape) * 2.0)]
+    )
+
+    def both(z):
+        return step(z), jax.jacfwd(step)(z)
+
+    values, jacs = jax.vmap(both)(zs)  # eager: cheaper than compiling for one small system
+    return zs, np.asarray(values), np.asarray(jacs)
+
+
+def _is_affine(zs: np.ndarray, values: np.ndarray, jacs: np.ndarray) -> bool:
+    """True iff equal Jacobians and exact first-order values at the points ``zs[1:]``."""
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(jacs))):
+        return False
+    zs = np.asarray(zs)
+    f0, j0 = values[0], jacs[0]
+    scale = 1.0 + float(np.max(np.abs(j0)))
+    for z, f, j in zip(zs[1:], values[1:], jacs[1:], strict=True):
+        dz = z - zs[0]
+        tol = _EXACT_RTOL * scale * (1.0 + float(np.max(np.abs(dz))))
+        if float(np.max(np.abs(j - j0))) > tol:
             return False
-        dz = z - z0
-        tol = _EXACT_RTOL * scale * (1.0 + float(jnp.max(jnp.abs(dz))))
-        if float(jnp.max(jnp.abs(j - j0))) > tol:
+        if float(np.max(np.abs(f - f0 - j0 @ dz))) > tol * (1.0 + float(np.max(np.abs(f0)))):
             return False
-        if float(jnp.max(jnp.abs(f - f0 - j0 @ dz))) > tol * (1.0 + float(jnp.max(jnp.abs(f0)))):
-            return False
-    del k
     return True
 
 
@@ -308,12 +317,13 @@ def _linearize(opt, h: np.ndarray, *, params=None, state=None, reference=None) -
         p = jnp.zeros(n) if params is None else jnp.reshape(jnp.asarray(params, jnp.float64), (n,))
         s = opt.init(p) if state is None else state
         ref = jnp.ones(n) if reference is None else reference
-        A, B = jax.jit(lambda p_, s_: state_space(opt, hj, p_, s_, ref))(p, s)
         step, x0 = _one_step_map(opt, hj, p, s)
         k = x0.shape[0]
         z0 = jnp.concatenate([x0, jnp.reshape(jnp.asarray(ref, jnp.float64), (n,)), jnp.zeros(n)])
-        exact = _is_affine(step, z0, k)
-        A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+        zs, values, jacs = _jacobians_at(step, z0)
+        exact = _is_affine(zs, values, jacs)
+        A = np.array(jacs[0][:, :k], np.float64)
+        B = np.array(jacs[0][:, k:], np.float64)
     C = np.zeros((n, k))
     C[:, :n] = np.eye(n)
     D = np.zeros((n, 2 * n))
@@ -349,9 +359,11 @@ def linearize_grid(
     A, B = grid_matrices(factory, grid, h, **fixed)
     n = h.shape[0]
     k = A.shape[-1]
+    batch = A.shape[:-2]
     C = np.zeros((n, k))
     C[:, :n] = np.eye(n)
-    D = np.zeros((n, 2 * n))
+    C = np.broadcast_to(C, batch + C.shape).copy()
+    D = np.zeros(batch + (n, 2 * n))
     return LinearSystem(A, B, C, D, exact=None, inputs=INPUTS, num_params=n, hessian=h)
 
 

@@ -28,6 +28,7 @@ __all__ = ["TransferFunction", "transfer_function", "open_loop"]
 
 TRIM_TOL = 1e-10
 CANCEL_TOL = 1e-7
+CLUSTER_RADIUS = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,24 +94,39 @@ def _deflate(poly: np.ndarray, root: complex) -> np.ndarray:
     return quotient
 
 
+def _clusters(roots: np.ndarray, radius: float) -> list[complex]:
+    """Centroids of groups of roots closer than ``radius`` (relative): a multiple root is
+    computed with error ~ eps^(1/m), but the mean of its m copies is accurate to ~eps."""
+    remaining = list(np.asarray(roots, complex))
+    centroids = []
+    while remaining:
+        r = remaining.pop(0)
+        group = [r] + [q for q in remaining if abs(q - r) <= radius * max(1.0, abs(r))]
+        remaining = [q for q in remaining if abs(q - r) > radius * max(1.0, abs(r))]
+        c = complex(np.mean(group))
+        if abs(c.imag) <= radius * max(1.0, abs(c)):
+            c = complex(c.real, 0.0)
+        centroids.append(c)
+    return centroids
+
+
 def _cancel(num: np.ndarray, den: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Cancel common roots of num and den (within ``tol``) by deflating both polynomials."""
     while num.size > 1 and den.size > 1:
-        zeros, poles = np.roots(num), np.roots(den)
+        zeros = _clusters(np.roots(num), CLUSTER_RADIUS)
+        poles = _clusters(np.roots(den), CLUSTER_RADIUS)
         best = None
         for zr in zeros:
-            if zr.imag < -1e-300:
+            if zr.imag < 0:
                 continue  # handle each conjugate pair once, from its upper member
-            dist = np.abs(poles - zr)
-            j = int(np.argmin(dist))
-            if dist[j] <= tol * max(1.0, abs(zr)) and (best is None or dist[j] < best[0]):
-                best = (dist[j], 0.5 * (zr + poles[j]))
+            for pr in poles:
+                dist = abs(pr - zr)
+                if dist <= tol * max(1.0, abs(zr)) and (best is None or dist < best[0]):
+                    best = (dist, zr, pr)
         if best is None:
             break
-        root = best[1]
-        if abs(root.imag) <= tol:
-            root = complex(root.real, 0.0)
-        num, den = _deflate(num, root), _deflate(den, root)
+        _, zr, pr = best
+        num, den = _deflate(num, zr), _deflate(den, pr)
     return num, den
 
 

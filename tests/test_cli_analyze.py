@@ -1,0 +1,95 @@
+"""`gdyn analyze` in-process through gdyn_jax.cli.main."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gdyn_jax import cli
+
+FIELDS = {
+    "optimizer",
+    "hyperparameters",
+    "curvature",
+    "num",
+    "den",
+    "poles",
+    "zeros",
+    "dc_gain",
+    "spectral_radius",
+    "stable",
+    "exact",
+    "max_stable_curvature",
+    "step_info",
+}
+
+
+def _run_json(capsys, *args):
+    assert cli.main(["analyze", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_done_when_heavy_ball(capsys):
+    out = _run_json(
+        capsys, "momentum", "--hp", "learning_rate=0.1", "--hp", "beta=0.9", "--curvature", "2"
+    )
+    assert set(out) == FIELDS
+    expected = np.roots([1.0, -1.7, 0.9])
+    poles = np.array([complex(re, im) for re, im in out["poles"]])
+    np.testing.assert_allclose(np.sort_complex(poles), np.sort_complex(expected), atol=1e-10)
+    np.testing.assert_allclose(out["den"], [1.0, -1.7, 0.9], atol=1e-12)
+    assert out["max_stable_curvature"] == pytest.approx(38.0, rel=1e-9)
+    assert out["stable"] is True and out["exact"] is True and out["dc_gain"] == pytest.approx(1)
+    assert out["hyperparameters"] == {"learning_rate": 0.1, "beta": 0.9}
+    assert out["step_info"]["Stable"] is True
+    assert out["step_info"]["Overshoot"] > 0
+
+
+def test_diagonal_curvature_and_plot(capsys, tmp_path):
+    path = tmp_path / "fig.png"
+    out = _run_json(
+        capsys,
+        "nesterov",
+        "--hp",
+        "learning_rate=0.1",
+        "--curvature",
+        "2,5",
+        "--steps",
+        "100",
+        "--plot",
+        str(path),
+    )
+    assert out["curvature"] == [2.0, 5.0] and len(out["den"]) == 2 and len(out["poles"]) == 4
+    assert path.stat().st_size > 1000
+
+
+def test_unstable_and_text_output(capsys):
+    out = _run_json(capsys, "sgd", "--hp", "learning_rate=1", "--curvature", "3")
+    assert out["stable"] is False and out["step_info"]["SettlingTime"] is None
+    assert out["max_stable_curvature"] == pytest.approx(2.0)
+    assert cli.main(["analyze", "adam", "--hp", "learning_rate=0.01", "--curvature", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "exact: False" in text
+
+
+@pytest.mark.parametrize(
+    "args,name",
+    [
+        (["nosuch", "--hp", "learning_rate=1", "--curvature", "1"], "optimizer"),
+        (["sgd", "--hp", "lr=1", "--curvature", "1"], "--hp"),
+        (["sgd", "--hp", "learning_rate", "--curvature", "1"], "--hp"),
+        (["sgd", "--curvature", "1"], "--hp"),
+        (["sgd", "--hp", "learning_rate=-1", "--curvature", "1"], "learning_rate"),
+        (["momentum", "--hp", "learning_rate=0.1", "--hp", "beta=2", "--curvature", "1"], "beta"),
+        (["sgd", "--hp", "learning_rate=1", "--curvature", "0"], "--curvature"),
+        (["sgd", "--hp", "learning_rate=1", "--curvature", "1,x"], "--curvature"),
+        (["sgd", "--hp", "learning_rate=1", "--curvature", "1", "--steps", "0"], "--steps"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, args, name):
+    assert cli.main(["analyze", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"gdyn analyze: error: {name}")
