@@ -14,11 +14,12 @@ The lecture's claims, measured: the batch path is smooth, the stochastic one jit
 minimum's neighbourhood (the minimum itself from ``scipy.optimize.minimize``).
 
 Part 2. A ravine :math:`f(\theta) = \tfrac12(h_1\theta_1^2 + h_2\theta_2^2)` with
-:math:`\kappa = h_1/h_2` large: GD tuned at :math:`a = 2/(h_1+h_2)` zig-zags across the
-steep direction and crawls along the flat one; heavy-ball momentum tuned at Goh's
-:math:`a^*, \beta^*` damps the zig-zag. The measured rates are set beside the ones
-``linearize.convergence_rate`` predicts, :math:`(\kappa-1)/(\kappa+1)` and
-:math:`(\sqrt\kappa-1)/(\sqrt\kappa+1)`.
+:math:`\kappa = h_1/h_2` large, GD and heavy ball at the same step :math:`a = 1.9/h_1`: GD
+zig-zags across the steep direction (pole :math:`-0.9`) and crawls along the flat one
+(:math:`1 - a h_2`); heavy ball, with the :math:`\beta` that
+``linearize.optimal_hyperparameters`` picks at that step (:math:`(1-\sqrt{a h_2})^2`), damps
+the zig-zag and runs down the ravine at :math:`1-\sqrt{a h_2}`. The measured rates are set
+beside ``linearize.convergence_rate``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ LEARNING_RATE = 0.5
 START = (-2.0, 2.5)
 RAVINE = (1.0, 0.02)  # curvatures h1 (steep), h2 (flat): kappa = 50
 RAVINE_START = (1.0, 1.0)
+RAVINE_STEP = 1.9  # step size times the steep curvature
 
 
 def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -131,16 +133,19 @@ def _plot_logistic(paths, x, y, w_star, path: pathlib.Path) -> None:
     loss = np.asarray(jax.vmap(lambda p: logistic_loss(p, x, y))(grid)).reshape(ws.shape)
     fig, ax = plt.subplots(figsize=(6.5, 5.2))
     cs = ax.contour(ws, bs, loss, levels=np.geomspace(loss.min() + 1e-3, loss.max(), 18),
-                    cmap="Greys", linewidths=0.8)
+                    cmap="viridis", linewidths=0.8)
     ax.clabel(cs, fontsize=6, fmt="%.2f")
-    for (label, p), style in zip(paths.items(), ("C0-", "C2-", "C3-", "k--"), strict=True):
-        ax.plot(p[:, 0], p[:, 1], style, lw=1.0, alpha=0.85, label=label)
+    styles = ({"color": "C0", "lw": 2.5, "marker": "o", "ms": 4, "zorder": 4},
+              {"color": "C2", "lw": 1.2, "zorder": 3}, {"color": "C3", "lw": 0.8, "alpha": 0.7},
+              {"color": "k", "lw": 1.0, "ls": "--", "zorder": 5})
+    for (label, p), style in zip(paths.items(), styles, strict=True):
+        ax.plot(p[:, 0], p[:, 1], label=label, **style)
     ax.plot(*START, "ko", label="start")
     ax.plot(*w_star, "k*", ms=12, label="minimum (scipy)")
     ax.set_xlabel("weight w")
     ax.set_ylabel("bias b")
     ax.set_title("Logistic loss: batch vs stochastic vs mini-batch GD")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -241,21 +246,22 @@ def _ravine_part(cfg: dict, report: Report) -> dict:
 
     h1, h2 = RAVINE
     kappa = h1 / h2
-    a_gd = 2.0 / (h1 + h2)
-    a_hb = (2.0 / (np.sqrt(h1) + np.sqrt(h2))) ** 2
-    b_hb = ((np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)) ** 2
+    a = RAVINE_STEP / h1  # one step size for both: GD's steep pole is 1 - a h1 = -0.9
     eig = np.asarray([h2, h1])
     with jax.enable_x64(True):
+        tuned, _ = linearize.optimal_hyperparameters(  # best beta at this step size
+            optimizers.momentum, h2, h1, names=("beta",), learning_rate=a)
+        beta = float(tuned["beta"])
         paths = {
-            f"GD a={a_gd:.3f}": _ravine_run(optimizers.sgd(a_gd), cfg["ravine_steps"]),
-            f"heavy ball a={a_hb:.3f}, beta={b_hb:.3f}":
-                _ravine_run(optimizers.momentum(a_hb, b_hb), cfg["ravine_steps"]),
+            f"GD a={a:.2f}": _ravine_run(optimizers.sgd(a), cfg["ravine_steps"]),
+            f"heavy ball a={a:.2f}, beta={beta:.3f}":
+                _ravine_run(optimizers.momentum(a, beta), cfg["ravine_steps"]),
         }
         pred_gd = float(np.ravel(linearize.convergence_rate(
-            optimizers.sgd, {"learning_rate": np.asarray([a_gd])}, eig))[0])
+            optimizers.sgd, {"learning_rate": np.asarray([a])}, eig))[0])
         pred_hb = float(np.ravel(linearize.convergence_rate(
-            optimizers.momentum, {"learning_rate": np.asarray([a_hb]),
-                                  "beta": np.asarray([b_hb])}, eig))[0])
+            optimizers.momentum, {"learning_rate": np.asarray([a]),
+                                  "beta": np.asarray([beta])}, eig))[0])
     gd_path, hb_path = paths.values()
     meas_gd = measured_rate(gd_path, 20)
     meas_hb = measured_rate(hb_path[:120], 30)
@@ -263,17 +269,23 @@ def _ravine_part(cfg: dict, report: Report) -> dict:
     amp = {k: float(np.max(np.abs(p[20:40, 0]))) for k, p in paths.items()}
     report.text(
         f"Part 2: ravine with curvatures h1 = {h1}, h2 = {h2} (kappa = {kappa:g}), start "
-        f"{RAVINE_START}. GD at a = 2/(h1+h2); heavy ball at Goh's optimum. Predicted rates "
-        "come from `linearize.convergence_rate`; measured ones from the slope of log "
-        "||theta_k||. Zig-zag amplitude = max |theta_1| over steps 20..39."
+        f"{RAVINE_START}, the same step a = {RAVINE_STEP}/h1 for GD and heavy ball. GD's "
+        "steep mode has the pole 1 - a h1 = -0.9: it zig-zags across the ravine, while its flat "
+        "mode crawls at 1 - a h2. Momentum's beta is the one `linearize.optimal_hyperparameters` "
+        "picks at this a (closed form: beta = (1 - sqrt(a h2))^2, both modes then have modulus "
+        "1 - sqrt(a h2)). Predicted rates come from `linearize.convergence_rate`; measured ones "
+        "from the slope of log ||theta_k||. Zig-zag amplitude = max |theta_1| over steps 20..39."
     )
+    closed_beta = (1 - np.sqrt(a * h2)) ** 2
+    report.compare("momentum beta from optimal_hyperparameters vs (1 - sqrt(a h2))^2", beta,
+                   closed_beta, rtol=0.01)
     report.compare("GD rate in ravine, measured vs linearize", meas_gd, pred_gd, rtol=0.01)
-    report.compare("GD rate, linearize vs (kappa-1)/(kappa+1)", pred_gd,
-                   (kappa - 1) / (kappa + 1), rtol=1e-6)
+    report.compare("GD rate, linearize vs max(abs(1 - a h))", pred_gd,
+                   max(abs(1 - a * h1), abs(1 - a * h2)), rtol=1e-6)
     report.compare("heavy-ball rate in ravine, measured vs linearize", meas_hb, pred_hb,
                    rtol=0.03)
-    report.compare("heavy-ball rate, linearize vs (sqrt(kappa)-1)/(sqrt(kappa)+1)", pred_hb,
-                   (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1), rtol=1e-4)
+    report.compare("heavy-ball rate, linearize vs 1 - sqrt(a h2)", pred_hb,
+                   1 - np.sqrt(a * h2), rtol=0.01)
     labels = list(paths)
     report.compare("zig-zag amplitude, steps 20-39: momentum damps it (momentum / GD)",
                    amp[labels[1]] / amp[labels[0]], 1.0,
@@ -282,9 +294,9 @@ def _ravine_part(cfg: dict, report: Report) -> dict:
         "paths": paths,
         "summary": {
             "curvatures": list(RAVINE), "kappa": kappa,
-            "gd": {"learning_rate": a_gd, "measured_rate": meas_gd, "predicted_rate": pred_gd,
+            "gd": {"learning_rate": a, "measured_rate": meas_gd, "predicted_rate": pred_gd,
                    "sign_flips_40_steps": flips[labels[0]], "zigzag_amplitude": amp[labels[0]]},
-            "momentum": {"learning_rate": a_hb, "beta": b_hb, "measured_rate": meas_hb,
+            "momentum": {"learning_rate": a, "beta": beta, "measured_rate": meas_hb,
                          "predicted_rate": pred_hb, "sign_flips_40_steps": flips[labels[1]],
                          "zigzag_amplitude": amp[labels[1]]},
         },

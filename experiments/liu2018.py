@@ -35,7 +35,7 @@ SETTINGS = {
              "learning_rates": (0.01, 0.02), "seeds": 24, "steps": 2500,
              "mc_seeds": 256, "mc_steps": 300},
     "quick": {"eigenvalues": (1.0, 0.5, 0.3, 0.2), "momenta": (0.0, 0.5, 0.9),
-              "learning_rates": (0.0025, 0.005), "seeds": 128, "steps": 10000,
+              "learning_rates": (0.001, 0.0025, 0.005), "seeds": 128, "steps": 20000,
               "mc_seeds": 2000, "mc_steps": 1000},
     "full": {"eigenvalues": (1.0, 0.5, 0.3, 0.2, 0.1, 0.05), "momenta": (0.0, 0.3, 0.6, 0.9),
              "learning_rates": (0.001, 0.0025, 0.005), "seeds": 512, "steps": 30000,

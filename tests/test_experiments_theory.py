@@ -159,8 +159,14 @@ def test_gd_variants(outputs):
     rough = {v["variant"]: v["roughness"] for v in s["logistic"]["variants"]}
     assert rough["stochastic"] > rough["mini-batch"] > rough["batch"] >= 1.0
     rav = s["ravine"]
-    kappa = rav["kappa"]
-    np.testing.assert_allclose(rav["gd"]["measured_rate"], (kappa - 1) / (kappa + 1), rtol=0.01)
-    sk = np.sqrt(kappa)
-    np.testing.assert_allclose(rav["momentum"]["measured_rate"], (sk - 1) / (sk + 1), rtol=0.03)
+    h1, h2 = rav["curvatures"]
+    a = rav["gd"]["learning_rate"]
+    assert rav["momentum"]["learning_rate"] == a
+    # GD: max |1 - a h|; heavy ball with beta = (1 - sqrt(a h2))^2: a double root 1 - sqrt(a h2).
+    np.testing.assert_allclose(rav["momentum"]["beta"], (1 - np.sqrt(a * h2)) ** 2, rtol=0.01)
+    gd_rate = max(abs(1 - a * h1), abs(1 - a * h2))
+    np.testing.assert_allclose(rav["gd"]["measured_rate"], gd_rate, rtol=0.01)
+    hb_rate = max(_heavy_ball_radius(a, rav["momentum"]["beta"], h) for h in (h1, h2))
+    np.testing.assert_allclose(rav["momentum"]["predicted_rate"], hb_rate, rtol=1e-6)
+    np.testing.assert_allclose(rav["momentum"]["measured_rate"], hb_rate, rtol=0.03)
     assert rav["momentum"]["zigzag_amplitude"] < rav["gd"]["zigzag_amplitude"]
