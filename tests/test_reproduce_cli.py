@@ -36,14 +36,17 @@ def test_command_line_end_to_end_tiny(tmp_path):
         for path in ("report.md", "summary.json"):
             assert (out / name / path).is_file()
         text, index = _index(out)
-        row = index["rows"][-1]
-        assert index["mode"] == "tiny" and row["name"] == name and row["status"] == "ok"
+        rows = {row["name"]: row for row in index["rows"]}
+        row = rows[name]
+        assert index["mode"] == "tiny" and row["mode"] == "tiny" and row["status"] == "ok"
         assert f"[{name}/report.md]({name}/report.md)" in text
         # The agreement summary counts the report's comparison rows.
         report = (out / name / "report.md").read_text()
         assert row["compared"] == report.count("| yes |") + report.count("| **no** |") > 0
         assert row["agree"] == report.count("| yes |")
         assert f"{row['agree']}/{row['compared']} rows agree" in text
+    # The second run into the same folder keeps the first one's row, in registry order.
+    assert [row["name"] for row in index["rows"]] == ["lessard2016", "optimizer_memory"]
 
 
 def _fake_run(failing: str):
@@ -81,7 +84,7 @@ def test_all_writes_index_and_isolates_a_failure(tmp_path, monkeypatch, capsys):
         assert f"[{name}/report.md]({name}/report.md)" in text
         assert (rows[name]["agree"], rows[name]["compared"]) == (1, 2)
         assert json.loads((out / name / "summary.json").read_text()) == {"mode": "quick"}
-    assert "| cohen2021 | title of cohen2021 | failed |" in text
+    assert "| cohen2021 | title of cohen2021 | quick | failed |" in text
     assert "Failed: cohen2021" in text
     assert "failed: cohen2021" in capsys.readouterr().out
 

@@ -62,11 +62,11 @@ def _index_markdown(mode: str, rows: list[dict]) -> str:
     lines = [
         "# gdyn reproduce: index",
         "",
-        f"Mode: `{mode}`. Each report sets measured numbers beside the published or predicted "
-        "ones.",
+        f"Latest run's mode: `{mode}`. Each report sets measured numbers beside the published "
+        "or predicted ones.",
         "",
-        "| experiment | title | status | wall time (s) | agreement | report |",
-        "|---|---|---|---|---|---|",
+        "| experiment | title | mode | status | wall time (s) | agreement | report |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row["status"] == "ok":
@@ -76,7 +76,8 @@ def _index_markdown(mode: str, rows: list[dict]) -> str:
             agree = "-"
             link = f"error: `{row['error']}`"
         lines.append(
-            f"| {row['name']} | {row['title']} | {row['status']} | {row['seconds']:.1f} | "
+            f"| {row['name']} | {row['title']} | {row.get('mode', mode)} | {row['status']} | "
+            f"{row['seconds']:.1f} | "
             f"{agree} | {link} |"
         )
     total = sum(row["seconds"] for row in rows)
@@ -87,18 +88,38 @@ def _index_markdown(mode: str, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _previous_rows(out: pathlib.Path) -> list[dict]:
+    """Rows of an earlier index in ``out`` (kept for experiments not re-run now)."""
+    try:
+        rows = json.loads((out / "index.json").read_text())["rows"]
+        return [row for row in rows if isinstance(row, dict) and "name" in row]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _merged(previous: list[dict], rows: list[dict]) -> list[dict]:
+    """Earlier rows overridden by this run's, in the registry's order."""
+    import experiments
+
+    by_name = {row["name"]: row for row in previous} | {row["name"]: row for row in rows}
+    order = {name: i for i, name in enumerate(experiments.names())}
+    return sorted(by_name.values(), key=lambda row: order.get(row["name"], len(order)))
+
+
 def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
     import experiments
 
     start = time.perf_counter()
-    row = {"name": name, "title": "", "status": "ok", "error": None, "agree": 0, "compared": 0}
+    row = {"name": name, "title": "", "mode": mode, "status": "ok", "error": None, "agree": 0,
+           "compared": 0}
     try:
         row["title"] = experiments.title(name)
         experiments.run(name, out / name, mode=mode)
         row["agree"], row["compared"] = agreement(out / name / "report.md")
     except Exception as error:  # noqa: BLE001 - one failure must not lose the others
         row["status"] = "failed"
-        row["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+        message = " ".join(str(error).split()).replace("|", "/").replace("`", "'")
+        row["error"] = f"{type(error).__name__}: {message}"[:300]
         (out / name).mkdir(parents=True, exist_ok=True)
         (out / name / "error.txt").write_text(traceback.format_exc())
     row["seconds"] = time.perf_counter() - start
@@ -114,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     names = _selected(args.name)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = _previous_rows(out)
     rows: list[dict] = []
     bar = tqdm(names, desc=f"reproduce ({mode})", unit="exp", disable=args.no_progress)
     for name in bar:
@@ -122,9 +144,12 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         status = "ok" if row["status"] == "ok" else f"FAILED ({row['error']})"
         tqdm.write(f"{name}: {status} in {row['seconds']:.1f} s")
-        # Rewrite the index after every experiment so an interrupted run keeps what it did.
-        write_text_atomic(out / "index.md", _index_markdown(mode, rows))
-        write_text_atomic(out / "index.json", json.dumps({"mode": mode, "rows": rows}, indent=2))
+        # Rewrite the index after every experiment so an interrupted run keeps what it did;
+        # experiments of earlier runs into the same folder stay listed.
+        merged = _merged(previous, rows)
+        write_text_atomic(out / "index.md", _index_markdown(mode, merged))
+        write_text_atomic(out / "index.json", json.dumps({"mode": mode, "rows": merged},
+                                                         indent=2))
     failed = [row["name"] for row in rows if row["status"] != "ok"]
     print(f"wrote {out / 'index.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
