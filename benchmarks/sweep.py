@@ -1,0 +1,245 @@
+"""Sweep engine throughput: model-steps per second of many MNIST-1D MLPs in one program.
+
+For 1, 8, 64 and 256 members (a momentum learning-rate grid × seeds) of the MNIST-1D
+MLP (``gdyn_jax.models.get('mlp')``, 15,210 parameters) trained with batch size 100, it times
+one compiled block of the sweep (``steps`` optimizer steps per member, one evaluation on the
+4,000 + 1,000 examples at its end, included in the time) after a warm-up block, and compares
+it with, in the same process:
+
+(a) the plain per-step loop of the flax/optax examples: a ``jax.jit``-ed train step
+    (``value_and_grad`` + optimizer update) called once per batch from Python, batches
+    sliced on the host from a per-epoch permutation, one model at a time (members run one
+    after another, so its rate does not depend on the member count);
+(b) PyTorch eager training of the same model (same layers, ``torch.optim.SGD`` with the same
+    heavy-ball momentum), when torch is installed;
+
+and with the float32 matmul rate of this machine measured in the same process (a jitted
+``jnp.dot`` of two 2048 × 2048 matrices): the sweep's model FLOP rate (6 × batch × weights
+per step: forward, and backward for inputs and weights) as a fraction of it.
+
+The runs of the sweep and of the baselines are interleaved (sweep, plain, torch, sweep, ...)
+so that all see the same load of a shared machine, and each figure is the best of
+``--repeats`` runs (the least disturbed by other processes). PyTorch is timed with one
+thread and with its default thread count; the faster is reported.
+
+    python benchmarks/sweep.py [--members 1 8 64 256] [--steps 200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gdyn_jax import data, models, optimizers
+from gdyn_jax.sweep import SweepConfig, execute
+from gdyn_jax.sweep import grid as grid_lib
+
+BATCH = 100
+LR, BETA = 0.05, 0.9
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_flops(repeats: int, n: int = 2048) -> float:
+    """Measured float32 matmul rate (FLOP/s) of ``jnp.dot`` on n × n matrices."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, b).block_until_ready()
+    return 2 * n**3 / _best(lambda: dot(a, b).block_until_ready(), max(repeats, 5))
+
+
+def model_flops_per_step() -> float:
+    """6 × batch × weight count: forward (2) and backward for inputs and weights (4)."""
+    weights = 40 * 100 + 100 * 100 + 100 * 10
+    return 6.0 * BATCH * weights
+
+
+def sweep_runner(members: int, steps: int):
+    """(run, model-steps per run) for one block of a ``members``-wide sweep (compiled)."""
+    config = SweepConfig(
+        model="mlp",
+        optimizer="momentum",
+        steps=steps,
+        batch_size=BATCH,
+        eval_every=steps,
+        hparams={"beta": BETA},
+    )
+    program, init_fn, advance_fn = execute._programs(config.to_json(), 1, tuple(jax.devices()[:1]))
+    mesh = execute.sweep_mesh(1)
+    member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
+    lrs = np.geomspace(1e-3, 1e-1, members).astype(np.float32)
+    hp = {"learning_rate": execute._put(lrs, member)}
+    keys = execute._put(grid_lib.seed_keys(np.arange(members)), member)
+    state = {"carry": init_fn(program.data, hp, keys)}
+
+    def block():
+        carry, _, metrics = advance_fn(program.data, hp, state["carry"], np.int32(0))
+        jax.block_until_ready(metrics)
+        state["carry"] = carry
+
+    block()  # compile and warm up
+    return block, members * steps
+
+
+def plain_loop_runner(steps: int):
+    """(run, steps per run) of the per-step jitted flax/optax loop for one model."""
+    x, y = data.load("mnist1d", "train")
+    model = models.get("mlp")
+    tx = optimizers.get("momentum")(LR, BETA)
+    params = model.init(jax.random.key(0), jnp.asarray(x[:1]))
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def train_step(params, opt_state, xb, yb):
+        def loss_fn(p):
+            logits = model.apply(p, xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(0)
+    per_epoch = len(x) // BATCH
+    state = {"params": params, "opt": opt_state}
+
+    def run():
+        p, s = state["params"], state["opt"]
+        perm = rng.permutation(len(x))
+        for i in range(steps):
+            if i % per_epoch == 0:
+                perm = rng.permutation(len(x))
+            idx = perm[(i % per_epoch) * BATCH : (i % per_epoch + 1) * BATCH]
+            p, s, loss = train_step(p, s, x[idx], y[idx])
+        loss.block_until_ready()
+        state["params"], state["opt"] = p, s
+
+    train_step(params, opt_state, x[:BATCH], y[:BATCH])  # compile
+    run()
+    return run, steps
+
+
+def torch_runner(steps: int, threads: int | None):
+    """(run, steps per run) of PyTorch eager training of the same MLP, or None without torch.
+
+    ``threads``: ``torch.set_num_threads`` value (None keeps torch's default)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    x, y = data.load("mnist1d", "train")
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear1 = torch.nn.Linear(40, 100)
+            self.linear2 = torch.nn.Linear(100, 100)
+            self.linear3 = torch.nn.Linear(100, 10)
+
+        def forward(self, h):
+            h = torch.relu(self.linear1(h))
+            h = h + torch.relu(self.linear2(h))
+            return self.linear3(h)
+
+    torch.manual_seed(0)
+    model = MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=BETA)
+    per_epoch = len(x) // BATCH
+
+    default_threads = torch.get_num_threads()
+
+    def run():
+        torch.set_num_threads(threads or default_threads)
+        perm = torch.randperm(len(x))
+        for i in range(steps):
+            if i % per_epoch == 0:
+                perm = torch.randperm(len(x))
+            idx = perm[(i % per_epoch) * BATCH : (i % per_epoch + 1) * BATCH]
+            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    run()
+    return run, steps
+
+
+def machine() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        name = next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("Model name")
+        )
+    except (OSError, StopIteration):
+        name = platform.processor()
+    import os
+
+    return f"{name}, {os.cpu_count()} CPUs, {jax.devices()[0].platform}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    peak = matmul_flops(args.repeats)
+    flops = model_flops_per_step()
+    baselines = {"plain": plain_loop_runner(args.steps * 2)}
+    for threads in (1, None):
+        runner = torch_runner(args.steps * 2, threads)
+        if runner is not None:
+            baselines[f"torch{threads or ''}"] = runner
+    print(
+        f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; "
+        f"jax {jax.__version__}; float32 matmul (2048^2 jnp.dot) {peak / 1e9:.1f} GFLOP/s; "
+        f"model FLOPs/step {flops / 1e6:.1f} M; best of {args.repeats} interleaved runs"
+    )
+    print(
+        "| members | sweep model-steps/s | plain jitted loop steps/s | × plain "
+        "| PyTorch eager steps/s | × PyTorch | % of matmul peak |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for m in args.members:
+        runners = {"sweep": sweep_runner(m, args.steps), **baselines}
+        best = dict.fromkeys(runners, float("inf"))
+        for _ in range(args.repeats):  # interleaved, so all see the same machine load
+            for name, (run, _) in runners.items():
+                best[name] = min(best[name], _best(run, 1))
+        rate = {name: runners[name][1] / best[name] for name in runners}
+        torch_best = max((v for k, v in rate.items() if k.startswith("torch")), default=None)
+        torch_cols = (
+            "n/a | n/a"
+            if torch_best is None
+            else f"{torch_best:,.0f} | {rate['sweep'] / torch_best:.2f}"
+        )
+        print(
+            f"| {m} | {rate['sweep']:,.0f} | {rate['plain']:,.0f} | "
+            f"{rate['sweep'] / rate['plain']:.2f} | {torch_cols} | "
+            f"{100 * rate['sweep'] * flops / peak:.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
