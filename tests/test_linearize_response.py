@@ -79,7 +79,8 @@ def test_step_info_is_vmappable():
     with jax.enable_x64(True):
         ys = jax.vmap(lambda s: s.A)(grid)  # LinearSystem is a pytree
         y = np.asarray(jax.vmap(lambda a: 1 - a[0, 0] ** np.arange(20))(ys))
-        info = linearize.step_info_from_response(y, 1.0)
+        info = jax.vmap(linearize.step_info_from_response, in_axes=(0, None))(y, 1.0)
+        info = {k: np.asarray(v) for k, v in info.items()}
     single = ct.step_info(y[0], timepts=np.arange(20), final_output=1.0)
     assert info["RiseTime"][0] == single["RiseTime"]
     assert info["SettlingTime"][1] == ct.step_info(y[1], np.arange(20), 1.0)["SettlingTime"]

@@ -161,32 +161,45 @@ def frequency_response(
 # --------------------------------------------------------------------------- step_info
 
 
+def _first(mask):
+    """Index of the first True along the last axis (0 if none) and whether there is one."""
+    return jnp.argmax(mask, axis=-1), jnp.any(mask, axis=-1)
+
+
+def _at(y, index):
+    return jnp.take_along_axis(y, index[..., None], axis=-1)[..., 0]
+
+
 def _step_info_core(y, yinf, stable, settling: float, rise_lo: float, rise_hi: float):
-    """python-control's step_info of one response ``y`` (N,) with final value ``yinf``."""
-    n = y.shape[0]
-    t = jnp.arange(n, dtype=y.dtype)
+    """python-control's step_info of responses ``y`` (..., N) with final values ``yinf`` (...).
+
+    Written on whole batches (reductions along the last axis, no vmap) to keep compiles short.
+    """
+    n = y.shape[-1]
+    t = jnp.arange(n)
+    yi = yinf[..., None]
     ok = stable & jnp.isfinite(yinf) & (yinf != 0)
-    sgn = jnp.sign(yinf)
-    lo_hit = sgn * (y - rise_lo * yinf) >= 0
-    hi_hit = sgn * (y - rise_hi * yinf) >= 0
-    i_lo, i_hi = jnp.argmax(lo_hit), jnp.argmax(hi_hit)
-    found = jnp.any(lo_hit) & jnp.any(hi_hit)
-    rise = jnp.where(found, t[i_hi] - t[i_lo], jnp.nan)
+    sgn = jnp.sign(yi)
+    i_lo, found_lo = _first(sgn * (y - rise_lo * yi) >= 0)
+    i_hi, found_hi = _first(sgn * (y - rise_hi * yi) >= 0)
+    found = found_lo & found_hi
+    rise = jnp.where(found, (i_hi - i_lo).astype(y.dtype), jnp.nan)
     safe_inf = jnp.where(yinf != 0, yinf, 1.0)
-    outside = jnp.abs(y / safe_inf - 1) >= settling
-    last = n - 1 - jnp.argmax(outside[::-1])
-    settled = jnp.where(jnp.any(outside), last + 1, 0)
-    settle_t = jnp.where(settled < n, t[jnp.minimum(settled, n - 1)], jnp.nan)
-    tail = (jnp.arange(n) >= i_hi) & found
-    s_min = jnp.minimum(jnp.min(jnp.where(tail, y, jnp.inf)), yinf)
-    s_max = jnp.maximum(jnp.max(jnp.where(tail, y, -jnp.inf)), yinf)
+    outside = jnp.abs(y / safe_inf[..., None] - 1) >= settling
+    last_rev, any_out = _first(outside[..., ::-1])
+    settled = jnp.where(any_out, n - last_rev, 0)
+    settle_t = jnp.where(settled < n, settled.astype(y.dtype), jnp.nan)
+    tail = (t >= i_hi[..., None]) & found[..., None]
+    s_min = jnp.minimum(jnp.min(jnp.where(tail, y, jnp.inf), axis=-1), yinf)
+    s_max = jnp.maximum(jnp.max(jnp.where(tail, y, -jnp.inf), axis=-1), yinf)
     s_min = jnp.where(found, s_min, jnp.nan)
     s_max = jnp.where(found, s_max, jnp.nan)
-    dy_os = jnp.abs(jnp.max(sgn * y)) - jnp.abs(yinf)
+    sy = sgn * y
+    dy_os = jnp.abs(jnp.max(sy, axis=-1)) - jnp.abs(yinf)
     overshoot = jnp.where(dy_os > 0, jnp.abs(100.0 * dy_os / safe_inf), 0.0)
-    y_us = y[jnp.argmin(sgn * y)]
-    undershoot = jnp.where(sgn * y_us < 0, -100.0 * y_us / safe_inf, 0.0)
-    i_peak = jnp.argmax(jnp.abs(y))
+    y_us = _at(y, jnp.argmin(sy, axis=-1))
+    undershoot = jnp.where(sgn[..., 0] * y_us < 0, -100.0 * y_us / safe_inf, 0.0)
+    i_peak = jnp.argmax(jnp.abs(y), axis=-1)
     values = (
         rise,
         settle_t,
@@ -194,8 +207,8 @@ def _step_info_core(y, yinf, stable, settling: float, rise_lo: float, rise_hi: f
         s_max,
         overshoot,
         undershoot,
-        jnp.abs(y[i_peak]),
-        t[i_peak],
+        jnp.abs(_at(y, i_peak)),
+        i_peak.astype(y.dtype),
         yinf,
     )
     out = {key: jnp.where(ok, v, jnp.nan) for key, v in zip(STEP_INFO_KEYS, values, strict=True)}
@@ -213,41 +226,32 @@ def step_info_from_response(
 ) -> dict:
     """python-control's step metrics of a response ``y`` (last axis = time, t = 0, 1, ...).
 
-    Traceable and vmap-able; leading axes of ``y``/``final_value`` broadcast as a batch.
+    Traceable and vmap-able; leading axes of ``y``/``final_value``/``stable`` broadcast as a
+    batch. This is the core :func:`step_info` uses on simulated responses.
     """
     y = jnp.asarray(y)
     batch = y.shape[:-1]
     yinf = jnp.broadcast_to(jnp.asarray(final_value, y.dtype), batch)
     st = jnp.broadcast_to(jnp.asarray(stable), batch)
-    fn = functools.partial(
-        _step_info_core,
-        settling=SettlingTimeThreshold,
-        rise_lo=RiseTimeLimits[0],
-        rise_hi=RiseTimeLimits[1],
-    )
-    flat = jax.vmap(fn)(y.reshape((-1, y.shape[-1])), yinf.reshape(-1), st.reshape(-1))
-    return {k: v.reshape(batch) for k, v in flat.items()}
+    return _step_info_core(y, yinf, st, SettlingTimeThreshold, RiseTimeLimits[0], RiseTimeLimits[1])
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "block", "settling", "rise"))
 def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tuple):
     n = C.shape[-2]
     k = A.shape[-1]
-    cols = B[..., block * n : (block + 1) * n]  # (m, k, n)
+    cols = B[..., block * n : (block + 1) * n]  # (m, k, n_in)
     stable = spectral_radius_of(A) < 1.0  # (m,)
-    eye = jnp.eye(k, dtype=A.dtype)
+    a_safe = jnp.where(stable[:, None, None], A, 0.0)  # keep the solve finite when unstable
+    dc = C @ jnp.linalg.solve(jnp.eye(k, dtype=A.dtype) - a_safe, cols)  # (m, n_out, n_in)
 
-    def one(a, b_cols, c, st):
-        a_safe = jnp.where(st, a, 0.0)  # keep the solve finite for unstable systems
-        dc = c @ jnp.linalg.solve(eye - a_safe, b_cols)  # (n, n): output x input
-        ys = jax.vmap(lambda b: _simulate(a_safe, b, c, steps), in_axes=1, out_axes=2)(b_cols)
-        # ys: (steps, n_out, n_in) -> (n_out, n_in, steps)
-        ys = jnp.moveaxis(ys, 0, -1)
-        return step_info_from_response(
-            ys, dc, stable=st, SettlingTimeThreshold=settling, RiseTimeLimits=rise
-        )
+    def body(x, _):
+        return a_safe @ x + cols, C @ x
 
-    return jax.vmap(one)(A, cols, C, stable)
+    _, ys = jax.lax.scan(body, jnp.zeros_like(cols), None, length=steps)  # (N, m, out, in)
+    ys = jnp.moveaxis(ys, 0, -1)
+    st = jnp.broadcast_to(stable[:, None, None], dc.shape)
+    return _step_info_core(ys, dc, st, settling, rise[0], rise[1])
 
 
 def default_steps(system: LinearSystem, decay: float = 1e-6) -> int:

@@ -382,17 +382,37 @@ def _grid_points(grid: dict) -> tuple[list[str], tuple[int, ...], list[np.ndarra
     return names, shape, [m.ravel() for m in mesh]
 
 
+_GRID_CACHE: dict = {}
+
+
+def _grid_fn(factory, names: tuple[str, ...], fixed: dict):
+    """``jit(vmap(state_space))`` over grid points, cached per (factory, names, fixed)."""
+    try:
+        key = (factory, names, tuple(sorted((k, float(v)) for k, v in fixed.items())))
+        hash(key)
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and key in _GRID_CACHE:
+        return _GRID_CACHE[key]
+
+    def one(values, hessian):
+        hp = dict(fixed)
+        hp.update(zip(names, values, strict=True))
+        return state_space(factory(**hp), hessian)
+
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    if key is not None:
+        if len(_GRID_CACHE) > 32:
+            _GRID_CACHE.clear()
+        _GRID_CACHE[key] = fn
+    return fn
+
+
 def grid_matrices(factory, grid: dict, hessian: np.ndarray, **fixed):
     """(A, B) as float64 numpy arrays of shape ``grid_shape + (k, k)`` / ``(k, 2n)``."""
     names, shape, flat = _grid_points(grid)
     with jax.enable_x64(True):
-        hj = jnp.asarray(hessian)
-
-        def one(values):
-            hp = dict(fixed)
-            hp.update(zip(names, values, strict=True))
-            return state_space(factory(**hp), hj)
-
-        A, B = jax.jit(jax.vmap(one))([jnp.asarray(v) for v in flat])
+        fn = _grid_fn(factory, tuple(names), fixed)
+        A, B = fn(jnp.stack([jnp.asarray(v) for v in flat], axis=1), jnp.asarray(hessian))
         A, B = np.asarray(A), np.asarray(B)
     return A.reshape(shape + A.shape[1:]), B.reshape(shape + B.shape[1:])
