@@ -181,6 +181,7 @@ config = SweepConfig(
     eval_every=5 if TINY else 50,
     track_sharpness=True,
     sharpness_subset=200 if TINY else 1000,
+    sharpness_iters=5 if TINY else 20,
 )
 results = run_sweep(config, {"learning_rate": learning_rates}, seeds=1, progress=not TINY)
 fig, ax = plt.subplots(figsize=(6.5, 4))
