@@ -120,11 +120,11 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     for row in rows:
         name = row["optimizer"]
         report.compare(
-            f"{name}: state bytes/param",
+            f"{name}: state bytes per parameter (bytes / n)",
             row["bytes_per_param"],
             PUBLISHED_BYTES[name],
             atol=0.5 if PUBLISHED_LABEL[name].startswith("~") else 1e-9,
-            expected_label=PUBLISHED_LABEL[name],
+            expected_label=f"{PUBLISHED_LABEL[name]} bytes",
         )
         report.compare(
             f"{name}: library state_bytes_per_param vs measured",

@@ -87,6 +87,9 @@ def test_lessard2016_rates_match_roots(outputs):
         np.testing.assert_allclose(r["worst_case_rate"], oracle, rtol=1e-6, atol=1e-7)
         gap = 1 - r["closed_form_rate"]
         assert abs(r["worst_case_rate"] - r["closed_form_rate"]) <= 1e-3 * gap
+    run = s["quadratic_run"]
+    for method, rate in run["predicted_rate"].items():
+        np.testing.assert_allclose(run["measured_rate"][method], rate, rtol=0.03)
 
 
 def test_liu2018_keys_and_trends(outputs):
