@@ -122,6 +122,11 @@ def test_bad_arguments(tmp_path):
         data.load("mnist2d", "train", tmp_path)
     with pytest.raises(ValueError, match=r"^split:"):
         data.load("mnist1d", None, tmp_path)
+
+
+def test_unknown_split(mnist1d_data_dir):
+    with pytest.raises(ValueError, match=r"^split: .*validation"):
+        data.load("mnist1d", "validation", mnist1d_data_dir)
     with pytest.raises(ValueError, match=r"^name:"):
         data.info("svhn")
 

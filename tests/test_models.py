@@ -142,11 +142,11 @@ def reference_forward(name, p, x):
         return lin(p["linear3"], h)
     if name == "cnn1d":  # x.view(-1, 1, 40); 3x conv+relu; view(N, -1); linear
         h = x[:, None, :]
-        for i, (k, pad) in enumerate(((5, 1), (3, 1), (3, 1))):
+        for i, length in enumerate((19, 10, 5)):  # kernels 5, 3, 3; stride 2; padding 1
             q = p[f"conv{i + 1}"]
             w = np.transpose(q["kernel"], (2, 1, 0))  # flax (K, C, O) -> torch (O, C, K)
-            h = relu(np_conv1d(h, w, q["bias"], 2, pad))
-            assert h.shape[-1] == (40, 19, 10, 5)[i + 1] or k != 5
+            h = relu(np_conv1d(h, w, q["bias"], stride=2, pad=1))
+            assert h.shape[1:] == (25, length)
         return lin(p["linear"], h.reshape(h.shape[0], -1))
     if name == "gru":  # x.view(N, T, 1); bidirectional GRU; output.reshape(N, -1); linear
         seq = x[:, :, None]

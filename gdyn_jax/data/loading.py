@@ -82,6 +82,10 @@ def _data_source(name: str, split: str, data_dir: Path, download: bool) -> Seque
         )
     else:
         kwargs["download"] = False
+    # `download` is decided above, before tfds runs: with download=False tfds only reads the
+    # disk, and an unprepared dataset fails in milliseconds; its error is then replaced by
+    # ours after a look at data_dir. (Checking `is_prepared()` first would reject
+    # tfds.testing.mock_data's builders, which are never prepared.)
     try:
         return tfds.data_source(name, **kwargs)
     except Exception as err:  # tfds raises several types here; diagnose from the disk
@@ -93,6 +97,8 @@ def _data_source(name: str, split: str, data_dir: Path, download: bool) -> Seque
                 f"access; prepare it again with --file_format=array_record "
                 f"({_prepare_command(name, data_dir)}). Original error: {err}"
             ) from err
+        if isinstance(err, ValueError) and "split" in str(err).lower():
+            raise ValueError(f"split: {err}") from err
         raise
 
 
