@@ -10,18 +10,18 @@ Every model is a pure function of (params, x): no mutable collections (no BatchN
 no dropout), so ``jax.vmap(model.init, (0, None))(keys, x)`` and
 ``jax.vmap(model.apply, (0, None))(params, x)`` train many models at once.
 
-========  ==========================================================  =====================
-name      model                                                       kwargs (defaults)
-========  ==========================================================  =====================
-logistic  linear classifier (MNIST-1D paper's ``LinearBase``)          --
-mlp       MNIST-1D paper's ``MLPBase`` (residual MLP)                  hidden_size=100
-cnn1d     MNIST-1D paper's ``ConvBase`` (1-D CNN)                      channels=25
-gru       MNIST-1D paper's ``GRUBase`` (bidirectional GRU)             hidden_size=6,
-                                                                      bidirectional=True
-cnn2d     LeNet-5-style 2-D CNN                                       input_shape=(28, 28, 1)
-resnet    CIFAR ResNet with GroupNorm                                  input_shape=(32, 32, 3),
-                                                                      depth=8, width=16
-========  ==========================================================  =====================
+Models (keyword arguments with defaults):
+
+- ``logistic``: linear classifier, the MNIST-1D paper's ``LinearBase``;
+- ``mlp``: the paper's ``MLPBase``, residual MLP (``hidden_size=100``);
+- ``cnn1d``: the paper's ``ConvBase``, 1-D CNN (``channels=25``);
+- ``gru``: the paper's ``GRUBase``, GRU (``hidden_size=6``, ``bidirectional=True``);
+- ``cnn2d``: LeNet-5-style 2-D CNN (``input_shape=(28, 28, 1)``);
+- ``resnet``: CIFAR ResNet with GroupNorm (``input_shape=(32, 32, 3)``, ``depth=8``,
+  ``width=16``, ``groups=8``; ``depth=20`` is ResNet-20).
+
+The MNIST-1D models use PyTorch's default initialisation, as the reference code did
+(:mod:`gdyn_jax.models._layers`); ``cnn2d`` and ``resnet`` use flax/Kaiming initialisers.
 """
 
 from __future__ import annotations

@@ -6,15 +6,12 @@ https://github.com/greydanus/mnist1d, ``notebooks/models.py`` (``LinearBase``, `
 shapes, activations, flattening order and PyTorch-default initialisation; with 40 inputs and
 10 classes the parameter counts equal the ones the reference code prints there:
 
-========  =======================================================  ======
-model     layers                                                   params
-========  =======================================================  ======
-logistic  Linear(40, 10)                                              410
-mlp       Linear(40, 100), Linear(100, 100) (residual), Linear(100, 10)  15210
-cnn1d     Conv1d(1, 25, 5, s2, p1), 2x Conv1d(25, 25, 3, s2, p1),
-          Linear(25*5, 10)                                           5210
-gru       bidirectional GRU(1 -> 6) over 40 steps, Linear(2*6*40, 10)  5134
-========  =======================================================  ======
+- ``logistic``: Linear(40, 10) -- 410 parameters;
+- ``mlp``: Linear(40, 100), Linear(100, 100) with a residual connection, Linear(100, 10)
+  -- 15,210;
+- ``cnn1d``: Conv1d(1, 25, k=5, stride 2, pad 1), two Conv1d(25, 25, k=3, stride 2, pad 1),
+  Linear(25 * 5, 10) -- 5,210;
+- ``gru``: bidirectional GRU(1 -> 6) over the 40 steps, Linear(2 * 6 * 40, 10) -- 5,134.
 """
 
 from __future__ import annotations
