@@ -141,8 +141,9 @@ def analyze(name: str, hp: dict[str, float], hessian, steps: int | None = None) 
     out = {
         "optimizer": name,
         "hyperparameters": {
-            **{k: v for k, v in optimizers.hyperparameters(name).items() if v is not None},
-            **hp,
+            k: hp.get(k, v)
+            for k, v in optimizers.hyperparameters(name).items()
+            if hp.get(k, v) is not None
         },
         "curvature": float(hessian) if np.ndim(hessian) == 0 else np.diag(hessian).tolist(),
     }

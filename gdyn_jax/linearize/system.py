@@ -56,7 +56,7 @@ _EXACT_POINTS = 3
 
 
 @jax.tree_util.register_pytree_node_class
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class LinearSystem:
     r"""A discrete-time (``dt = 1`` optimizer step) state-space system.
 
@@ -324,6 +324,12 @@ def _linearize(opt, h: np.ndarray, *, params=None, state=None, reference=None) -
         exact = _is_affine(zs, values, jacs)
         A = np.array(jacs[0][:, :k], np.float64)
         B = np.array(jacs[0][:, k:], np.float64)
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
+        raise ValueError(
+            "state: the update rule has no finite Jacobian at this point (e.g. Adam where the "
+            "gradient and second moment are 0); pass params/state/reference with a non-zero "
+            "gradient"
+        )
     C = np.zeros((n, k))
     C[:, :n] = np.eye(n)
     D = np.zeros((n, 2 * n))

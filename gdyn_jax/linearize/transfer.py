@@ -31,7 +31,7 @@ CANCEL_TOL = 1e-7
 CLUSTER_RADIUS = 1e-4
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class TransferFunction:
     """A SISO discrete-time transfer function ``num(z) / den(z)`` with ``dt = 1``.
 
