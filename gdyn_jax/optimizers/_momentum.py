@@ -175,9 +175,11 @@ def ema_momentum(
       \theta &\leftarrow \theta - a\, v
       \end{align*}
 
-    with :math:`v_0 = 0`. This is :func:`momentum` with learning rate
-    :math:`a (1-\beta)`: the same poles, a DC gain that does not grow with
-    :math:`\beta`. State: the velocity (4 bytes per float32 parameter).
+    with :math:`v_0 = 0`. The trajectory (and so the closed-loop poles) equals that
+    of :func:`momentum` with learning rate :math:`a (1-\beta)`; the open-loop DC
+    gain from gradient to step is :math:`a` instead of heavy ball's
+    :math:`a / (1-\beta)`, so changing :math:`\beta` does not change the effective
+    step size. State: the velocity (4 bytes per float32 parameter).
 
     Args:
       learning_rate: :math:`a \ge 0`, a scalar (may be traced) or an optax schedule.
