@@ -46,14 +46,16 @@ SETTINGS = {
     "tiny": {"map_size": 8, "lrs": [0.01, 0.1], "betas": [0.0, 0.9], "steps": 20,
              "eval_every": 10, "seeds": 2, "sharpness_iters": 5, "sharpness_subset": 200,
              "target_loss": 2.2},
-    "quick": {"map_size": 41, "lrs": [0.003, 0.01, 0.03, 0.1, 0.3], "betas": [0.0, 0.5, 0.9],
-              "steps": 2000, "eval_every": 50, "seeds": 3, "sharpness_iters": 20,
+    "quick": {"map_size": 41, "lrs": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "betas": [0.0, 0.5, 0.9],
+              "steps": 2000, "eval_every": 100, "seeds": 3, "sharpness_iters": 20,
               "sharpness_subset": 1000, "target_loss": 1.0},
-    "full": {"map_size": 81, "lrs": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+    "full": {"map_size": 81, "lrs": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
              "betas": [0.0, 0.5, 0.8, 0.9, 0.95], "steps": 6000, "eval_every": 50, "seeds": 5,
              "sharpness_iters": 20, "sharpness_subset": 1000, "target_loss": 1.0},
 }
 CURVATURE = 1.0  # the theory plots use h = 1, so a is K
+#: the second prediction uses a direction this much flatter than the sharpest one
+FLAT_FACTOR = 0.1
 
 
 def _factory(name: str):
@@ -90,7 +92,7 @@ def _plot_root_loci(out_dir: pathlib.Path, beta: float = 0.5) -> tuple[str, dict
     from gdyn_jax import linearize
 
     lrs = np.linspace(0.01, 4.0, 400)
-    fig, axes = tr.figure(1, 3, figsize=(15, 5))
+    fig, axes = tr.figure(1, 3, figsize=(17, 5))
     circle = np.exp(1j * np.linspace(0, 2 * np.pi, 200))
     zeros = {}
     for ax, name in zip(axes, FACTORIES, strict=True):
@@ -108,7 +110,7 @@ def _plot_root_loci(out_dir: pathlib.Path, beta: float = 0.5) -> tuple[str, dict
         ax.set_aspect("equal")
         ax.set_xlim(-3, 1.5)
         ax.set_ylim(-1.5, 1.5)
-        ax.set_title(f"{name}: closed-loop poles as a grows" + (f" (β = {beta})" if fixed else ""))
+        ax.set_title(f"{name}: poles as a grows" + (f" (β = {beta})" if fixed else ""))
         ax.set_xlabel("Re z")
         ax.set_ylabel("Im z")
         ax.legend(fontsize=8, loc="lower left")
@@ -126,7 +128,7 @@ def settling_maps(size: int) -> dict:
     for name in ("momentum", "nag"):
         system = linearize.linearize_grid(_factory(name), {"learning_rate": lrs, "beta": betas},
                                           CURVATURE)
-        info = linearize.step_info(system, 400)
+        info = linearize.step_info(system, 3000)
         stable = np.asarray(info["Stable"], bool)
         maps[name] = {
             "settling": np.where(stable, info["SettlingTime"], np.nan),
@@ -141,11 +143,12 @@ def _plot_maps(out_dir: pathlib.Path, maps: dict) -> str:
               maps["learning_rate"][-1]]
     for col, name in enumerate(("momentum", "nag")):
         for row, (key, label) in enumerate((("settling", "2% settling time (steps, log10)"),
-                                            ("overshoot", "overshoot (%)"))):
+                                            ("overshoot", "overshoot (%, colour clipped at 100)"))):
             value = maps[name][key]
             value = np.log10(np.maximum(value, 1)) if key == "settling" else value
             im = axes[row, col].imshow(value, origin="lower", aspect="auto", extent=extent,
-                                       cmap="magma_r" if key == "settling" else "viridis")
+                                       cmap="magma_r" if key == "settling" else "viridis",
+                                       vmax=None if key == "settling" else 100.0)
             fig.colorbar(im, ax=axes[row, col], label=label)
             axes[row, col].set_title(f"{name}: {label.split(' (')[0]} (h = 1; white: unstable)")
             axes[row, col].set_xlabel("momentum β")
@@ -195,6 +198,8 @@ def _analyse(name: str, ds, target: float, h0: float) -> list[dict]:
     lrs = ds["learning_rate"].values
     betas = ds["beta"].values if "beta" in ds.dims else [None]
     pred = predict_grid(name, lrs, [b for b in betas if b is not None], h0)
+    flat = predict_grid(name, lrs, [b for b in betas if b is not None], FLAT_FACTOR * h0,
+                        steps=100_000)
     rows = []
     for i, lr in enumerate(lrs):
         for j, beta in enumerate(betas):
@@ -209,6 +214,7 @@ def _analyse(name: str, ds, target: float, h0: float) -> list[dict]:
                 "predicted_settling_steps": float(pred["settling"][idx]),
                 "predicted_overshoot_pct": float(pred["overshoot"][idx]),
                 "predicted_stable": bool(pred["stable"][idx]),
+                "predicted_settling_steps_flat": float(flat["settling"][idx]),
                 "measured_steps_to_target": float(np.median(measured)),
                 "diverged_fraction": float((point["diverged_at"].values >= 0).mean()),
                 "test_accuracy": tr.mean_sd(point["test_accuracy"].isel(step=-1).values),
@@ -218,16 +224,20 @@ def _analyse(name: str, ds, target: float, h0: float) -> list[dict]:
 
 def _plot_training(out_dir: pathlib.Path, rows: list[dict], curves: dict,
                    steps: np.ndarray) -> list[str]:
-    fig, ax = tr.figure(figsize=(6.5, 5))
+    fig, ax = tr.figure(figsize=(7.5, 5.5))
     markers = {"sgd": "o", "momentum": "s", "nag": "^"}
     for name in FACTORIES:
         sel = [r for r in rows if r["optimizer"] == name]
         x = [r["predicted_settling_steps"] for r in sel]
         y = [r["measured_steps_to_target"] for r in sel]
-        ax.scatter(x, y, marker=markers[name], label=name)
+        color = f"C{list(FACTORIES).index(name)}"
+        ax.scatter(x, y, marker=markers[name], color=color, label=f"{name}, h = h0")
+        xf = [r["predicted_settling_steps_flat"] for r in sel]
+        ax.scatter(xf, y, marker=markers[name], facecolors="none", edgecolors=color,
+                   label=f"{name}, h = {FLAT_FACTOR:g}·h0")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("predicted 2% settling time at measured initial sharpness (steps)")
+    ax.set_xlabel("predicted 2% settling time (steps); filled: at measured initial sharpness h0")
     ax.set_ylabel("measured steps to target train loss (median over seeds)")
     ax.set_title("MNIST-1D MLP: predicted settling vs measured convergence\n"
                  "(unreached / unstable points omitted)")
@@ -302,6 +312,8 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         rows += _analyse(name, ds, settings["target_loss"], h0)
     rho = tr.spearman([r["predicted_settling_steps"] for r in rows],
                       [r["measured_steps_to_target"] for r in rows])
+    rho_flat = tr.spearman([r["predicted_settling_steps_flat"] for r in rows],
+                           [r["measured_steps_to_target"] for r in rows])
     stab = [(r["predicted_stable"], r["diverged_fraction"] < 0.5) for r in rows]
     stab_agree = float(np.mean([p == m for p, m in stab]))
     best, curves = {}, {}
@@ -328,9 +340,22 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         "Predicted: 2% settling time of the loop at the measured initial sharpness (absolute "
         "values are not expected to match: the sharpest direction settles faster than the "
         "loss, so only the ordering is compared).")
-    report.compare("Spearman rank correlation, predicted settling vs measured steps-to-target",
-                   rho, 1.0, agrees=bool(np.isfinite(rho) and rho >= 0.5),
+    report.compare("Spearman rank correlation, predicted settling at the measured top "
+                   "eigenvalue h0 vs measured steps-to-target", rho, 1.0,
+                   agrees=bool(np.isfinite(rho) and rho >= 0.5),
                    expected_label="> 0.5 (same ordering)")
+    report.compare(f"Spearman rank correlation, predicted settling at a flat direction "
+                   f"h = {FLAT_FACTOR:g}·h0 vs measured steps-to-target", rho_flat, 1.0,
+                   agrees=bool(np.isfinite(rho_flat) and rho_flat >= 0.5),
+                   expected_label="> 0.5 (same ordering)")
+    report.text(
+        "Reading the two correlations: at the top eigenvalue most momentum/NAG settings with "
+        "β = 0.9 are underdamped, so their predicted settling time is set by the pole modulus "
+        "√β (about 70 steps whatever a is), while the measured time to fit keeps falling as a "
+        "grows. The training loss is dominated by the flat directions, where K = a h is small, "
+        "every loop is overdamped and the slow pole is ≈ 1 − K/(1−β): the prediction there "
+        "orders the settings as the measurements do. Stability, by contrast, is decided by the "
+        "sharpest direction.")
     report.compare("fraction of grid points where predicted stability (a·h0 < limit) matches "
                    "non-divergence", stab_agree, 1.0, atol=0.15)
     for name in FACTORIES:
@@ -354,6 +379,7 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         "initial_sharpness": tr.mean_sd(h0_seeds),
         "grid": rows,
         "spearman_settling_vs_steps": rho,
+        "spearman_settling_flat_vs_steps": rho_flat,
         "stability_agreement": stab_agree,
         "best": {k: {"learning_rate": v["learning_rate"], "beta": v["beta"],
                      "test_accuracy": v["test_accuracy"]} for k, v in best.items()},

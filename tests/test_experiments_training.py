@@ -1,0 +1,157 @@
+"""The training experiments (mnist1d, cohen2021, wu2021, an2018, wilson2017) end to end, tiny.
+
+Each experiment runs once in ``mode='tiny'`` (a few steps on MNIST-1D) into a temp folder;
+the tests check that its outputs exist and that its summary has the promised keys, with
+values checked against independent oracles: the closed forms of REFERENCES.md for the
+stability limits, poles and zeros, numpy statistics for mean ± sd, and Wilson et al.'s
+analysis for the separable problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import experiments
+
+pytestmark = pytest.mark.usefixtures("mnist1d_data_dir")
+
+
+def _run(name, tmp_path_factory):
+    out = tmp_path_factory.mktemp(name)
+    summary = experiments.run(name, out, mode="tiny")
+    return out, summary
+
+
+def _check_outputs(out, summary):
+    assert (out / "report.md").read_text().startswith("# ")
+    assert json.loads((out / "summary.json").read_text())["mode"] == "tiny"
+    for figure in summary["figures"]:
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({figure})" in (out / "report.md").read_text()
+
+
+def _check_stats(stats, low=0.0, high=1.0):
+    seeds = np.asarray(stats["seeds"], float)
+    assert seeds.size >= 2
+    assert np.all((seeds >= low) & (seeds <= high))
+    assert stats["mean"] == pytest.approx(np.mean(seeds), rel=1e-6)
+    assert stats["sd"] == pytest.approx(np.std(seeds, ddof=1), rel=1e-6, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def mnist1d(tmp_path_factory):
+    return _run("mnist1d", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cohen(tmp_path_factory):
+    return _run("cohen2021", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def wu(tmp_path_factory):
+    return _run("wu2021", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def an(tmp_path_factory):
+    return _run("an2018", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def wilson(tmp_path_factory):
+    return _run("wilson2017", tmp_path_factory)
+
+
+def test_mnist1d_summary_has_four_models_with_mean_sd(mnist1d):
+    out, summary = mnist1d
+    _check_outputs(out, summary)
+    assert set(summary["test_accuracy"]) == {"logistic", "mlp", "cnn", "gru"}
+    for key, stats in summary["test_accuracy"].items():
+        _check_stats(stats)
+        assert summary["seconds"][key] > 0
+    # Published numbers are carried beside the measured ones.
+    assert summary["published"] == {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91}
+
+
+def test_cohen_thresholds_are_the_closed_form_limits(cohen):
+    out, summary = cohen
+    _check_outputs(out, summary)
+    runs = summary["runs"]
+    assert {r["optimizer"] for r in runs} == {"gd", "momentum", "nesterov"}
+    for r in runs:
+        a, beta = r["learning_rate"], r["beta"]
+        expected = {
+            "gd": 2 / a,
+            "momentum": (2 + 2 * (beta or 0)) / a,
+            "nesterov": (2 + 2 * (beta or 0)) / ((1 + 2 * (beta or 0)) * a),
+        }[r["optimizer"]]
+        assert r["threshold"] == pytest.approx(expected, rel=1e-6)
+        assert math.isfinite(r["final_sharpness"]) and r["final_sharpness"] > 0
+        assert r["ratio"] == pytest.approx(r["final_sharpness"] / r["threshold"])
+    # Learning rates are chosen so that every optimizer has the same limits.
+    limits = {}
+    for r in runs:
+        limits.setdefault(r["optimizer"], []).append(r["threshold"])
+    assert limits["gd"] == pytest.approx(limits["momentum"]) == pytest.approx(limits["nesterov"])
+
+
+def test_wu_theory_rows_and_training_grid(wu):
+    out, summary = wu
+    _check_outputs(out, summary)
+    assert summary["theory"]["nag_zero"] == pytest.approx([0.5 / 1.5])
+    assert summary["theory"]["nag_overshoot_le_momentum_fraction_k_le_1"] == pytest.approx(1.0)
+    rows = summary["grid"]
+    assert {r["optimizer"] for r in rows} == {"sgd", "momentum", "nag"}
+    for r in rows:
+        # Predicted stability against the closed-form limits K < 2, 2+2β, (2+2β)/(1+2β).
+        beta = r["beta"] or 0.0
+        limit = {"sgd": 2.0, "momentum": 2 + 2 * beta, "nag": (2 + 2 * beta) / (1 + 2 * beta)}
+        assert r["predicted_stable"] == (r["K"] < limit[r["optimizer"]])
+        if r["predicted_stable"] and r["optimizer"] == "sgd" and r["K"] < 1:
+            # First order, monotone: settling time = first k with (1-K)^k <= 0.02 (+-1 step).
+            k_pred = math.log(0.02) / math.log(1 - r["K"])
+            assert abs(r["predicted_settling_steps"] - k_pred) <= 1.5
+            assert r["predicted_overshoot_pct"] == pytest.approx(0.0, abs=1e-6)
+        _check_stats(r["test_accuracy"])
+    assert set(summary["best"]) == {"sgd", "momentum", "nag"}
+    rho = summary["spearman_settling_vs_steps"]
+    assert math.isnan(rho) or -1.0 <= rho <= 1.0
+
+
+def test_an_poles_match_closed_forms(an):
+    out, summary = an
+    _check_outputs(out, summary)
+    h0 = summary["initial_sharpness"]["mean"]
+    assert h0 > 0
+    settings = summary["settings"]
+    lr = settings["lrs"][len(settings["lrs"]) // 2]
+    beta, K = 0.9, lr * h0
+    got = np.array([complex(*p) for p in summary["poles_zeros"]["momentum"]["poles"]])
+    want = np.roots([1.0, -(1 + beta - K), beta])  # REFERENCES: heavy-ball denominator
+    assert np.sort_complex(got) == pytest.approx(np.sort_complex(want), abs=1e-8)
+    assert set(summary["kd_design"]) <= set(settings["kds"])
+    for row in summary["rows"]:
+        for name in ("momentum", "pid"):
+            _check_stats(row[name]["final_test_accuracy"])
+            assert row[name]["overshoot_pct"]["mean"] >= 0
+
+
+def test_wilson_toy_adaptive_near_half_sgd_zero(wilson):
+    out, summary = wilson
+    _check_outputs(out, summary)
+    toy = summary["toy"]
+    negatives = toy["negative_fraction"]
+    assert 0.3 < negatives < 0.7
+    assert toy["sgd"]["test_error"]["mean"] == pytest.approx(0.0, abs=0.02)
+    for name in ("adagrad", "rmsprop", "adam"):
+        # Wilson et al. §3.3: every new sample is labelled positive.
+        assert toy[name]["test_error"]["mean"] == pytest.approx(negatives, abs=0.02)
+    assert set(summary["mnist1d"]) == {"sgd", "momentum", "adam"}
+    for r in summary["mnist1d"].values():
+        _check_stats(r["test_accuracy"])
+        assert r["best_learning_rate"] in r["learning_rates"]
