@@ -70,7 +70,7 @@ class LinearSystem:
         False for a local linearisation; None when not checked (batched systems).
       inputs: the names of the input blocks, ``('reference', 'noise')``.
       num_params: n, the number of parameters (outputs).
-      hessian: the (n, n) Hessian the loop was closed with (None when batched).
+      hessian: the (n, n) Hessian the loop was closed with.
 
     It is a JAX pytree (A, B, C, D are its leaves), so it can cross ``jax.vmap``/``jax.jit``.
     """
