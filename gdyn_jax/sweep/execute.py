@@ -109,14 +109,17 @@ def _fingerprint(config: SweepConfig, grid: Mapping, seeds: int, chunk: int, blo
 
 
 def _save_checkpoint(
-    path: Path,
+    path: Path | None,
     fingerprint: str,
     position: tuple[int, int],
     carry: Any,
     buffers: Mapping[str, np.ndarray],
 ) -> None:
-    leaves = jax.tree.leaves(carry)
-    arrays = {f"carry/{i:05d}": _host(x) for i, x in enumerate(leaves)}
+    # Every process gathers (a collective on multi-host runs); only the first one writes.
+    leaves = [_host(x) for x in jax.tree.leaves(carry)]
+    if path is None or jax.process_index() != 0:
+        return
+    arrays = {f"carry/{i:05d}": x for i, x in enumerate(leaves)}
     arrays.update({f"buf/{k}": v for k, v in buffers.items()})
     header = {
         "fingerprint": fingerprint,
@@ -291,7 +294,7 @@ def run_sweep(
                 for k in program.metric_names:
                     buffers[k][rows, cols] = _host(metrics[k])
                 buffers["diverged_at"][rows] = _host(carry["diverged_at"])
-                if ckpt is not None and writer:
+                if ckpt is not None:
                     _save_checkpoint(ckpt, fingerprint, (c, b + 1), carry, buffers)
                 bar.update(1)
                 if callback is not None:
@@ -328,7 +331,7 @@ def as_hparams_host(hparams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _same_results(out: Path, config: SweepConfig, grid: Mapping, seeds: int) -> bool:
     ds = results_lib.load_results(out)
     same = (
-        json.loads(ds.attrs["config"]) == config.to_dict()
+        json.loads(ds.attrs["config"]) == json.loads(config.to_json())
         and json.loads(ds.attrs["grid"]) == {k: list(v) for k, v in grid.items()}
         and int(ds.attrs["seeds"]) == seeds
     )

@@ -180,7 +180,11 @@ def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None =
     if arrays is None:
         arrays = load_arrays(config)
     num_classes = int(data_module.info(config.dataset)["num_classes"])
-    model = models.get(config.model, num_classes, **dict(config.model_kwargs))
+    # JSON turns tuples (e.g. input_shape) into lists; flax module fields want tuples.
+    model_kwargs = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in config.model_kwargs.items()
+    }
+    model = models.get(config.model, num_classes, **model_kwargs)
     factory = optimizers.get(config.optimizer)
     fixed = {k: float(v) for k, v in config.hparams.items()}
     schedule = unit_schedule(config.schedule, config.steps, config.warmup_steps)
