@@ -185,3 +185,47 @@ def test_config_round_trips_through_json():
     assert SweepConfig.from_dict(json.loads(config.to_json())) == config
     with pytest.raises(ValueError, match="^config: unknown field"):
         SweepConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_schedule_from_traced_peak_equals_optax_schedule(mnist1d_data_dir):
+    """Full-batch SGD with a cosine schedule built from the traced peak learning rate equals
+    optax.sgd(optax.cosine_decay_schedule(peak, steps)) run step by step from the same init."""
+    import jax.numpy as jnp
+    import optax
+
+    from gdyn_jax import data, models
+
+    config = SweepConfig(
+        model="logistic",
+        optimizer="sgd",
+        steps=20,
+        batch_size=None,
+        eval_every=10,
+        train_subset=128,
+        schedule="cosine",
+    )
+    key, peak = jax.random.key(3), 0.5
+    out = jax.jit(make_train(config))({"learning_rate": peak}, key)
+    x, y = data.load("mnist1d", "train")
+    x, y = jnp.asarray(x[:128]), jnp.asarray(y[:128])
+    model = models.get("logistic")
+    params = model.init(jax.random.split(key, 3)[0], x[:1])["params"]  # as train initialises
+    tx = optax.sgd(optax.cosine_decay_schedule(peak, config.steps))
+    state = tx.init(params)
+
+    def loss(p):
+        return optax.softmax_cross_entropy_with_integer_labels(
+            model.apply({"params": p}, x), y
+        ).mean()
+
+    @jax.jit
+    def step(p, s):
+        updates, s = tx.update(jax.grad(loss)(p), s, p)
+        return optax.apply_updates(p, updates), s
+
+    expected = [float(loss(params))]
+    for t in range(1, config.steps + 1):
+        params, state = step(params, state)
+        if t % config.eval_every == 0:
+            expected.append(float(loss(params)))
+    np.testing.assert_allclose(out["train_loss"], expected, rtol=1e-5)
