@@ -17,7 +17,9 @@ and with the float32 matmul rate of this machine measured in the same process (a
 ``jnp.dot`` of two 2048 × 2048 matrices): the sweep's model FLOP rate (6 × batch × weights
 per step: forward, and backward for inputs and weights) as a fraction of it.
 
-The runs of the sweep and of the baselines are interleaved (sweep, plain, torch, sweep, ...)
+The baselines train as many model-steps as the sweep block (capped at 50,000 for the
+plain loop and 4,000 for PyTorch), so the timed runs last comparably long. The runs of the
+sweep and of the baselines are interleaved (sweep, plain, torch, sweep, ...)
 so that all see the same load of a shared machine, and each figure is the best of
 ``--repeats`` runs (the least disturbed by other processes). PyTorch is timed with one
 thread and with its default thread count; the faster is reported.
@@ -205,11 +207,7 @@ def main() -> None:
 
     peak = matmul_flops(args.repeats)
     flops = model_flops_per_step()
-    baselines = {"plain": plain_loop_runner(args.steps * 2)}
-    for threads in (1, None):
-        runner = torch_runner(args.steps * 2, threads)
-        if runner is not None:
-            baselines[f"torch{threads or ''}"] = runner
+    plain_cap, torch_cap = 50_000, 4_000
     print(
         f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; "
         f"jax {jax.__version__}; float32 matmul (2048^2 jnp.dot) {peak / 1e9:.1f} GFLOP/s; "
@@ -221,7 +219,16 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for m in args.members:
-        runners = {"sweep": sweep_runner(m, args.steps), **baselines}
+        # The baselines train the same number of model-steps as the sweep block (member after
+        # member), capped, so that all timed runs last about as long under the same load.
+        runners = {
+            "sweep": sweep_runner(m, args.steps),
+            "plain": plain_loop_runner(min(m * args.steps, plain_cap)),
+        }
+        for threads in (1, None):
+            runner = torch_runner(min(m * args.steps, torch_cap), threads)
+            if runner is not None:
+                runners[f"torch{threads or ''}"] = runner
         best = dict.fromkeys(runners, float("inf"))
         for _ in range(args.repeats):  # interleaved, so all see the same machine load
             for name, (run, _) in runners.items():

@@ -52,26 +52,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--no-progress", action="store_true", help="no progress bar")
     a(
         "--coordinator",
-        default=os.environ.get("GDYN_COORDINATOR"),
-        help="multi-host: coordinator address host:port (calls jax.distributed.initialize)",
+        help="multi-host: coordinator address host:port (calls jax.distributed.initialize; "
+        "default $GDYN_COORDINATOR)",
     )
     a(
         "--num-processes",
         type=int,
-        default=_env_int("GDYN_NUM_PROCESSES"),
-        help="multi-host: number of processes",
+        help="multi-host: number of processes (default $GDYN_NUM_PROCESSES)",
     )
     a(
         "--process-id",
         type=int,
-        default=_env_int("GDYN_PROCESS_ID"),
-        help="multi-host: this process's id",
+        help="multi-host: this process's id (default $GDYN_PROCESS_ID)",
     )
 
 
-def _env_int(name: str) -> int | None:
+def _env_int(flag: str, name: str) -> int | None:
     value = os.environ.get(name)
-    return None if value in (None, "") else int(value)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{flag}: ${name} must be an integer, got {value!r}") from None
 
 
 def _split_assignment(flag: str, text: str) -> tuple[str, str]:
@@ -169,19 +172,21 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _distributed(args: argparse.Namespace) -> None:
-    if args.coordinator is None:
-        if args.num_processes is not None or args.process_id is not None:
+    """``jax.distributed.initialize`` from the flags (or ``$GDYN_*``); never on import."""
+    coordinator = args.coordinator or os.environ.get("GDYN_COORDINATOR") or None
+    num = args.num_processes
+    num = _env_int("num_processes", "GDYN_NUM_PROCESSES") if num is None else num
+    pid = args.process_id
+    pid = _env_int("process_id", "GDYN_PROCESS_ID") if pid is None else pid
+    if coordinator is None:
+        if num is not None or pid is not None:
             raise ValueError("coordinator: --num-processes/--process-id need --coordinator")
         return
-    if args.num_processes is None or args.process_id is None:
+    if num is None or pid is None:
         raise ValueError("coordinator: needs --num-processes and --process-id")
     import jax
 
-    jax.distributed.initialize(
-        coordinator_address=args.coordinator,
-        num_processes=args.num_processes,
-        process_id=args.process_id,
-    )
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
 
 
 def run(args: argparse.Namespace) -> int:
