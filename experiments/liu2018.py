@@ -204,10 +204,13 @@ def noise_floor_part(cfg: dict, report: Report) -> list[dict]:
             : h.size, : h.size]
         excess = float(linearize.stationary_excess_loss(system, noise_cov, hessian))
         mc_var = theta.var(axis=0)
-        mc_excess = float(0.5 * np.mean(np.sum(h * theta**2, axis=1)))
+        per_run = 0.5 * np.sum(h * theta**2, axis=1)
+        mc_excess = float(per_run.mean())
+        mc_se = float(per_run.std() / np.sqrt(per_run.size))
         rows.append({"momentum": mu, "learning_rate": QUAD_LEARNING_RATE,
                      "predicted_variance": np.diag(cov_theta), "monte_carlo_variance": mc_var,
-                     "predicted_excess_loss": excess, "monte_carlo_excess_loss": mc_excess})
+                     "predicted_excess_loss": excess, "monte_carlo_excess_loss": mc_excess,
+                     "monte_carlo_excess_loss_se": mc_se})
     n = cfg["mc_seeds"]
     report.text(
         f"Noise floor: momentum SGD, a = {QUAD_LEARNING_RATE}, on f = 1/2 sum h_i theta_i^2 with "
@@ -223,6 +226,14 @@ def noise_floor_part(cfg: dict, report: Report) -> list[dict]:
                            r["monte_carlo_variance"][i], r["predicted_variance"][i], rtol=tol)
         report.compare(f"mu={r['momentum']:g}: excess loss, Monte-Carlo",
                        r["monte_carlo_excess_loss"], r["predicted_excess_loss"], rtol=tol)
+    base = [r for r in rows if r["momentum"] == 0.0]
+    if base:
+        for r in rows:
+            if r["momentum"] > 0:
+                report.compare(f"mu={r['momentum']:g}: predicted noise floor / floor at mu=0",
+                               r["predicted_excess_loss"] / base[0]["predicted_excess_loss"],
+                               1 / (1 - r["momentum"]), rtol=0.05,
+                               expected_label=f"1/(1-mu) = {1 / (1 - r['momentum']):.3g}")
     return rows
 
 
@@ -276,7 +287,9 @@ def _plot_floor(rows: list[dict], path: pathlib.Path) -> None:
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r["predicted_excess_loss"] for r in rows], 0.4,
            label="linearize.stationary_excess_loss")
-    ax.bar(x + 0.2, [r["monte_carlo_excess_loss"] for r in rows], 0.4, label="Monte-Carlo")
+    ax.bar(x + 0.2, [r["monte_carlo_excess_loss"] for r in rows], 0.4,
+           yerr=[2 * r["monte_carlo_excess_loss_se"] for r in rows], capsize=4,
+           label="Monte-Carlo (± 2 standard errors)")
     ax.set_xticks(x, [rf"$\mu$={r['momentum']:g}" for r in rows])
     ax.set_yscale("log")
     ax.set_xlabel("momentum")
