@@ -48,9 +48,15 @@ with jax.enable_x64(True):
         print(f"{name:9s} num={np.round(tf.num, 4)} den={np.round(tf.den, 4)}")
         print(f"{'':9s} poles={np.round(tf.poles(), 4)} zeros={np.round(tf.zeros(), 4)}")
         print(f"{'':9s} max stable curvature = {linearize.max_stable_curvature(opt):.4g}")'''),
-    ("md", "Nesterov's closed loop has the same order as heavy ball but one extra zero; SGD "
-           "is first order. The step response is the error decay from a unit distance to "
-           "the optimum:"),
+    ("md", "SGD is first order; heavy ball and Nesterov are second order. Heavy ball's zero "
+           "sits at z = 0, Nesterov's moves to z = β/(1+β) (Wu et al. 2021: the extra zero of "
+           "NAG). The open loop (`linearize.open_loop`, gradient → parameter change) shows "
+           "the same zero:"),
+    ("code", """for name, opt in opts.items():
+    ol = linearize.open_loop(opt)
+    print(f"{name:9s} open loop num={np.round(ol.num, 4)} den={np.round(ol.den, 4)} "
+          f"zeros={np.round(ol.zeros(), 4)}")"""),
+    ("md", "The step response is the distance covered from a unit distance to the optimum:"),
     ("code", '''steps = 40 if TINY else 120
 fig, ax = plt.subplots(figsize=(6.5, 4))
 with jax.enable_x64(True):
