@@ -19,6 +19,8 @@ def nb(cells):
                                    "language": "python"}
     book.metadata["language_info"] = {"name": "python"}
     book.cells = [new_markdown_cell(c[1]) if c[0] == "md" else new_code_cell(c[1]) for c in cells]
+    for i, cell in enumerate(book.cells):  # stable ids: regenerating gives no spurious diff
+        cell.id = f"cell-{i:02d}"
     return book
 
 
