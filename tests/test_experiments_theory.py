@@ -173,3 +173,26 @@ def test_gd_variants(outputs):
     np.testing.assert_allclose(rav["momentum"]["predicted_rate"], hb_rate, rtol=1e-6)
     np.testing.assert_allclose(rav["momentum"]["measured_rate"], hb_rate, rtol=0.03)
     assert rav["momentum"]["zigzag_amplitude"] < rav["gd"]["zigzag_amplitude"]
+
+
+def test_liu2018_helpers_on_known_inputs():
+    from experiments import liu2018
+
+    overlap = np.array([[0.0, 0.2, 0.6, 0.4, 0.9], [0.1, 0.1, 0.1, 0.1, 0.1]])
+    esc = liu2018.escape_steps(overlap)  # first step (1-based) with overlap >= 1/2, else NaN
+    assert esc[0] == 3 and np.isnan(esc[1])
+    mu = np.array([0.0, 0.5, 0.9])
+    np.testing.assert_allclose(liu2018.fit_exponent(mu, 7.0 * (1 - mu)), -1.0, rtol=1e-9)
+    np.testing.assert_allclose(liu2018.fit_exponent(mu, 3.0 / (1 - mu)), 1.0, rtol=1e-9)
+
+
+def test_gd_variants_helpers_on_known_paths():
+    from experiments import gd_variants
+
+    straight = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_allclose(gd_variants.roughness(straight), 1.0)
+    zigzag = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    np.testing.assert_allclose(gd_variants.roughness(zigzag), np.sqrt(2))
+    k = np.arange(50)
+    path = np.stack([0.8**k, 0.0 * k], axis=1)
+    np.testing.assert_allclose(gd_variants.measured_rate(path, 5), 0.8, rtol=1e-9)
