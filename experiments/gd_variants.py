@@ -132,12 +132,21 @@ def _plot_logistic(paths, x, y, w_star, path: pathlib.Path) -> None:
     grid = np.stack([ws.ravel(), bs.ravel()], axis=1)
     loss = np.asarray(jax.vmap(lambda p: logistic_loss(p, x, y))(grid)).reshape(ws.shape)
     fig, ax = plt.subplots(figsize=(6.5, 5.2))
-    cs = ax.contour(ws, bs, loss, levels=np.geomspace(loss.min() + 1e-3, loss.max(), 18),
-                    cmap="viridis", linewidths=0.8)
+    cs = ax.contour(
+        ws,
+        bs,
+        loss,
+        levels=np.geomspace(loss.min() + 1e-3, loss.max(), 18),
+        cmap="viridis",
+        linewidths=0.8,
+    )
     ax.clabel(cs, fontsize=6, fmt="%.2f")
-    styles = ({"color": "C0", "lw": 2.5, "marker": "o", "ms": 4, "zorder": 4},
-              {"color": "C2", "lw": 1.2, "zorder": 3}, {"color": "C3", "lw": 0.8, "alpha": 0.7},
-              {"color": "k", "lw": 1.0, "ls": "--", "zorder": 5})
+    styles = (
+        {"color": "C0", "lw": 2.5, "marker": "o", "ms": 4, "zorder": 4},
+        {"color": "C2", "lw": 1.2, "zorder": 3},
+        {"color": "C3", "lw": 0.8, "alpha": 0.7},
+        {"color": "k", "lw": 1.0, "ls": "--", "zorder": 5},
+    )
     for (label, p), style in zip(paths.items(), styles, strict=True):
         ax.plot(p[:, 0], p[:, 1], label=label, **style)
     ax.plot(*START, "ko", label="start")
@@ -189,7 +198,10 @@ def _logistic_part(cfg: dict, report: Report) -> dict:
     value_and_grad = jax.jit(jax.value_and_grad(logistic_loss))
     opt = scipy.optimize.minimize(
         lambda p: tuple(np.asarray(v, np.float64) for v in value_and_grad(p, x, y)),
-        np.zeros(2), jac=True, method="BFGS", tol=1e-12,
+        np.zeros(2),
+        jac=True,
+        method="BFGS",
+        tol=1e-12,
     )
     w_star, loss_star = opt.x, float(opt.fun)
     sizes = {"batch": cfg["n"], "mini-batch": cfg["minibatch"], "stochastic": 1}
@@ -201,10 +213,18 @@ def _logistic_part(cfg: dict, report: Report) -> dict:
         paths[f"{label} GD (batch {size}, {steps} steps)"] = p
         final_loss = float(logistic_loss(p[-1], x, y))
         first_epoch = float(logistic_loss(p[cfg["n"] // size], x, y)) - loss_star
-        rows.append({"variant": label, "batch_size": size, "steps": steps,
-                     "excess_loss_after_one_epoch": first_epoch,
-                     "final_loss": final_loss, "excess_loss": final_loss - loss_star,
-                     "roughness": roughness(p), "final_params": p[-1]})
+        rows.append(
+            {
+                "variant": label,
+                "batch_size": size,
+                "steps": steps,
+                "excess_loss_after_one_epoch": first_epoch,
+                "final_loss": final_loss,
+                "excess_loss": final_loss - loss_star,
+                "roughness": roughness(p),
+                "final_params": p[-1],
+            }
+        )
     # Batch GD given as many updates as stochastic GD made: smooth, and at the minimum.
     steps = cfg["epochs"] * cfg["n"]
     long_batch = _trajectory(x, y, cfg["n"], steps, key)
@@ -222,24 +242,45 @@ def _logistic_part(cfg: dict, report: Report) -> dict:
         "step it ends in a noise ball around the minimum); mini-batch sits between. "
         "Roughness = path length / net displacement."
     )
-    report.compare("excess loss after one epoch: batch GD (one update) the largest",
-                   excess["batch"], max(excess["stochastic"], excess["mini-batch"]),
-                   agrees=excess["batch"] > max(excess["stochastic"], excess["mini-batch"]),
-                   expected_label=f"> stochastic {excess['stochastic']:.3g}, "
-                                  f"mini-batch {excess['mini-batch']:.3g}")
-    report.compare("roughness: stochastic > mini-batch > batch",
-                   rough["stochastic"], rough["mini-batch"],
-                   agrees=rough["stochastic"] > rough["mini-batch"] > rough["batch"],
-                   expected_label=f"> {rough['mini-batch']:.3g} > {rough['batch']:.3g}")
-    report.compare(f"batch GD after {steps} updates: loss vs the minimum (scipy)", long_loss,
-                   loss_star, rtol=1e-3)
-    report.compare(f"batch GD after {steps} updates: roughness (1 = straight)",
-                   roughness(long_batch), 1.0, rtol=0.2)
-    rows.append({"variant": "batch (as many updates as stochastic)", "batch_size": cfg["n"],
-                 "steps": steps, "final_loss": long_loss, "excess_loss": long_loss - loss_star,
-                 "roughness": roughness(long_batch), "final_params": long_batch[-1]})
-    return {"rows": rows, "paths": paths, "x": x, "y": y, "w_star": w_star,
-            "loss_star": loss_star}
+    report.compare(
+        "excess loss after one epoch: batch GD (one update) the largest",
+        excess["batch"],
+        max(excess["stochastic"], excess["mini-batch"]),
+        agrees=excess["batch"] > max(excess["stochastic"], excess["mini-batch"]),
+        expected_label=f"> stochastic {excess['stochastic']:.3g}, "
+        f"mini-batch {excess['mini-batch']:.3g}",
+    )
+    report.compare(
+        "roughness: stochastic > mini-batch > batch",
+        rough["stochastic"],
+        rough["mini-batch"],
+        agrees=rough["stochastic"] > rough["mini-batch"] > rough["batch"],
+        expected_label=f"> {rough['mini-batch']:.3g} > {rough['batch']:.3g}",
+    )
+    report.compare(
+        f"batch GD after {steps} updates: loss vs the minimum (scipy)",
+        long_loss,
+        loss_star,
+        rtol=1e-3,
+    )
+    report.compare(
+        f"batch GD after {steps} updates: roughness (1 = straight)",
+        roughness(long_batch),
+        1.0,
+        rtol=0.2,
+    )
+    rows.append(
+        {
+            "variant": "batch (as many updates as stochastic)",
+            "batch_size": cfg["n"],
+            "steps": steps,
+            "final_loss": long_loss,
+            "excess_loss": long_loss - loss_star,
+            "roughness": roughness(long_batch),
+            "final_params": long_batch[-1],
+        }
+    )
+    return {"rows": rows, "paths": paths, "x": x, "y": y, "w_star": w_star, "loss_star": loss_star}
 
 
 def _ravine_part(cfg: dict, report: Report) -> dict:
@@ -253,18 +294,29 @@ def _ravine_part(cfg: dict, report: Report) -> dict:
     eig = np.asarray([h2, h1])
     with jax.enable_x64(True):
         tuned, _ = linearize.optimal_hyperparameters(  # best beta at this step size
-            optimizers.momentum, h2, h1, names=("beta",), learning_rate=a)
+            optimizers.momentum, h2, h1, names=("beta",), learning_rate=a
+        )
         beta = float(tuned["beta"])
         paths = {
             f"GD a={a:.2f}": _ravine_run(optimizers.sgd(a), cfg["ravine_steps"]),
-            f"heavy ball a={a:.2f}, beta={beta:.3f}":
-                _ravine_run(optimizers.momentum(a, beta), cfg["ravine_steps"]),
+            f"heavy ball a={a:.2f}, beta={beta:.3f}": _ravine_run(
+                optimizers.momentum(a, beta), cfg["ravine_steps"]
+            ),
         }
-        pred_gd = float(np.ravel(linearize.convergence_rate(
-            optimizers.sgd, {"learning_rate": np.asarray([a])}, eig))[0])
-        pred_hb = float(np.ravel(linearize.convergence_rate(
-            optimizers.momentum, {"learning_rate": np.asarray([a]),
-                                  "beta": np.asarray([beta])}, eig))[0])
+        pred_gd = float(
+            np.ravel(
+                linearize.convergence_rate(optimizers.sgd, {"learning_rate": np.asarray([a])}, eig)
+            )[0]
+        )
+        pred_hb = float(
+            np.ravel(
+                linearize.convergence_rate(
+                    optimizers.momentum,
+                    {"learning_rate": np.asarray([a]), "beta": np.asarray([beta])},
+                    eig,
+                )
+            )[0]
+        )
     gd_path, hb_path = paths.values()
     meas_gd = measured_rate(gd_path, 20)
     meas_hb = measured_rate(hb_path[:120], 30)
@@ -280,28 +332,51 @@ def _ravine_part(cfg: dict, report: Report) -> dict:
         "from the slope of log ||theta_k||. Zig-zag amplitude = max |theta_1| over steps 20..39."
     )
     closed_beta = (1 - np.sqrt(a * h2)) ** 2
-    report.compare("momentum beta from optimal_hyperparameters vs (1 - sqrt(a h2))^2", beta,
-                   closed_beta, rtol=0.01)
+    report.compare(
+        "momentum beta from optimal_hyperparameters vs (1 - sqrt(a h2))^2",
+        beta,
+        closed_beta,
+        rtol=0.01,
+    )
     report.compare("GD rate in ravine, measured vs linearize", meas_gd, pred_gd, rtol=0.01)
-    report.compare("GD rate, linearize vs max(abs(1 - a h))", pred_gd,
-                   max(abs(1 - a * h1), abs(1 - a * h2)), rtol=1e-6)
-    report.compare("heavy-ball rate in ravine, measured vs linearize", meas_hb, pred_hb,
-                   rtol=0.03)
-    report.compare("heavy-ball rate, linearize vs 1 - sqrt(a h2)", pred_hb,
-                   1 - np.sqrt(a * h2), rtol=0.01)
+    report.compare(
+        "GD rate, linearize vs max(abs(1 - a h))",
+        pred_gd,
+        max(abs(1 - a * h1), abs(1 - a * h2)),
+        rtol=1e-6,
+    )
+    report.compare("heavy-ball rate in ravine, measured vs linearize", meas_hb, pred_hb, rtol=0.03)
+    report.compare(
+        "heavy-ball rate, linearize vs 1 - sqrt(a h2)", pred_hb, 1 - np.sqrt(a * h2), rtol=0.01
+    )
     labels = list(paths)
-    report.compare("zig-zag amplitude, steps 20-39: momentum damps it (momentum / GD)",
-                   amp[labels[1]] / amp[labels[0]], 1.0,
-                   agrees=amp[labels[1]] < amp[labels[0]], expected_label="< 1")
+    report.compare(
+        "zig-zag amplitude, steps 20-39: momentum damps it (momentum / GD)",
+        amp[labels[1]] / amp[labels[0]],
+        1.0,
+        agrees=amp[labels[1]] < amp[labels[0]],
+        expected_label="< 1",
+    )
     return {
         "paths": paths,
         "summary": {
-            "curvatures": list(RAVINE), "kappa": kappa,
-            "gd": {"learning_rate": a, "measured_rate": meas_gd, "predicted_rate": pred_gd,
-                   "sign_flips_40_steps": flips[labels[0]], "zigzag_amplitude": amp[labels[0]]},
-            "momentum": {"learning_rate": a, "beta": beta, "measured_rate": meas_hb,
-                         "predicted_rate": pred_hb, "sign_flips_40_steps": flips[labels[1]],
-                         "zigzag_amplitude": amp[labels[1]]},
+            "curvatures": list(RAVINE),
+            "kappa": kappa,
+            "gd": {
+                "learning_rate": a,
+                "measured_rate": meas_gd,
+                "predicted_rate": pred_gd,
+                "sign_flips_40_steps": flips[labels[0]],
+                "zigzag_amplitude": amp[labels[0]],
+            },
+            "momentum": {
+                "learning_rate": a,
+                "beta": beta,
+                "measured_rate": meas_hb,
+                "predicted_rate": pred_hb,
+                "sign_flips_40_steps": flips[labels[1]],
+                "zigzag_amplitude": amp[labels[1]],
+            },
         },
     }
 
@@ -317,15 +392,26 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     with jax.enable_x64(True):
         logistic = _logistic_part(cfg, report)
     ravine = _ravine_part(cfg, report)
-    _plot_logistic(logistic["paths"], logistic["x"], logistic["y"], logistic["w_star"],
-                   out_dir / "logistic_trajectories.png")
-    report.figure("logistic_trajectories.png",
-                  "Batch, mini-batch and stochastic GD on the logistic-loss contours")
+    _plot_logistic(
+        logistic["paths"],
+        logistic["x"],
+        logistic["y"],
+        logistic["w_star"],
+        out_dir / "logistic_trajectories.png",
+    )
+    report.figure(
+        "logistic_trajectories.png",
+        "Batch, mini-batch and stochastic GD on the logistic-loss contours",
+    )
     _plot_ravine(ravine["paths"], out_dir / "ravine.png")
     report.figure("ravine.png", "GD zig-zags across a ravine; momentum damps the oscillation")
     summary = {
-        "logistic": {"minimum_loss": logistic["loss_star"], "minimum": logistic["w_star"],
-                     "learning_rate": LEARNING_RATE, "variants": logistic["rows"]},
+        "logistic": {
+            "minimum_loss": logistic["loss_star"],
+            "minimum": logistic["w_star"],
+            "learning_rate": LEARNING_RATE,
+            "variants": logistic["rows"],
+        },
         "ravine": ravine["summary"],
     }
     write_summary(out_dir, summary)

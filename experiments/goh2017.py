@@ -32,12 +32,30 @@ from experiments._report import Report, write_summary
 TITLE = "Momentum's convergence rate over (a, beta), its regions and optimal tuning (Goh 2017)"
 
 SETTINGS = {
-    "tiny": {"grid": 40, "region_grid": 24, "kappas": (10.0, 100.0), "dim": 8, "steps": 150,
-             "search": {"grid_size": 15, "rounds": 12, "num_curvatures": 17}},
-    "quick": {"grid": 200, "region_grid": 120, "kappas": (10.0, 100.0, 1000.0), "dim": 40,
-              "steps": 400, "search": {}},
-    "full": {"grid": 400, "region_grid": 300, "kappas": (10.0, 100.0, 1000.0, 1e4),
-             "dim": 100, "steps": 800, "search": {"grid_size": 81, "rounds": 30}},
+    "tiny": {
+        "grid": 40,
+        "region_grid": 24,
+        "kappas": (10.0, 100.0),
+        "dim": 8,
+        "steps": 150,
+        "search": {"grid_size": 15, "rounds": 12, "num_curvatures": 17},
+    },
+    "quick": {
+        "grid": 200,
+        "region_grid": 120,
+        "kappas": (10.0, 100.0, 1000.0),
+        "dim": 40,
+        "steps": 400,
+        "search": {},
+    },
+    "full": {
+        "grid": 400,
+        "region_grid": 300,
+        "kappas": (10.0, 100.0, 1000.0, 1e4),
+        "dim": 100,
+        "steps": 800,
+        "search": {"grid_size": 81, "rounds": 30},
+    },
 }
 LAMBDA = 1.0  # the one eigenvalue of the (a, beta) maps
 REGIONS = ("monotone", "ripples", "oscillation", "divergence")
@@ -105,12 +123,21 @@ def rate_maps(cfg: dict) -> dict:
     ra = np.linspace(0.0, 4.2, cfg["region_grid"] + 1)[1:] / LAMBDA
     rb = np.linspace(0.0, 0.99, cfg["region_grid"])
     with jax.enable_x64(True):  # one batched closed loop per (a, beta): A (na, nb, 2, 2)
-        system = linearize.linearize_grid(optimizers.momentum,
-                                          {"learning_rate": ra, "beta": rb}, LAMBDA)
+        system = linearize.linearize_grid(
+            optimizers.momentum, {"learning_rate": ra, "beta": rb}, LAMBDA
+        )
     poles = np.linalg.eigvals(np.asarray(system.A))
     regions = np.array([[REGIONS.index(classify(p)) for p in row] for row in poles])
-    return {"a": a, "beta": beta, "rate": rate, "stable": stable.astype(bool),
-            "region_a": ra, "region_beta": rb, "regions": regions, "poles": poles}
+    return {
+        "a": a,
+        "beta": beta,
+        "rate": rate,
+        "stable": stable.astype(bool),
+        "region_a": ra,
+        "region_beta": rb,
+        "regions": regions,
+        "poles": poles,
+    }
 
 
 def ripple_modulus_check(maps: dict) -> dict:
@@ -119,9 +146,11 @@ def ripple_modulus_check(maps: dict) -> dict:
     modulus = np.max(np.abs(maps["poles"]), axis=-1)
     sqrt_beta = np.broadcast_to(np.sqrt(maps["region_beta"])[None, :], modulus.shape)
     ratio = (modulus / np.where(sqrt_beta > 0, sqrt_beta, np.nan))[ripple]
-    return {"points": int(ripple.sum()),
-            "ratio_to_sqrt_beta_min": float(np.nanmin(ratio)) if ratio.size else None,
-            "ratio_to_sqrt_beta_max": float(np.nanmax(ratio)) if ratio.size else None}
+    return {
+        "points": int(ripple.sum()),
+        "ratio_to_sqrt_beta_min": float(np.nanmin(ratio)) if ratio.size else None,
+        "ratio_to_sqrt_beta_max": float(np.nanmax(ratio)) if ratio.size else None,
+    }
 
 
 def optimal_table(cfg: dict) -> list[dict]:
@@ -134,11 +163,11 @@ def optimal_table(cfg: dict) -> list[dict]:
     with jax.enable_x64(True):
         for kappa in cfg["kappas"]:
             cf = closed_form(kappa)
-            hb = _optimum(optimizers.momentum, 1.0, kappa, ("learning_rate", "beta"),
-                          **cfg["search"])
+            hb = _optimum(
+                optimizers.momentum, 1.0, kappa, ("learning_rate", "beta"), **cfg["search"]
+            )
             gd = _optimum(optimizers.sgd, 1.0, kappa, ("learning_rate",), **cfg["search"])
-            rows.append({"kappa": kappa, "closed_form": cf,
-                         "library": {"momentum": hb, "gd": gd}})
+            rows.append({"kappa": kappa, "closed_form": cf, "library": {"momentum": hb, "gd": gd}})
     return rows
 
 
@@ -157,9 +186,13 @@ def quadratic_run(cfg: dict, kappa: float = 100.0) -> dict:
         "gd": optimizers.sgd(cf["gd"]["learning_rate"]),
     }
     grids = {
-        "momentum": (optimizers.momentum, {
-            "learning_rate": np.asarray([cf["momentum"]["learning_rate"]]),
-            "beta": np.asarray([cf["momentum"]["beta"]])}),
+        "momentum": (
+            optimizers.momentum,
+            {
+                "learning_rate": np.asarray([cf["momentum"]["learning_rate"]]),
+                "beta": np.asarray([cf["momentum"]["beta"]]),
+            },
+        ),
         "gd": (optimizers.sgd, {"learning_rate": np.asarray([cf["gd"]["learning_rate"]])}),
     }
     out = {"kappa": kappa, "eigenvalues": eig, "errors": {}, "measured": {}, "predicted": {}}
@@ -178,8 +211,9 @@ def quadratic_run(cfg: dict, kappa: float = 100.0) -> dict:
             errors = np.concatenate([[float(jnp.linalg.norm(theta0))], np.asarray(norms)])
             out["errors"][name] = errors
             factory, grid = grids[name]
-            out["predicted"][name] = float(np.ravel(
-                linearize.convergence_rate(factory, grid, eig))[0])
+            out["predicted"][name] = float(
+                np.ravel(linearize.convergence_rate(factory, grid, eig))[0]
+            )
             k = np.arange(errors.size)
             rel = errors / errors[0]  # fit the geometric tail, above float64 rounding
             keep = (k >= 10) & (rel < 1e-1) & (rel > 1e-11)
@@ -198,12 +232,24 @@ def _plot_maps(maps: dict, kappa_opt: dict, path: pathlib.Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     ax = axes[0]
     rate = np.where(maps["stable"], maps["rate"], np.nan)
-    im = ax.pcolormesh(maps["a"], maps["beta"], rate.T, cmap="viridis", vmin=0, vmax=1,
-                       shading="auto")
-    ax.contour(maps["a"], maps["beta"], maps["rate"].T, levels=[0.2, 0.4, 0.6, 0.8, 0.95],
-               colors="w", linewidths=0.6)
-    ax.plot(maps["a"], np.clip(maps["a"] * LAMBDA / 2 - 1, 0, None), "r--", lw=1,
-            label=r"stability limit $a\lambda = 2(1+\beta)$")
+    im = ax.pcolormesh(
+        maps["a"], maps["beta"], rate.T, cmap="viridis", vmin=0, vmax=1, shading="auto"
+    )
+    ax.contour(
+        maps["a"],
+        maps["beta"],
+        maps["rate"].T,
+        levels=[0.2, 0.4, 0.6, 0.8, 0.95],
+        colors="w",
+        linewidths=0.6,
+    )
+    ax.plot(
+        maps["a"],
+        np.clip(maps["a"] * LAMBDA / 2 - 1, 0, None),
+        "r--",
+        lw=1,
+        label=r"stability limit $a\lambda = 2(1+\beta)$",
+    )
     ax.set_ylim(maps["beta"][0], maps["beta"][-1])
     fig.colorbar(im, ax=ax, label="convergence rate (spectral radius per step)")
     ax.set_xlabel(r"learning rate $a$ (for $\lambda$ = 1)")
@@ -212,8 +258,15 @@ def _plot_maps(maps: dict, kappa_opt: dict, path: pathlib.Path) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax = axes[1]
     cmap = ListedColormap(["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
-    ax.pcolormesh(maps["region_a"], maps["region_beta"], maps["regions"].T, cmap=cmap,
-                  vmin=-0.5, vmax=3.5, shading="auto")
+    ax.pcolormesh(
+        maps["region_a"],
+        maps["region_beta"],
+        maps["regions"].T,
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=3.5,
+        shading="auto",
+    )
     for i, name in enumerate(REGIONS):
         ax.plot([], [], "s", color=cmap(i), label=name)
     ax.set_xlabel(r"learning rate $a$ (for $\lambda$ = 1)")
@@ -233,15 +286,31 @@ def _plot_kappa(rows: list[dict], path: pathlib.Path) -> None:
 
     ks = np.geomspace(2, max(r["kappa"] for r in rows) * 2, 100)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.loglog(ks, 1 / (1 - (np.sqrt(ks) - 1) / (np.sqrt(ks) + 1)), "C0-",
-              label=r"momentum, closed form $1/(1-\frac{\sqrt{\kappa}-1}{\sqrt{\kappa}+1})$")
-    ax.loglog(ks, 1 / (1 - (ks - 1) / (ks + 1)), "C3-",
-              label=r"GD, closed form $1/(1-\frac{\kappa-1}{\kappa+1})$")
+    ax.loglog(
+        ks,
+        1 / (1 - (np.sqrt(ks) - 1) / (np.sqrt(ks) + 1)),
+        "C0-",
+        label=r"momentum, closed form $1/(1-\frac{\sqrt{\kappa}-1}{\sqrt{\kappa}+1})$",
+    )
+    ax.loglog(
+        ks,
+        1 / (1 - (ks - 1) / (ks + 1)),
+        "C3-",
+        label=r"GD, closed form $1/(1-\frac{\kappa-1}{\kappa+1})$",
+    )
     kap = [r["kappa"] for r in rows]
-    ax.loglog(kap, [1 / (1 - r["library"]["momentum"]["rate"]) for r in rows], "C0o",
-              label="momentum, linearize.optimal_hyperparameters")
-    ax.loglog(kap, [1 / (1 - r["library"]["gd"]["rate"]) for r in rows], "C3s",
-              label="GD, linearize.optimal_hyperparameters")
+    ax.loglog(
+        kap,
+        [1 / (1 - r["library"]["momentum"]["rate"]) for r in rows],
+        "C0o",
+        label="momentum, linearize.optimal_hyperparameters",
+    )
+    ax.loglog(
+        kap,
+        [1 / (1 - r["library"]["gd"]["rate"]) for r in rows],
+        "C3s",
+        label="GD, linearize.optimal_hyperparameters",
+    )
     ax.set_xlabel(r"condition number $\kappa$")
     ax.set_ylabel(r"steps per e-fold of error, $1/(1-\rho)$")
     ax.set_title("Optimal rates against condition number")
@@ -262,8 +331,13 @@ def _plot_run(run: dict, path: pathlib.Path) -> None:
         e = run["errors"][name]
         k = np.arange(e.size)
         ax.semilogy(k, e / e[0], color=color, label=f"{name}: measured")
-        ax.semilogy(k, run["predicted"][name] ** k, color=color, ls="--",
-                    label=f"{name}: predicted rate {run['predicted'][name]:.4f}$^k$")
+        ax.semilogy(
+            k,
+            run["predicted"][name] ** k,
+            color=color,
+            ls="--",
+            label=f"{name}: predicted rate {run['predicted'][name]:.4f}$^k$",
+        )
     ax.set_ylim(1e-13, 2)
     ax.set_xlabel("step k")
     ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
@@ -293,36 +367,66 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         "`linearize.stability_region`; regions from the poles of "
         "the batched closed loops of `linearize.linearize_grid` on a coarser grid."
     )
-    report.compare("stability map = {a lambda < 2(1+beta)} (fraction of grid points)",
-                   float(boundary_ok.mean()), 1.0, atol=0.005)
+    report.compare(
+        "stability map = {a lambda < 2(1+beta)} (fraction of grid points)",
+        float(boundary_ok.mean()),
+        1.0,
+        atol=0.005,
+    )
     counts = {name: int(np.sum(maps["regions"] == i)) for i, name in enumerate(REGIONS)}
-    report.compare("all four regions present (monotone, ripples, oscillation, divergence)",
-                   sum(v > 0 for v in counts.values()), 4, atol=0)
+    report.compare(
+        "all four regions present (monotone, ripples, oscillation, divergence)",
+        sum(v > 0 for v in counts.values()),
+        4,
+        atol=0,
+    )
     report.text(
         "Goh's article prints the modulus of the complex poles as 2 sqrt(beta); the correct "
         "value is sqrt(beta) (their product is beta). The library's poles settle it:"
     )
     if ripples["points"]:
         for end in ("min", "max"):
-            report.compare(f"ripple poles: {end} of modulus / sqrt(beta) over "
-                           f"{ripples['points']} ripple points",
-                           ripples[f"ratio_to_sqrt_beta_{end}"], 1.0, atol=1e-9,
-                           expected_label="1 (Goh prints 2)")
+            report.compare(
+                f"ripple poles: {end} of modulus / sqrt(beta) over "
+                f"{ripples['points']} ripple points",
+                ripples[f"ratio_to_sqrt_beta_{end}"],
+                1.0,
+                atol=1e-9,
+                expected_label="1 (Goh prints 2)",
+            )
     for row in table:
         k, cf, lib = row["kappa"], row["closed_form"], row["library"]
-        report.compare(f"kappa={k:g}: momentum a*", lib["momentum"]["learning_rate"],
-                       cf["momentum"]["learning_rate"], rtol=0.02)
-        report.compare(f"kappa={k:g}: momentum beta*", lib["momentum"]["beta"],
-                       cf["momentum"]["beta"], rtol=0.02)
-        report.compare(f"kappa={k:g}: momentum optimal rate", lib["momentum"]["rate"],
-                       cf["momentum"]["rate"], rtol=0.005)
-        report.compare(f"kappa={k:g}: GD a*", lib["gd"]["learning_rate"],
-                       cf["gd"]["learning_rate"], rtol=0.02)
-        report.compare(f"kappa={k:g}: GD optimal rate", lib["gd"]["rate"], cf["gd"]["rate"],
-                       rtol=0.005)
+        report.compare(
+            f"kappa={k:g}: momentum a*",
+            lib["momentum"]["learning_rate"],
+            cf["momentum"]["learning_rate"],
+            rtol=0.02,
+        )
+        report.compare(
+            f"kappa={k:g}: momentum beta*",
+            lib["momentum"]["beta"],
+            cf["momentum"]["beta"],
+            rtol=0.02,
+        )
+        report.compare(
+            f"kappa={k:g}: momentum optimal rate",
+            lib["momentum"]["rate"],
+            cf["momentum"]["rate"],
+            rtol=0.005,
+        )
+        report.compare(
+            f"kappa={k:g}: GD a*", lib["gd"]["learning_rate"], cf["gd"]["learning_rate"], rtol=0.02
+        )
+        report.compare(
+            f"kappa={k:g}: GD optimal rate", lib["gd"]["rate"], cf["gd"]["rate"], rtol=0.005
+        )
     for name in ("momentum", "gd"):
-        report.compare(f"quadratic kappa={quad['kappa']:g}: {name} measured rate vs predicted",
-                       quad["measured"][name], quad["predicted"][name], rtol=0.03)
+        report.compare(
+            f"quadratic kappa={quad['kappa']:g}: {name} measured rate vs predicted",
+            quad["measured"][name],
+            quad["predicted"][name],
+            rtol=0.03,
+        )
     _plot_maps(maps, table[-1], out_dir / "rate_map.png")
     report.figure("rate_map.png", "Convergence rate over (a, beta) and Goh's four regions")
     _plot_kappa(table, out_dir / "rates_vs_kappa.png")
@@ -335,8 +439,12 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         "stability_map_agreement": float(boundary_ok.mean()),
         "ripple_modulus": ripples,
         "optimal": table,
-        "quadratic_run": {"kappa": quad["kappa"], "dim": int(quad["eigenvalues"].size),
-                          "measured_rate": quad["measured"], "predicted_rate": quad["predicted"]},
+        "quadratic_run": {
+            "kappa": quad["kappa"],
+            "dim": int(quad["eigenvalues"].size),
+            "measured_rate": quad["measured"],
+            "predicted_rate": quad["predicted"],
+        },
     }
     write_summary(out_dir, summary)
     report.write(out_dir)

@@ -28,10 +28,13 @@ TITLE = "Worst-case rates of GD, heavy ball and Nesterov on quadratics (Lessard 
 
 SETTINGS = {
     "tiny": {"kappas": (10.0, 100.0), "curvatures": 200, "dim": 8, "steps": 200},
-    "quick": {"kappas": (2.0, 10.0, 100.0, 1e3, 1e4), "curvatures": 2000, "dim": 40,
-              "steps": 400},
-    "full": {"kappas": (2.0, 10.0, 100.0, 1e3, 1e4, 1e5), "curvatures": 10000, "dim": 100,
-             "steps": 1000},
+    "quick": {"kappas": (2.0, 10.0, 100.0, 1e3, 1e4), "curvatures": 2000, "dim": 40, "steps": 400},
+    "full": {
+        "kappas": (2.0, 10.0, 100.0, 1e3, 1e4, 1e5),
+        "curvatures": 10000,
+        "dim": 100,
+        "steps": 1000,
+    },
 }
 METHODS = ("gd", "heavy_ball", "nesterov", "nesterov_optimal")
 
@@ -43,12 +46,20 @@ def tunings(kappa: float, m: float = 1.0) -> dict:
     s3 = np.sqrt(3 * kappa + 1)
     return {
         "gd": ("sgd", {"learning_rate": 2 / (L + m)}, (kappa - 1) / (kappa + 1)),
-        "heavy_ball": ("momentum", {"learning_rate": 4 / (np.sqrt(L) + np.sqrt(m)) ** 2,
-                                    "beta": ((sk - 1) / (sk + 1)) ** 2}, (sk - 1) / (sk + 1)),
-        "nesterov": ("nesterov", {"learning_rate": 1 / L, "beta": (sk - 1) / (sk + 1)},
-                     1 - 1 / sk),
-        "nesterov_optimal": ("nesterov", {"learning_rate": 4 / (3 * L + m),
-                                          "beta": (s3 - 2) / (s3 + 2)}, 1 - 2 / s3),
+        "heavy_ball": (
+            "momentum",
+            {
+                "learning_rate": 4 / (np.sqrt(L) + np.sqrt(m)) ** 2,
+                "beta": ((sk - 1) / (sk + 1)) ** 2,
+            },
+            (sk - 1) / (sk + 1),
+        ),
+        "nesterov": ("nesterov", {"learning_rate": 1 / L, "beta": (sk - 1) / (sk + 1)}, 1 - 1 / sk),
+        "nesterov_optimal": (
+            "nesterov",
+            {"learning_rate": 4 / (3 * L + m), "beta": (s3 - 2) / (s3 + 2)},
+            1 - 2 / s3,
+        ),
     }
 
 
@@ -69,10 +80,16 @@ def rate_table(cfg: dict) -> list[dict]:
     for kappa in cfg["kappas"]:
         curv = np.linspace(1.0, kappa, cfg["curvatures"])
         for method, (factory, hp, closed) in tunings(kappa).items():
-            rows.append({"kappa": kappa, "method": method, "optimizer": factory,
-                         "hyperparameters": hp, "worst_case_rate": worst_case_rate(factory, hp,
-                                                                                   curv),
-                         "closed_form_rate": closed})
+            rows.append(
+                {
+                    "kappa": kappa,
+                    "method": method,
+                    "optimizer": factory,
+                    "hyperparameters": hp,
+                    "worst_case_rate": worst_case_rate(factory, hp, curv),
+                    "closed_form_rate": closed,
+                }
+            )
     return rows
 
 
@@ -118,16 +135,29 @@ def _plot_table(rows: list[dict], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"gd": "GD", "heavy_ball": "heavy ball", "nesterov": "Nesterov a=1/L",
-              "nesterov_optimal": "Nesterov a=4/(3L+m)"}
+    labels = {
+        "gd": "GD",
+        "heavy_ball": "heavy ball",
+        "nesterov": "Nesterov a=1/L",
+        "nesterov_optimal": "Nesterov a=4/(3L+m)",
+    }
     fig, ax = plt.subplots(figsize=(6.8, 4.8))
     for i, method in enumerate(METHODS):
         sel = [r for r in rows if r["method"] == method]
         k = np.array([r["kappa"] for r in sel])
-        ax.loglog(k, [1 / (1 - r["closed_form_rate"]) for r in sel], f"C{i}-", lw=1,
-                  label=f"{labels[method]}: closed form")
-        ax.loglog(k, [1 / (1 - r["worst_case_rate"]) for r in sel], f"C{i}o",
-                  label=f"{labels[method]}: linearize worst case")
+        ax.loglog(
+            k,
+            [1 / (1 - r["closed_form_rate"]) for r in sel],
+            f"C{i}-",
+            lw=1,
+            label=f"{labels[method]}: closed form",
+        )
+        ax.loglog(
+            k,
+            [1 / (1 - r["worst_case_rate"]) for r in sel],
+            f"C{i}o",
+            label=f"{labels[method]}: linearize worst case",
+        )
     ax.set_xlabel(r"condition number $\kappa = L/m$")
     ax.set_ylabel(r"steps per e-fold of error, $1/(1-\rho)$")
     ax.set_title("Worst-case rates on quadratics (Lessard et al. 2016, Prop. 1)")
@@ -147,8 +177,9 @@ def _plot_run(run: dict, path: pathlib.Path) -> None:
     for i, (method, e) in enumerate(run["errors"].items()):
         ax.semilogy(e / e[0], color=f"C{i}", label=f"{method.replace('_', ' ')}: measured")
         rate = run["predicted"][method]
-        ax.semilogy(rate ** np.arange(e.size), color=f"C{i}", ls=":",
-                    label=f"predicted rate {rate:.4f}$^k$")
+        ax.semilogy(
+            rate ** np.arange(e.size), color=f"C{i}", ls=":", label=f"predicted rate {rate:.4f}$^k$"
+        )
     ax.set_ylim(1e-14, 10)
     ax.set_xlabel("step k")
     ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
@@ -174,8 +205,12 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     )
     for r in rows:
         gap = 1 - r["closed_form_rate"]
-        report.compare(f"kappa={r['kappa']:g}: {r['method']} worst-case rate",
-                       r["worst_case_rate"], r["closed_form_rate"], atol=1e-3 * gap)
+        report.compare(
+            f"kappa={r['kappa']:g}: {r['method']} worst-case rate",
+            r["worst_case_rate"],
+            r["closed_form_rate"],
+            atol=1e-3 * gap,
+        )
     table = ["| kappa | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
     for kappa in cfg["kappas"]:
         cells = [f"{r['worst_case_rate']:.6f}" for r in rows if r["kappa"] == kappa]
@@ -190,18 +225,24 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         "about 1%)."
     )
     for method in METHODS:
-        report.compare(f"quadratic kappa={quad['kappa']:g}: {method} measured rate",
-                       quad["measured"][method], quad["predicted"][method], rtol=0.03)
+        report.compare(
+            f"quadratic kappa={quad['kappa']:g}: {method} measured rate",
+            quad["measured"][method],
+            quad["predicted"][method],
+            rtol=0.03,
+        )
     _plot_table(rows, out_dir / "rates_vs_kappa.png")
     report.figure("rates_vs_kappa.png", "Worst-case rates against kappa: linearize vs closed form")
     _plot_run(quad, out_dir / "quadratic_run.png")
     report.figure("quadratic_run.png", "The tuned methods on a quadratic")
     summary = {
         "rates": rows,
-        "quadratic_run": {"kappa": quad["kappa"], "measured_rate": quad["measured"],
-                          "predicted_rate": quad["predicted"],
-                          "final_relative_error": {k: float(e[-1] / e[0])
-                                                   for k, e in quad["errors"].items()}},
+        "quadratic_run": {
+            "kappa": quad["kappa"],
+            "measured_rate": quad["measured"],
+            "predicted_rate": quad["predicted"],
+            "final_relative_error": {k: float(e[-1] / e[0]) for k, e in quad["errors"].items()},
+        },
     }
     write_summary(out_dir, summary)
     report.write(out_dir)

@@ -31,15 +31,33 @@ from experiments._report import Report, write_summary
 TITLE = "Momentum SGD on streaming PCA: saddle escape vs stationary error (Liu et al. 2018)"
 
 SETTINGS = {
-    "tiny": {"eigenvalues": (1.0, 0.5, 0.3, 0.2), "momenta": (0.0, 0.5, 0.9),
-             "learning_rates": (0.01, 0.02), "seeds": 24, "steps": 2500,
-             "mc_seeds": 256, "mc_steps": 300},
-    "quick": {"eigenvalues": (1.0, 0.5, 0.3, 0.2), "momenta": (0.0, 0.5, 0.9),
-              "learning_rates": (0.001, 0.0025, 0.005), "seeds": 128, "steps": 30000,
-              "mc_seeds": 2000, "mc_steps": 1000},
-    "full": {"eigenvalues": (1.0, 0.5, 0.3, 0.2, 0.1, 0.05), "momenta": (0.0, 0.3, 0.6, 0.9),
-             "learning_rates": (0.001, 0.0025, 0.005), "seeds": 512, "steps": 30000,
-             "mc_seeds": 8000, "mc_steps": 2000},
+    "tiny": {
+        "eigenvalues": (1.0, 0.5, 0.3, 0.2),
+        "momenta": (0.0, 0.5, 0.9),
+        "learning_rates": (0.01, 0.02),
+        "seeds": 24,
+        "steps": 2500,
+        "mc_seeds": 256,
+        "mc_steps": 300,
+    },
+    "quick": {
+        "eigenvalues": (1.0, 0.5, 0.3, 0.2),
+        "momenta": (0.0, 0.5, 0.9),
+        "learning_rates": (0.001, 0.0025, 0.005),
+        "seeds": 128,
+        "steps": 30000,
+        "mc_seeds": 2000,
+        "mc_steps": 1000,
+    },
+    "full": {
+        "eigenvalues": (1.0, 0.5, 0.3, 0.2, 0.1, 0.05),
+        "momenta": (0.0, 0.3, 0.6, 0.9),
+        "learning_rates": (0.001, 0.0025, 0.005),
+        "seeds": 512,
+        "steps": 30000,
+        "mc_seeds": 8000,
+        "mc_steps": 2000,
+    },
 }
 ESCAPE_OVERLAP = 0.5  # escaped once (w . e1)^2 >= 1/2
 STATIONARY_FRACTION = 0.3  # stationary error averaged over the last 30% of the steps
@@ -106,13 +124,23 @@ def pca_part(cfg: dict, report: Report) -> dict:
     escape, stationary, fits = [], [], []
     for i, mu in enumerate(mus):
         for j, eta in enumerate(etas):
-            escape.append({"momentum": mu, "learning_rate": eta,
-                           "median_escape_steps": float(np.nanmedian(esc[i, j])),
-                           "escaped_fraction": float(np.mean(np.isfinite(esc[i, j])))})
-            stationary.append({"momentum": mu, "learning_rate": eta,
-                               "error": float(err[i, j].mean()),
-                               "error_sd": float(err[i, j].std()),
-                               "all_escaped_before_window": bool(escaped_by_start[i, j])})
+            escape.append(
+                {
+                    "momentum": mu,
+                    "learning_rate": eta,
+                    "median_escape_steps": float(np.nanmedian(esc[i, j])),
+                    "escaped_fraction": float(np.mean(np.isfinite(esc[i, j]))),
+                }
+            )
+            stationary.append(
+                {
+                    "momentum": mu,
+                    "learning_rate": eta,
+                    "error": float(err[i, j].mean()),
+                    "error_sd": float(err[i, j].std()),
+                    "all_escaped_before_window": bool(escaped_by_start[i, j]),
+                }
+            )
     report.text(
         f"Streaming PCA, Sigma = diag{tuple(cfg['eigenvalues'])}, start at the saddle e2, "
         f"{cfg['seeds']} seeds x {len(mus)} momenta x {len(etas)} step sizes in one vmapped "
@@ -126,44 +154,63 @@ def pca_part(cfg: dict, report: Report) -> dict:
         med = [r["median_escape_steps"] for r in escape if r["learning_rate"] == eta]
         sta = [r["error"] for r in stationary if r["learning_rate"] == eta]
         p_esc, p_sta = fit_exponent(mus, med), fit_exponent(mus, sta)
-        fits.append({"learning_rate": eta, "escape_exponent": p_esc,
-                     "stationary_exponent": p_sta})
+        fits.append({"learning_rate": eta, "escape_exponent": p_esc, "stationary_exponent": p_sta})
         report.compare(f"eta={eta:g}: escape-time exponent in 1/(1-mu)", p_esc, -1.0, atol=0.3)
-        report.compare(f"eta={eta:g}: stationary-error exponent in 1/(1-mu)", p_sta, 1.0,
-                       atol=0.25)
-        report.compare(f"eta={eta:g}: escape time shrinks monotonically with mu",
-                       med[-1] / med[0], 1.0, agrees=bool(np.all(np.diff(med) < 0)),
-                       expected_label="decreasing")
-        report.compare(f"eta={eta:g}: stationary error grows monotonically with mu",
-                       sta[-1] / sta[0], 1.0, agrees=bool(np.all(np.diff(sta) > 0)),
-                       expected_label="increasing")
+        report.compare(f"eta={eta:g}: stationary-error exponent in 1/(1-mu)", p_sta, 1.0, atol=0.25)
+        report.compare(
+            f"eta={eta:g}: escape time shrinks monotonically with mu",
+            med[-1] / med[0],
+            1.0,
+            agrees=bool(np.all(np.diff(med) < 0)),
+            expected_label="decreasing",
+        )
+        report.compare(
+            f"eta={eta:g}: stationary error grows monotonically with mu",
+            sta[-1] / sta[0],
+            1.0,
+            agrees=bool(np.all(np.diff(sta) > 0)),
+            expected_label="increasing",
+        )
     # Liu et al.'s diffusion limit depends on (eta, mu) only through eta / (1 - mu).
     pairs = []
     for i, r in enumerate(escape):
-        for q in escape[i + 1:]:
+        for q in escape[i + 1 :]:
             eff_r = r["learning_rate"] / (1 - r["momentum"])
             eff_q = q["learning_rate"] / (1 - q["momentum"])
             if np.isclose(eff_r, eff_q, rtol=1e-9):
                 pairs.append((eff_r, r, q))
     errors = {(r["momentum"], r["learning_rate"]): r["error"] for r in stationary}
     for eff, r, q in pairs:
-        tag = (f"(mu={r['momentum']:g}, eta={r['learning_rate']:g}) vs "
-               f"(mu={q['momentum']:g}, eta={q['learning_rate']:g}), eta/(1-mu)={eff:g}")
-        report.compare(f"same effective step, escape time: {tag}", r["median_escape_steps"],
-                       q["median_escape_steps"], rtol=0.1)
-        report.compare(f"same effective step, stationary error: {tag}",
-                       errors[(r["momentum"], r["learning_rate"])],
-                       errors[(q["momentum"], q["learning_rate"])], rtol=0.1)
+        tag = (
+            f"(mu={r['momentum']:g}, eta={r['learning_rate']:g}) vs "
+            f"(mu={q['momentum']:g}, eta={q['learning_rate']:g}), eta/(1-mu)={eff:g}"
+        )
+        report.compare(
+            f"same effective step, escape time: {tag}",
+            r["median_escape_steps"],
+            q["median_escape_steps"],
+            rtol=0.1,
+        )
+        report.compare(
+            f"same effective step, stationary error: {tag}",
+            errors[(r["momentum"], r["learning_rate"])],
+            errors[(q["momentum"], q["learning_rate"])],
+            rtol=0.1,
+        )
     if len(etas) > 1:
         report.text(
             "The fitted stationary-error exponent approaches 1 as the step shrinks ("
-            + ", ".join(f"eta={f['learning_rate']:g}: {f['stationary_exponent']:.3f}"
-                        for f in fits)
+            + ", ".join(f"eta={f['learning_rate']:g}: {f['stationary_exponent']:.3f}" for f in fits)
             + "): the 1/(1-mu) law is the small-step (diffusion) limit, and at the largest "
             "effective steps eta/(1-mu) the error saturates below it."
         )
-    return {"escape": escape, "stationary": stationary, "fits": fits, "overlap": overlap,
-            "escape_steps": esc}
+    return {
+        "escape": escape,
+        "stationary": stationary,
+        "fits": fits,
+        "overlap": overlap,
+        "escape_steps": esc,
+    }
 
 
 def noise_floor_part(cfg: dict, report: Report) -> list[dict]:
@@ -188,29 +235,41 @@ def noise_floor_part(cfg: dict, report: Report) -> list[dict]:
             return (optax.apply_updates(theta, updates), state), None
 
         theta0 = jnp.zeros(h.size)
-        (theta, _), _ = jax.lax.scan(step, (theta0, opt.init(theta0)),
-                                     jax.random.split(k, cfg["mc_steps"]))
+        (theta, _), _ = jax.lax.scan(
+            step, (theta0, opt.init(theta0)), jax.random.split(k, cfg["mc_steps"])
+        )
         return theta
 
     keys = jax.random.split(jax.random.key(1), cfg["mc_seeds"])
     with jax.enable_x64(True):
-        thetas = np.asarray(jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(
-            jnp.asarray(cfg["momenta"]), keys))
+        thetas = np.asarray(
+            jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(
+                jnp.asarray(cfg["momenta"]), keys
+            )
+        )
     rows = []
     for mu, theta in zip(cfg["momenta"], thetas, strict=True):
         with jax.enable_x64(True):
             system = linearize.linearize(optimizers.momentum(QUAD_LEARNING_RATE, mu), hessian)
         cov_theta = np.asarray(linearize.stationary_covariance(system, noise_cov))[
-            : h.size, : h.size]
+            : h.size, : h.size
+        ]
         excess = float(linearize.stationary_excess_loss(system, noise_cov, hessian))
         mc_var = theta.var(axis=0)
         per_run = 0.5 * np.sum(h * theta**2, axis=1)
         mc_excess = float(per_run.mean())
         mc_se = float(per_run.std() / np.sqrt(per_run.size))
-        rows.append({"momentum": mu, "learning_rate": QUAD_LEARNING_RATE,
-                     "predicted_variance": np.diag(cov_theta), "monte_carlo_variance": mc_var,
-                     "predicted_excess_loss": excess, "monte_carlo_excess_loss": mc_excess,
-                     "monte_carlo_excess_loss_se": mc_se})
+        rows.append(
+            {
+                "momentum": mu,
+                "learning_rate": QUAD_LEARNING_RATE,
+                "predicted_variance": np.diag(cov_theta),
+                "monte_carlo_variance": mc_var,
+                "predicted_excess_loss": excess,
+                "monte_carlo_excess_loss": mc_excess,
+                "monte_carlo_excess_loss_se": mc_se,
+            }
+        )
     n = cfg["mc_seeds"]
     report.text(
         f"Noise floor: momentum SGD, a = {QUAD_LEARNING_RATE}, on f = 1/2 sum h_i theta_i^2 with "
@@ -222,18 +281,29 @@ def noise_floor_part(cfg: dict, report: Report) -> list[dict]:
     tol = 4 * np.sqrt(2 / n)
     for r in rows:
         for i, hi in enumerate(QUAD_CURVATURES):
-            report.compare(f"mu={r['momentum']:g}: Var(theta) along h={hi:g}, Monte-Carlo",
-                           r["monte_carlo_variance"][i], r["predicted_variance"][i], rtol=tol)
-        report.compare(f"mu={r['momentum']:g}: excess loss, Monte-Carlo",
-                       r["monte_carlo_excess_loss"], r["predicted_excess_loss"], rtol=tol)
+            report.compare(
+                f"mu={r['momentum']:g}: Var(theta) along h={hi:g}, Monte-Carlo",
+                r["monte_carlo_variance"][i],
+                r["predicted_variance"][i],
+                rtol=tol,
+            )
+        report.compare(
+            f"mu={r['momentum']:g}: excess loss, Monte-Carlo",
+            r["monte_carlo_excess_loss"],
+            r["predicted_excess_loss"],
+            rtol=tol,
+        )
     base = [r for r in rows if r["momentum"] == 0.0]
     if base:
         for r in rows:
             if r["momentum"] > 0:
-                report.compare(f"mu={r['momentum']:g}: predicted noise floor / floor at mu=0",
-                               r["predicted_excess_loss"] / base[0]["predicted_excess_loss"],
-                               1 / (1 - r["momentum"]), rtol=0.05,
-                               expected_label=f"1/(1-mu) = {1 / (1 - r['momentum']):.3g}")
+                report.compare(
+                    f"mu={r['momentum']:g}: predicted noise floor / floor at mu=0",
+                    r["predicted_excess_loss"] / base[0]["predicted_excess_loss"],
+                    1 / (1 - r["momentum"]),
+                    rtol=0.05,
+                    expected_label=f"1/(1-mu) = {1 / (1 - r['momentum']):.3g}",
+                )
     return rows
 
 
@@ -257,17 +327,31 @@ def _plot_pca(cfg: dict, part: dict, path: pathlib.Path) -> None:
     ax.legend(fontsize=8)
     one_minus = 1 - np.asarray(mus)
     for ax, key, value, ylabel, title in (
-        (axes[1], "escape", "median_escape_steps", "median escape time (steps)",
-         "Escape time against momentum"),
-        (axes[2], "stationary", "error", r"stationary error $1-(w^\top e_1)^2$",
-         "Stationary error against momentum"),
+        (
+            axes[1],
+            "escape",
+            "median_escape_steps",
+            "median escape time (steps)",
+            "Escape time against momentum",
+        ),
+        (
+            axes[2],
+            "stationary",
+            "error",
+            r"stationary error $1-(w^\top e_1)^2$",
+            "Stationary error against momentum",
+        ),
     ):
         for j, eta in enumerate(etas):
             vals = np.array([r[value] for r in part[key] if r["learning_rate"] == eta])
             ax.loglog(1 / one_minus, vals, f"C{j}o-", label=rf"measured, $\eta$={eta:g}")
             power = -1 if key == "escape" else 1
-            ax.loglog(1 / one_minus, vals[0] * (1 / one_minus) ** power, f"C{j}:",
-                      label=rf"$\propto (1-\mu)^{{{-power}}}$")
+            ax.loglog(
+                1 / one_minus,
+                vals[0] * (1 / one_minus) ** power,
+                f"C{j}:",
+                label=rf"$\propto (1-\mu)^{{{-power}}}$",
+            )
         ax.set_xlabel(r"$1/(1-\mu)$")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -285,11 +369,20 @@ def _plot_floor(rows: list[dict], path: pathlib.Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.3))
     x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["predicted_excess_loss"] for r in rows], 0.4,
-           label="linearize.stationary_excess_loss")
-    ax.bar(x + 0.2, [r["monte_carlo_excess_loss"] for r in rows], 0.4,
-           yerr=[2 * r["monte_carlo_excess_loss_se"] for r in rows], capsize=4,
-           label="Monte-Carlo (± 2 standard errors)")
+    ax.bar(
+        x - 0.2,
+        [r["predicted_excess_loss"] for r in rows],
+        0.4,
+        label="linearize.stationary_excess_loss",
+    )
+    ax.bar(
+        x + 0.2,
+        [r["monte_carlo_excess_loss"] for r in rows],
+        0.4,
+        yerr=[2 * r["monte_carlo_excess_loss_se"] for r in rows],
+        capsize=4,
+        label="Monte-Carlo (± 2 standard errors)",
+    )
     ax.set_xticks(x, [rf"$\mu$={r['momentum']:g}" for r in rows])
     ax.set_yscale("log")
     ax.set_xlabel("momentum")
@@ -310,8 +403,10 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     pca = pca_part(cfg, report)
     floor = noise_floor_part(cfg, report)
     _plot_pca(cfg, pca, out_dir / "pca_escape_stationary.png")
-    report.figure("pca_escape_stationary.png",
-                  "Streaming PCA from a saddle: escape and stationary error against momentum")
+    report.figure(
+        "pca_escape_stationary.png",
+        "Streaming PCA from a saddle: escape and stationary error against momentum",
+    )
     _plot_floor(floor, out_dir / "noise_floor.png")
     report.figure("noise_floor.png", "Quadratic noise floor: linearize vs Monte-Carlo")
     summary = {

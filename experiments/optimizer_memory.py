@@ -144,8 +144,12 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     )
     _plot(rows, out_dir / "state_memory.png")
     report.figure("state_memory.png", "Measured and published optimizer state per parameter")
-    summary = {"model": model_name, "num_params": rows[0]["num_params"], "optimizers": rows,
-               "published_bytes_per_param": PUBLISHED_BYTES}
+    summary = {
+        "model": model_name,
+        "num_params": rows[0]["num_params"],
+        "optimizers": rows,
+        "published_bytes_per_param": PUBLISHED_BYTES,
+    }
     write_summary(out_dir, summary)
     report.write(out_dir)
     return summary

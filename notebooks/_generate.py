@@ -1,22 +1,26 @@
 """Regenerate the notebooks (stored without outputs): python notebooks/_generate.py."""
+
 import pathlib
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-HEAD = '''import os
+HEAD = """import os
 
 MODE = os.environ.get("GDYN_NOTEBOOK_MODE", "quick")  # "tiny" in the test suite
 TINY = MODE == "tiny"
 
 import matplotlib.pyplot as plt
-import numpy as np'''
+import numpy as np"""
 
 
 def nb(cells):
     book = new_notebook()
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                   "language": "python"}
+    book.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     book.metadata["language_info"] = {"name": "python"}
     book.cells = [new_markdown_cell(c[1]) if c[0] == "md" else new_code_cell(c[1]) for c in cells]
     for i, cell in enumerate(book.cells):  # stable ids: regenerating gives no spurious diff
@@ -24,19 +28,29 @@ def nb(cells):
     return book
 
 
-transfer = nb([
-    ("md", "# Optimizers as control systems: transfer functions and root loci\n\n"
-           "On a quadratic with curvature *h*, one optimizer step is a linear system. "
-           "`gdyn_jax.linearize` builds it from the update rule itself (`jax.jacfwd` of one "
-           "step), so SGD, heavy ball and Nesterov become transfer functions in *z* whose "
-           "poles set stability and convergence speed (Wu et al. 2021; Goh 2017)."),
-    ("code", HEAD + '''
+transfer = nb(
+    [
+        (
+            "md",
+            "# Optimizers as control systems: transfer functions and root loci\n\n"
+            "On a quadratic with curvature *h*, one optimizer step is a linear system. "
+            "`gdyn_jax.linearize` builds it from the update rule itself (`jax.jacfwd` of one "
+            "step), so SGD, heavy ball and Nesterov become transfer functions in *z* whose "
+            "poles set stability and convergence speed (Wu et al. 2021; Goh 2017).",
+        ),
+        (
+            "code",
+            HEAD
+            + """
 
 import jax
 
-from gdyn_jax import linearize, optimizers'''),
-    ("md", "## Transfer functions from the reference (the optimum) to the parameter"),
-    ("code", '''a, beta, h = 0.1, 0.9, 1.0
+from gdyn_jax import linearize, optimizers""",
+        ),
+        ("md", "## Transfer functions from the reference (the optimum) to the parameter"),
+        (
+            "code",
+            """a, beta, h = 0.1, 0.9, 1.0
 opts = {
     "sgd": optimizers.sgd(a),
     "momentum": optimizers.momentum(a, beta),
@@ -49,17 +63,26 @@ with jax.enable_x64(True):
         tf = linearize.transfer_function(systems[name])
         print(f"{name:9s} num={np.round(tf.num, 4)} den={np.round(tf.den, 4)}")
         print(f"{'':9s} poles={np.round(tf.poles(), 4)} zeros={np.round(tf.zeros(), 4)}")
-        print(f"{'':9s} max stable curvature = {linearize.max_stable_curvature(opt):.4g}")'''),
-    ("md", "SGD is first order; heavy ball and Nesterov are second order. Heavy ball's zero "
-           "sits at z = 0, Nesterov's moves to z = β/(1+β) (Wu et al. 2021: the extra zero of "
-           "NAG). The open loop (`linearize.open_loop`, gradient → parameter change) shows "
-           "the same zero:"),
-    ("code", """for name, opt in opts.items():
+        print(f"{'':9s} max stable curvature = {linearize.max_stable_curvature(opt):.4g}")""",
+        ),
+        (
+            "md",
+            "SGD is first order; heavy ball and Nesterov are second order. Heavy ball's zero "
+            "sits at z = 0, Nesterov's moves to z = β/(1+β) (Wu et al. 2021: the extra zero of "
+            "NAG). The open loop (`linearize.open_loop`, gradient → parameter change) shows "
+            "the same zero:",
+        ),
+        (
+            "code",
+            """for name, opt in opts.items():
     ol = linearize.open_loop(opt)
     print(f"{name:9s} open loop num={np.round(ol.num, 4)} den={np.round(ol.den, 4)} "
-          f"zeros={np.round(ol.zeros(), 4)}")"""),
-    ("md", "The step response is the distance covered from a unit distance to the optimum:"),
-    ("code", '''steps = 40 if TINY else 120
+          f"zeros={np.round(ol.zeros(), 4)}")""",
+        ),
+        ("md", "The step response is the distance covered from a unit distance to the optimum:"),
+        (
+            "code",
+            """steps = 40 if TINY else 120
 fig, ax = plt.subplots(figsize=(6.5, 4))
 with jax.enable_x64(True):
     for name, system in systems.items():
@@ -69,11 +92,17 @@ ax.set_xlabel("step k")
 ax.set_ylabel(r"$\\theta_k$ (optimum at 1)")
 ax.set_title(f"Step responses, a={a}, beta={beta}, h={h}")
 ax.legend()
-plt.show()'''),
-    ("md", "## Root locus in the learning rate\n\nThe poles of heavy ball as *a* grows: "
-           "real, then a complex pair of modulus √β (ripples), then real again, leaving the "
-           "unit circle at *a h* = 2(1+β)."),
-    ("code", '''values = np.linspace(0.01, 4.2, 30 if TINY else 300)
+plt.show()""",
+        ),
+        (
+            "md",
+            "## Root locus in the learning rate\n\nThe poles of heavy ball as *a* grows: "
+            "real, then a complex pair of modulus √β (ripples), then real again, leaving the "
+            "unit circle at *a h* = 2(1+β).",
+        ),
+        (
+            "code",
+            """values = np.linspace(0.01, 4.2, 30 if TINY else 300)
 with jax.enable_x64(True):
     poles = np.asarray(linearize.root_locus(optimizers.momentum, "learning_rate", values, 1.0,
                                             beta=0.5))
@@ -90,9 +119,12 @@ ax.set_xlabel("Re z")
 ax.set_ylabel("Im z")
 ax.set_title("Heavy-ball root locus in a (beta=0.5, h=1)")
 ax.legend()
-plt.show()'''),
-    ("md", "## Rate over the (a, β) plane (the goh2017 experiment)"),
-    ("code", '''from experiments import goh2017
+plt.show()""",
+        ),
+        ("md", "## Rate over the (a, β) plane (the goh2017 experiment)"),
+        (
+            "code",
+            """from experiments import goh2017
 
 cfg = dict(goh2017.SETTINGS["tiny" if TINY else "quick"])
 maps = goh2017.rate_maps(cfg)
@@ -104,17 +136,29 @@ ax.set_xlabel("learning rate a (h = 1)")
 ax.set_ylabel("momentum beta")
 ax.set_title("Heavy-ball rate; blank = divergence")
 plt.show()
-print("regions present:", sorted(set(goh2017.REGIONS[i] for i in np.unique(maps["regions"]))))'''),
-])
+print("regions present:", sorted(set(goh2017.REGIONS[i] for i in np.unique(maps["regions"]))))""",
+        ),
+    ]
+)
 
-sweep = nb([
-    ("md", "# A sweep and its plots\n\n`gdyn_jax.sweep.run_sweep` trains one model per "
-           "(hyperparameter setting, seed) in a single jit + vmap program and returns an "
-           "`xarray.Dataset` with dims (grid axes..., seed, step)."),
-    ("code", HEAD + '''
+sweep = nb(
+    [
+        (
+            "md",
+            "# A sweep and its plots\n\n`gdyn_jax.sweep.run_sweep` trains one model per "
+            "(hyperparameter setting, seed) in a single jit + vmap program and returns an "
+            "`xarray.Dataset` with dims (grid axes..., seed, step).",
+        ),
+        (
+            "code",
+            HEAD
+            + """
 
-from gdyn_jax.sweep import SweepConfig, run_sweep'''),
-    ("code", '''config = SweepConfig(
+from gdyn_jax.sweep import SweepConfig, run_sweep""",
+        ),
+        (
+            "code",
+            """config = SweepConfig(
     dataset="mnist1d",
     model="logistic" if TINY else "mlp",
     optimizer="momentum",
@@ -125,9 +169,12 @@ from gdyn_jax.sweep import SweepConfig, run_sweep'''),
 )
 grid = {"learning_rate": [0.01, 0.05] if TINY else [0.003, 0.01, 0.03, 0.1]}
 results = run_sweep(config, grid, seeds=2 if TINY else 3, progress=not TINY)
-results'''),
-    ("md", "Training loss against steps, mean ± sd over seeds, one line per learning rate:"),
-    ("code", '''fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+results""",
+        ),
+        ("md", "Training loss against steps, mean ± sd over seeds, one line per learning rate:"),
+        (
+            "code",
+            """fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 steps = results["step"].values
 for i, lr in enumerate(results["learning_rate"].values):
     loss = results["train_loss"].sel(learning_rate=lr)
@@ -146,23 +193,35 @@ axes[1].set_xlabel("learning rate a")
 axes[1].set_ylabel("final test accuracy (fraction)")
 axes[1].set_title("Final test accuracy against learning rate")
 plt.tight_layout()
-plt.show()'''),
-])
+plt.show()""",
+        ),
+    ]
+)
 
-eos = nb([
-    ("md", "# The edge of stability\n\nOn a quadratic, gradient descent with step *a* is stable "
-           "only for curvatures below `linearize.max_stable_curvature` (2/a for GD, (2+2β)/a "
-           "for heavy ball). Cohen et al. (ICLR 2021) found that full-batch training of a "
-           "network drives its sharpness (top Hessian eigenvalue) up to that limit and keeps "
-           "it there."),
-    ("code", HEAD + '''
+eos = nb(
+    [
+        (
+            "md",
+            "# The edge of stability\n\nOn a quadratic, gradient descent with step *a* is stable "
+            "only for curvatures below `linearize.max_stable_curvature` (2/a for GD, (2+2β)/a "
+            "for heavy ball). Cohen et al. (ICLR 2021) found that full-batch training of a "
+            "network drives its sharpness (top Hessian eigenvalue) up to that limit and keeps "
+            "it there.",
+        ),
+        (
+            "code",
+            HEAD
+            + """
 
 import jax
 
 from gdyn_jax import linearize, optimizers
-from gdyn_jax.sweep import SweepConfig, run_sweep'''),
-    ("md", "## The limit on a quadratic"),
-    ("code", '''a = 0.05
+from gdyn_jax.sweep import SweepConfig, run_sweep""",
+        ),
+        ("md", "## The limit on a quadratic"),
+        (
+            "code",
+            """a = 0.05
 limit = linearize.max_stable_curvature(optimizers.sgd(a))
 fig, ax = plt.subplots(figsize=(6.5, 4))
 with jax.enable_x64(True):
@@ -175,9 +234,12 @@ ax.set_xlabel("step k")
 ax.set_ylabel("|distance to optimum|")
 ax.set_title(f"GD, a={a}: stability limit 2/a = {limit:.1f}")
 ax.legend()
-plt.show()'''),
-    ("md", "## Sharpness during full-batch training"),
-    ("code", '''learning_rates = [0.05, 0.1] if TINY else [0.02, 0.05]
+plt.show()""",
+        ),
+        ("md", "## Sharpness during full-batch training"),
+        (
+            "code",
+            """learning_rates = [0.05, 0.1] if TINY else [0.02, 0.05]
 config = SweepConfig(
     dataset="mnist1d",
     model="mlp",
@@ -202,10 +264,15 @@ ax.set_xlabel("step")
 ax.set_ylabel("sharpness (top Hessian eigenvalue)")
 ax.set_title("Full-batch GD, square loss: sharpness rises to 2/a")
 ax.legend()
-plt.show()'''),
-])
+plt.show()""",
+        ),
+    ]
+)
 
-for name, book in (("01_transfer_functions_and_root_loci", transfer),
-                   ("02_sweep_and_plots", sweep), ("03_edge_of_stability", eos)):
+for name, book in (
+    ("01_transfer_functions_and_root_loci", transfer),
+    ("02_sweep_and_plots", sweep),
+    ("03_edge_of_stability", eos),
+):
     nbformat.validate(book)
     nbformat.write(book, pathlib.Path(__file__).parent / f"{name}.ipynb")

@@ -63,12 +63,14 @@ def test_goh2017_optimum_and_regions(outputs):
     ripple = s["ripple_modulus"]  # complex poles have modulus sqrt(beta), not 2 sqrt(beta)
     assert ripple["points"] > 0
     np.testing.assert_allclose(
-        [ripple["ratio_to_sqrt_beta_min"], ripple["ratio_to_sqrt_beta_max"]], 1.0, rtol=1e-9)
+        [ripple["ratio_to_sqrt_beta_min"], ripple["ratio_to_sqrt_beta_max"]], 1.0, rtol=1e-9
+    )
     np.testing.assert_allclose(_heavy_ball_radius(1.0, 0.5, 1.0), np.sqrt(0.5), rtol=1e-12)
     run = s["quadratic_run"]
     for name in ("momentum", "gd"):
-        np.testing.assert_allclose(run["measured_rate"][name], run["predicted_rate"][name],
-                                   rtol=0.03)
+        np.testing.assert_allclose(
+            run["measured_rate"][name], run["predicted_rate"][name], rtol=0.03
+        )
 
 
 def test_lessard2016_rates_match_roots(outputs):
@@ -122,8 +124,7 @@ def test_liu2018_noise_floor_matches_lyapunov(outputs):
             cov = scipy.linalg.solve_discrete_lyapunov(A, sigma**2 * B @ B.T)
             pred.append(cov[0, 0])
         np.testing.assert_allclose(row["predicted_variance"], pred, rtol=1e-6)
-        np.testing.assert_allclose(row["predicted_excess_loss"], 0.5 * np.dot(h, pred),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(row["predicted_excess_loss"], 0.5 * np.dot(h, pred), rtol=1e-6)
 
 
 def test_optimizer_memory_matches_optax_states(outputs):
@@ -139,9 +140,15 @@ def test_optimizer_memory_matches_optax_states(outputs):
         leaves = jax.tree.leaves(tx.init(params))
         return sum(x.nbytes for x in leaves if np.issubdtype(x.dtype, np.floating)) / n
 
-    oracle = {"sgd": optax.sgd(0.1), "momentum": optax.sgd(0.1, momentum=0.9),
-              "adagrad": optax.adagrad(0.1), "rmsprop": optax.rmsprop(0.1),
-              "adam": optax.adam(0.1), "adamw": optax.adamw(0.1), "lars": optax.lars(0.1)}
+    oracle = {
+        "sgd": optax.sgd(0.1),
+        "momentum": optax.sgd(0.1, momentum=0.9),
+        "adagrad": optax.adagrad(0.1),
+        "rmsprop": optax.rmsprop(0.1),
+        "adam": optax.adam(0.1),
+        "adamw": optax.adamw(0.1),
+        "lars": optax.lars(0.1),
+    }
     for name, tx in oracle.items():
         np.testing.assert_allclose(rows[name]["bytes_per_param"], optax_bytes(tx), atol=1e-3)
     assert rows["sgd"]["bytes_per_param"] == 0
@@ -158,7 +165,9 @@ def test_gd_variants(outputs):
     p = np.array([0.7, -0.3])
     np.testing.assert_allclose(  # the loss is -mean log sigma(y (w x + b))
         gd_variants.logistic_loss(p, x, y),
-        -np.mean(np.log(scipy.special.expit(y * (p[0] * x + p[1])))), rtol=1e-6)
+        -np.mean(np.log(scipy.special.expit(y * (p[0] * x + p[1])))),
+        rtol=1e-6,
+    )
     rough = {v["variant"]: v["roughness"] for v in s["logistic"]["variants"]}
     assert rough["stochastic"] > rough["mini-batch"] > rough["batch"] >= 1.0
     rav = s["ravine"]

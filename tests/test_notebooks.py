@@ -38,11 +38,14 @@ def test_notebook_stored_without_outputs(path: pathlib.Path):
 def test_notebook_executes(path: pathlib.Path, mnist1d_data_dir, monkeypatch):
     monkeypatch.setenv("GDYN_NOTEBOOK_MODE", "tiny")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    )
     book = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        book, timeout=300, kernel_name="python3",
+        book,
+        timeout=300,
+        kernel_name="python3",
         resources={"metadata": {"path": str(ROOT)}},
     )
     client.execute()

@@ -24,14 +24,22 @@ def _index(out: pathlib.Path) -> tuple[str, dict]:
 
 def test_command_line_end_to_end_tiny(tmp_path):
     """Two real experiments into one folder: a fresh `python -m gdyn_jax.cli`, then main()."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
     out = tmp_path / "results"
     for name, fresh_process in (("optimizer_memory", True), ("lessard2016", False)):
         argv = ["reproduce", name, "--tiny", "--out", str(out), "--no-progress"]
         if fresh_process:  # the real entry point once; then in-process (same code path)
-            proc = subprocess.run([sys.executable, "-m", "gdyn_jax.cli", *argv],
-                                  capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+            proc = subprocess.run(
+                [sys.executable, "-m", "gdyn_jax.cli", *argv],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                timeout=300,
+            )
             assert proc.returncode == 0, proc.stderr
             assert f"{name}: ok" in proc.stdout + proc.stderr
         else:

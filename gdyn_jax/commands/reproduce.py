@@ -110,8 +110,15 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
     import experiments
 
     start = time.perf_counter()
-    row = {"name": name, "title": "", "mode": mode, "status": "ok", "error": None, "agree": 0,
-           "compared": 0}
+    row = {
+        "name": name,
+        "title": "",
+        "mode": mode,
+        "status": "ok",
+        "error": None,
+        "agree": 0,
+        "compared": 0,
+    }
     try:
         row["title"] = experiments.title(name)
         experiments.run(name, out / name, mode=mode)
@@ -148,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
         # experiments of earlier runs into the same folder stay listed.
         merged = _merged(previous, rows)
         write_text_atomic(out / "index.md", _index_markdown(mode, merged))
-        write_text_atomic(out / "index.json", json.dumps({"mode": mode, "rows": merged},
-                                                         indent=2))
+        write_text_atomic(out / "index.json", json.dumps({"mode": mode, "rows": merged}, indent=2))
     failed = [row["name"] for row in rows if row["status"] != "ok"]
     print(f"wrote {out / 'index.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
