@@ -45,9 +45,9 @@ ADAPTIVE = ("adagrad", "rmsprop", "adam")
 TOY_LRS = {"sgd": [0.5, 1.0], "momentum": [0.05, 0.1], "adagrad": [0.01, 0.1],
            "rmsprop": [0.001, 0.01], "adam": [0.001, 0.01]}
 MNIST_LRS = {
-    "sgd": [0.03, 0.1, 0.3],
-    "momentum": [0.003, 0.01, 0.03],
-    "adam": [3e-4, 1e-3, 3e-3, 1e-2],
+    "sgd": [0.1, 0.3, 1.0],
+    "momentum": [0.01, 0.03, 0.1],
+    "adam": [1e-3, 3e-3, 1e-2, 3e-2],
 }
 P_POSITIVE = 0.55
 SETTINGS = {

@@ -358,13 +358,14 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         "sharpest direction.")
     report.compare("fraction of grid points where predicted stability (a·h0 < limit) matches "
                    "non-divergence", stab_agree, 1.0, atol=0.15)
-    for name in FACTORIES:
-        top = best[name]
-        report.compare(f"{name} best test accuracy (%), {tr.pm(top['test_accuracy'], 100)}",
-                       100 * top["test_accuracy"]["mean"], 100 * best["sgd"]["test_accuracy"]
-                       ["mean"], agrees=bool(top["test_accuracy"]["mean"] + 2 * max(
-                           top["test_accuracy"]["sd"], 0.005) >= best["sgd"]["test_accuracy"]
-                           ["mean"]), expected_label="≥ SGD's best (within 2 sd)")
+    report.text(
+        "Test accuracy of the best setting per optimizer (final step, mean ± sd over seeds; "
+        "REFERENCES.md gives no published number for this comparison, so it is reported, not "
+        "scored): " + "; ".join(
+            f"{name} {tr.pm(best[name]['test_accuracy'], 100)}% at "
+            f"a={best[name]['learning_rate']:g}"
+            + (f", β={best[name]['beta']:g}" if best[name]["beta"] else "")
+            for name in FACTORIES) + ".")
     report.figure(figures[0], "Step responses of SGD, momentum and NAG (h = 1)")
     report.figure(figures[1], "Root loci in the learning rate; red circles: zeros")
     report.figure(figures[2], "Settling time and overshoot over (a, β), momentum and NAG")

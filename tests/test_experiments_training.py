@@ -97,7 +97,8 @@ def test_cohen_thresholds_are_the_closed_form_limits(cohen):
     limits = {}
     for r in runs:
         limits.setdefault(r["optimizer"], []).append(r["threshold"])
-    assert limits["gd"] == pytest.approx(limits["momentum"]) == pytest.approx(limits["nesterov"])
+    assert limits["gd"] == pytest.approx(limits["momentum"])
+    assert limits["gd"] == pytest.approx(limits["nesterov"])
 
 
 def test_wu_theory_rows_and_training_grid(wu):
