@@ -142,7 +142,8 @@ def mnist(settings: dict) -> dict:
                             eval_every=settings["eval_every"],
                             hparams={"beta": 0.9} if name == "momentum" else {})
         final = ds["test_accuracy"].isel(step=-1).values  # (lr, seed)
-        best = int(np.argmax(np.nan_to_num(np.nanmean(final, axis=1), nan=-1.0)))
+        # A diverged seed (NaN) counts as accuracy 0 when picking the best learning rate.
+        best = int(np.argmax(np.nan_to_num(final, nan=0.0).mean(axis=1)))
         out[name] = {
             "learning_rates": list(lrs),
             "mean_test_accuracy_per_lr": np.nanmean(final, axis=1).tolist(),
