@@ -101,8 +101,10 @@ class Report:
         for paragraph in self.paragraphs:
             lines += [paragraph, ""]
         if self.rows:
-            lines += ["| quantity | measured | published / predicted | agrees |",
-                      "|---|---|---|---|"]
+            lines += [
+                "| quantity | measured | published / predicted | agrees |",
+                "|---|---|---|---|",
+            ]
             lines += [f"| {q} | {m} | {e} | {a} |" for q, m, e, a in self.rows]
             lines.append("")
         for filename, caption in self.figures:

@@ -130,7 +130,13 @@ def initial_sharpness(seeds: int, **config: Any) -> np.ndarray:
     curvature the training sweeps start from. ``config`` gives the dataset, model, loss,
     subsets and ``sharpness_iters``.
     """
-    config = {**config, "optimizer": "sgd", "steps": 1, "eval_every": 1, "hparams": {},
-              "track_sharpness": True}
+    config = {
+        **config,
+        "optimizer": "sgd",
+        "steps": 1,
+        "eval_every": 1,
+        "hparams": {},
+        "track_sharpness": True,
+    }
     ds, _ = sweep({"learning_rate": [0.0]}, seeds, **config)
     return np.asarray(ds["sharpness"].isel(learning_rate=0, step=0).values, dtype=float)

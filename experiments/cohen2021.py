@@ -37,12 +37,30 @@ OPTIMIZERS = {
     "nesterov": ("nesterov", {"beta": 0.9}),
 }
 SETTINGS = {
-    "tiny": {"targets": [20.0], "steps": 20, "eval_every": 10, "train_subset": 200,
-             "sharpness_iters": 5, "seeds": 1},
-    "quick": {"targets": [20.0, 30.0], "steps": 3000, "eval_every": 100, "train_subset": 1000,
-              "sharpness_iters": 20, "seeds": 1},
-    "full": {"targets": [20.0, 30.0, 40.0], "steps": 10000, "eval_every": 100,
-             "train_subset": 4000, "sharpness_iters": 20, "seeds": 2},
+    "tiny": {
+        "targets": [20.0],
+        "steps": 20,
+        "eval_every": 10,
+        "train_subset": 200,
+        "sharpness_iters": 5,
+        "seeds": 1,
+    },
+    "quick": {
+        "targets": [20.0, 30.0],
+        "steps": 3000,
+        "eval_every": 100,
+        "train_subset": 1000,
+        "sharpness_iters": 20,
+        "seeds": 1,
+    },
+    "full": {
+        "targets": [20.0, 30.0, 40.0],
+        "steps": 10000,
+        "eval_every": 100,
+        "train_subset": 4000,
+        "sharpness_iters": 20,
+        "seeds": 2,
+    },
 }
 #: agreement band on final_sharpness / threshold
 RTOL = 0.1
@@ -66,7 +84,7 @@ def learning_rates(optimizer: str, targets: list[float]) -> list[float]:
 
 def final_sharpness(curve: np.ndarray) -> float:
     """Median of the finite sharpness values over the last quarter of the eval points."""
-    tail = np.asarray(curve, float)[-max(2, len(curve) // 4):]
+    tail = np.asarray(curve, float)[-max(2, len(curve) // 4) :]
     tail = tail[np.isfinite(tail)]
     return float(np.median(tail)) if tail.size else float("nan")
 
@@ -96,15 +114,22 @@ def _plot(out_dir: pathlib.Path, results: dict, runs: list[dict]) -> str:
     for col, (optimizer, (ds, _)) in enumerate(results.items()):
         steps = ds["step"].values
         for i, lr in enumerate(ds["learning_rate"].values):
-            run = next(r for r in runs if r["optimizer"] == optimizer and
-                       np.isclose(r["learning_rate"], lr))
+            run = next(
+                r
+                for r in runs
+                if r["optimizer"] == optimizer and np.isclose(r["learning_rate"], lr)
+            )
             sharp = ds["sharpness"].isel(learning_rate=i).values
             loss = ds["train_loss"].isel(learning_rate=i).values
             (line,) = axes[0, col].plot(steps, sharp[0], label=f"a = {lr:.4g}")
             for s in range(1, sharp.shape[0]):
                 axes[0, col].plot(steps, sharp[s], color=line.get_color(), alpha=0.5)
-            axes[0, col].axhline(run["threshold"], ls="--", color=line.get_color(),
-                                 label=f"limit {run['threshold']:.3g} (linearize)")
+            axes[0, col].axhline(
+                run["threshold"],
+                ls="--",
+                color=line.get_color(),
+                label=f"limit {run['threshold']:.3g} (linearize)",
+            )
             axes[1, col].semilogy(steps, loss.T, color=line.get_color())
         beta = OPTIMIZERS[optimizer][1].get("beta")
         label = optimizer + (f", β = {beta}" if beta is not None else "")
@@ -116,8 +141,10 @@ def _plot(out_dir: pathlib.Path, results: dict, runs: list[dict]) -> str:
         axes[1, col].set_xlabel("optimizer step")
         axes[1, col].set_ylabel("square loss")
         axes[1, col].grid(alpha=0.3)
-    fig.suptitle("Full-batch training, square loss, MNIST-1D subset: sharpness hovers at the "
-                 "stability limit (dashed)")
+    fig.suptitle(
+        "Full-batch training, square loss, MNIST-1D subset: sharpness hovers at the "
+        "stability limit (dashed)"
+    )
     return tr.save(fig, out_dir, "sharpness.png")
 
 
@@ -136,17 +163,26 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
             finals = [final_sharpness(s) for s in sharp]
             limit = threshold(optimizer, float(lr), beta)
             final = float(np.nanmean(finals))
-            runs.append({
-                "optimizer": optimizer, "learning_rate": float(lr), "beta": beta,
-                "threshold": limit, "final_sharpness": final, "ratio": final / limit,
-                "initial_sharpness": float(np.nanmean(sharp[:, 0])),
-                "max_sharpness": float(np.nanmax(sharp)) if np.isfinite(sharp).any() else None,
-                "diverged": bool((ds["diverged_at"].isel(learning_rate=i).values >= 0).any()),
-            })
+            runs.append(
+                {
+                    "optimizer": optimizer,
+                    "learning_rate": float(lr),
+                    "beta": beta,
+                    "threshold": limit,
+                    "final_sharpness": final,
+                    "ratio": final / limit,
+                    "initial_sharpness": float(np.nanmean(sharp[:, 0])),
+                    "max_sharpness": float(np.nanmax(sharp)) if np.isfinite(sharp).any() else None,
+                    "diverged": bool((ds["diverged_at"].isel(learning_rate=i).values >= 0).any()),
+                }
+            )
     figure = _plot(out_dir, results, runs)
 
-    report = Report(TITLE, source="Cohen et al., ICLR 2021 (Figs. 1, 2 and the momentum "
-                    "appendix); limits from gdyn_jax.linearize.max_stable_curvature")
+    report = Report(
+        TITLE,
+        source="Cohen et al., ICLR 2021 (Figs. 1, 2 and the momentum "
+        "appendix); limits from gdyn_jax.linearize.max_stable_curvature",
+    )
     report.text(
         f"Mode `{mode}`: MNIST-1D, first {settings['train_subset']} training examples, the "
         f"MNIST-1D residual ReLU MLP (the model registry has no tanh variant; Cohen et al. show "
@@ -155,17 +191,28 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         f"iterations on the same examples every {settings['eval_every']} steps. Final "
         f"sharpness = median over the last quarter of training. Agreement: ratio to the limit "
         f"within ±{100 * RTOL:.0f}%."
-        + (" Tiny mode is far too short for sharpening; its rows only exercise the pipeline."
-           if mode == "tiny" else "")
+        + (
+            " Tiny mode is far too short for sharpening; its rows only exercise the pipeline."
+            if mode == "tiny"
+            else ""
+        )
         + " Every mode stays on MNIST-1D: the paper's CIFAR-10 setting (5000 images, tanh "
-        "200-200 network) is not run here.")
+        "200-200 network) is not run here."
+    )
     for r in runs:
         beta = f", β={r['beta']}" if r["beta"] is not None else ""
-        report.compare(f"{r['optimizer']} a={r['learning_rate']:.4g}{beta}: final sharpness "
-                       f"(limit ratio {r['ratio']:.3f})",
-                       r["final_sharpness"], r["threshold"], rtol=RTOL)
-    report.figure(figure, "Sharpness (top) and train loss (bottom) against steps; dashed: "
-                  "max_stable_curvature of each optimizer at each learning rate")
+        report.compare(
+            f"{r['optimizer']} a={r['learning_rate']:.4g}{beta}: final sharpness "
+            f"(limit ratio {r['ratio']:.3f})",
+            r["final_sharpness"],
+            r["threshold"],
+            rtol=RTOL,
+        )
+    report.figure(
+        figure,
+        "Sharpness (top) and train loss (bottom) against steps; dashed: "
+        "max_stable_curvature of each optimizer at each learning rate",
+    )
     summary = {
         "mode": mode,
         "settings": settings,

@@ -92,29 +92,45 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     seconds = {key: secs for key, (_, secs) in results.items()}
     figures = [_plot_curves(out_dir, results), _plot_bars(out_dir, accuracy)]
 
-    report = Report(TITLE, source="Greydanus & Kobak, Scaling down deep learning with MNIST-1D, "
-                    "ICML 2024 (Table of test accuracies)")
+    report = Report(
+        TITLE,
+        source="Greydanus & Kobak, Scaling down deep learning with MNIST-1D, "
+        "ICML 2024 (Table of test accuracies)",
+    )
     report.text(
         f"Mode `{mode}`: Adam, learning rate {LEARNING_RATE}, batch {BATCH_SIZE}, "
         f"{settings['steps']} steps, {settings['seeds']} seeds per model in one vmapped sweep "
         f"(seeds vary the initialisation and the batch order). Agreement: measured mean within "
         f"±{100 * ATOL:.0f} accuracy points of the published value."
-        + (" Tiny mode trains for a few steps only, so accuracies are far below the paper's."
-           if mode == "tiny" else ""))
+        + (
+            " Tiny mode trains for a few steps only, so accuracies are far below the paper's."
+            if mode == "tiny"
+            else ""
+        )
+    )
     for key in MODELS:
         report.compare(
             f"{key} test accuracy (%), mean ± sd over {settings['seeds']} seeds: "
             f"{tr.pm(accuracy[key], 100)}",
-            100 * accuracy[key]["mean"], 100 * PUBLISHED[key], atol=100 * ATOL)
+            100 * accuracy[key]["mean"],
+            100 * PUBLISHED[key],
+            atol=100 * ATOL,
+        )
     report.text(
         "Wall time per model (compilation + training of all seeds, this machine): "
-        + ", ".join(f"{k} {s:.1f} s" for k, s in seconds.items()) + ".")
+        + ", ".join(f"{k} {s:.1f} s" for k, s in seconds.items())
+        + "."
+    )
     report.figure(figures[0], "Test accuracy against steps (mean ± sd band); dashed: published")
     report.figure(figures[1], "Final test accuracy, measured (mean ± sd) and published")
     summary = {
         "mode": mode,
-        "settings": {**settings, "learning_rate": LEARNING_RATE, "batch_size": BATCH_SIZE,
-                     "optimizer": "adam"},
+        "settings": {
+            **settings,
+            "learning_rate": LEARNING_RATE,
+            "batch_size": BATCH_SIZE,
+            "optimizer": "adam",
+        },
         "test_accuracy": accuracy,
         "published": PUBLISHED,
         "seconds": seconds,

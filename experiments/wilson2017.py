@@ -42,8 +42,13 @@ TOY_OPTIMIZERS = {
 }
 ADAPTIVE = ("adagrad", "rmsprop", "adam")
 #: learning rates tried per optimizer on the toy (SGD/momentum scaled by 1/lambda_max)
-TOY_LRS = {"sgd": [0.5, 1.0], "momentum": [0.05, 0.1], "adagrad": [0.01, 0.1],
-           "rmsprop": [0.001, 0.01], "adam": [0.001, 0.01]}
+TOY_LRS = {
+    "sgd": [0.5, 1.0],
+    "momentum": [0.05, 0.1],
+    "adagrad": [0.01, 0.1],
+    "rmsprop": [0.001, 0.01],
+    "adam": [0.001, 0.01],
+}
 MNIST_LRS = {
     "sgd": [0.1, 0.3, 1.0],
     "momentum": [0.01, 0.03, 0.1],
@@ -51,13 +56,36 @@ MNIST_LRS = {
 }
 P_POSITIVE = 0.55
 SETTINGS = {
-    "tiny": {"n": 20, "instances": 2, "toy_steps": 50, "test": 200,
-             "steps": 20, "eval_every": 10, "seeds": 2, "lrs": {"sgd": [0.1], "momentum":
-                                                                [0.01], "adam": [1e-3]}},
-    "quick": {"n": 100, "instances": 8, "toy_steps": 3000, "test": 2000,
-              "steps": 3000, "eval_every": 100, "seeds": 3, "lrs": MNIST_LRS},
-    "full": {"n": 300, "instances": 16, "toy_steps": 10000, "test": 5000,
-             "steps": 6000, "eval_every": 100, "seeds": 5, "lrs": MNIST_LRS},
+    "tiny": {
+        "n": 20,
+        "instances": 2,
+        "toy_steps": 50,
+        "test": 200,
+        "steps": 20,
+        "eval_every": 10,
+        "seeds": 2,
+        "lrs": {"sgd": [0.1], "momentum": [0.01], "adam": [1e-3]},
+    },
+    "quick": {
+        "n": 100,
+        "instances": 8,
+        "toy_steps": 3000,
+        "test": 2000,
+        "steps": 3000,
+        "eval_every": 100,
+        "seeds": 3,
+        "lrs": MNIST_LRS,
+    },
+    "full": {
+        "n": 300,
+        "instances": 16,
+        "toy_steps": 10000,
+        "test": 5000,
+        "steps": 6000,
+        "eval_every": 100,
+        "seeds": 5,
+        "lrs": MNIST_LRS,
+    },
 }
 
 
@@ -70,7 +98,7 @@ def make_problem(n: int, test: int, seed: int, p: float = P_POSITIVE):
     x[:, 0], x[:, 1], x[:, 2] = y, 1.0, 1.0
     for i in range(n):
         width = 1 + int(2 * (1 - y[i]))
-        x[i, 3 + 5 * i: 3 + 5 * i + width] = 1.0
+        x[i, 3 + 5 * i : 3 + 5 * i + width] = 1.0
     y_test = np.where(rng.random(test) < p, 1.0, -1.0)
     return x, y, y_test
 
@@ -108,8 +136,9 @@ def train_toy(name: str, lrs: list[float], xs: np.ndarray, ys: np.ndarray, steps
 
 def toy(settings: dict) -> dict:
     """Part 1: per optimizer, the best learning rate by train loss; its test error."""
-    problems = [make_problem(settings["n"], settings["test"], seed)
-                for seed in range(settings["instances"])]
+    problems = [
+        make_problem(settings["n"], settings["test"], seed) for seed in range(settings["instances"])
+    ]
     xs = np.stack([p[0] for p in problems])
     ys = np.stack([p[1] for p in problems])
     lam = max(np.linalg.eigvalsh(x.T @ x / len(x))[-1] for x in xs)
@@ -124,10 +153,12 @@ def toy(settings: dict) -> dict:
         for k, (_, _, y_test) in enumerate(problems):
             score = w[best, k, 0] * y_test + w[best, k, 1] + w[best, k, 2]
             errors.append(float(np.mean(np.sign(score) != y_test)))
-        out[name] = {"learning_rate": float(lrs[best]),
-                     "train_loss": tr.mean_sd(losses[best]),
-                     "test_error": tr.mean_sd(errors),
-                     "shared_weights": np.mean(w[best, :, :3], axis=0).tolist()}
+        out[name] = {
+            "learning_rate": float(lrs[best]),
+            "train_loss": tr.mean_sd(losses[best]),
+            "test_error": tr.mean_sd(errors),
+            "shared_weights": np.mean(w[best, :, :3], axis=0).tolist(),
+        }
     out["negative_fraction"] = float(np.mean([np.mean(p[2] < 0) for p in problems]))
     return out
 
@@ -136,11 +167,18 @@ def mnist(settings: dict) -> dict:
     """Part 2: the learning-rate grids on MNIST-1D; the best setting per optimizer."""
     out = {}
     for name, lrs in settings["lrs"].items():
-        ds, secs = tr.sweep({"learning_rate": lrs}, settings["seeds"], dataset="mnist1d",
-                            model="mlp", optimizer=name, loss="cross_entropy",
-                            steps=settings["steps"], batch_size=100,
-                            eval_every=settings["eval_every"],
-                            hparams={"beta": 0.9} if name == "momentum" else {})
+        ds, secs = tr.sweep(
+            {"learning_rate": lrs},
+            settings["seeds"],
+            dataset="mnist1d",
+            model="mlp",
+            optimizer=name,
+            loss="cross_entropy",
+            steps=settings["steps"],
+            batch_size=100,
+            eval_every=settings["eval_every"],
+            hparams={"beta": 0.9} if name == "momentum" else {},
+        )
         final = ds["test_accuracy"].isel(step=-1).values  # (lr, seed)
         # A diverged seed (NaN) counts as accuracy 0 when picking the best learning rate.
         best = int(np.argmax(np.nan_to_num(final, nan=0.0).mean(axis=1)))
@@ -163,10 +201,19 @@ def _plot(out_dir, toy_res: dict, mnist_res: dict) -> list[str]:
     names = list(TOY_OPTIMIZERS)
     means = [100 * toy_res[k]["test_error"]["mean"] for k in names]
     sds = [100 * toy_res[k]["test_error"]["sd"] for k in names]
-    ax.bar(names, means, yerr=sds, capsize=4,
-           color=["C0" if k not in ADAPTIVE else "C3" for k in names])
-    ax.axhline(100 * toy_res["negative_fraction"], color="k", ls="--",
-               label=f"fraction of negatives = {100 * toy_res['negative_fraction']:.0f}%")
+    ax.bar(
+        names,
+        means,
+        yerr=sds,
+        capsize=4,
+        color=["C0" if k not in ADAPTIVE else "C3" for k in names],
+    )
+    ax.axhline(
+        100 * toy_res["negative_fraction"],
+        color="k",
+        ls="--",
+        label=f"fraction of negatives = {100 * toy_res['negative_fraction']:.0f}%",
+    )
     ax.set_xlabel("optimizer")
     ax.set_ylabel("test error (%)")
     ax.set_title("Wilson et al. §3.3 separable problem: test error (mean ± sd over instances)")
@@ -197,49 +244,62 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     mnist_res = mnist(settings)
     figures = _plot(out_dir, toy_res, mnist_res)
 
-    report = Report(TITLE, source="Wilson, Roelofs, Stern, Srebro, Recht, The marginal value "
-                    "of adaptive gradient methods in machine learning, NeurIPS 2017 (§3.3, §4)")
+    report = Report(
+        TITLE,
+        source="Wilson, Roelofs, Stern, Srebro, Recht, The marginal value "
+        "of adaptive gradient methods in machine learning, NeurIPS 2017 (§3.3, §4)",
+    )
     neg = toy_res["negative_fraction"]
     report.text(
         f"Part 1 (mode `{mode}`): {settings['instances']} instances with n = {settings['n']} "
         f"training samples, p = {P_POSITIVE}, {settings['toy_steps']} full-batch steps from "
         f"w = 0, learning rate picked per optimizer by final train loss; test error on "
         f"{settings['test']} new samples. Published: adaptive methods near 50% (exactly the "
-        f"fraction of negatives, here {100 * neg:.1f}%), SGD near 0%.")
+        f"fraction of negatives, here {100 * neg:.1f}%), SGD near 0%."
+    )
     for name in TOY_OPTIMIZERS:
         r = toy_res[name]
         expected = neg if name in ADAPTIVE else 0.0
-        report.compare(f"toy: {name} test error (%), {tr.pm(r['test_error'], 100)}; train loss "
-                       f"{r['train_loss']['mean']:.2g}", 100 * r["test_error"]["mean"],
-                       100 * expected, atol=5.0,
-                       expected_label=f"{100 * expected:.1f} (fraction of negatives)" if name in
-                       ADAPTIVE else "0")
+        report.compare(
+            f"toy: {name} test error (%), {tr.pm(r['test_error'], 100)}; train loss "
+            f"{r['train_loss']['mean']:.2g}",
+            100 * r["test_error"]["mean"],
+            100 * expected,
+            atol=5.0,
+            expected_label=f"{100 * expected:.1f} (fraction of negatives)"
+            if name in ADAPTIVE
+            else "0",
+        )
     report.text(
         f"Part 2: MNIST-1D residual MLP, batch 100, {settings['steps']} steps, "
         f"{settings['seeds']} seeds; learning-rate grids {settings['lrs']} (momentum β = 0.9); "
         "best by mean final test accuracy. Published claim: tuned SGD / momentum generalise "
-        "as well as or better than tuned Adam.")
+        "as well as or better than tuned Adam."
+    )
     adam = mnist_res.get("adam", {}).get("test_accuracy")
     for name, r in mnist_res.items():
         acc = r["test_accuracy"]
         agrees = None
         if name != "adam" and adam is not None:
             agrees = bool(acc["mean"] + 2 * max(acc["sd"], adam["sd"], 0.005) >= adam["mean"])
-        report.compare(f"MNIST-1D: tuned {name} (a={r['best_learning_rate']:g}) test accuracy "
-                       f"(%), {tr.pm(acc, 100)}", 100 * acc["mean"],
-                       100 * adam["mean"] if adam else float("nan"),
-                       agrees=True if name == "adam" else agrees,
-                       expected_label="reference" if name == "adam" else
-                       "≥ tuned Adam's (within 2 sd)")
+        report.compare(
+            f"MNIST-1D: tuned {name} (a={r['best_learning_rate']:g}) test accuracy "
+            f"(%), {tr.pm(acc, 100)}",
+            100 * acc["mean"],
+            100 * adam["mean"] if adam else float("nan"),
+            agrees=True if name == "adam" else agrees,
+            expected_label="reference" if name == "adam" else "≥ tuned Adam's (within 2 sd)",
+        )
     report.figure(figures[0], "Test error on the constructed separable problem")
     report.figure(figures[1], "Tuned SGD, momentum and Adam on MNIST-1D (mean ± sd over seeds)")
     summary = {
         "mode": mode,
         "settings": settings,
         "toy": toy_res,
-        "mnist1d": {k: {kk: vv for kk, vv in v.items() if kk not in ("curve", "train_curve",
-                                                                     "steps")}
-                    for k, v in mnist_res.items()},
+        "mnist1d": {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("curve", "train_curve", "steps")}
+            for k, v in mnist_res.items()
+        },
         "figures": figures,
     }
     write_summary(out_dir, summary)

@@ -19,8 +19,9 @@ COMMANDS = ("list", "analyze", "sweep", "reproduce")
 
 
 def _command_module(name: str):
-    return importlib.import_module(f"gdyn_jax.commands.{name}_" if name == "list" else
-                                   f"gdyn_jax.commands.{name}")
+    return importlib.import_module(
+        f"gdyn_jax.commands.{name}_" if name == "list" else f"gdyn_jax.commands.{name}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

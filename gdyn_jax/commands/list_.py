@@ -9,7 +9,9 @@ HELP = "list the optimizers (with hyperparameters), models, datasets and experim
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "what", nargs="?", default="all",
+        "what",
+        nargs="?",
+        default="all",
         choices=("all", "optimizers", "models", "datasets", "experiments"),
         help="which list to print (default: all)",
     )
