@@ -41,6 +41,28 @@ def eigvals(A: jax.Array) -> jax.Array:
     )
 
 
+def _spectral_radius_2x2(A: jax.Array) -> jax.Array:
+    r"""Spectral radius of (..., 2, 2) matrices in real arithmetic (few kernels to compile).
+
+    With :math:`h = \operatorname{tr}(A)/2`, :math:`d = \det A`, :math:`\Delta = h^2 - d`:
+    real roots (:math:`\Delta \ge 0`) have moduli :math:`|h| + \sqrt\Delta` and
+    :math:`|d| / (|h| + \sqrt\Delta)` (the same values :func:`eigvals` computes); a complex
+    pair has :math:`|\lambda|^2 = \lambda\bar\lambda = d`.
+    """
+    a, b, c, d = A[..., 0, 0], A[..., 0, 1], A[..., 1, 0], A[..., 1, 1]
+    half_tr = 0.5 * (a + d)
+    det = a * d - b * c
+    disc = half_tr * half_tr - det
+    q = jnp.abs(half_tr) + jnp.sqrt(jnp.maximum(disc, 0.0))
+    real = jnp.maximum(q, jnp.where(q > 0, jnp.abs(det) / jnp.where(q > 0, q, 1.0), 0.0))
+    return jnp.where(disc >= 0, real, jnp.sqrt(jnp.maximum(det, 0.0)))
+
+
 def spectral_radius_of(A: jax.Array) -> jax.Array:
     """:math:`\\max_i |\\lambda_i(A)|` over the last two axes (traceable)."""
+    A = jnp.asarray(A)
+    if A.shape[-1] == 1:
+        return jnp.abs(A[..., 0, 0])
+    if A.shape[-1] == 2:
+        return _spectral_radius_2x2(A)
     return jnp.max(jnp.abs(eigvals(A)), axis=-1)
