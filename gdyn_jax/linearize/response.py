@@ -311,8 +311,9 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
     zero = jnp.zeros(yinf.shape, dt)
     start = _stack([never, never, zero - 1, inf, -inf, -inf, inf, zero, -inf, zero])
 
-    def body(carry, t):
+    def body(i, carry):
         x, run = carry
+        t = i.astype(dt)
         sgn, lo_thr, hi_thr, safe_inf = invariants
         i_lo, i_hi, last_out, s_min, s_max, max_sy, min_sy, y_us, peak, i_peak = run
         y = _rows(C, x)  # y_t = C x_t
@@ -338,10 +339,10 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
                 jnp.where(higher, t, i_peak),
             ]
         )
-        return (_rows(a_safe, x) + jnp.moveaxis(cols, 1, 0), run), None
+        return _rows(a_safe, x) + u, run
 
-    x0 = jnp.zeros((cols.shape[1],) + yinf.shape[1:], dt)
-    (_, run), _ = jax.lax.scan(body, (x0, start), jnp.arange(steps, dtype=dt))
+    u = jnp.moveaxis(cols, 1, 0)  # (k, m, n_in)
+    _, run = jax.lax.fori_loop(0, steps, body, (jnp.zeros_like(u), start))
     i_lo, i_hi, last_out, s_min, s_max, max_sy, _, y_us, peak, i_peak = run
     sgn = invariants[0]
     found = (i_lo < steps) & (i_hi < steps)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdyn_jax.linearize import _compile
 from gdyn_jax.linearize.eig import eigvals, spectral_radius_of
 from gdyn_jax.linearize.system import (
     LinearSystem,
@@ -172,7 +173,7 @@ def _make_rate_fn(factory, names: Sequence[str], fixed: dict):
 
         return jax.vmap(point)(values)
 
-    return jax.jit(rates)
+    return _compile.jit(rates)
 
 
 def _check_eigenvalues(eigenvalues) -> np.ndarray:

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdyn_jax.linearize import _compile
+
 __all__ = [
     "LinearSystem",
     "linearize",
@@ -406,7 +408,7 @@ def _grid_fn(factory, names: tuple[str, ...], fixed: dict):
         hp.update(zip(names, values, strict=True))
         return state_space(factory(**hp), hessian)
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    fn = _compile.jit(jax.vmap(one, in_axes=(0, None)))
     if key is not None:
         if len(_GRID_CACHE) > 32:
             _GRID_CACHE.clear()
