@@ -243,39 +243,38 @@ _UNROLL_STATES = 4
 
 
 def _rows(M, x):
-    r"""``(M x)`` for a batch of matrices ``M`` (m, r, k) and states ``x`` (k, m, c) -> (r, m, c).
+    r"""``M x`` for batches of matrices ``M`` (m, r, k) and of states ``x`` (m, k, c) -> (m, r, c).
 
     Small k: written as :math:`\sum_j M_{ij} x_j` (elementwise, fuses with its neighbours).
     """
     r, k = M.shape[-2:]
     if k > _UNROLL_STATES:
-        return jnp.einsum("mik,kmc->imc", M, x)
+        return M @ x
     rows = []
     for i in range(r):
-        acc = M[:, i, 0, None] * x[0]
+        acc = M[:, i, 0, None] * x[:, 0]
         for j in range(1, k):
-            acc = acc + M[:, i, j, None] * x[j]
+            acc = acc + M[:, i, j, None] * x[:, j]
         rows.append(acc)
-    return jnp.stack(rows)
+    return jnp.stack(rows, axis=1)
 
 
 def _dc_states(A, cols):
-    r"""Steady state :math:`(I - A)^{-1} b` for (m, k, k) ``A`` and (m, k, c) ``b`` -> (k, m, c).
+    r"""Steady state :math:`(I - A)^{-1} b` for (m, k, k) ``A`` and (m, k, c) ``b``.
 
     One and two states in closed form (Cramer's rule): a batched LU solve costs about a second
-    of XLA compilation for a few microseconds of work.
+    of XLA compilation for a few microseconds of work. Unstable systems may give inf or NaN.
     """
     k = A.shape[-1]
     if k == 1:
-        return (cols / (1.0 - A))[:, 0, :][None]
+        return cols / (1.0 - A)
     if k == 2:
         a, b = 1.0 - A[:, 0, 0, None], -A[:, 0, 1, None]
         c, d = -A[:, 1, 0, None], 1.0 - A[:, 1, 1, None]
         det = a * d - b * c
-        u, v = cols[:, 0, :], cols[:, 1, :]
-        return jnp.stack([(d * u - b * v) / det, (a * v - c * u) / det])
-    x = jnp.linalg.solve(jnp.eye(k, dtype=A.dtype) - A, cols)
-    return jnp.moveaxis(x, 1, 0)
+        u, v = cols[:, 0], cols[:, 1]
+        return jnp.stack([(d * u - b * v) / det, (a * v - c * u) / det], axis=1)
+    return jnp.linalg.solve(jnp.eye(k, dtype=A.dtype) - A, cols)
 
 
 def _stack(rows):
@@ -290,7 +289,7 @@ def _stack(rows):
 
 
 def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tuple):
-    """step_info of a batch of systems, as one (10, n_out, m, n_in) array (keys, then Stable).
+    """step_info of a batch of systems, as one (10, m, n_out, n_in) array (keys, then Stable).
 
     The metrics are accumulated while simulating (first crossings, last exit from the band,
     running extrema with first-occurrence ties), so no (m, steps) response is stored and
@@ -299,17 +298,14 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
     """
     n = C.shape[-2]
     cols = B[..., block * n : (block + 1) * n]  # (m, k, n_in)
-    stable = spectral_radius_of(A) < 1.0  # (m,)
-    a_safe = jnp.where(stable[:, None, None], A, 0.0)  # keep the solve finite when unstable
-    yinf = _rows(C, _dc_states(a_safe, cols))  # (n_out, m, n_in)
+    yinf = _rows(C, _dc_states(A, cols))  # (m, n_out, n_in); garbage where unstable (masked)
     dt = yinf.dtype
     safe_inf = jnp.where(yinf != 0, yinf, 1.0)
     # the loop invariants in one array (one kernel), unpacked inside the loop body
     invariants = _stack([jnp.sign(yinf), rise[0] * yinf, rise[1] * yinf, safe_inf])
-    never = jnp.full(yinf.shape, float(steps), dt)
-    inf = jnp.full(yinf.shape, jnp.inf, dt)
-    zero = jnp.zeros(yinf.shape, dt)
-    start = _stack([never, never, zero - 1, inf, -inf, -inf, inf, zero, -inf, zero])
+    # i_lo, i_hi (never: steps), last_out, s_min, s_max, max_sy, min_sy, y_us, peak, i_peak
+    start = np.array([steps, steps, -1, np.inf, -np.inf, -np.inf, np.inf, 0, -np.inf, 0], dt)
+    start = jnp.broadcast_to(start.reshape((10,) + (1,) * yinf.ndim), (10,) + yinf.shape)
 
     def body(i, carry):
         x, run = carry
@@ -339,10 +335,9 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
                 jnp.where(higher, t, i_peak),
             ]
         )
-        return _rows(a_safe, x) + u, run
+        return _rows(A, x) + cols, run
 
-    u = jnp.moveaxis(cols, 1, 0)  # (k, m, n_in)
-    _, run = jax.lax.fori_loop(0, steps, body, (jnp.zeros_like(u), start))
+    _, run = jax.lax.fori_loop(0, steps, body, (jnp.zeros_like(cols), start))
     i_lo, i_hi, last_out, s_min, s_max, max_sy, _, y_us, peak, i_peak = run
     sgn = invariants[0]
     found = (i_lo < steps) & (i_hi < steps)
@@ -359,7 +354,7 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
         i_peak,
         yinf,
     )
-    st = jnp.broadcast_to(stable[None, :, None], yinf.shape)
+    st = jnp.broadcast_to((spectral_radius_of(A) < 1.0)[:, None, None], yinf.shape)
     ok = st & jnp.isfinite(yinf) & (yinf != 0)
     return _stack([jnp.where(ok, v, jnp.nan) for v in values] + [st.astype(dt)])
 
@@ -406,15 +401,15 @@ def step_info(
     A, B, C, shape = _batched(system)
     with jax.enable_x64(True):
         out = _step_info_batch(
-            jnp.asarray(A),
-            jnp.asarray(B),
-            jnp.asarray(C),
+            A,  # numpy arrays go to the jit as they are (no eager conversion kernels)
+            B,
+            C,
             steps,
             block,
             float(SettlingTimeThreshold),
             tuple(float(r) for r in RiseTimeLimits),
         )
-        out = np.moveaxis(np.asarray(out), 2, 1)  # (keys, m, n_out, n_in)
+        out = np.asarray(out)  # (keys, m, n_out, n_in)
     n = system.num_params
     result = {}
     for key, value in zip((*STEP_INFO_KEYS, "Stable"), out, strict=True):

@@ -421,6 +421,6 @@ def grid_matrices(factory, grid: dict, hessian: np.ndarray, **fixed):
     names, shape, flat = _grid_points(grid)
     with jax.enable_x64(True):
         fn = _grid_fn(factory, tuple(names), fixed)
-        A, B = fn(jnp.stack([jnp.asarray(v) for v in flat], axis=1), jnp.asarray(hessian))
+        A, B = fn(np.stack(flat, axis=1), np.asarray(hessian, np.float64))  # numpy: no eager ops
         A, B = np.asarray(A), np.asarray(B)
     return A.reshape(shape + A.shape[1:]), B.reshape(shape + B.shape[1:])
