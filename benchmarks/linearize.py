@@ -2,16 +2,18 @@
 
 1. Worst-case convergence rates of heavy ball over a GRID x GRID (learning rate, momentum)
    grid at two curvatures: ``linearize.convergence_rate`` (jit + vmap of jacfwd, closed-form
-   2x2 eigenvalues) against a Python loop building ``control.tf`` per setting and curvature and
-   taking ``max(abs(sys.poles()))``.
+   2x2 spectral radius) against a Python loop building ``control.tf`` per setting and
+   curvature and taking ``max(abs(sys.poles()))``.
 2. ``step_info`` of an INFO x INFO grid: ``linearize.step_info(linearize_grid(...), steps)``
-   (one jitted scan + metrics over all settings) against ``control.step_info`` per setting on
-   the same time vector (unstable settings are skipped by the loop after a pole check, as a
-   user must, because control.step_info raises on them).
+   (one jitted loop over the steps accumulating the metrics of all settings) against
+   ``control.step_info`` per setting on the same time vector (unstable settings are skipped
+   by the loop after a pole check, as a user must, because control.step_info raises on them).
 
 The python-control loop is timed on a random subset of settings (``--subset``) and
 extrapolated per setting; on that subset the values are compared. Our timings include jit
-compilation (cold) and are also given warm. Usage::
+compilation (cold: the first call in the process) and are also given warm (a second identical
+call). All timings are wall clock; the load average is recorded with them, since on a shared
+machine the cold (compile-bound) figures move with it. Usage::
 
     PYTHONPATH=. python benchmarks/linearize.py [--grid 1000] [--info 100] [--subset 2000]
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import time
@@ -166,6 +169,7 @@ def main() -> None:
     result = {
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "rates": rates,
         "step_info": info,
     }
