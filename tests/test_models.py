@@ -20,6 +20,7 @@ CASES = {
     "mlp": ("mlp", {}, 40),
     "cnn1d": ("cnn1d", {}, 40),
     "gru": ("gru", {}, 40),
+    "fc": ("fc", {"widths": (16, 8)}, 40),
     "cnn2d": ("cnn2d", {}, 28 * 28),
     "resnet": ("resnet", {"input_shape": (8, 8, 3)}, 8 * 8 * 3),  # same blocks, small images
 }
@@ -107,6 +108,12 @@ def test_image_model_parameter_counts():
     assert n_params(param_shapes("resnet", 3072, depth=20)) == 272474
 
 
+def test_fully_connected_parameter_count():
+    # Cohen et al. (2021) fc-tanh on flattened CIFAR-10: Linear(3072, 200), (200, 200), (200, 10)
+    want = torch_linear(3072, 200) + torch_linear(200, 200) + torch_linear(200, 10)
+    assert n_params(param_shapes("fc", 3072)) == want
+
+
 # --- forward pass against numpy versions of the reference PyTorch code ----------------------
 def np_conv1d(x, w, b, stride, pad):
     """torch.nn.functional.conv1d: x (N, C, L), w (O, C, K) -> (N, O, L')."""
@@ -148,6 +155,10 @@ def reference_forward(name, p, x):
             h = relu(np_conv1d(h, w, q["bias"], stride=2, pad=1))
             assert h.shape[1:] == (25, length)
         return lin(p["linear"], h.reshape(h.shape[0], -1))
+    if name == "fc":  # Cohen et al.'s fc-tanh: tanh(l1 x); tanh(l2 h); l3 h
+        h = np.tanh(lin(p["linear1"], x))
+        h = np.tanh(lin(p["linear2"], h))
+        return lin(p["linear3"], h)
     if name == "gru":  # x.view(N, T, 1); bidirectional GRU; output.reshape(N, -1); linear
         seq = x[:, :, None]
         outs = [
@@ -158,7 +169,7 @@ def reference_forward(name, p, x):
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn1d", "gru"])
+@pytest.mark.parametrize("name", ["mlp", "cnn1d", "gru", "fc"])
 def test_forward_equals_reference_architecture(name):
     b = built(name)
     params, x = b.looped[0], b.x
@@ -238,7 +249,9 @@ def test_resnet_examples_are_independent():
 
 
 def test_names_and_errors():
-    assert models.names() == ("logistic", "mlp", "cnn1d", "gru", "cnn2d", "resnet")
+    assert models.names() == ("logistic", "mlp", "cnn1d", "gru", "fc", "cnn2d", "resnet")
+    with pytest.raises(ValueError, match=r"^activation: expected one of"):
+        models.get("fc", activation="swish").init(jax.random.key(0), jnp.zeros((1, 40)))
     with pytest.raises(ValueError, match=r"^model: unknown model 'vit'"):
         models.get("vit")
     with pytest.raises(ValueError, match=r"^hidden: not an argument"):

@@ -16,6 +16,8 @@ Models (keyword arguments with defaults):
 - ``mlp``: the paper's ``MLPBase``, residual MLP (``hidden_size=100``);
 - ``cnn1d``: the paper's ``ConvBase``, 1-D CNN (``channels=25``);
 - ``gru``: the paper's ``GRUBase``, GRU (``hidden_size=6``, ``bidirectional=True``);
+- ``fc``: plain fully connected network, Cohen et al. (2021)'s "fc-tanh"
+  (``widths=(200, 200)``, ``activation='tanh'``);
 - ``cnn2d``: LeNet-5-style 2-D CNN (``input_shape=(28, 28, 1)``);
 - ``resnet``: CIFAR ResNet with GroupNorm (``input_shape=(32, 32, 3)``, ``depth=8``,
   ``width=16``, ``groups=8``; ``depth=20`` is ResNet-20).
@@ -30,6 +32,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from gdyn_jax.models.fully_connected import FullyConnected
 from gdyn_jax.models.images import CNN2D, ResNet
 from gdyn_jax.models.mnist1d import CNN1D, GRU, MLP, Logistic
 
@@ -38,6 +41,7 @@ _MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "cnn1d": CNN1D,
     "gru": GRU,
+    "fc": FullyConnected,
     "cnn2d": CNN2D,
     "resnet": ResNet,
 }
@@ -66,9 +70,21 @@ def get(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
                 f"{key}: not an argument of model {name!r} (expected one of "
                 f"{', '.join(sorted(fields - {'num_classes'}))})"
             )
+    if "widths" in kwargs:
+        kwargs["widths"] = tuple(int(w) for w in kwargs["widths"])
     if "input_shape" in kwargs:
         kwargs["input_shape"] = tuple(int(d) for d in kwargs["input_shape"])
     return cls(num_classes=num_classes, **kwargs)
 
 
-__all__ = ["CNN1D", "CNN2D", "GRU", "MLP", "Logistic", "ResNet", "get", "names"]
+__all__ = [
+    "CNN1D",
+    "CNN2D",
+    "GRU",
+    "MLP",
+    "FullyConnected",
+    "Logistic",
+    "ResNet",
+    "get",
+    "names",
+]
