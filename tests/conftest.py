@@ -8,10 +8,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# tests/multidevice needs fake CPU devices, which XLA reads only when it starts:
+# tests/test_sweep_multidevice.py runs that folder in its own process with them set.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    collect_ignore = ["multidevice"]
 
 
 @pytest.fixture(scope="session", autouse=True)
