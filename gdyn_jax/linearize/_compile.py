@@ -29,7 +29,7 @@ def jit(fun: Callable, **jit_kwargs) -> Callable:
             try:
                 return fast(*args, **kwargs)
             except Exception as error:  # an unknown option: fall back for good
-                if "xla_cpu_use_fusion_emitters" not in str(error):
+                if not any(name in str(error) for name in CPU_COMPILER_OPTIONS):
                     raise
                 _OPTIONS_OK[0] = False
         return plain(*args, **kwargs)
