@@ -139,12 +139,58 @@ def unit_schedule(name: str | None, steps: int, warmup_steps: int = 0) -> Callab
 
 
 def _tree_all_finite(tree: PyTree) -> jax.Array:
-    leaves = [
-        jnp.all(jnp.isfinite(x))
+    r"""Whether every inexact leaf of ``tree`` is finite, one fused reduction per leaf.
+
+    :math:`\sum_i 0 \cdot x_i` is 0 when every :math:`x_i` is finite and NaN as soon as one is
+    :math:`\pm\infty` or NaN (:math:`0 \cdot \infty = \mathrm{NaN}`), so one float sum per
+    leaf replaces ``all(isfinite(x))`` (which XLA:CPU runs as several unfused passes).
+    """
+    sums = [
+        jnp.sum(jnp.asarray(x) * jnp.zeros((), jnp.asarray(x).dtype)).real
         for x in jax.tree.leaves(tree)
         if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
     ]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+    return jnp.isfinite(sum(sums)) if sums else jnp.array(True)
+
+
+def _stable_argsort_u32(bits: jax.Array) -> jax.Array:
+    r"""``lax.sort_key_val(bits, arange(n))[1]`` (a stable argsort of uint32 keys), faster.
+
+    Each key is packed with its index into one uint64, :math:`2^{32} k_i + i`, so a plain
+    single-operand sort orders by key and breaks ties by index, exactly as the stable
+    key-value sort does; XLA:CPU runs a single-operand sort of a primitive type several
+    times faster than a key-value sort with its generic comparator. (Scoped 64-bit types.)
+    """
+    n = bits.shape[-1]
+    with jax.enable_x64(True):
+        packed = (bits.astype(jnp.uint64) << jnp.uint64(32)) | jnp.arange(n, dtype=jnp.uint64)
+        order = jax.lax.sort(packed, dimension=-1) & jnp.uint64(0xFFFFFFFF)
+        return order.astype(jnp.int32)
+
+
+def permutation(key: jax.Array, n: int) -> jax.Array:
+    r"""``jax.random.permutation(key, n).astype(int32)``, bit for bit, with faster sorts.
+
+    The same algorithm as jax's ``_shuffle``: :math:`\lceil 3 \ln n / \ln(2^{32}-1) \rceil`
+    rounds, each drawing fresh uint32 keys from a split of the key and stably sorting the
+    current order by them; only the sort is done differently (``_stable_argsort_u32``).
+    """
+    x = jnp.arange(n, dtype=jnp.int32)
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+    for _ in range(rounds):
+        key, subkey = jax.random.split(key)
+        bits = jax.random.bits(subkey, (n,), jnp.uint32)
+        x = x[_stable_argsort_u32(bits)]
+    return x
+
+
+EVAL_PIECE = 500
+
+
+def _piece_size(size: int, target: int) -> int:
+    """The largest divisor of ``size`` that is at most ``target`` (``size`` if none > 1)."""
+    best = max((d for d in range(1, min(size, target) + 1) if size % d == 0), default=size)
+    return size if best == 1 else best
 
 
 def _tree_where(cond: jax.Array, new: PyTree, old: PyTree) -> PyTree:
@@ -208,6 +254,18 @@ def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None =
             hp["learning_rate"] = hp["learning_rate"] * schedule(step)
         return factory(**hp)
 
+    def forward_in_pieces(params, extra, x):
+        # The logits of an evaluation chunk, computed EVAL_PIECE examples at a time (a
+        # sequential lax.map): each example's logits are the same, but the activations of
+        # many members stay small enough for the cache instead of (members, chunk, width).
+        size = x.shape[0]
+        piece = _piece_size(size, EVAL_PIECE)
+        if piece == size:
+            return apply(params, extra, x)
+        pieces = x.reshape((size // piece, piece) + x.shape[1:])
+        logits = jax.lax.map(lambda xb: apply(params, extra, xb), pieces)
+        return logits.reshape((size,) + logits.shape[2:])
+
     def dataset_stats(params, extra, chunks, with_grad):
         total = jnp.sum(chunks["w"])
 
@@ -221,7 +279,9 @@ def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None =
                 (loss_sum, logits), g = jax.value_and_grad(f, has_aux=True)(params)
                 g_acc = jax.tree.map(jnp.add, acc[2], g)
             else:
-                loss_sum, logits = f(params)
+                logits = forward_in_pieces(params, extra, batch["x"])
+                per = per_example_loss(config.loss, logits, batch["y"])
+                loss_sum = jnp.sum(per * batch["w"])
                 g_acc = acc[2]
             correct = jnp.sum((jnp.argmax(logits, -1) == batch["y"]) * batch["w"])
             return (acc[0] + loss_sum, acc[1] + correct, g_acc), None
@@ -256,7 +316,7 @@ def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None =
 
     def epoch_perm(data_key, epoch):
         key = jax.random.fold_in(jax.random.wrap_key_data(data_key), epoch)
-        return jax.random.permutation(key, n).astype(jnp.int32)
+        return permutation(key, n)
 
     def init(data, hparams, key):
         init_key, data_key, sharp_key = jax.random.split(key, 3)
