@@ -229,3 +229,31 @@ def test_schedule_from_traced_peak_equals_optax_schedule(mnist1d_data_dir):
         if t % config.eval_every == 0:
             expected.append(float(loss(params)))
     np.testing.assert_allclose(out["train_loss"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 100, 4000])
+def test_permutation_is_jax_random_permutation_bit_for_bit(n):
+    from gdyn_jax.sweep.train import permutation
+
+    keys = jax.random.split(jax.random.key(3), 4)
+    expected = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+    got = jax.jit(jax.vmap(lambda k: permutation(k, n)))(keys)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("members, devices", [(48, 1), (64, 2), (40, 1), (8, 1)])
+def test_member_groups_keep_each_members_result(members, devices):
+    # grouped(fn) runs the members a group at a time; every member must get its own result.
+    from gdyn_jax.sweep.execute import grouped
+
+    def one(data, hp, carry, start):
+        new = {"a": carry["a"] * hp["lr"] + data + start, "b": carry["b"] + hp["lr"]}
+        return new, jax.numpy.sum(new["a"])
+
+    fn = jax.vmap(one, in_axes=(None, 0, 0, None))
+    hp = {"lr": np.arange(members, dtype=np.float32)}
+    carry = {"a": np.arange(members * 3, dtype=np.float32).reshape(members, 3), "b": hp["lr"]}
+    expected = fn(np.float32(0.5), hp, carry, np.float32(2.0))
+    got = jax.jit(grouped(fn, 16, devices))(np.float32(0.5), hp, carry, np.float32(2.0))
+    for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(g, e)
