@@ -7,7 +7,9 @@ programs, ``jit(vmap(init))`` and ``jit(vmap(advance))``, the latter run once pe
 evaluation intervals. The member axis of every input is placed with
 ``NamedSharding(Mesh(devices, ('sweep',), axis_types=(Auto,)), P('sweep'))`` and the data is
 replicated, so XLA partitions the program across devices with no collectives; member results
-do not depend on the device count.
+do not depend on the device count. On CPU devices ``advance`` walks through each device's
+members in groups of about ``CPU_MEMBER_GROUP`` (``grouped``), which keeps a step's working set
+in the cache.
 
 After every block the whole carry (parameters, optimizer states, masks, keys, data-order
 permutations) and the metrics so far are written atomically to ``DIR/checkpoint/state.npz``;
