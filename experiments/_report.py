@@ -51,6 +51,15 @@ def write_summary(out_dir: pathlib.Path, summary: dict) -> pathlib.Path:
     return path
 
 
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+    """Save a matplotlib figure as PNG (tight layout, 110 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _format(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"

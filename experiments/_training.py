@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments._report import save_figure
+
 
 def sweep(grid: Mapping[str, Sequence[float]], seeds: int, **config: Any):
     """Runs ``run_sweep(SweepConfig(**config), grid, seeds)`` quietly; returns (dataset, seconds).
@@ -105,11 +107,7 @@ def figure(*args: Any, **kwargs: Any):
 
 def save(fig, out_dir, filename: str) -> str:
     """Saves ``fig`` as ``out_dir/filename`` (PNG, 110 dpi), closes it, returns ``filename``."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(f"{out_dir}/{filename}", dpi=110)
-    plt.close(fig)
+    save_figure(fig, f"{out_dir}/{filename}")
     return filename
 
 

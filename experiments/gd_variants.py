@@ -28,7 +28,7 @@ import pathlib
 
 import numpy as np
 
-from experiments._report import Report, write_summary
+from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Batch / stochastic / mini-batch GD on logistic loss; momentum in a ravine (Mopuri)"
 
@@ -155,9 +155,7 @@ def _plot_logistic(paths, x, y, w_star, path: pathlib.Path) -> None:
     ax.set_ylabel("bias b")
     ax.set_title("Logistic loss: batch vs stochastic vs mini-batch GD")
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_ravine(paths, path: pathlib.Path) -> None:
@@ -185,9 +183,7 @@ def _plot_ravine(paths, path: pathlib.Path) -> None:
     ax.set_ylabel(r"distance to minimum $\|\theta_k\|$")
     ax.set_title("Convergence in the ravine")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _logistic_part(cfg: dict, report: Report) -> dict:

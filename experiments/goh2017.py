@@ -27,7 +27,7 @@ import pathlib
 
 import numpy as np
 
-from experiments._report import Report, write_summary
+from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Momentum's convergence rate over (a, beta), its regions and optimal tuning (Goh 2017)"
 
@@ -273,9 +273,7 @@ def _plot_maps(maps: dict, kappa_opt: dict, path: pathlib.Path) -> None:
     ax.set_ylabel(r"momentum $\beta$")
     ax.set_title("Regions from the library's poles (Goh 2017)")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_kappa(rows: list[dict], path: pathlib.Path) -> None:
@@ -315,9 +313,7 @@ def _plot_kappa(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_ylabel(r"steps per e-fold of error, $1/(1-\rho)$")
     ax.set_title("Optimal rates against condition number")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_run(run: dict, path: pathlib.Path) -> None:
@@ -343,9 +339,7 @@ def _plot_run(run: dict, path: pathlib.Path) -> None:
     ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
     ax.set_title(f"Quadratic, {run['eigenvalues'].size} eigenvalues in [1, {run['kappa']:g}]")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:

@@ -22,7 +22,7 @@ import pathlib
 
 import numpy as np
 
-from experiments._report import Report, write_summary
+from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Worst-case rates of GD, heavy ball and Nesterov on quadratics (Lessard et al. 2016)"
 
@@ -162,9 +162,7 @@ def _plot_table(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_ylabel(r"steps per e-fold of error, $1/(1-\rho)$")
     ax.set_title("Worst-case rates on quadratics (Lessard et al. 2016, Prop. 1)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_run(run: dict, path: pathlib.Path) -> None:
@@ -185,9 +183,7 @@ def _plot_run(run: dict, path: pathlib.Path) -> None:
     ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
     ax.set_title(f"Tuned methods on a quadratic, curvatures in [1, {run['kappa']:g}]")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:

@@ -26,7 +26,7 @@ import pathlib
 
 import numpy as np
 
-from experiments._report import Report, write_summary
+from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Momentum SGD on streaming PCA: saddle escape vs stationary error (Liu et al. 2018)"
 
@@ -356,9 +356,7 @@ def _plot_pca(cfg: dict, part: dict, path: pathlib.Path) -> None:
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_floor(rows: list[dict], path: pathlib.Path) -> None:
@@ -389,9 +387,7 @@ def _plot_floor(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_ylabel("stationary excess loss (loss units)")
     ax.set_title("Noise floor of momentum SGD on a quadratic")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:

@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from experiments._report import Report, write_summary
+from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Optimizer state memory per parameter, measured from real states (Cui 2023 table)"
 
@@ -96,9 +96,7 @@ def _plot(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_xlabel("optimizer")
     ax.set_title(f"Optimizer state memory, float32 {rows[0]['num_params']}-parameter model")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
