@@ -17,20 +17,24 @@ and with the float32 matmul rate of this machine measured in the same process (a
 ``jnp.dot`` of two 2048 × 2048 matrices): the sweep's model FLOP rate (6 × batch × weights
 per step: forward, and backward for inputs and weights) as a fraction of it.
 
-The baselines train as many model-steps as the sweep block (capped at 50,000 for the
-plain loop and 4,000 for PyTorch), so the timed runs last comparably long. The runs of the
-sweep and of the baselines are interleaved (sweep, plain, torch, sweep, ...)
-so that all see the same load of a shared machine, and each figure is the best of
-``--repeats`` runs (the least disturbed by other processes). PyTorch is timed with one
-thread and with its default thread count; the faster is reported.
+The baselines train as many model-steps as the sweep block (capped at 20,000 for the
+plain loop and 4,000 for PyTorch), so the timed runs last comparably long. All runs of one
+row are interleaved in one process (sweep, plain, torch, torch 1 thread, then the next
+repeat with the order rotated), so that all see the same load of a shared machine; each
+figure is the *median* of ``--repeats`` runs and each ratio is the ratio of the medians
+(the min-max range of the per-repeat ratios is printed too). PyTorch is timed with one
+thread and with its default thread count; the faster (by median) is reported. The 1-minute
+load average (``os.getloadavg``) is printed before and after each row: figures taken at a
+load above the core count are not trustworthy.
 
-    python benchmarks/sweep.py [--members 1 8 64 256] [--steps 200] [--repeats 3]
+    python benchmarks/sweep.py [--members 1 8 64 256] [--steps 400] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import time
@@ -48,13 +52,19 @@ BATCH = 100
 LR, BETA = 0.05, 0.9
 
 
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(_time(fn) for _ in range(repeats))
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, as ``uptime`` prints them."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def matmul_flops(repeats: int, n: int = 2048) -> float:
@@ -193,32 +203,52 @@ def machine() -> str:
         )
     except (OSError, StopIteration):
         name = platform.processor()
-    import os
-
     return f"{name}, {os.cpu_count()} CPUs, {jax.devices()[0].platform}"
+
+
+def time_row(runners: dict, repeats: int) -> dict[str, list[float]]:
+    """Per-repeat wall times of each runner, interleaved (the order rotates every repeat)."""
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(_time(runners[name][0]))
+    return times
+
+
+def ratio(times: dict[str, list[float]], work: dict[str, int], base: str) -> str:
+    """Sweep rate / ``base`` rate: the ratio of the medians, and the per-repeat range."""
+    per_repeat = [
+        (work["sweep"] / ts) / (work[base] / tb)
+        for ts, tb in zip(times["sweep"], times[base], strict=True)
+    ]
+    median = (work["sweep"] / np.median(times["sweep"])) / (work[base] / np.median(times[base]))
+    return f"{median:.2f} ({min(per_repeat):.2f}–{max(per_repeat):.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 8, 64, 256])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     peak = matmul_flops(args.repeats)
     flops = model_flops_per_step()
-    plain_cap, torch_cap = 50_000, 4_000
+    plain_cap, torch_cap = 20_000, 4_000
     print(
         f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; "
         f"jax {jax.__version__}; float32 matmul (2048^2 jnp.dot) {peak / 1e9:.1f} GFLOP/s; "
-        f"model FLOPs/step {flops / 1e6:.1f} M; best of {args.repeats} interleaved runs"
+        f"model FLOPs/step {flops / 1e6:.1f} M; median of {args.repeats} interleaved runs; "
+        f"load average {load_average()}"
     )
     print(
-        "| members | sweep model-steps/s | plain jitted loop steps/s | × plain "
-        "| PyTorch eager steps/s | × PyTorch | % of matmul peak |"
+        "| members | sweep model-steps/s | plain jitted loop steps/s | × plain (range) "
+        "| PyTorch eager steps/s | × PyTorch (range) | % of matmul rate | load before → after |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in args.members:
+        load_before = os.getloadavg()[0]
         # The baselines train the same number of model-steps as the sweep block (member after
         # member), capped, so that all timed runs last about as long under the same load.
         runners = {
@@ -229,21 +259,20 @@ def main() -> None:
             runner = torch_runner(min(m * args.steps, torch_cap), threads)
             if runner is not None:
                 runners[f"torch{threads or ''}"] = runner
-        best = dict.fromkeys(runners, float("inf"))
-        for _ in range(args.repeats):  # interleaved, so all see the same machine load
-            for name, (run, _) in runners.items():
-                best[name] = min(best[name], _best(run, 1))
-        rate = {name: runners[name][1] / best[name] for name in runners}
-        torch_best = max((v for k, v in rate.items() if k.startswith("torch")), default=None)
-        torch_cols = (
-            "n/a | n/a"
-            if torch_best is None
-            else f"{torch_best:,.0f} | {rate['sweep'] / torch_best:.2f}"
-        )
+        times = time_row(runners, args.repeats)
+        work = {name: runners[name][1] for name in runners}
+        rate = {name: work[name] / float(np.median(times[name])) for name in runners}
+
+        torch_names = [k for k in rate if k.startswith("torch")]
+        torch_cols = "n/a | n/a"
+        if torch_names:
+            best_torch = max(torch_names, key=rate.get)
+            torch_cols = f"{rate[best_torch]:,.0f} | {ratio(times, work, best_torch)}"
         print(
             f"| {m} | {rate['sweep']:,.0f} | {rate['plain']:,.0f} | "
-            f"{rate['sweep'] / rate['plain']:.2f} | {torch_cols} | "
-            f"{100 * rate['sweep'] * flops / peak:.1f} |",
+            f"{ratio(times, work, 'plain')} | "
+            f"{torch_cols} | {100 * rate['sweep'] * flops / peak:.1f} | "
+            f"{load_before:.2f} → {os.getloadavg()[0]:.2f} |",
             flush=True,
         )
 
