@@ -12,8 +12,9 @@
 The python-control loop is timed on a random subset of settings (``--subset``) and
 extrapolated per setting; on that subset the values are compared. Our timings include jit
 compilation (cold: the first call in the process) and are also given warm (a second identical
-call). All timings are wall clock; the load average is recorded with them, since on a shared
-machine the cold (compile-bound) figures move with it. Usage::
+call). All timings are wall clock with the garbage collector paused (as ``timeit``); the load
+average is recorded with them, since on a shared machine the cold (compile-bound) figures move
+with it. Usage::
 
     PYTHONPATH=. python benchmarks/linearize.py [--grid 1000] [--info 100] [--subset 2000]
 """
@@ -21,6 +22,7 @@ machine the cold (compile-bound) figures move with it. Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -36,9 +38,17 @@ EIGENVALUES = (0.1, 1.0)
 
 
 def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+    """Wall time of ``fn()`` with the garbage collector paused, as ``timeit`` does (for both
+    sides): otherwise a full collection over every object python-control and scipy loaded lands
+    in whichever call happens to trigger it (about 0.1 s of jit tracing here)."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+    finally:
+        gc.enable()
 
 
 def bench_rates(size: int, subset: int, rng) -> dict:
