@@ -27,6 +27,7 @@ import pathlib
 
 import numpy as np
 
+from experiments._quadratic import error_norms, fitted_rate
 from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Momentum's convergence rate over (a, beta), its regions and optimal tuning (Goh 2017)"
@@ -173,52 +174,24 @@ def optimal_table(cfg: dict) -> list[dict]:
 
 def quadratic_run(cfg: dict, kappa: float = 100.0) -> dict:
     """Optimally tuned momentum and GD on a quadratic with eigenvalues spread in [1, kappa]."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
     from gdyn_jax import linearize, optimizers
 
     eig = np.geomspace(1.0, kappa, cfg["dim"])
     cf = closed_form(kappa)
-    opts = {
-        "momentum": optimizers.momentum(cf["momentum"]["learning_rate"], cf["momentum"]["beta"]),
-        "gd": optimizers.sgd(cf["gd"]["learning_rate"]),
-    }
-    grids = {
+    tuned = {
         "momentum": (
             optimizers.momentum,
-            {
-                "learning_rate": np.asarray([cf["momentum"]["learning_rate"]]),
-                "beta": np.asarray([cf["momentum"]["beta"]]),
-            },
+            {k: cf["momentum"][k] for k in ("learning_rate", "beta")},
         ),
-        "gd": (optimizers.sgd, {"learning_rate": np.asarray([cf["gd"]["learning_rate"]])}),
+        "gd": (optimizers.sgd, {"learning_rate": cf["gd"]["learning_rate"]}),
     }
     out = {"kappa": kappa, "eigenvalues": eig, "errors": {}, "measured": {}, "predicted": {}}
-    with jax.enable_x64(True):
-        h = jnp.asarray(eig)
-        for name, opt in opts.items():
-            theta0 = jnp.ones(cfg["dim"])
-
-            def step(carry, _, opt=opt):
-                params, state = carry
-                updates, state = opt.update(h * params, state, params)
-                params = optax.apply_updates(params, updates)
-                return (params, state), jnp.linalg.norm(params)
-
-            _, norms = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=cfg["steps"])
-            errors = np.concatenate([[float(jnp.linalg.norm(theta0))], np.asarray(norms)])
-            out["errors"][name] = errors
-            factory, grid = grids[name]
-            out["predicted"][name] = float(
-                np.ravel(linearize.convergence_rate(factory, grid, eig))[0]
-            )
-            k = np.arange(errors.size)
-            rel = errors / errors[0]  # fit the geometric tail, above float64 rounding
-            keep = (k >= 10) & (rel < 1e-1) & (rel > 1e-11)
-            keep = keep if keep.sum() >= 10 else (k >= 10) & (rel > 1e-11)
-            out["measured"][name] = float(np.exp(np.polyfit(k[keep], np.log(errors[keep]), 1)[0]))
+    for name, (factory, hp) in tuned.items():
+        errors = error_norms(factory(**hp), eig, cfg["steps"])
+        grid = {k: np.asarray([v]) for k, v in hp.items()}
+        out["errors"][name] = errors
+        out["predicted"][name] = float(np.ravel(linearize.convergence_rate(factory, grid, eig))[0])
+        out["measured"][name] = fitted_rate(errors, skip=10)
     return out
 
 

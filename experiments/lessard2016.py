@@ -22,6 +22,7 @@ import pathlib
 
 import numpy as np
 
+from experiments._quadratic import error_norms, fitted_rate
 from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Worst-case rates of GD, heavy ball and Nesterov on quadratics (Lessard et al. 2016)"
@@ -95,36 +96,13 @@ def rate_table(cfg: dict) -> list[dict]:
 
 def quadratic_run(cfg: dict, kappa: float = 100.0) -> dict:
     """Each tuned method on a quadratic with eigenvalues in [1, kappa]: error per step."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
     from gdyn_jax import optimizers
 
     eig = np.linspace(1.0, kappa, cfg["dim"])
-    errors = {}
-    with jax.enable_x64(True):
-        h = jnp.asarray(eig)
-        for method, (factory, hp, _) in tunings(kappa).items():
-            opt = optimizers.get(factory)(**hp)
-            theta0 = jnp.ones(cfg["dim"])
-
-            def step(carry, _, opt=opt):
-                params, state = carry
-                updates, state = opt.update(h * params, state, params)
-                params = optax.apply_updates(params, updates)
-                return (params, state), jnp.linalg.norm(params)
-
-            _, norms = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=cfg["steps"])
-            errors[method] = np.concatenate([[float(jnp.linalg.norm(theta0))], np.asarray(norms)])
-    measured, predicted = {}, {}
+    errors, measured, predicted = {}, {}, {}
     for method, (factory, hp, _) in tunings(kappa).items():
-        e = errors[method]
-        k = np.arange(e.size)
-        rel = e / e[0]  # fit the geometric tail, above float64 rounding
-        keep = (k >= 30) & (rel < 1e-1) & (rel > 1e-11)
-        keep = keep if keep.sum() >= 10 else (k >= 30) & (rel > 1e-11)
-        measured[method] = float(np.exp(np.polyfit(k[keep], np.log(e[keep]), 1)[0]))
+        errors[method] = error_norms(optimizers.get(factory)(**hp), eig, cfg["steps"])
+        measured[method] = fitted_rate(errors[method], skip=30)
         predicted[method] = worst_case_rate(factory, hp, eig)
     return {"kappa": kappa, "errors": errors, "measured": measured, "predicted": predicted}
 
