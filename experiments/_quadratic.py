@@ -7,8 +7,12 @@ geometric tail decays at the loop's spectral radius over the curvatures :math:`h
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import optax
+
+from experiments._report import save_figure
 
 
 def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> np.ndarray:
@@ -38,3 +42,29 @@ def fitted_rate(errors: np.ndarray, skip: int) -> float:
     keep = (k >= skip) & (rel < 1e-1) & (rel > 1e-11)
     keep = keep if keep.sum() >= 10 else (k >= skip) & (rel > 1e-11)
     return float(np.exp(np.polyfit(k[keep], np.log(errors[keep]), 1)[0]))
+
+
+def plot_error_decay(run: dict, path: pathlib.Path, title: str) -> None:
+    """Each method's relative error (solid) beside its predicted rate**k (dotted), log scale.
+
+    ``run`` maps ``errors`` and ``predicted`` to dicts keyed by method name.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, (method, e) in enumerate(run["errors"].items()):
+        label = method.replace("_", " ")
+        rate = run["predicted"][method]
+        ax.semilogy(e / e[0], color=f"C{i}", label=f"{label}: measured")
+        ax.semilogy(
+            rate ** np.arange(e.size), color=f"C{i}", ls=":", label=f"{label}: rate {rate:.4f}$^k$"
+        )
+    ax.set_ylim(1e-14, 10)
+    ax.set_xlabel("step k")
+    ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)

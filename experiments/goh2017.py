@@ -27,7 +27,7 @@ import pathlib
 
 import numpy as np
 
-from experiments._quadratic import error_norms, fitted_rate
+from experiments._quadratic import error_norms, fitted_rate, plot_error_decay
 from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Momentum's convergence rate over (a, beta), its regions and optimal tuning (Goh 2017)"
@@ -289,32 +289,6 @@ def _plot_kappa(rows: list[dict], path: pathlib.Path) -> None:
     save_figure(fig, path)
 
 
-def _plot_run(run: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for name, color in (("momentum", "C0"), ("gd", "C3")):
-        e = run["errors"][name]
-        k = np.arange(e.size)
-        ax.semilogy(k, e / e[0], color=color, label=f"{name}: measured")
-        ax.semilogy(
-            k,
-            run["predicted"][name] ** k,
-            color=color,
-            ls="--",
-            label=f"{name}: predicted rate {run['predicted'][name]:.4f}$^k$",
-        )
-    ax.set_ylim(1e-13, 2)
-    ax.set_xlabel("step k")
-    ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
-    ax.set_title(f"Quadratic, {run['eigenvalues'].size} eigenvalues in [1, {run['kappa']:g}]")
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     """Rate maps, regions, optimal tunings against kappa and a quadratic run."""
     out_dir = pathlib.Path(out_dir)
@@ -398,7 +372,11 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     report.figure("rate_map.png", "Convergence rate over (a, beta) and Goh's four regions")
     _plot_kappa(table, out_dir / "rates_vs_kappa.png")
     report.figure("rates_vs_kappa.png", "Optimal momentum vs GD rates against kappa")
-    _plot_run(quad, out_dir / "quadratic_run.png")
+    plot_error_decay(
+        quad,
+        out_dir / "quadratic_run.png",
+        f"Quadratic, {quad['eigenvalues'].size} eigenvalues in [1, {quad['kappa']:g}]",
+    )
     report.figure("quadratic_run.png", "Measured error decay on a quadratic vs predicted rate")
     summary = {
         "eigenvalue": LAMBDA,

@@ -22,7 +22,7 @@ import pathlib
 
 import numpy as np
 
-from experiments._quadratic import error_norms, fitted_rate
+from experiments._quadratic import error_norms, fitted_rate, plot_error_decay
 from experiments._report import Report, save_figure, write_summary
 
 TITLE = "Worst-case rates of GD, heavy ball and Nesterov on quadratics (Lessard et al. 2016)"
@@ -143,27 +143,6 @@ def _plot_table(rows: list[dict], path: pathlib.Path) -> None:
     save_figure(fig, path)
 
 
-def _plot_run(run: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, (method, e) in enumerate(run["errors"].items()):
-        ax.semilogy(e / e[0], color=f"C{i}", label=f"{method.replace('_', ' ')}: measured")
-        rate = run["predicted"][method]
-        ax.semilogy(
-            rate ** np.arange(e.size), color=f"C{i}", ls=":", label=f"predicted rate {rate:.4f}$^k$"
-        )
-    ax.set_ylim(1e-14, 10)
-    ax.set_xlabel("step k")
-    ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
-    ax.set_title(f"Tuned methods on a quadratic, curvatures in [1, {run['kappa']:g}]")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
-
-
 def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
     """The table of worst-case rates against kappa, its figure and a quadratic run."""
     out_dir = pathlib.Path(out_dir)
@@ -207,7 +186,11 @@ def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
         )
     _plot_table(rows, out_dir / "rates_vs_kappa.png")
     report.figure("rates_vs_kappa.png", "Worst-case rates against kappa: linearize vs closed form")
-    _plot_run(quad, out_dir / "quadratic_run.png")
+    plot_error_decay(
+        quad,
+        out_dir / "quadratic_run.png",
+        f"Tuned methods on a quadratic, curvatures in [1, {quad['kappa']:g}]",
+    )
     report.figure("quadratic_run.png", "The tuned methods on a quadratic")
     summary = {
         "rates": rows,
