@@ -51,6 +51,19 @@ def _timed(fn):
         gc.enable()
 
 
+def _speedups(per_setting: float, settings: int, cold: float, warm: float) -> dict:
+    """Our cold and warm times beside python-control's per-setting time extrapolated."""
+    control = per_setting * settings
+    return {
+        "ours_cold_s": cold,
+        "ours_warm_s": warm,
+        "control_per_setting_s": per_setting,
+        "control_extrapolated_s": control,
+        "speedup_cold": control / cold,
+        "speedup_warm": control / warm,
+    }
+
+
 def bench_rates(size: int, subset: int, rng) -> dict:
     lrs = np.linspace(0.001, 4.5, size)
     betas = np.linspace(0.0, 0.999, size)
@@ -76,12 +89,7 @@ def bench_rates(size: int, subset: int, rng) -> dict:
     per_setting = t_loop / idx.size
     return {
         "settings": size * size,
-        "ours_cold_s": cold,
-        "ours_warm_s": warm,
-        "control_per_setting_s": per_setting,
-        "control_extrapolated_s": per_setting * size * size,
-        "speedup_cold": per_setting * size * size / cold,
-        "speedup_warm": per_setting * size * size / warm,
+        **_speedups(per_setting, size * size, cold, warm),
         "subset": int(idx.size),
         "max_abs_diff": float(np.max(np.abs(ours - ref))),
         "median_abs_diff": float(np.median(np.abs(ours - ref))),
@@ -141,12 +149,7 @@ def bench_step_info(size: int, subset: int, steps: int, rng) -> dict:
     return {
         "settings": size * size,
         "steps": steps,
-        "ours_cold_s": cold,
-        "ours_warm_s": warm,
-        "control_per_setting_s": per_setting,
-        "control_extrapolated_s": per_setting * size * size,
-        "speedup_cold": per_setting * size * size / cold,
-        "speedup_warm": per_setting * size * size / warm,
+        **_speedups(per_setting, size * size, cold, warm),
         "subset": int(idx.size),
         "compared_stable": compared,
         "mismatches": mismatches,
