@@ -4,7 +4,7 @@
 - :func:`names`, :func:`info`, :func:`default_data_dir`;
 - :func:`prepare_mnist1d`: the offline MNIST-1D builder (the default dataset).
 
-See :mod:`gdyn_jax.data.loading` for normalisation and the network policy.
+See ``gdyn_jax.data.loading`` for normalisation and the network policy.
 """
 
 from gdyn_jax.data.catalogue import DEFAULT_DATASET, default_data_dir, info, names

@@ -2,7 +2,7 @@ r"""Load a whole dataset split into memory through tfds' ``data_source`` (array_
 
 TensorFlow is never imported: reading goes through ``tfds.data_source`` and the array_record
 random-access format, and the only dataset gdyn_jax prepares itself (MNIST-1D) is generated
-offline by :mod:`gdyn_jax.data.mnist1d_builder`.
+offline by ``gdyn_jax.data.mnist1d_builder``.
 
 Normalisation (what ``load`` returns):
 
@@ -147,7 +147,7 @@ def prepare_mnist1d(data_dir: str | Path | None = None) -> Path:
     """Generate and write MNIST-1D into ``data_dir`` unless it is there already.
 
     Offline: the data come from ``mnist1d.make_dataset`` (see
-    :mod:`gdyn_jax.data.mnist1d_builder`). A file lock makes concurrent first uses (several
+    ``gdyn_jax.data.mnist1d_builder``). A file lock makes concurrent first uses (several
     processes, pytest-xdist) prepare it once. Returns the prepared version directory.
     """
     from gdyn_jax.data.mnist1d_builder import Mnist1d

@@ -23,7 +23,7 @@ Models (keyword arguments with defaults):
   ``width=16``, ``groups=8``; ``depth=20`` is ResNet-20).
 
 The MNIST-1D models use PyTorch's default initialisation, as the reference code did
-(:mod:`gdyn_jax.models._layers`); ``cnn2d`` and ``resnet`` use flax/Kaiming initialisers.
+(``gdyn_jax.models._layers``); ``cnn2d`` and ``resnet`` use flax/Kaiming initialisers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,133 @@
+"""Sphinx configuration of the gdyn_jax documentation.
+
+Build (offline, warnings are errors), from the repository root:
+``sphinx-build -W --keep-going -b html docs docs/_build/html``.
+
+At start-up this file writes two generated folders, both ignored by git:
+
+- ``api/_generated/``: one page per public module, listing every name of its ``__all__``
+  (so the API reference can never miss a public function);
+- ``notebooks/``: copies of the repository's ``notebooks/*.ipynb``, which myst-nb executes in
+  their tiny mode (``GDYN_NOTEBOOK_MODE=tiny``) while building.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import pathlib
+import shutil
+import sys
+
+DOCS = pathlib.Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GDYN_NOTEBOOK_MODE", "tiny")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+
+project = "gdyn_jax"
+author = "the gdyn_jax developers"
+copyright = "2026, the gdyn_jax developers"
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "jupyter_execute"]
+html_theme = "furo"
+html_title = "gdyn_jax"
+html_static_path = []
+
+# Notebooks and MyST code cells run at build time: a broken example fails the build.
+nb_execution_mode = "force"
+nb_execution_raise_on_error = True
+nb_execution_timeout = 300
+nb_execution_show_tb = True
+nb_merge_streams = True
+
+# API reference from the docstrings (Google style, maths in :math: roles).
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_default_options = {"members": False, "show-inheritance": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+# Every reference to a gdyn_jax name must resolve; names of other packages cannot be linked
+# offline (no intersphinx inventories), so only those are exempt.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(jax|jaxlib|optax|flax|numpy|np|scipy|control|xarray|chex|matplotlib)(\..*)?"),
+    (r"py:.*", r"(Any|Callable|Sequence|Mapping|Iterable|PyTree|ArrayLike|Array|Path|Carry)"),
+    (r"py:.*", r"(collections|typing|pathlib|types|argparse|tfds|tensorflow_datasets)\..*"),
+    (r"py:.*", r"(optional|callable|array|array-like|pytree|Module|dict|tuple|float|int)"),
+    (r"py:exc", r"(ValueError|TypeError|KeyError|RuntimeError|OSError|UsageError)"),
+]
+
+#: Public modules of the API reference, in the order of the reference's table of contents.
+PUBLIC_MODULES = (
+    "gdyn_jax.optimizers",
+    "gdyn_jax.linearize",
+    "gdyn_jax.data",
+    "gdyn_jax.models",
+    "gdyn_jax.sweep",
+    "gdyn_jax.hessian",
+    "gdyn_jax.plotting",
+    "gdyn_jax.errors",
+)
+
+
+def public_names(module) -> list[str]:
+    """``__all__``, or the module's own public functions and classes where it has none."""
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    return [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and value.__module__ == module.__name__
+    ]
+
+
+def _directive(module, name: str) -> str:
+    value = getattr(module, name)
+    if inspect.isclass(value):
+        return f".. autoclass:: {module.__name__}.{name}\n   :members:\n"
+    if callable(value):
+        return f".. autofunction:: {module.__name__}.{name}\n"
+    return f".. autodata:: {module.__name__}.{name}\n   :annotation:\n"
+
+
+def write_api_pages() -> None:
+    """One reStructuredText page per public module under ``api/_generated``."""
+    out = DOCS / "api" / "_generated"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        title = f"``{name}``"
+        body = [title, "=" * len(title), "", f".. automodule:: {name}", "", ""]
+        body += [_directive(module, member) for member in public_names(module)]
+        (out / f"{name}.rst").write_text("\n".join(body))
+
+
+def copy_notebooks() -> None:
+    """The repository's notebooks into ``docs/notebooks`` (executed by myst-nb)."""
+    out = DOCS / "notebooks"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        shutil.copy2(path, out / path.name)
+
+
+write_api_pages()
+copy_notebooks()
