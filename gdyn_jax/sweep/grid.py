@@ -105,27 +105,27 @@ class Grid:
                     f"{name}: required by optimizer {label}; give it with "
                     f"--grid {name}=... or --hp {name}=..."
                 )
-        if config.schedule not in (None, "constant") and "learning_rate" not in known:
-            raise ValueError(f"schedule: optimizer {label} has no learning_rate")
+        if config.schedule not in (None, "constant"):
+            if "learning_rate" not in known:
+                raise ValueError(f"schedule: optimizer {label} has no learning_rate")
+            if "learning_rate" not in values and "learning_rate" not in config.hparams:
+                raise ValueError(
+                    f"schedule: {config.schedule!r} scales learning_rate, which is neither "
+                    "in the grid nor in hparams"
+                )
         grid._check_points(factory, label, config.fixed_hparams())
         return grid
 
     def _check_points(self, factory, label: str, fixed: Mapping[str, float]) -> None:
-        import optax
-
+        """Calls ``factory`` once per grid point, with the values as given and, where float32
+        rounds them (training's precision), once more with the rounded values."""
         for point in itertools.product(*self.values):
-            swept = {k: float(np.float32(v)) for k, v in zip(self.names, point, strict=True)}
-            try:
-                tx = factory(**{**fixed, **swept})
-            except Exception as error:  # the factory's own check, reported in one line
-                text = str(error).splitlines()[0] if str(error) else type(error).__name__
-                where = ", ".join(f"{k}={v:g}" for k, v in zip(self.names, point, strict=True))
-                raise ValueError(f"grid: optimizer {label} rejects {where}: {text}") from None
-            if not isinstance(tx, optax.GradientTransformation):
-                raise ValueError(
-                    f"optimizer: {label} returned {type(tx).__name__}, "
-                    "not an optax.GradientTransformation"
-                )
+            given = dict(zip(self.names, point, strict=True))
+            where = ", ".join(f"{k}={v!r}" for k, v in given.items())
+            _call(factory, label, {**fixed, **given}, where)
+            rounded = {k: float(np.float32(v)) for k, v in given.items()}
+            if rounded != given:
+                _call(factory, label, {**fixed, **rounded}, f"{where} (rounded to float32)")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -145,6 +145,21 @@ class Grid:
         rows = list(itertools.product(*self.values, range(self.seeds)))
         table = np.array([r[:-1] for r in rows], np.float32).reshape(len(rows), len(self.names))
         return table, np.array([r[-1] for r in rows], np.int64)
+
+
+def _call(factory, label: str, kwargs: Mapping[str, float], where: str) -> None:
+    """``factory(**kwargs)`` must return a transform; its error, if any, in one line."""
+    import optax
+
+    try:
+        tx = factory(**kwargs)
+    except Exception as error:  # the factory's own check, reported in one line
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"grid: optimizer {label} rejects {where}: {text}") from None
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(
+            f"optimizer: {label} returned {type(tx).__name__}, not an optax.GradientTransformation"
+        )
 
 
 def columns(names: Sequence[str], table: np.ndarray) -> dict[str, np.ndarray]:
