@@ -241,3 +241,18 @@ def test_registered_names_work_like_objects(swept, monkeypatch):
     ds = run_sweep(config(optimizer="qhm", model="sine_net"), GRID, 2, progress=False)
     np.testing.assert_array_equal(ds["train_loss"], swept["train_loss"])
     assert json.loads(ds.attrs["config"])["optimizer"] == "qhm"
+
+
+def test_models_get_takes_instances_classes_factories_and_paths():
+    from gdyn_jax import models
+
+    net = Net(width=4)
+    assert models.get(net) is net
+    assert models.get(net, width=6) == Net(width=6)  # fields replaced through clone
+    assert models.get(f"{HERE}:Net", outputs=3) == Net(outputs=3)
+    assert models.get(lambda num_classes: Net(outputs=num_classes), num_classes=5) == Net(outputs=5)
+    assert models.get("logistic", 4).num_classes == 4
+    with pytest.raises(ValueError, match="^depth: not an argument of model"):
+        models.get(Net, depth=2)
+    with pytest.raises(ValueError, match="^model: .* returned int, not a flax Module"):
+        models.get(lambda: 3)
