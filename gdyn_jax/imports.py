@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["is_import_path", "load", "path_of"]
+from gdyn_jax.errors import UsageError
+
+__all__ = ["is_import_path", "load", "load_callable", "path_of", "resolve"]
 
 
 def is_import_path(text: Any) -> bool:
@@ -34,18 +37,44 @@ def load(path: str, what: str) -> Any:
     """
     module_name, _, attr = path.partition(":")
     if not module_name or not attr or "<" in attr:
-        raise ValueError(f"{what}: {path!r} is not an importable path 'pkg.module:attr'")
+        raise UsageError(f"{what}: {path!r} is not an importable path 'pkg.module:attr'")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as error:  # any failure of the user's module, reported in one line
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{what}: cannot import module {module_name!r} ({first})") from None
+        raise UsageError(f"{what}: cannot import module {module_name!r} ({first})") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"{what}: module {module_name!r} has no attribute {attr!r}") from None
+            raise UsageError(f"{what}: module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def load_callable(path: str, what: str) -> Any:
+    """:func:`load`, and a one-line ``ValueError`` naming ``what`` unless the object is callable."""
+    obj = load(path, what)
+    if not callable(obj):
+        raise UsageError(f"{what}: {path!r} is not callable (got {type(obj).__name__})")
+    return obj
+
+
+def resolve(spec: Any, what: str, named: Mapping[str, Any], example: str) -> Any:
+    """A callable ``spec`` itself, the callable at an import path, or ``named[spec]``.
+
+    A one-line ``ValueError`` naming ``what`` for an unknown name (listing ``named`` and an
+    ``example`` path) or a path that cannot be imported or is not callable.
+    """
+    if callable(spec):
+        return spec
+    if is_import_path(spec):
+        return load_callable(spec, what)
+    if not isinstance(spec, str) or spec not in named:
+        raise UsageError(
+            f"{what}: unknown {what} {spec!r}; expected one of {', '.join(named)} or an "
+            f"import path {example!r}"
+        )
+    return named[spec]
 
 
 def path_of(obj: Any) -> str:

@@ -88,16 +88,9 @@ def lookup(name: str | ModuleOrFactory) -> ModuleOrFactory:
     Nothing is built; a one-line ``ValueError`` naming ``model`` for an unknown name or a
     path that cannot be imported.
     """
-    if isinstance(name, nn.Module) or callable(name):
+    if isinstance(name, nn.Module):
         return name
-    if imports.is_import_path(name):
-        return imports.load(name, "model")
-    if name not in _MODELS:
-        raise ValueError(
-            f"model: unknown model {name!r}; expected one of {', '.join(names())} or an "
-            "import path 'pkg.module:Net'"
-        )
-    return _MODELS[name]
+    return imports.resolve(name, "model", _MODELS, "pkg.module:Net")
 
 
 def _field_names(cls: type) -> set[str] | None:

@@ -84,20 +84,7 @@ def get(name: str | Factory) -> Factory:
       UsageError: (a ValueError) naming ``optimizer`` when ``name`` is unknown, cannot be
         imported, or is not callable.
     """
-    if callable(name):
-        return name
-    if imports.is_import_path(name):
-        factory = imports.load(name, "optimizer")
-        if not callable(factory):
-            raise UsageError(f"optimizer: {name!r} is not callable (got {type(factory).__name__})")
-        return factory
-    try:
-        return _CONSTRUCTORS[name]
-    except (KeyError, TypeError):
-        raise UsageError(
-            f"optimizer: unknown optimizer {name!r}; expected one of {', '.join(names())} "
-            "or an import path 'pkg.module:factory'"
-        ) from None
+    return imports.resolve(name, "optimizer", _CONSTRUCTORS, "pkg.module:factory")
 
 
 def _is_real(value: Any) -> bool:

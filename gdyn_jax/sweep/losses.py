@@ -42,19 +42,7 @@ LOSSES = tuple(NAMED)
 
 def resolve(loss: str | Loss) -> Loss:
     """The function for a loss name, an import path, or a function itself."""
-    if callable(loss):
-        return loss
-    if imports.is_import_path(loss):
-        fn = imports.load(loss, "loss")
-        if not callable(fn):
-            raise ValueError(f"loss: {loss!r} is not callable (got {type(fn).__name__})")
-        return fn
-    if loss not in NAMED:
-        raise ValueError(
-            f"loss: expected one of {LOSSES}, an import path 'pkg.module:fn' or a function, "
-            f"got {loss!r}"
-        )
-    return NAMED[loss]
+    return imports.resolve(loss, "loss", NAMED, "pkg.module:fn")
 
 
 def check_targets(loss: str | Loss, class_labels: bool, targets: np.ndarray) -> None:
