@@ -7,10 +7,11 @@ data is loaded or anything compiles, and raises a one-line ``ValueError`` naming
   by ``optimizers.hyperparameters``), every value a finite number, no value repeated (also
   after rounding to float32, the precision of training);
 - every hyperparameter the factory requires is in the grid or in ``config.hparams``;
-- the factory accepts every grid point: it is called on the host once per point, with the
-  fixed hyperparameters and the point's values rounded to float32, so its own range checks
-  run (the package's constructors reject e.g. negative learning rates or decays >= 1; a
-  user's factory checks what it checks).
+- the factory accepts every grid point: it is called on the host with each point (and the
+  fixed hyperparameters), so its own range checks run (the package's constructors reject
+  e.g. negative learning rates or decays >= 1; a user's factory checks what it checks). It
+  sees the values as given, and once more rounded to float32 where that changes them, since
+  training uses float32 (``beta=0.999999999`` trains as 1.0).
 
 Members are ordered as ``itertools.product(*values, range(seeds))``: the last grid name
 varies fastest but one, the seed fastest of all. Member ``m`` uses the key
