@@ -21,6 +21,7 @@ FIELDS = {
     "spectral_radius",
     "stable",
     "exact",
+    "reason",
     "max_stable_curvature",
     "step_info",
 }

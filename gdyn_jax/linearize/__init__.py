@@ -42,11 +42,18 @@ from gdyn_jax.linearize.system import (
     state_space,
     validate_hessian,
 )
+from gdyn_jax.linearize.timevarying import (
+    TimeVaryingSystem,
+    linearize_periodic,
+    linearize_time_varying,
+    transition_contraction,
+)
 from gdyn_jax.linearize.transfer import TransferFunction, open_loop, transfer_function
 
 __all__ = [
     "LinearSystem",
     "STEP_INFO_KEYS",
+    "TimeVaryingSystem",
     "TransferFunction",
     "convergence_rate",
     "damping",
@@ -58,6 +65,8 @@ __all__ = [
     "is_stable",
     "linearize",
     "linearize_grid",
+    "linearize_periodic",
+    "linearize_time_varying",
     "max_stable_curvature",
     "mode_systems",
     "open_loop",
@@ -73,5 +82,6 @@ __all__ = [
     "step_info_from_response",
     "step_response",
     "transfer_function",
+    "transition_contraction",
     "validate_hessian",
 ]
