@@ -83,6 +83,7 @@ _LINEAR = frozenset(
         "mesh_cast",
         "split",
         "tie_in",
+        "reduce_window_sum",
     }
 )
 # Primitives whose output is a copy of their (single) operand's value.
@@ -166,7 +167,6 @@ _NONLINEAR = frozenset(
         "scatter-min",
         "scatter-max",
         "select_and_scatter_add",
-        "reduce_window_sum",
         "top_k",
     }
 )
@@ -475,6 +475,7 @@ def _compare(interp: Interpretation, eqn, ins, atoms) -> Abstract:
 _RULES: dict[str, Callable[..., Abstract]] = {
     "mul": _product,
     "dot_general": _product,
+    "conv_general_dilated": _product,
     "div": _div,
     "integer_pow": _integer_pow,
     "convert_element_type": _convert,
