@@ -72,7 +72,9 @@ def inline(closed: core.ClosedJaxpr) -> core.ClosedJaxpr:
     env = {v: v for v in [*top.constvars, *top.invars]}
     outvars = go(top, env)
     effects = frozenset().union(*(e.effects for e in eqns)) if eqns else frozenset()
-    jaxpr = core.Jaxpr(constvars, list(top.invars), outvars, eqns, effects)
+    jaxpr = core.Jaxpr(
+        constvars, list(top.invars), outvars, eqns, effects, debug_info=top.debug_info
+    )
     return core.ClosedJaxpr(jaxpr, consts)
 
 
@@ -122,7 +124,9 @@ def _substitute(closed: core.ClosedJaxpr, replace: dict, outvars: list) -> core.
         needed.update(a for a in invars if isinstance(a, core.Var))
         kept.append(eqn.replace(invars=invars))
     kept.reverse()
-    new = core.Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept, jaxpr.effects)
+    new = core.Jaxpr(
+        jaxpr.constvars, jaxpr.invars, outvars, kept, jaxpr.effects, debug_info=jaxpr.debug_info
+    )
     return core.ClosedJaxpr(new, closed.consts)
 
 
