@@ -153,6 +153,12 @@ def test_schedule_free_has_no_false_pole_and_converges():
     assert lz.transition_contraction(tv, 399)[0] < 1  # the state shrinks over the horizon
     error = np.abs(1.0 - lz.step_response(tv))
     assert error[-1] < 1e-3 and np.all(error[[100, 200, 399]] < error[[50, 100, 200]])
+    # per-step limits: at t = 0 the averaging weight is 1 and the step is SGD's, 2/a; as it
+    # falls (1/(t+1)) x freezes and z' = z - a h (1 - b1) z + ...: the limit tends to
+    # 2/(a (1 - b1)) = 200 (through the marginal averaging pole, not stopped by it)
+    limits = lz.max_stable_curvature(opt, steps=1000)
+    assert limits[0] == pytest.approx(20.0, rel=1e-9) and np.all(np.diff(limits) > 0)
+    assert 0.99 * 200 < limits[-1] < 200
 
 
 # --------------------------------------------------------------------------- periodic

@@ -130,10 +130,19 @@ def _radius_fn(loop, z0, clocks, lifted: bool):
     return jax.jit(lambda hs: jax.vmap(row)(hs, clocks))
 
 
+# A radius within this of 1 from above is rounding around a marginal pole (e.g. the averaging
+# state of schedule-free SGD as h -> 0), not the crossing that ends the stable interval.
+MARGINAL = 1e-12
+
+
 def _stability_edges(radius, lower, upper, points, rtol, m: int) -> np.ndarray:
-    """Upper end of the first stable interval of each of ``m`` loops (vectorised multisection)."""
+    """Upper end of the first stable interval of each of ``m`` loops (vectorised multisection).
+
+    The interval starts at the first curvature with radius < 1 and ends where the radius
+    exceeds ``1 + MARGINAL``."""
     hs = np.broadcast_to(np.geomspace(lower, upper, points), (m, points))
-    stable = np.asarray(radius(jnp.asarray(hs))) < 1.0
+    rho = np.asarray(radius(jnp.asarray(hs)))
+    stable, ends = rho < 1.0, rho > 1.0 + MARGINAL
     out = np.zeros(m)
     lo, hi = np.ones(m), np.ones(m)
     active = np.zeros(m, bool)
@@ -141,7 +150,7 @@ def _stability_edges(radius, lower, upper, points, rtol, m: int) -> np.ndarray:
         first = int(np.argmax(stable[b]))
         if not stable[b, first]:
             continue  # no stable curvature on the grid: 0.0
-        after = np.nonzero(~stable[b, first:])[0]
+        after = np.nonzero(ends[b, first:])[0]
         if after.size == 0:
             out[b] = np.inf
             continue
@@ -151,7 +160,7 @@ def _stability_edges(radius, lower, upper, points, rtol, m: int) -> np.ndarray:
         if not np.any(active & (hi - lo > rtol * hi)):
             break
         probe = np.linspace(lo, hi, points, axis=-1)
-        ok = np.asarray(radius(jnp.asarray(probe))) < 1.0
+        ok = np.asarray(radius(jnp.asarray(probe))) <= 1.0 + MARGINAL
         ok[:, 0], ok[:, -1] = True, False  # the brackets' ends are known
         j = np.argmin(ok, axis=1)  # first unstable probe
         rows = np.arange(m)
