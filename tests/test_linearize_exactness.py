@@ -116,9 +116,37 @@ def test_leaves_are_classified_by_what_they_do_not_by_their_names():
         params = jnp.zeros(3)
         state = opt.init(params)
         by_behaviour = optimizers.dynamic_state_mask(state, opt, params=params)
+        assert lz.dynamic_mask(state, opt, params=params) == [True, False]
     assert by_behaviour == _DecayState(count=True, velocity=False)
     assert optimizers.dynamic_state_mask(state) == _DecayState(count=False, velocity=True)
     np.testing.assert_allclose(lz.step_response(lz.linearize(opt, 2.0), 30), real_run(opt, 2.0, 30))
+
+
+class _CountingState(NamedTuple):
+    big: Any  # int32: how many gradient entries exceeded 1 so far
+
+
+def _counting(read: bool) -> optax.GradientTransformation:
+    """SGD with an integer counter of large gradients, used by the step (``read``) or not."""
+
+    def init(params):
+        return _CountingState(jnp.zeros((), jnp.int32))
+
+    def update(g, state, params=None):
+        big = state.big + jnp.sum(jnp.abs(g) > 1).astype(jnp.int32)
+        scale = 0.1 / (1 + big) if read else 0.1
+        return -scale * g, _CountingState(big)
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_an_integer_leaf_that_depends_on_the_gradient():
+    # it cannot be linearised: it is held at its value; harmless when the step ignores it,
+    # a discrete function of the gradient inside the loop (not affine) when it reads it
+    assert lz.linearize(_counting(read=False), 2.0).exact is True
+    system = lz.linearize(_counting(read=True), 2.0)
+    assert system.reason == ("nonlinear",)
+    assert "integer leaf .big depends on the gradient or parameters" in system.notes[0]
 
 
 def test_schedule_free_bookkeeping_is_clock_not_false_poles():

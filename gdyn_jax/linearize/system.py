@@ -208,11 +208,10 @@ def hessian_modes(hessian) -> tuple[np.ndarray, np.ndarray]:
 def dynamic_mask(state, opt=None, *, params=None, freeze=None) -> list[bool]:
     """Flat list (in ``jax.tree.leaves`` order) of which state leaves are loop states.
 
-    With the rule ``opt``: the leaves whose next value depends on the parameters, the gradient
-    or another dynamic leaf, read from one update step's jaxpr (see
-    :mod:`gdyn_jax.linearize.structure`); ``params`` default to a vector of zeros of the size
-    the state was made for when they can be inferred, and ``freeze`` holds leaves fixed. Without
-    the rule: the name-based fallback of :func:`gdyn_jax.optimizers.dynamic_state_mask`.
+    With the rule ``opt`` and the ``params`` the state is for: the leaves whose next value
+    depends on the parameters, the gradient or another dynamic leaf, read from one update
+    step's jaxpr (see :mod:`gdyn_jax.linearize.structure`); ``freeze`` holds leaves fixed.
+    Without the rule: the name-based fallback of :func:`gdyn_jax.optimizers.dynamic_state_mask`.
     """
     if opt is None:
         from gdyn_jax.optimizers import dynamic_state_mask
