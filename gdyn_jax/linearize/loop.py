@@ -113,7 +113,7 @@ def freeze_mask(state, freeze) -> list[bool]:
         structured = jax.tree.structure(freeze) == jax.tree.structure(state) and all(
             isinstance(b, bool | np.bool_) for b in bools
         )
-    except Exception:  # noqa: BLE001 - not a pytree of bools
+    except Exception:  # not a pytree at all
         structured = False
     if structured and paths:
         return [bool(b) for b in bools]

@@ -380,29 +380,33 @@ def _call_jaxpr(eqn):
     return None
 
 
-def _product(interp: Interpretation, eqn, ins, atoms) -> Abstract:
-    """``mul`` / ``dot_general``: affine when at most one operand varies."""
-    if sum(v.kind != CONST for v in ins) > 1:
-        interp._record(interp.nonaffine, eqn.primitive.name)
+def _affine_unless(interp: Interpretation, broken: bool, name: str, ins) -> Abstract:
+    """The join of ``ins``, or NONAFFINE (recording ``name``) when ``broken``."""
+    if broken:
+        interp._record(interp.nonaffine, name)
         return _nonaffine(ins)
     return join(ins)
+
+
+def _varies(values) -> bool:
+    return any(v.kind != CONST for v in values)
+
+
+def _product(interp: Interpretation, eqn, ins, atoms) -> Abstract:
+    """``mul`` / ``dot_general`` / convolution: affine when at most one operand varies."""
+    broken = sum(v.kind != CONST for v in ins) > 1
+    return _affine_unless(interp, broken, eqn.primitive.name, ins)
 
 
 def _div(interp: Interpretation, eqn, ins, atoms) -> Abstract:
-    if ins[1].kind != CONST:
-        interp._record(interp.nonaffine, "div")
-        return _nonaffine(ins)
-    return join(ins)
+    return _affine_unless(interp, ins[1].kind != CONST, "div", ins)
 
 
 def _integer_pow(interp: Interpretation, eqn, ins, atoms) -> Abstract:
     y = eqn.params["y"]
-    if y == 1 or ins[0].kind == CONST:
-        return join(ins)
     if y == 0:
         return _with(join(ins), kind=CONST)
-    interp._record(interp.nonaffine, "integer_pow")
-    return _nonaffine(ins)
+    return _affine_unless(interp, y != 1 and _varies(ins), "integer_pow", ins)
 
 
 def _convert(interp: Interpretation, eqn, ins, atoms) -> Abstract:
@@ -416,26 +420,19 @@ def _convert(interp: Interpretation, eqn, ins, atoms) -> Abstract:
 
 
 def _select(interp: Interpretation, eqn, ins, atoms) -> Abstract:
-    if ins[0].kind != CONST:
-        interp._record(interp.nonaffine, "select_n (on a varying predicate)")
-        return _nonaffine(ins)
-    return join(ins)
+    return _affine_unless(interp, _varies(ins[:1]), "select_n (on a varying predicate)", ins)
 
 
 def _indexed(interp: Interpretation, eqn, ins, atoms) -> Abstract:
-    if any(v.kind != CONST for v in ins[1:]):
-        interp._record(interp.nonaffine, f"{eqn.primitive.name} (at varying indices)")
-        return _nonaffine(ins)
-    return join(ins)
+    name = f"{eqn.primitive.name} (at varying indices)"
+    return _affine_unless(interp, _varies(ins[1:]), name, ins)
 
 
 def _updated(interp: Interpretation, eqn, ins, atoms) -> Abstract:
     data = _UPDATED[eqn.primitive.name]
     indices = [v for i, v in enumerate(ins) if i not in data]
-    if any(v.kind != CONST for v in indices):
-        interp._record(interp.nonaffine, f"{eqn.primitive.name} (at varying indices)")
-        return _nonaffine(ins)
-    return join(ins)
+    name = f"{eqn.primitive.name} (at varying indices)"
+    return _affine_unless(interp, _varies(indices), name, ins)
 
 
 def _is_finite(interp: Interpretation, eqn, ins, atoms) -> Abstract:
