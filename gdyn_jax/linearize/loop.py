@@ -69,7 +69,7 @@ def _same_shapes(a, b) -> bool:
 
 
 def _resolve_params(opt, n: int, params):
-    """The parameter pytree (float64) and the gradient at its view, or a ValueError."""
+    """The parameter pytree (float64 leaves) the rule takes, or a ValueError."""
     if params is None or isinstance(params, jax.Array | np.ndarray | float | int):
         theta = jnp.zeros(n) if params is None else jnp.asarray(params, jnp.float64)
         if theta.size != n:
