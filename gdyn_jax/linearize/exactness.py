@@ -18,6 +18,12 @@ r"""Is the linear system the *exact* closed loop? Affine, time-invariant and det
   after advancing the clock by 1, 10 and 1000 steps.
 - **deterministic**: no output carries a draw from a random key in the state.
 
+Integer and key leaves are never linearised. One that evolves on its own is clock; one whose
+next value depends on the parameters or gradient is *held* at its value, and the rule is
+nonlinear if its step reads it (a discrete function of the state inside the loop). Counters of
+non-finite gradients (``apply_if_finite``, ``MultiSteps``' skip test) do not count as such: on
+finite inputs ``is_finite`` of an affine value is constant, so they are clock and stay put.
+
 The reasons are the tags ``'nonlinear'`` (not proven affine), ``'random'``, ``'time-varying'``
 and ``'periodic'``, in that order, with one explanatory note each.
 """
