@@ -88,6 +88,7 @@ IQCS = ("sector", "off_by_one")
 #: ``LMI_RTOL`` times the scale of its terms (see :meth:`RobustRate.lmi_residual`).
 LMI_RTOL = 1e-9
 _NUM_CURVATURES = 257
+_MAX_COND = 1e4  # of the solver's coordinates: certificates stay verifiable in the rule's own
 _INSTALL = 'pip install -e ".[robust]"'
 
 
@@ -323,9 +324,14 @@ class _Coordinates:
     is congruent in any coordinates, and certificates near the optimal rate can be very ill
     conditioned in the rule's own (Triple Momentum's are nearly singular)."""
 
-    def __init__(self, size: int, input_scale: float):
-        self.T = np.eye(size)
-        self.s = float(input_scale)
+    def __init__(self, AB: np.ndarray, C: np.ndarray, L: float):
+        """Start from a diagonal balancing (``scipy.linalg.matrix_balance``) of the augmented
+        loop closed at curvature L, with the gradient measured in units of L."""
+        n = AB.shape[0]
+        self.s = float(L)
+        closed = AB[:, :n] + L * AB[:, n:] @ np.pad(C, ((0, 0), (0, n - C.shape[1])))
+        _, T = scipy.linalg.matrix_balance(closed, permute=False, separate=False)
+        self.T = np.asarray(T, np.float64)
 
     def apply(self, AB: np.ndarray, forms: list[np.ndarray]):
         n = self.T.shape[0]
@@ -340,8 +346,11 @@ class _Coordinates:
         return 0.5 * (P + P.T)
 
     def refine(self, P: np.ndarray) -> None:
+        """Whiten by ``P`` unless the coordinates would drift past ``_MAX_COND``."""
         w, V = np.linalg.eigh(0.5 * (P + P.T))
-        self.T = self.T @ (V * w**-0.5) @ V.T
+        T = self.T @ (V * w**-0.5) @ V.T
+        if np.linalg.cond(T) <= _MAX_COND:
+            self.T = T
 
 
 # --------------------------------------------------------------------------- results
@@ -436,7 +445,7 @@ class _Search:
         self.names = tuple(forms)
         self.forms = list(forms.values())
         self.sdp = _sdp(self.AB.shape[0], self.names)
-        self.coords = _Coordinates(self.AB.shape[0], L)
+        self.coords = _Coordinates(self.AB, C, L)
         self.floor = floor
         self.failed: list[float] = []
         self.best = None  # (rate, P in the rule's coordinates, multipliers, status)
@@ -462,6 +471,10 @@ class _Search:
         P, lam, t, status = self.sdp.solve(AB, forms, rho)
         ok = t is not None and t > 0
         rho2 = _verified_rate2(AB, forms, self.names, P, lam) if ok else None
+        if rho2 is not None:  # and in the rule's own coordinates, where it is returned
+            P_rule = self.coords.original(P)
+            original = _verified_rate2(self.AB, self.forms, self.names, P_rule, lam)
+            rho2 = None if original is None else max(rho2, original)
         rate = None if rho2 is None else float(np.sqrt(rho2)) * (1.0 + 1e-12)
         if rate is None or rate > rho * (1.0 + 1e-9):
             self.failed.append(rho)
@@ -532,7 +545,7 @@ def _bisect(system, mu, L, iqc, tol, warm: _Search | None = None):
         if search.upper is not None or (rho > search.lower and search.attempt(rho)):
             break
     if search.upper is None and guess is not None:  # the neighbour's coordinates may not suit
-        search.coords = _Coordinates(search.AB.shape[0], L)
+        search.coords = _Coordinates(search.AB, system[2], L)
         search.failed.clear()
         search.attempt(1.0)
     if search.upper is None:
