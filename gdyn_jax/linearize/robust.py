@@ -45,11 +45,20 @@ lossless (LRP §4.2); this is checked on two coordinates.
 For each :math:`\rho` the LMI is a small SDP, solved with ``cvxpy`` (a parametrised, DPP
 problem compiled once per size) and Clarabel, in the Schur form
 :math:`[[-\rho^2 E P E^\top + \sum_i\lambda_i Q_i, (P[\hat A\ \hat B])^\top], [P[\hat A\ \hat B],
--P]] \preceq 0`, :math:`P \succeq I` (the LMI is homogeneous). The smallest :math:`\rho` is
-found by bisection between the quadratic rate (a lower bound: quadratics with curvatures in
-:math:`[\mu, L]` belong to the class) and 1. Every solver answer is checked in numpy: the
-smallest :math:`\rho` for which the returned :math:`(P, \lambda)` satisfies the LMI is computed
-exactly (Schur complement, generalised eigenvalues), and only that verified value is kept.
+-P]] \preceq -tI` with :math:`\sum_i \lambda_i = 1` (the LMI is homogeneous), maximising the
+margin :math:`t`: a certificate exists iff :math:`t > 0`. The smallest :math:`\rho` is searched
+between the quadratic rate (a lower bound: quadratics with curvatures in :math:`[\mu, L]`
+belong to the class) and 1, by false position on the margins with a bisection fallback. Every
+solver answer is checked in numpy, in the solver's coordinates and in the rule's own: the
+smallest :math:`\rho` at which the returned :math:`(P, \lambda)` satisfies the LMI is computed
+exactly (Schur complement, generalised eigenvalues), and only that verified value is kept, so a
+reported rate always comes with a certificate; a solver failure only ever makes the rate less
+tight (``bracket`` says how tight). The solver works in balanced coordinates, whitened by each
+certificate found (congruent LMIs), because certificates close to the optimal rate are badly
+conditioned in the rule's coordinates; with the drift of those coordinates capped, the
+certificates stay verifiable in float64, which limits the accuracy for large
+:math:`\kappa`: Triple Momentum is certified within 0.1% of :math:`1 - 1/\sqrt\kappa` (in
+iterations) up to :math:`\kappa = 100` and within 5% at :math:`\kappa = 1000`.
 
 References: Lessard, Recht, Packard, "Analysis and design of optimization algorithms via
 integral quadratic constraints", SIAM J. Optim. 26(1):57-95, 2016; Van Scoy, Freeman, Lynch,
@@ -363,7 +372,8 @@ class RobustRate:
     Attributes:
       rate: the certified :math:`\rho` (:math:`\|\xi_k - \xi_\star\| \le \sqrt{\operatorname{cond}
         P}\,\rho^k \|\xi_0 - \xi_\star\|` for every :math:`f \in S(\mu, L)`), or None when no
-        certificate of convergence (:math:`\rho < 1`) exists for this IQC.
+        certificate of convergence (:math:`\rho < 1`) was found with this IQC: ``status`` says
+        whether the SDP was infeasible (its largest margin is negative) or failed numerically.
       P: the certificate matrix (:math:`\hat n \times \hat n`, over the rule's state and, for
         ``off_by_one``, the filter state :math:`\zeta`), or None.
       multipliers: :math:`\lambda_i` by IQC term (``{'sector': ...}`` or
@@ -524,7 +534,7 @@ class _Search:
         return float(np.clip(guess, lo + inset, hi - inset))
 
 
-def _bisect(system, mu, L, iqc, tol, warm: _Search | None = None):
+def _search_rate(system, mu, L, iqc, tol, warm: _Search | None = None):
     """The smallest certified rho between the quadratic rate and 1, and the search.
 
     ``warm``, a neighbouring point's search, lends its coordinates and its last certificate
@@ -604,7 +614,7 @@ def robust_rate(
     iqc = _check_iqc(iqc)
     tol = _check_tol(tol)
     _cvxpy()
-    return _bisect(open_loop_matrices(opt), mu, L, iqc, tol)[0]
+    return _search_rate(open_loop_matrices(opt), mu, L, iqc, tol)[0]
 
 
 def _check_tol(tol) -> float:
@@ -669,7 +679,7 @@ def robust_rate_grid(
     results = np.empty(shape, dtype=object)
     warm = None
     for index in _snake(shape):
-        results[index], search = _bisect((A[index], B[index], C[index]), mu, L, iqc, tol, warm)
+        results[index], search = _search_rate((A[index], B[index], C[index]), mu, L, iqc, tol, warm)
         warm = search if search is not None and search.best is not None else warm
     rate = np.vectorize(lambda r: np.nan if r.rate is None else r.rate, otypes=[float])(results)
     quad = np.vectorize(lambda r: r.quadratic_rate, otypes=[float])(results)
