@@ -16,7 +16,6 @@ grid included. Wall clock, garbage collector paused (as ``timeit``), load averag
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -26,19 +25,9 @@ import warnings
 import cvxpy as cp
 import numpy as np
 
+from benchmarks.linearize import _timed
 from gdyn_jax import linearize, optimizers
 from gdyn_jax.linearize import robust
-
-
-def _timed(fn):
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - start
-    finally:
-        gc.enable()
 
 
 def plain_rate(A, B, C, mu, L, tol):

@@ -68,6 +68,13 @@ SETTINGS = {
     },
 }
 METHODS = ("gd", "heavy_ball", "nesterov", "nesterov_optimal")
+LABELS = {
+    "gd": "GD a=2/(L+m)",
+    "heavy_ball": "heavy ball (Polyak)",
+    "nesterov": "Nesterov a=1/L",
+    "nesterov_optimal": "Nesterov a=4/(3L+m)",
+    "triple_momentum": "Triple Momentum",
+}
 
 
 def tunings(kappa: float, m: float = 1.0) -> dict:
@@ -143,12 +150,7 @@ def _plot_table(rows: list[dict], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {
-        "gd": "GD",
-        "heavy_ball": "heavy ball",
-        "nesterov": "Nesterov a=1/L",
-        "nesterov_optimal": "Nesterov a=4/(3L+m)",
-    }
+    labels = LABELS
     fig, ax = plt.subplots(figsize=(6.8, 4.8))
     for i, method in enumerate(METHODS):
         sel = [r for r in rows if r["method"] == method]
@@ -331,13 +333,7 @@ def _plot_robust(rows: list[dict], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {
-        "gd": "GD a=2/(L+m)",
-        "nesterov": "Nesterov a=1/L",
-        "nesterov_optimal": "Nesterov a=4/(3L+m)",
-        "heavy_ball": "heavy ball (Polyak)",
-        "triple_momentum": "Triple Momentum",
-    }
+    labels = LABELS
     fig, ax = plt.subplots(figsize=(7.2, 5.0))
     for i, method in enumerate(ROBUST_METHODS):
         sel = [r for r in rows if r["method"] == method and r["iqc"] == "off_by_one"]
