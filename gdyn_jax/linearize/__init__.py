@@ -8,7 +8,9 @@ rates and their optimal tuning, and the stationary noise floor. See DESIGN.md, "
 
 Modules: ``system`` (closed loop -> LinearSystem), ``transfer`` (TransferFunction, open loop),
 ``response`` (responses, step_info, damping), ``stability`` (spectral radius, limits, grids,
-root locus, tuning), ``noise`` (Lyapunov), ``eig`` (batched small eigenvalue kernels).
+root locus, tuning), ``noise`` (Lyapunov), ``eig`` (batched small eigenvalue kernels),
+``robust`` (rates certified over all smooth strongly convex losses: IQCs and an SDP, needs the
+``[robust]`` extra).
 """
 
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
@@ -22,6 +24,13 @@ from gdyn_jax.linearize.response import (
     step_info,
     step_info_from_response,
     step_response,
+)
+from gdyn_jax.linearize.robust import (
+    IQCS,
+    RobustRate,
+    RobustRateGrid,
+    robust_rate,
+    robust_rate_grid,
 )
 from gdyn_jax.linearize.stability import (
     convergence_rate,
@@ -45,7 +54,10 @@ from gdyn_jax.linearize.system import (
 from gdyn_jax.linearize.transfer import TransferFunction, open_loop, transfer_function
 
 __all__ = [
+    "IQCS",
     "LinearSystem",
+    "RobustRate",
+    "RobustRateGrid",
     "STEP_INFO_KEYS",
     "TransferFunction",
     "convergence_rate",
@@ -62,6 +74,8 @@ __all__ = [
     "mode_systems",
     "open_loop",
     "optimal_hyperparameters",
+    "robust_rate",
+    "robust_rate_grid",
     "root_locus",
     "second_order",
     "spectral_radius",
