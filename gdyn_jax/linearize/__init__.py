@@ -37,7 +37,8 @@ quadratic), ``structure`` (the jaxpr analysis), ``exactness`` (the verdict), ``f
 held fixed), ``timevarying`` (time-varying and lifted periodic systems), ``transfer``
 (TransferFunction, open loop), ``response`` (responses, step_info, damping), ``stability``
 (spectral radius, limits, grids, root locus, tuning), ``noise`` (Lyapunov), ``eig`` (batched
-small eigenvalue kernels).
+small eigenvalue kernels), ``robust`` (rates certified over all smooth strongly convex losses:
+IQCs and an SDP, needs the ``[robust]`` extra).
 """
 
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
@@ -51,6 +52,13 @@ from gdyn_jax.linearize.response import (
     step_info,
     step_info_from_response,
     step_response,
+)
+from gdyn_jax.linearize.robust import (
+    IQCS,
+    RobustRate,
+    RobustRateGrid,
+    robust_rate,
+    robust_rate_grid,
 )
 from gdyn_jax.linearize.stability import (
     convergence_rate,
@@ -80,7 +88,10 @@ from gdyn_jax.linearize.timevarying import (
 from gdyn_jax.linearize.transfer import TransferFunction, open_loop, transfer_function
 
 __all__ = [
+    "IQCS",
     "LinearSystem",
+    "RobustRate",
+    "RobustRateGrid",
     "STEP_INFO_KEYS",
     "TimeVaryingSystem",
     "TransferFunction",
@@ -100,6 +111,8 @@ __all__ = [
     "mode_systems",
     "open_loop",
     "optimal_hyperparameters",
+    "robust_rate",
+    "robust_rate_grid",
     "root_locus",
     "second_order",
     "spectral_radius",

@@ -21,6 +21,13 @@ from gdyn_jax.optimizers._momentum import (
     sgd,
 )
 from gdyn_jax.optimizers._pid import PIDState, pid, scale_by_pid
+from gdyn_jax.optimizers._triple_momentum import (
+    TripleMomentumState,
+    scale_by_triple_momentum,
+    triple_momentum,
+    triple_momentum_output,
+    triple_momentum_parameters,
+)
 from gdyn_jax.optimizers.registry import get, hyperparameters, names, state_bytes_per_param
 from gdyn_jax.optimizers.state import (
     BOOKKEEPING_FIELDS,
@@ -35,6 +42,7 @@ __all__ = [
     "MomentumState",
     "NesterovState",
     "PIDState",
+    "TripleMomentumState",
     "adadelta",
     "adagrad",
     "adam",
@@ -56,6 +64,10 @@ __all__ = [
     "scale_by_momentum",
     "scale_by_nesterov",
     "scale_by_pid",
+    "scale_by_triple_momentum",
     "sgd",
     "state_bytes_per_param",
+    "triple_momentum",
+    "triple_momentum_output",
+    "triple_momentum_parameters",
 ]

@@ -16,6 +16,7 @@ from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgra
 from gdyn_jax.optimizers._lars import lars
 from gdyn_jax.optimizers._momentum import ema_momentum, momentum, nesterov, sgd
 from gdyn_jax.optimizers._pid import pid
+from gdyn_jax.optimizers._triple_momentum import triple_momentum
 from gdyn_jax.optimizers.state import dynamic_state_mask
 
 __all__ = ["get", "hyperparameters", "names", "state_bytes_per_param"]
@@ -26,6 +27,7 @@ _CONSTRUCTORS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "ema_momentum": ema_momentum,
     "nesterov": nesterov,
     "pid": pid,
+    "triple_momentum": triple_momentum,
     "adagrad": adagrad,
     "rmsprop": rmsprop,
     "adadelta": adadelta,
