@@ -21,6 +21,7 @@ FIELDS = {
     "spectral_radius",
     "stable",
     "exact",
+    "reason",
     "max_stable_curvature",
     "step_info",
 }
@@ -63,6 +64,19 @@ def test_diagonal_curvature_and_plot(capsys, tmp_path):
     )
     assert out["curvature"] == [2.0, 5.0] and len(out["den"]) == 2 and len(out["poles"]) == 4
     assert path.stat().st_size > 1000
+
+
+def test_reason_printed_when_not_exact(capsys):
+    out = _run_json(capsys, "adam", "--hp", "learning_rate=0.01", "--curvature", "1")
+    assert out["exact"] is False
+    assert [r.split(":")[0] for r in out["reason"]] == ["nonlinear", "time-varying"]
+    assert "sqrt" in out["reason"][0] and "count" in out["reason"][1]
+    exact = _run_json(capsys, "sgd", "--hp", "learning_rate=0.1", "--curvature", "1")
+    assert exact["exact"] is True and exact["reason"] == []
+    assert cli.main(["analyze", "rmsprop", "--hp", "learning_rate=0.01", "--curvature", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("exact: False")
+    assert lines[at + 1].startswith("  reason: nonlinear: not proven affine")
 
 
 def test_unstable_and_text_output(capsys):

@@ -8,12 +8,15 @@ With one curvature, ``num``/``den``/``zeros``/``dc_gain``/``step_info`` describe
 function reference -> θ; with several, they are lists with one entry per eigenmode, and
 ``poles`` are all the closed-loop poles. ``--json`` prints one JSON object (fields: optimizer,
 hyperparameters, curvature, num, den, poles, zeros, dc_gain, spectral_radius, stable, exact,
-max_stable_curvature, step_info; complex numbers as [re, im]; non-finite numbers as null;
-floats rounded to 12 significant digits). ``--plot FILE`` saves step response, pole-zero map
-and root locus (in the learning rate) in one figure. ``--robust MU,L`` adds the rate certified over
-every MU-strongly convex, L-smooth loss (``linearize.robust_rate``, needs the ``[robust]``
-extra) beside the worst rate on quadratics with curvatures in [MU, L]; in JSON, the field
-``robust`` (mu, L, iqc, certified_rate (null: no certificate), quadratic_rate, bracket, status).
+reason, max_stable_curvature, step_info; complex numbers as [re, im]; non-finite numbers as
+null; floats rounded to 12 significant digits). ``reason`` lists why the system is not the
+exact closed loop (one sentence per tag: nonlinear, random, time-varying, periodic; empty
+when exact); the text output prints them under ``exact: False``. ``--plot FILE`` saves step
+response, pole-zero map and root locus (in the learning rate) in one figure. ``--robust MU,L``
+adds the rate certified over every MU-strongly convex, L-smooth loss (``linearize.robust_rate``,
+needs the ``[robust]`` extra) beside the worst rate on quadratics with curvatures in [MU, L];
+in JSON, the field ``robust`` (mu, L, iqc, certified_rate (null: no certificate),
+quadratic_rate, bracket, status).
 """
 
 from __future__ import annotations
@@ -221,6 +224,7 @@ def analyze(name: str, hp: dict[str, float], hessian, steps: int | None = None) 
         spectral_radius=rho,
         stable=bool(rho < 1.0),
         exact=bool(system.exact),
+        reason=list(system.notes),
         max_stable_curvature=linearize.max_stable_curvature(opt),
         step_info=info,
     )
@@ -269,6 +273,8 @@ def _text(result: dict) -> str:
         "max_stable_curvature",
     ):
         lines.append(f"{key}: {result[key]}")
+        if key == "exact":
+            lines += [f"  reason: {note}" for note in result["reason"]]
     info = result["step_info"]
     infos = info if isinstance(info, list) else [info]
     for i, one in enumerate(infos):

@@ -60,23 +60,38 @@ def get(name: str) -> Callable[..., optax.GradientTransformation]:
         ) from None
 
 
-def hyperparameters(name: str) -> dict[str, float | None]:
-    """Numeric hyperparameter names of ``name``'s constructor -> default value.
+def hyperparameters(
+    name_or_factory: str | Callable[..., optax.GradientTransformation],
+) -> dict[str, float | None]:
+    """Numeric hyperparameter names of a registered optimizer or any factory -> default value.
 
-    These are the constructor's positional-or-keyword parameters (each may be a
-    traced scalar); the default is ``None`` where the argument is required
-    (``learning_rate``), or where optax's default is ``None`` (adadelta's
-    ``learning_rate``: no scaling). Keyword-only structural options are excluded.
+    Read from the constructor's signature: its positional-or-keyword parameters (each may be a
+    traced scalar), plus keyword-only ones whose default is a real number (not a bool). The
+    default is ``None`` where the argument is required (``learning_rate``) or where it is not a
+    real number (adadelta's ``learning_rate=None``: no scaling).
+
+    Raises:
+      UsageError: (a ValueError) naming ``optimizer`` when a name is unknown or the argument
+        is neither a name nor a callable.
     """
-    signature = inspect.signature(get(name))
-    result: dict[str, float | None] = {}
-    for param in signature.parameters.values():
-        if param.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
-            continue
-        default = param.default
-        result[param.name] = (
-            None if default is inspect.Parameter.empty or default is None else float(default)
+    if isinstance(name_or_factory, str):
+        factory = get(name_or_factory)
+    elif callable(name_or_factory):
+        factory = name_or_factory
+    else:
+        raise UsageError(
+            f"optimizer: expected a registered name or a factory, got {name_or_factory!r}"
         )
+    result: dict[str, float | None] = {}
+    for param in inspect.signature(factory).parameters.values():
+        default = param.default
+        real = isinstance(default, int | float | np.number) and not isinstance(
+            default, bool | np.bool_
+        )
+        if param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD or (
+            param.kind is inspect.Parameter.KEYWORD_ONLY and real
+        ):
+            result[param.name] = float(default) if real else None
     return result
 
 
