@@ -38,9 +38,17 @@ def every_kind(
 
 
 def test_hyperparameters_read_off_any_signature():
-    # positional-or-keyword: required / None -> None, real -> float, bool or text -> left out;
-    # keyword-only: only real (non-bool) defaults; *args, **kwargs never.
-    expected = {"learning_rate": None, "beta": 0.9, "mask": None, "nu": 0.5, "k": 3.0}
+    # positional-or-keyword: all, a real default -> float, anything else (required, None, a
+    # bool, text) -> None; keyword-only: only real (non-bool) defaults; *args, **kwargs never.
+    expected = {
+        "learning_rate": None,
+        "beta": 0.9,
+        "mask": None,
+        "flag": None,
+        "label": None,
+        "nu": 0.5,
+        "k": 3.0,
+    }
     assert optimizers.hyperparameters(every_kind) == expected
     assert optimizers.required_hyperparameters(every_kind) == ("learning_rate",)
     partial = functools.partial(optimizers.momentum, beta=0.5)  # beta becomes keyword-only
@@ -80,7 +88,14 @@ def test_register_and_get(scratch_registry):
         optimizers.get(f"{__name__}:math")
 
 
-@pytest.mark.parametrize("name", [n for n in optimizers.names() if n != "adadelta"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in optimizers.names()
+        if n != "adadelta" and "learning_rate" in optimizers.hyperparameters(n)
+    ],
+)
 def test_learning_rate_none_is_refused(name):
     with pytest.raises(ValueError, match=r"^learning_rate: expected a number >= 0 .* got None"):
         optimizers.get(name)(learning_rate=None)

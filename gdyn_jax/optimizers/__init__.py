@@ -22,6 +22,13 @@ from gdyn_jax.optimizers._momentum import (
     sgd,
 )
 from gdyn_jax.optimizers._pid import PIDState, pid, scale_by_pid
+from gdyn_jax.optimizers._triple_momentum import (
+    TripleMomentumState,
+    scale_by_triple_momentum,
+    triple_momentum,
+    triple_momentum_output,
+    triple_momentum_parameters,
+)
 from gdyn_jax.optimizers.registry import (
     get,
     hyperparameters,
@@ -43,6 +50,7 @@ __all__ = [
     "MomentumState",
     "NesterovState",
     "PIDState",
+    "TripleMomentumState",
     "adadelta",
     "adagrad",
     "adam",
@@ -66,6 +74,10 @@ __all__ = [
     "scale_by_momentum",
     "scale_by_nesterov",
     "scale_by_pid",
+    "scale_by_triple_momentum",
     "sgd",
     "state_bytes_per_param",
+    "triple_momentum",
+    "triple_momentum_output",
+    "triple_momentum_parameters",
 ]

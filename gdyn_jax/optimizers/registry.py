@@ -9,7 +9,6 @@ numeric hyperparameters off any factory's signature.
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgra
 from gdyn_jax.optimizers._lars import lars
 from gdyn_jax.optimizers._momentum import ema_momentum, momentum, nesterov, sgd
 from gdyn_jax.optimizers._pid import pid
+from gdyn_jax.optimizers._triple_momentum import triple_momentum
 from gdyn_jax.optimizers.state import dynamic_state_mask
 
 __all__ = [
@@ -43,6 +43,7 @@ _CONSTRUCTORS: dict[str, Factory] = {
     "ema_momentum": ema_momentum,
     "nesterov": nesterov,
     "pid": pid,
+    "triple_momentum": triple_momentum,
     "adagrad": adagrad,
     "rmsprop": rmsprop,
     "adadelta": adadelta,
@@ -88,39 +89,38 @@ def get(name: str | Factory) -> Factory:
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
 
 
 def _numeric_parameters(factory: Factory) -> list[inspect.Parameter]:
+    """The positional-or-keyword parameters, and the keyword-only ones with a real default."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
         raise UsageError(f"optimizer: cannot read the signature of {factory!r}") from None
-    out = []
-    for param in signature.parameters.values():
-        default = param.default
-        if param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
-            if default is inspect.Parameter.empty or default is None or _is_real(default):
-                out.append(param)
-        elif param.kind is inspect.Parameter.KEYWORD_ONLY and _is_real(default):
-            out.append(param)
-    return out
+    return [
+        p
+        for p in signature.parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        or (p.kind is inspect.Parameter.KEYWORD_ONLY and _is_real(p.default))
+    ]
 
 
 def hyperparameters(name_or_factory: str | Factory) -> dict[str, float | None]:
-    """Numeric hyperparameter names of an optimizer's constructor -> default value.
+    """Numeric hyperparameter names of a registered optimizer or any factory -> default value.
 
-    Read from the signature of the constructor (a name, an import path or the factory
-    itself): its positional-or-keyword parameters, plus its keyword-only parameters whose
-    default is a real number (not a bool). A required parameter, or one whose default is
-    ``None`` (adadelta's ``learning_rate``), maps to ``None``. Positional-or-keyword
-    parameters whose default is anything else (a bool, a string, a mask) are options, not
-    numbers, and are left out, as are ``*args``, ``**kwargs`` and positional-only ones.
+    Read from the constructor's signature (a name, an import path or the factory itself): its
+    positional-or-keyword parameters (each may be a traced scalar), plus keyword-only ones
+    whose default is a real number (not a bool). The default is ``None`` where the argument
+    is required (``learning_rate``) or where it is not a real number (adadelta's
+    ``learning_rate=None``: a unit step).
+
+    Raises:
+      UsageError: (a ValueError) naming ``optimizer`` when a name is unknown or the argument
+        is neither a name, a path nor a callable.
     """
     return {
-        p.name: None
-        if p.default is inspect.Parameter.empty or p.default is None
-        else float(p.default)
+        p.name: float(p.default) if _is_real(p.default) else None
         for p in _numeric_parameters(get(name_or_factory))
     }
 
