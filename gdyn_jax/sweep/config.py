@@ -101,9 +101,8 @@ class SweepConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["hparams"] = dict(self.hparams)
         out["model_kwargs"] = dict(self.model_kwargs)
-        out["dataset"] = (
-            self.dataset.record() if isinstance(self.dataset, data_lib.Arrays) else (self.dataset)
-        )
+        if isinstance(self.dataset, data_lib.Arrays):
+            out["dataset"] = self.dataset.record()
         out["optimizer"] = _record_callable(self.optimizer)
         out["loss"] = _record_callable(self.loss)
         out["model"], fields = _record_model(self.model)
