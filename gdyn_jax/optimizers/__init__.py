@@ -3,7 +3,8 @@
 Every constructor returns an ``optax.GradientTransformation(ExtraArgs)`` whose
 numeric hyperparameters may be traced (jit / vmap over them), so
 ``optax.chain``, ``optax.inject_hyperparams`` and ``optax.apply_updates`` work
-unchanged. See DESIGN.md, section Optimizers.
+unchanged. ``register(name, factory)`` adds a user's factory under a name; ``get`` and
+``hyperparameters`` also take an import path ``"pkg.module:factory"`` or the factory itself.
 """
 
 from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgrad, rmsprop
@@ -28,7 +29,14 @@ from gdyn_jax.optimizers._triple_momentum import (
     triple_momentum_output,
     triple_momentum_parameters,
 )
-from gdyn_jax.optimizers.registry import get, hyperparameters, names, state_bytes_per_param
+from gdyn_jax.optimizers.registry import (
+    get,
+    hyperparameters,
+    names,
+    register,
+    required_hyperparameters,
+    state_bytes_per_param,
+)
 from gdyn_jax.optimizers.state import (
     BOOKKEEPING_FIELDS,
     dynamic_state_mask,
@@ -57,8 +65,10 @@ __all__ = [
     "names",
     "nesterov",
     "pid",
+    "register",
     "register_bookkeeping",
     "registered_bookkeeping",
+    "required_hyperparameters",
     "rmsprop",
     "scale_by_ema_momentum",
     "scale_by_momentum",
