@@ -92,18 +92,18 @@ def sweep_runner(members: int, steps: int):
         eval_every=steps,
         hparams={"beta": BETA},
     )
-    program, init_fn, advance_fn = execute._programs(config.to_json(), 1, tuple(jax.devices()[:1]))
+    programs = execute.compiled(config, 1, tuple(jax.devices()[:1]))
     mesh = execute.sweep_mesh(1)
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
     lrs = np.geomspace(1e-3, 1e-1, members).astype(np.float32)
     hp = {"learning_rate": execute._put(lrs, member)}
     keys = execute._put(grid_lib.seed_keys(np.arange(members)), member)
-    state = {"carry": init_fn(program.data, hp, keys)}
+    state = {"train": programs.init(programs.data, hp, keys)}
 
     def block():
-        carry, _, metrics = advance_fn(program.data, hp, state["carry"], np.int32(0))
+        train_state, _, metrics = programs.advance(programs.data, hp, state["train"], np.int32(0))
         jax.block_until_ready(metrics)
-        state["carry"] = carry
+        state["train"] = train_state
 
     block()  # compile and warm up
     return block, members * steps

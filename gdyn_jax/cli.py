@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``gdyn_jax.commands.<name>`` and exposes ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports happen inside ``run`` so
-that ``gdyn --help`` is instant. User errors (``ValueError``, ``KeyError``,
+that ``gdyn --help`` is instant. While a command runs, the working directory is at the front
+of ``sys.path`` (as with ``python -m``), so import paths such as ``--optimizer rules:qhm``
+find a ``rules.py`` beside the user. User errors (``ValueError``, ``KeyError``,
 ``FileNotFoundError``) become a one-line message and exit status 2; set ``GDYN_DEBUG=1`` for
 the traceback.
 """
@@ -10,10 +12,11 @@ the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 COMMANDS = ("list", "analyze", "sweep", "reproduce")
 
@@ -44,11 +47,27 @@ def _error_message(error: BaseException) -> str:
     return str(error)
 
 
+@contextlib.contextmanager
+def _working_directory_importable() -> Iterator[None]:
+    """The working directory first on ``sys.path`` for the duration of a command."""
+    cwd = os.getcwd()
+    if cwd in sys.path or "" in sys.path:
+        yield
+        return
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with _working_directory_importable():
+            return int(args._run(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as error:
         if os.environ.get("GDYN_DEBUG"):
             raise

@@ -21,6 +21,7 @@ FIELDS = {
     "spectral_radius",
     "stable",
     "exact",
+    "reason",
     "max_stable_curvature",
     "step_info",
 }
@@ -65,6 +66,19 @@ def test_diagonal_curvature_and_plot(capsys, tmp_path):
     assert path.stat().st_size > 1000
 
 
+def test_reason_printed_when_not_exact(capsys):
+    out = _run_json(capsys, "adam", "--hp", "learning_rate=0.01", "--curvature", "1")
+    assert out["exact"] is False
+    assert [r.split(":")[0] for r in out["reason"]] == ["nonlinear", "time-varying"]
+    assert "sqrt" in out["reason"][0] and "count" in out["reason"][1]
+    exact = _run_json(capsys, "sgd", "--hp", "learning_rate=0.1", "--curvature", "1")
+    assert exact["exact"] is True and exact["reason"] == []
+    assert cli.main(["analyze", "rmsprop", "--hp", "learning_rate=0.01", "--curvature", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("exact: False")
+    assert lines[at + 1].startswith("  reason: nonlinear: not proven affine")
+
+
 def test_unstable_and_text_output(capsys):
     out = _run_json(capsys, "sgd", "--hp", "learning_rate=1", "--curvature", "3")
     assert out["stable"] is False and out["step_info"]["SettlingTime"] is None
@@ -93,3 +107,50 @@ def test_bad_input_exits_2_with_one_line(capsys, args, name):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith(f"gdyn analyze: error: {name}")
+
+
+def test_robust_rate_beside_the_quadratic_rate(capsys):
+    """GD at a = 2/(L + mu): certified = quadratic = (kappa - 1)/(kappa + 1) (LRP 2016 §4.4)."""
+    out = _run_json(
+        capsys, "sgd", "--hp", f"learning_rate={2 / 11}", "--curvature", "3", "--robust", "1,10"
+    )
+    assert set(out) == FIELDS | {"robust"}
+    robust = out["robust"]
+    assert robust["mu"] == 1.0 and robust["L"] == 10.0 and robust["iqc"] == "off_by_one"
+    assert robust["certified_rate"] == pytest.approx(9 / 11, abs=1e-4)
+    assert robust["quadratic_rate"] == pytest.approx(9 / 11, abs=1e-9)
+    assert robust["bracket"][0] <= robust["bracket"][1] == robust["certified_rate"]
+
+
+def test_robust_no_certificate_for_polyak_heavy_ball(capsys):
+    a, beta = 4 / 36, 4 / 9  # Polyak's tuning for [1, 25] (LRP 2016 §4.6)
+    args = ["momentum", "--hp", f"learning_rate={a}", "--hp", f"beta={beta}", "--curvature", "5"]
+    assert cli.main(["analyze", *args, "--robust", "1,25", "--iqc", "sector"]) == 0
+    text = capsys.readouterr().out
+    assert "rate over S(1, 25): certified none (no certificate), quadratic 0.666666" in text
+    out = _run_json(capsys, *args, "--robust", "1,25")
+    assert out["robust"]["certified_rate"] is None
+    assert out["robust"]["quadratic_rate"] == pytest.approx(2 / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--robust", "10,1"], "--robust: expected MU,L with 0 < MU <= L, got '10,1'"),
+        (["--robust", "1"], "--robust: expected MU,L (two numbers), got '1'"),
+        (["--robust", "0,1"], "--robust: expected MU,L with 0 < MU <= L"),
+        (["--robust", "1,inf"], "--robust: expected MU,L with 0 < MU <= L"),
+    ],
+)
+def test_robust_bad_class_exits_2_with_one_line(capsys, args, message):
+    assert cli.main(["analyze", "sgd", "--hp", "learning_rate=0.1", "--curvature", "1", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+
+
+def test_robust_refuses_adam_in_one_line(capsys):
+    args = ["adam", "--hp", "learning_rate=0.1", "--curvature", "1", "--robust", "1,10"]
+    assert cli.main(["analyze", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gdyn analyze: error: --robust: the update rule is not linear")
+    assert err.count("\n") == 0

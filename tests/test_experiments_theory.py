@@ -94,6 +94,53 @@ def test_lessard2016_rates_match_roots(outputs):
         np.testing.assert_allclose(run["measured_rate"][method], rate, rtol=0.03)
 
 
+def _counterexample_gradient(x: float) -> float:
+    # LRP 2016, §4.6: 25x (x < 1), x + 24 (1 <= x < 2), 25x - 24 (x >= 2); m = 1, L = 25.
+    return 25 * x if x < 1 else (x + 24 if x < 2 else 25 * x - 24)
+
+
+def test_lessard2016_certified_rates(outputs):
+    _, s = outputs["lessard2016"]
+    rows = s["certified_rates"]
+    assert {r["method"] for r in rows} == {
+        "gd",
+        "nesterov",
+        "nesterov_optimal",
+        "heavy_ball",
+        "triple_momentum",
+    }
+    for r in rows:
+        kappa, rate = r["kappa"], r["certified_rate"]
+        assert rate is None or rate >= r["quadratic_rate"] - 1e-9  # never beats quadratics
+        if r["method"] == "gd":  # a = 2/(L + m): (kappa - 1)/(kappa + 1) with either IQC
+            assert abs(rate - (kappa - 1) / (kappa + 1)) <= 1e-4
+        if r["method"] == "triple_momentum" and r["iqc"] == "off_by_one":
+            target = 1 - 1 / np.sqrt(kappa)
+            assert 0 <= (rate - target) / (1 - target) <= 1e-3
+        if r["method"] == "heavy_ball" and kappa >= 25:
+            assert rate is None and r["quadratic_rate"] < 1
+    published = {"nesterov/sector": 11.7, "nesterov_optimal/sector": 10.0}
+    published |= {"heavy_ball/sector": 6.0, "heavy_ball/off_by_one": 18.0}
+    for key, value in s["certification_thresholds"].items():
+        assert value == pytest.approx(published[key], rel=0.05)
+
+
+def test_lessard2016_counterexample_is_the_papers_recursion(outputs):
+    _, s = outputs["lessard2016"]
+    c = s["counterexample"]
+    a, beta = 4 / (5 + 1) ** 2, ((5 - 1) / (5 + 1)) ** 2  # Polyak's tuning, kappa = 25
+    x = [3.3, 3.3]  # x_{-1} = x_0
+    for _ in range(len(c["iterates"]) - 1):
+        x.append(x[-1] - a * _counterexample_gradient(x[-1]) + beta * (x[-1] - x[-2]))
+    np.testing.assert_allclose(c["iterates"], x[1:], rtol=1e-9, atol=1e-9)
+    assert c["cycles"] and c["period"] == 3
+    z = list(c["orbit"])  # consecutive points of a 3-periodic solution of the same recursion
+    for j in range(3):
+        step = z[j] - a * _counterexample_gradient(z[j]) + beta * (z[j] - z[j - 1])
+        assert step == pytest.approx(z[(j + 1) % 3], abs=1e-9)
+    assert 3.06 <= c["interval"][0] <= 3.07 and 3.46 <= c["interval"][1] <= 3.47 + 1e-2
+
+
 def test_liu2018_keys_and_trends(outputs):
     _, s = outputs["liu2018"]
     esc, sta = s["escape"], s["stationary"]

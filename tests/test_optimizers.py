@@ -29,6 +29,7 @@ SETTINGS: dict[str, dict[str, float]] = {
     "ema_momentum": dict(learning_rate=0.2, beta=0.7),
     "nesterov": dict(learning_rate=0.05, beta=0.85),
     "pid": dict(learning_rate=0.01, beta=0.9, ki=2.0, kd=3.0),
+    "triple_momentum": dict(mu=0.2, L=2.0),  # the problem's curvatures lie in [0.2, 1.8]
     "adagrad": dict(learning_rate=0.1, initial_accumulator_value=0.2, eps=1e-6),
     "rmsprop": dict(learning_rate=0.01, decay=0.8, eps=1e-6, initial_scale=0.1),
     "adadelta": dict(learning_rate=0.5, rho=0.8, eps=1e-4, weight_decay=0.01),
@@ -39,6 +40,7 @@ SETTINGS: dict[str, dict[str, float]] = {
         learning_rate=0.5, weight_decay=0.01, trust_coefficient=0.02, eps=1e-6, momentum=0.8
     ),
 }
+NUMPY_ORACLE = ("pid", "triple_momentum")  # no optax alias: numpy oracles below
 
 
 def _optax_equivalent(name: str, hp: dict[str, Any]) -> optax.GradientTransformation:
@@ -122,7 +124,7 @@ def reference_paths(name: str) -> dict[str, Any]:
 
     def paths():
         out = {"injected": trajectory(optax.inject_hyperparams(optimizers.get(name))(**hp))}
-        if name != "pid":  # optax has no PID; tested against a numpy oracle below
+        if name not in NUMPY_ORACLE:  # optax has no such alias; see the numpy oracles below
             out["optax"] = trajectory(_optax_equivalent(name, hp))
         return out
 
@@ -174,7 +176,7 @@ def test_signature_matches_optax_alias(name):
 # Trajectories against the references.
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "pid"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NUMPY_ORACLE])
 def test_trajectory_matches_optax(name):
     hp = SETTINGS[name]
     ours = runner(name)[0](_as_f32(hp))
@@ -217,6 +219,65 @@ def pid_numpy(params, hp, steps=STEPS):
 def test_pid_matches_numpy_oracle(hp):
     ours = runner("pid")[0](_as_f32(hp))
     assert_trees_close(ours, pid_numpy(PARAMS0, hp), rtol=1e-4, atol=1e-5)
+
+
+def triple_momentum_numpy(params, mu, L, steps=STEPS):
+    """Van Scoy et al.'s published recursion in float64 numpy: y_k (the gradient points) and
+    x_k (the outputs), with xi_{-1} = xi_0 = theta_0."""
+    rho = 1 - np.sqrt(mu / L)
+    alpha, beta = (1 + rho) / L, rho**2 / (2 - rho)
+    gamma, delta = rho**2 / ((1 + rho) * (2 - rho)), rho**2 / (1 - rho**2)
+    xi = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    xi_prev = {k: v.copy() for k, v in xi.items()}
+    curv = {k: np.asarray(v, np.float64) for k, v in CURV.items()}
+    target = {k: np.asarray(v, np.float64) for k, v in TARGET.items()}
+    ys, xs = {k: [] for k in xi}, {k: [] for k in xi}
+    for _ in range(steps):
+        for k in xi:
+            y = (1 + gamma) * xi[k] - gamma * xi_prev[k]
+            g = curv[k] * (y - target[k]) + 0.3 * np.cos(y)
+            xi[k], xi_prev[k] = (1 + beta) * xi[k] - beta * xi_prev[k] - alpha * g, xi[k]
+            ys[k].append((1 + gamma) * xi[k] - gamma * xi_prev[k])
+            xs[k].append((1 + delta) * xi[k] - delta * xi_prev[k])
+    return {k: np.stack(v) for k, v in ys.items()}, {k: np.stack(v) for k, v in xs.items()}
+
+
+@pytest.mark.parametrize("hp", [SETTINGS["triple_momentum"], dict(mu=1.0, L=50.0)])
+def test_triple_momentum_matches_published_recursion(hp):
+    ys, xs = triple_momentum_numpy(PARAMS0, **hp)
+    assert_trees_close(runner("triple_momentum")[0](_as_f32(hp)), ys, rtol=1e-4, atol=1e-5)
+    opt = optimizers.triple_momentum(**hp)
+    params, state = PARAMS0, opt.init(PARAMS0)
+    for _ in range(STEPS):
+        updates, state = opt.update(grad_fn(params), state, params)
+        params = optax.apply_updates(params, updates)
+    out = optimizers.triple_momentum_output(params, state, **hp)
+    assert_trees_close(out, jax.tree.map(lambda x: x[-1], xs), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("gamma", "nesterov"), [(0.0, False), (0.7, True)])
+def test_triple_momentum_family_contains_heavy_ball_and_nesterov(gamma, nesterov):
+    """gamma = 0 is optax's heavy ball, gamma = beta optax's Nesterov (LRP 2016, eq. (6.1))."""
+    ours = optax.chain(optimizers.scale_by_triple_momentum(0.7, gamma), optax.scale(-0.05))
+    ref = optax.sgd(0.05, momentum=0.7, nesterov=nesterov)
+    assert_trees_close(
+        jax.jit(lambda: trajectory(ours))(), jax.jit(lambda: trajectory(ref))(), rtol=1e-5
+    )
+
+
+def test_triple_momentum_docstring_example():
+    import doctest
+
+    from gdyn_jax.optimizers import _triple_momentum
+
+    result = doctest.testmod(_triple_momentum, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_triple_momentum_range_checks():
+    with pytest.raises(ValueError, match=r"^L: expected a value >= mu = 2, got 1$"):
+        optimizers.triple_momentum(2.0, 1.0)
+    optimizers.triple_momentum(1.0, 1.0)  # kappa = 1: one gradient step of 1/L
 
 
 def test_pid_without_gains_is_sgd():
@@ -286,6 +347,8 @@ BAD_VALUES = {
     "b2": (2.0, "in [0, 1)"),
     "momentum": (1.2, "in [0, 1)"),
     "ki": (-1.0, ">= 0"),
+    "mu": (0.0, "> 0"),
+    "L": (-1.0, "> 0"),
     "kd": (float("nan"), ">= 0"),
     "eps_root": (-1e-3, ">= 0"),
     "initial_accumulator_value": (-1.0, ">= 0"),
@@ -412,6 +475,7 @@ STATE_BYTES = {
     "ema_momentum": 4,
     "nesterov": 4,
     "pid": 12,
+    "triple_momentum": 4,
     "adagrad": 4,
     "rmsprop": 4,
     "adadelta": 8,

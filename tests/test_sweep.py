@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from gdyn_jax.sweep import SweepConfig, load_results, make_train, run_sweep
+from gdyn_jax.sweep import Grid, SweepConfig, load_results, make_train, run_sweep
 
 CONFIG = SweepConfig(
     model="logistic",
@@ -171,13 +171,56 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, chunked):
         ({"eval_every": 7}, {"learning_rate": [0.1]}, 1, "^eval_every: "),
         ({"hparams": {"gamma": 1.0}}, {"learning_rate": [0.1]}, 1, "^gamma: "),
         ({}, {"learning_rate": [0.1]}, 0, "^seeds: "),
+        ({}, {"learning_rate": [None]}, 1, "^grid: learning_rate: expected a number, got None"),
+        ({"hparams": {"learning_rate": None}}, {"beta": [0.9]}, 1, "^hparams: learning_rate: "),
+        ({}, {"learning_rate": [float("inf")]}, 1, "^grid: learning_rate: expected a finite"),
+        ({}, {"learning_rate": 0.1}, 1, "^grid: learning_rate: expected a list of numbers"),
+        ({}, {"learning_rate": [0.1, 0.1 + 1e-12]}, 1, "^grid: learning_rate: .* in float32"),
+        (
+            {},
+            {"learning_rate": [0.1, -0.001], "beta": [0.5]},
+            1,
+            r"^grid: optimizer 'momentum' rejects learning_rate=-0.001, beta=0.5: "
+            r"learning_rate: expected a value >= 0, got -0.001$",
+        ),
+        ({}, {"learning_rate": [0.1], "beta": [0.9, 1.0]}, 1, r"rejects .*beta=1.0: beta: "),
+        ({"hparams": {"beta": 1.0}}, {"learning_rate": [0.1]}, 1, r"rejects learning_rate=0.1: "),
+        (
+            {},
+            {"learning_rate": [0.1], "beta": [0.999999999]},
+            1,
+            r"rejects learning_rate=0.1, beta=0.999999999 \(rounded to float32\): beta: ",
+        ),
+        ({"schedule": "cosine", "optimizer": "adadelta"}, {"rho": [0.9]}, 1, None),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(mnist1d_data_dir, kwargs, grid, seeds, match):
     config = SweepConfig(**{**CONFIG.to_dict(), **kwargs})
-    with pytest.raises(ValueError, match=match) as info:
+    with pytest.raises(ValueError, match=match or "^schedule: ") as info:
         run_sweep(config, grid, seeds, progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_grid_is_checked_before_the_data_are_loaded():
+    # mnist is not prepared in the tests' data dir: loading it would be a FileNotFoundError.
+    config = SweepConfig(dataset="mnist", model="cnn2d", optimizer="momentum")
+    with pytest.raises(ValueError, match="^grid: optimizer 'momentum' rejects"):
+        run_sweep(config, {"learning_rate": [-0.1]}, progress=False)
+    with pytest.raises(FileNotFoundError, match="^data_dir: "):
+        run_sweep(config, {"learning_rate": [0.1]}, progress=False)
+
+
+def test_grid_object_members_are_one_float32_table():
+    grid = Grid.build(CONFIG, {"learning_rate": ["0.02", 0.1], "beta": [0.0, 0.9]}, seeds=3)
+    table, seeds = grid.members()
+    assert table.dtype == np.float32 and table.shape == (12, 2) and grid.shape == (2, 2, 3)
+    np.testing.assert_array_equal(table[:3], np.float32([[0.02, 0.0]] * 3))
+    np.testing.assert_array_equal(seeds, np.tile(np.arange(3), 4))
+    assert grid.as_dict() == {"learning_rate": [0.02, 0.1], "beta": [0.0, 0.9]}
+    ds = run_sweep(CONFIG, Grid.build(CONFIG, GRID, 1), progress=False)
+    with pytest.raises(ValueError, match="^seeds: the Grid has 1 seeds"):
+        run_sweep(CONFIG, Grid.build(CONFIG, GRID, 1), 2, progress=False)
+    assert ds["train_loss"].dims == ("learning_rate", "beta", "seed", "step")
 
 
 def test_config_round_trips_through_json():
@@ -229,31 +272,3 @@ def test_schedule_from_traced_peak_equals_optax_schedule(mnist1d_data_dir):
         if t % config.eval_every == 0:
             expected.append(float(loss(params)))
     np.testing.assert_allclose(out["train_loss"], expected, rtol=1e-5)
-
-
-@pytest.mark.parametrize("n", [1, 2, 100, 4000])
-def test_permutation_is_jax_random_permutation_bit_for_bit(n):
-    from gdyn_jax.sweep.train import permutation
-
-    keys = jax.random.split(jax.random.key(3), 4)
-    expected = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
-    got = jax.jit(jax.vmap(lambda k: permutation(k, n)))(keys)
-    np.testing.assert_array_equal(got, expected)
-
-
-@pytest.mark.parametrize("members, devices", [(48, 1), (64, 2), (40, 1), (8, 1)])
-def test_member_groups_keep_each_members_result(members, devices):
-    # grouped(fn) runs the members a group at a time; every member must get its own result.
-    from gdyn_jax.sweep.execute import grouped
-
-    def one(data, hp, carry, start):
-        new = {"a": carry["a"] * hp["lr"] + data + start, "b": carry["b"] + hp["lr"]}
-        return new, jax.numpy.sum(new["a"])
-
-    fn = jax.vmap(one, in_axes=(None, 0, 0, None))
-    hp = {"lr": np.arange(members, dtype=np.float32)}
-    carry = {"a": np.arange(members * 3, dtype=np.float32).reshape(members, 3), "b": hp["lr"]}
-    expected = fn(np.float32(0.5), hp, carry, np.float32(2.0))
-    got = jax.jit(grouped(fn, 16, devices))(np.float32(0.5), hp, carry, np.float32(2.0))
-    for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
-        np.testing.assert_array_equal(g, e)

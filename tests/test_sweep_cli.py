@@ -61,8 +61,24 @@ def test_cli_flags_and_config_file(mnist1d_data_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--grid", "learning_rate=0.1,fast"], "grid: learning_rate: 'fast' is not a number"),
+        (
+            ["--grid", "learning_rate=0.1,fast"],
+            "grid: learning_rate: expected a number, got 'fast'",
+        ),
         (["--grid", "learning_rate="], "grid: learning_rate: empty"),
+        (
+            ["--grid", "learning_rate=-0.001,0.001", "--grid", "beta=0.5,1.0"],
+            "grid: optimizer 'momentum' rejects learning_rate=-0.001, beta=0.5: "
+            "learning_rate: expected a value >= 0, got -0.001",
+        ),
+        (
+            ["--grid", "beta=0.5,1.0"],
+            "grid: optimizer 'momentum' rejects learning_rate=0.02, beta=1.0: "
+            "beta: expected a value in [0, 1), got 1.0",
+        ),
+        (["--grid", "learning_rate=0.1,nan"], "grid: learning_rate: expected a finite number"),
+        (["--grid", "learning_rate=inf"], "grid: learning_rate: expected a finite number"),
+        (["--hp", "learning_rate=None"], "hp: learning_rate: expected a number, got 'None'"),
         (["--grid", "momentum=0.1"], "momentum: not a numeric hyperparameter"),
         (["--optimizer", "sgdd"], "optimizer: unknown optimizer 'sgdd'"),
         (["--model", "mlpp"], "model: unknown model 'mlpp'"),

@@ -1,15 +1,22 @@
 """`gdyn analyze`: an optimizer's closed loop on a quadratic, read as a control system.
 
-``gdyn analyze NAME --hp k=v ... --curvature H [--steps N] [--json] [--plot FILE]``
+``gdyn analyze NAME --hp k=v ... --curvature H [--steps N] [--json] [--plot FILE]
+[--robust MU,L [--iqc IQC]]``
 
 ``--curvature`` is one positive curvature, or a comma-separated list (a diagonal Hessian).
 With one curvature, ``num``/``den``/``zeros``/``dc_gain``/``step_info`` describe the transfer
 function reference -> θ; with several, they are lists with one entry per eigenmode, and
 ``poles`` are all the closed-loop poles. ``--json`` prints one JSON object (fields: optimizer,
 hyperparameters, curvature, num, den, poles, zeros, dc_gain, spectral_radius, stable, exact,
-max_stable_curvature, step_info; complex numbers as [re, im]; non-finite numbers as null;
-floats rounded to 12 significant digits). ``--plot FILE`` saves step response, pole-zero map
-and root locus (in the learning rate) in one figure.
+reason, max_stable_curvature, step_info; complex numbers as [re, im]; non-finite numbers as
+null; floats rounded to 12 significant digits). ``reason`` lists why the system is not the
+exact closed loop (one sentence per tag: nonlinear, random, time-varying, periodic; empty
+when exact); the text output prints them under ``exact: False``. ``--plot FILE`` saves step
+response, pole-zero map and root locus (in the learning rate) in one figure. ``--robust MU,L``
+adds the rate certified over every MU-strongly convex, L-smooth loss (``linearize.robust_rate``,
+needs the ``[robust]`` extra) beside the worst rate on quadratics with curvatures in [MU, L];
+in JSON, the field ``robust`` (mu, L, iqc, certified_rate (null: no certificate),
+quadratic_rate, bracket, status).
 """
 
 from __future__ import annotations
@@ -50,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="save step response, pole-zero map and root locus to FILE",
+    )
+    parser.add_argument(
+        "--robust",
+        default=None,
+        metavar="MU,L",
+        help="also certify a rate over all MU-strongly convex, L-smooth losses (IQC, SDP)",
+    )
+    parser.add_argument(
+        "--iqc",
+        default="off_by_one",
+        choices=("off_by_one", "sector"),
+        help="IQC for --robust (default: off_by_one)",
     )
 
 
@@ -95,6 +114,39 @@ def parse_curvature(text: str):
     except ValueError as error:
         raise ValueError(f"--curvature: {str(error).removeprefix('hessian: ')}") from None
     return hessian
+
+
+def parse_class(text: str) -> tuple[float, float]:
+    """``'MU,L'`` -> (mu, L) with 0 < mu <= L, both finite."""
+    parts = str(text).split(",")
+    try:
+        mu, L = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--robust: expected MU,L (two numbers), got {text!r}") from None
+    if not (math.isfinite(mu) and math.isfinite(L) and 0 < mu <= L):
+        raise ValueError(f"--robust: expected MU,L with 0 < MU <= L, got {text!r}")
+    return mu, L
+
+
+def robust(opt, mu: float, L: float, iqc: str) -> dict:
+    """The certified rate over S(mu, L) beside the quadratic one, as the JSON field."""
+    from gdyn_jax import linearize
+
+    try:
+        result = linearize.robust_rate(opt, mu, L, iqc=iqc)
+    except ImportError as error:
+        raise ValueError(f"--robust: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"--robust: {str(error).removeprefix('opt: ')}") from None
+    return {
+        "mu": mu,
+        "L": L,
+        "iqc": iqc,
+        "certified_rate": result.rate,
+        "quadratic_rate": result.quadratic_rate,
+        "bracket": list(result.bracket),
+        "status": result.status,
+    }
 
 
 def _num(x):
@@ -172,6 +224,7 @@ def analyze(name: str, hp: dict[str, float], hessian, steps: int | None = None) 
         spectral_radius=rho,
         stable=bool(rho < 1.0),
         exact=bool(system.exact),
+        reason=list(system.notes),
         max_stable_curvature=linearize.max_stable_curvature(opt),
         step_info=info,
     )
@@ -190,10 +243,10 @@ def _plot(path: str, name: str, hp: dict, hessian, result: dict, steps: int | No
     poles = [complex(*p) for p in result["poles"]]
     zeros = result["zeros"] if system.num_params == 1 else sum(result["zeros"], [])
     zeros = [complex(*z) for z in zeros]
-    lr = hp["learning_rate"]
-    values = lr * np.geomspace(0.05, 5.0, 120)
-    fixed = {k: v for k, v in hp.items() if k != "learning_rate"}
-    locus = linearize.root_locus(factory, "learning_rate", values, hessian, **fixed)
+    swept = "learning_rate" if "learning_rate" in hp else next(iter(hp))
+    values = hp[swept] * np.geomspace(0.05, 5.0, 120)
+    fixed = {k: v for k, v in hp.items() if k != swept}
+    locus = linearize.root_locus(factory, swept, values, hessian, **fixed)
     fig = plotting.analysis_figure(
         step, poles, zeros, values, locus, title=f"{name} {hp}, curvature {result['curvature']}"
     )
@@ -220,11 +273,20 @@ def _text(result: dict) -> str:
         "max_stable_curvature",
     ):
         lines.append(f"{key}: {result[key]}")
+        if key == "exact":
+            lines += [f"  reason: {note}" for note in result["reason"]]
     info = result["step_info"]
     infos = info if isinstance(info, list) else [info]
     for i, one in enumerate(infos):
         prefix = "step_info" if len(infos) == 1 else f"step_info[mode {i}]"
         lines.append(f"{prefix}: " + ", ".join(f"{k}={v}" for k, v in one.items()))
+    if "robust" in result:
+        r = result["robust"]
+        rate = "none (no certificate)" if r["certified_rate"] is None else r["certified_rate"]
+        lines.append(
+            f"rate over S({r['mu']:g}, {r['L']:g}): certified {rate}, "
+            f"quadratic {r['quadratic_rate']} (iqc {r['iqc']}; {r['status']})"
+        )
     return "\n".join(lines)
 
 
@@ -240,7 +302,11 @@ def run(args: argparse.Namespace) -> int:
         if params[key].default is inspect.Parameter.empty and key not in hp:
             raise ValueError(f"--hp: {key} is required, e.g. --hp {key}=0.1")
     hessian = parse_curvature(args.curvature)
-    result = _clean(analyze(args.name, hp, hessian, args.steps))
+    mu_L = None if args.robust is None else parse_class(args.robust)
+    result = analyze(args.name, hp, hessian, args.steps)
+    if mu_L is not None:
+        result["robust"] = robust(optimizers.get(args.name)(**hp), *mu_L, args.iqc)
+    result = _clean(result)
     if args.plot:
         _plot(args.plot, args.name, hp, hessian, result, args.steps)
     print(json.dumps(result) if args.json else _text(result))

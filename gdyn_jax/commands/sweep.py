@@ -5,6 +5,12 @@ Example::
     gdyn sweep --dataset mnist1d --model mlp --optimizer momentum \\
         --grid learning_rate=0.01,0.1 --grid beta=0.0,0.9 --seeds 4 --steps 2000 --out runs/demo
 
+``--dataset``, ``--model``, ``--optimizer`` and ``--loss`` take a name or an import path
+``pkg.module:attr`` (a factory returning an optax transform, a Flax Module class or instance,
+a per-example loss function, an ``Arrays`` or a function returning one); the ``gdyn`` command
+puts the working directory at the front of ``sys.path`` while it runs, so a ``rules.py``
+beside you is ``--optimizer rules:qhm``.
+
 A ``--config FILE`` (JSON) holds the same settings: the ``SweepConfig`` fields plus ``grid``
 (``{name: [values]}``), ``seeds``, ``chunk_size``, ``devices``; flags given on the command line
 override it. Multi-host runs call ``jax.distributed.initialize`` when ``--coordinator`` (or
@@ -28,16 +34,16 @@ _RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "checkpoint_every")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--config", metavar="FILE", help="JSON file with the sweep settings (flags override it)")
-    a("--dataset", help="dataset name (default mnist1d)")
-    a("--model", help="model name (default mlp)")
-    a("--optimizer", help="optimizer name (default sgd)")
+    a("--dataset", help="dataset name or pkg.module:arrays (default mnist1d)")
+    a("--model", help="model name or pkg.module:Net (default mlp)")
+    a("--optimizer", help="optimizer name or pkg.module:factory (default sgd)")
     a("--grid", action="append", metavar="NAME=V1,V2,...", help="swept hyperparameter (repeat)")
     a("--hp", action="append", metavar="NAME=V", help="fixed hyperparameter (repeat)")
     a("--seeds", type=int, help="seeds per grid point (default 1)")
     a("--steps", type=int, help="optimizer steps (default 1000)")
     a("--batch-size", help="examples per step, or 'full' (default 100)")
     a("--eval-every", type=int, help="steps between evaluations (default 100)")
-    a("--loss", choices=("cross_entropy", "mse"), help="loss (default cross_entropy)")
+    a("--loss", help="cross_entropy, mse or pkg.module:fn (default cross_entropy)")
     a("--schedule", help="learning-rate schedule: constant, cosine, warmup_cosine, linear")
     a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine")
     a("--train-subset", type=int, help="train on the first N training examples")
@@ -84,31 +90,26 @@ def _split_assignment(flag: str, text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _number(flag: str, name: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{flag}: {name}: {text!r} is not a number") from None
+def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
+    """``['lr=0.1,1', ...]`` -> ``{'lr': ['0.1', '1']}`` (a later NAME wins).
 
-
-def parse_grid(items: list[str] | None) -> dict[str, list[float]]:
-    """``['lr=0.1,1', ...]`` -> ``{'lr': [0.1, 1.0]}``, naming any malformed entry."""
-    grid: dict[str, list[float]] = {}
+    The values stay text: ``Grid.build`` reads and checks the numbers, as for any grid.
+    """
+    grid: dict[str, list[str]] = {}
     for item in items or []:
         name, values = _split_assignment("grid", item)
-        parts = [v for v in (p.strip() for p in values.split(",")) if v]
-        if not parts:
-            raise ValueError(f"grid: {name}: empty list of values")
-        grid[name] = [_number("grid", name, v) for v in parts]
+        grid[name] = [v for v in (p.strip() for p in values.split(",")) if v]
     return grid
 
 
 def parse_hp(items: list[str] | None) -> dict[str, float]:
     """``['beta=0.9', ...]`` -> ``{'beta': 0.9}``."""
+    from gdyn_jax.sweep.grid import to_float
+
     out: dict[str, float] = {}
     for item in items or []:
         name, value = _split_assignment("hp", item)
-        out[name] = _number("hp", name, value)
+        out[name] = to_float(f"hp: {name}", value)
     return out
 
 
@@ -211,11 +212,19 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     members = int(ds["diverged_at"].size)
     diverged = int((ds["diverged_at"] >= 0).sum())
-    final = ds["test_accuracy"].isel(step=-1)
-    best = float(final.max()) if bool(final.notnull().any()) else float("nan")
     print(
         f"{members} members × {config.steps} steps in {elapsed:.1f} s; "
-        f"{diverged} diverged; best final test accuracy {best:.4f}; "
-        f"results: {Path(args.out) / 'results.npz'}"
+        f"{diverged} diverged; {_best(ds)}; results: {Path(args.out) / 'results.npz'}"
     )
     return 0
+
+
+def _best(ds) -> str:
+    """The best final test accuracy (class labels), else the best final test loss."""
+    if "test_accuracy" in ds:
+        final = ds["test_accuracy"].isel(step=-1)
+        best = float(final.max()) if bool(final.notnull().any()) else float("nan")
+        return f"best final test accuracy {best:.4f}"
+    final = ds["test_loss"].isel(step=-1)
+    best = float(final.min()) if bool(final.notnull().any()) else float("nan")
+    return f"best final test loss {best:.4g}"

@@ -24,27 +24,38 @@ __all__ = ["stationary_covariance", "stationary_excess_loss"]
 
 
 def _noise_cov(noise_cov, n: int) -> np.ndarray:
-    q = np.asarray(noise_cov, dtype=np.float64)
+    """``noise_cov`` as an (n, n) symmetric positive semi-definite matrix, or a ValueError."""
+    try:
+        q = np.asarray(noise_cov, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"noise_cov: expected a variance or an ({n}, {n}) matrix") from None
     if q.ndim == 0:
         if not np.isfinite(q) or q < 0:
             raise ValueError(f"noise_cov: expected a variance >= 0, got {float(q)}")
         return float(q) * np.eye(n)
-    if q.shape != (n, n) or not np.all(np.isfinite(q)) or not np.allclose(q, q.T):
-        raise ValueError(f"noise_cov: expected a variance or a symmetric ({n}, {n}) matrix")
-    return q
+    if q.shape != (n, n) or not np.all(np.isfinite(q)):
+        raise ValueError(f"noise_cov: expected a variance or a finite ({n}, {n}) matrix")
+    scale = max(1.0, float(np.max(np.abs(q))))
+    if not np.allclose(q, q.T, rtol=0, atol=1e-12 * scale):
+        raise ValueError("noise_cov: expected a symmetric matrix")
+    if np.min(np.linalg.eigvalsh(0.5 * (q + q.T))) < -1e-12 * scale:
+        raise ValueError("noise_cov: expected a positive semi-definite matrix (an eigenvalue < 0)")
+    return 0.5 * (q + q.T)
 
 
 def stationary_covariance(system: LinearSystem, noise_cov, *, full_state: bool = False):
     r"""Stationary covariance of :math:`\theta` (or of the whole state with ``full_state``).
 
-    ``noise_cov`` is a variance (isotropic :math:`Q = \sigma^2 I`) or an (n, n) covariance.
-    Solved with ``scipy.linalg.solve_discrete_lyapunov``. For an unstable or marginal loop
-    there is no stationary distribution: the result is filled with ``inf``.
+    ``noise_cov`` is a variance (isotropic :math:`Q = \sigma^2 I`) or an (n, n) symmetric
+    positive semi-definite covariance. Solved with ``scipy.linalg.solve_discrete_lyapunov``.
+    For an unstable or marginal loop there is no stationary distribution: the result is filled
+    with ``inf``. A lifted periodic system (``period = k``) gets independent noise at each of
+    the k steps of a period, and the covariance is that at the sampling instants.
     """
     if system.batch_shape:
         raise ValueError("system: expected a single system, got a batch")
     n = system.num_params
-    q = _noise_cov(noise_cov, n)
+    q = np.kron(np.eye(system.period), _noise_cov(noise_cov, n))
     A = np.asarray(system.A)
     k = A.shape[0]
     size = k if full_state else n

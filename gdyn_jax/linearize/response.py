@@ -30,6 +30,7 @@ import numpy as np
 from gdyn_jax.linearize import _compile
 from gdyn_jax.linearize.eig import eigvals, spectral_radius_of
 from gdyn_jax.linearize.system import LinearSystem
+from gdyn_jax.linearize.timevarying import TimeVaryingSystem, simulate
 from gdyn_jax.linearize.transfer import TransferFunction
 
 __all__ = [
@@ -56,6 +57,22 @@ STEP_INFO_KEYS = (
     "SteadyStateValue",
 )
 MAX_DEFAULT_STEPS = 100_000
+
+
+def _check_thresholds(settling, rise) -> tuple[float, tuple[float, float]]:
+    """python-control's step_info thresholds, each in (0, 1), the rise limits increasing."""
+    try:
+        settling = float(settling)
+        lo, hi = (float(r) for r in rise)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"RiseTimeLimits: expected two numbers (low, high) in (0, 1), got {rise!r}"
+        ) from None
+    if not 0.0 < settling < 1.0:
+        raise ValueError(f"SettlingTimeThreshold: expected a value in (0, 1), got {settling}")
+    if not (0.0 < lo < hi < 1.0):
+        raise ValueError(f"RiseTimeLimits: expected 0 < low < high < 1, got {tuple(rise)}")
+    return settling, (lo, hi)
 
 
 def _check_steps(steps) -> int:
@@ -87,10 +104,8 @@ def _batched(system: LinearSystem):
     return A, B, C, shape
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "block", "impulse"))
-def _responses(A, B, C, steps: int, block: int, impulse: bool):
-    n = C.shape[-2]
-    cols = B[..., block * n : (block + 1) * n]
+@functools.partial(jax.jit, static_argnames=("steps", "impulse"))
+def _responses(A, cols, C, steps: int, impulse: bool):
 
     def one(a, bu, c):
         if impulse:
@@ -109,27 +124,46 @@ def _responses(A, B, C, steps: int, block: int, impulse: bool):
 def _response(system: LinearSystem, steps, input: str, impulse: bool):  # noqa: A002
     steps = _check_steps(steps)
     system.input_matrix(input)  # validates the name
-    block = system.inputs.index(input)
     A, B, C, shape = _batched(system)
+    cols = B[..., system.input_slice(input)]
     with jax.enable_x64(True):
         ys = np.asarray(
-            _responses(jnp.asarray(A), jnp.asarray(B), jnp.asarray(C), steps, block, impulse)
+            _responses(jnp.asarray(A), jnp.asarray(cols), jnp.asarray(C), steps, impulse)
         )
     ys = ys.reshape(shape + ys.shape[1:])
     return ys[..., 0] if system.num_params == 1 else ys
 
 
-def step_response(system: LinearSystem, steps: int, input: str = "reference"):  # noqa: A002
+def step_response(
+    system: LinearSystem | TimeVaryingSystem,
+    steps: int | None = None,
+    input: str = "reference",  # noqa: A002
+):
     r""":math:`\theta_k`, k = 0..steps-1, from :math:`x_0 = 0` with the input held at 1.
 
     Shape ``batch + (steps,)`` for one parameter, ``batch + (steps, n)`` otherwise (every
     component of the input set to 1). Equals ``scipy.signal.dstep`` of the transfer function.
+    A :class:`~gdyn_jax.linearize.TimeVaryingSystem` is simulated with its own
+    :math:`A_t, B_t` (``steps`` defaults to, and may not exceed, its horizon). A lifted
+    periodic system (``period = k``) steps one period at a time.
     """
+    if isinstance(system, TimeVaryingSystem):
+        return simulate(system, system.horizon if steps is None else steps, input, False)
+    if steps is None:
+        raise ValueError("steps: expected a positive integer, got None")
     return _response(system, steps, input, impulse=False)
 
 
-def impulse_response(system: LinearSystem, steps: int, input: str = "reference"):  # noqa: A002
+def impulse_response(
+    system: LinearSystem | TimeVaryingSystem,
+    steps: int | None = None,
+    input: str = "reference",  # noqa: A002
+):
     r""":math:`\theta_k` for a unit input at step 0 only (as ``scipy.signal.dimpulse``)."""
+    if isinstance(system, TimeVaryingSystem):
+        return simulate(system, system.horizon if steps is None else steps, input, True)
+    if steps is None:
+        raise ValueError("steps: expected a positive integer, got None")
     return _response(system, steps, input, impulse=True)
 
 
@@ -230,11 +264,12 @@ def step_info_from_response(
     Traceable and vmap-able; leading axes of ``y``/``final_value``/``stable`` broadcast as a
     batch. This is the core :func:`step_info` uses on simulated responses.
     """
+    settling, (lo, hi) = _check_thresholds(SettlingTimeThreshold, RiseTimeLimits)
     y = jnp.asarray(y)
     batch = y.shape[:-1]
     yinf = jnp.broadcast_to(jnp.asarray(final_value, y.dtype), batch)
     st = jnp.broadcast_to(jnp.asarray(stable), batch)
-    return _step_info_core(y, yinf, st, SettlingTimeThreshold, RiseTimeLimits[0], RiseTimeLimits[1])
+    return _step_info_core(y, yinf, st, settling, lo, hi)
 
 
 # Systems with at most this many states run the recurrence as unrolled elementwise products
@@ -288,7 +323,7 @@ def _stack(rows):
     return out
 
 
-def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tuple):
+def _step_info_batch(A, cols, C, steps: int, settling: float, rise: tuple):
     """step_info of a batch of systems, as one (10, m, n_out, n_in) array (keys, then Stable).
 
     The metrics are accumulated while simulating (first crossings, last exit from the band,
@@ -296,8 +331,7 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
     the whole loop body fuses into a few kernels: this keeps the jit compilation short.
     Definitions as :func:`_step_info_core` (python-control's).
     """
-    n = C.shape[-2]
-    cols = B[..., block * n : (block + 1) * n]  # (m, k, n_in)
+    # cols: (m, k, n_in), the input block's columns of B
     yinf = _rows(C, _dc_states(A, cols))  # (m, n_out, n_in); garbage where unstable (masked)
     dt = yinf.dtype
     safe_inf = jnp.where(yinf != 0, yinf, 1.0)
@@ -359,9 +393,7 @@ def _step_info_batch(A, B, C, steps: int, block: int, settling: float, rise: tup
     return _stack([jnp.where(ok, v, jnp.nan) for v in values] + [st.astype(dt)])
 
 
-_step_info_batch = _compile.jit(
-    _step_info_batch, static_argnames=("steps", "block", "settling", "rise")
-)
+_step_info_batch = _compile.jit(_step_info_batch, static_argnames=("steps", "settling", "rise"))
 
 
 def default_steps(system: LinearSystem, decay: float = 1e-6) -> int:
@@ -395,19 +427,23 @@ def step_info(
     :func:`~gdyn_jax.linearize.linearize_grid`) gives arrays of the batch shape, and n
     parameters add trailing (output, input) axes, like python-control's nested lists.
     """
+    if isinstance(system, TimeVaryingSystem):
+        raise ValueError(
+            "system: step_info needs a time-invariant system (a final value); for a "
+            "TimeVaryingSystem use step_info_from_response(step_response(system), final_value)"
+        )
+    settling, rise = _check_thresholds(SettlingTimeThreshold, RiseTimeLimits)
     steps = default_steps(system) if steps is None else _check_steps(steps)
-    system.input_matrix(input)
-    block = system.inputs.index(input)
     A, B, C, shape = _batched(system)
+    cols = B[..., system.input_slice(input)]
     with jax.enable_x64(True):
         out = _step_info_batch(
             A,  # numpy arrays go to the jit as they are (no eager conversion kernels)
-            B,
+            np.ascontiguousarray(cols),
             C,
             steps,
-            block,
-            float(SettlingTimeThreshold),
-            tuple(float(r) for r in RiseTimeLimits),
+            settling,
+            rise,
         )
         out = np.asarray(out)  # (keys, m, n_out, n_in)
     n = system.num_params

@@ -17,6 +17,8 @@ eigenvalues for loops with at most two states (host ``numpy.linalg.eigvals`` oth
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 
 import jax
@@ -26,13 +28,19 @@ import optax
 
 from gdyn_jax.linearize import _compile
 from gdyn_jax.linearize.eig import eigvals, spectral_radius_of
+from gdyn_jax.linearize.exactness import clock_run, structural_verdict, verdict
+from gdyn_jax.linearize.loop import build_loop
 from gdyn_jax.linearize.system import (
     LinearSystem,
     _grid_points,
+    cache_key,
+    cached,
     grid_matrices,
+    grid_proof,
     state_space,
     validate_hessian,
 )
+from gdyn_jax.linearize.timevarying import TimeVaryingSystem
 from gdyn_jax.linearize.transfer import TransferFunction
 
 __all__ = [
@@ -48,22 +56,30 @@ __all__ = [
 _CHUNK = 1 << 19  # systems per jitted call in grid evaluations
 
 
-def spectral_radius(system: LinearSystem | TransferFunction | np.ndarray):
+def spectral_radius(
+    system: LinearSystem | TransferFunction | TimeVaryingSystem | np.ndarray,
+    *,
+    per_step: bool = False,
+):
     r""":math:`\rho = \max_i |\lambda_i(A)|` (a float, or an array for a batch of systems).
 
-    Accepts a LinearSystem (batched or not), a TransferFunction (largest pole modulus) or an
-    array of matrices ``(..., k, k)``.
+    Accepts a LinearSystem (batched or not), a TransferFunction (largest pole modulus), a
+    TimeVaryingSystem (the frozen :math:`\rho(A_t)` of every step, an array) or an array of
+    matrices ``(..., k, k)``. ``per_step=True`` gives the rate per optimizer step of a lifted
+    periodic system, :math:`\rho(\Phi_k)^{1/k}` (``k = system.period``; 1 for others).
     """
     if isinstance(system, TransferFunction):
         poles = system.poles()
         return float(np.max(np.abs(poles))) if poles.size else 0.0
-    A = system.A if isinstance(system, LinearSystem) else system
+    A = system.A if isinstance(system, LinearSystem | TimeVaryingSystem) else system
     A = np.asarray(A, dtype=np.float64)
     if A.shape[-1] <= 2:
         with jax.enable_x64(True):
             rho = np.asarray(spectral_radius_of(jnp.asarray(A)))
     else:
         rho = np.max(np.abs(np.linalg.eigvals(A)), axis=-1)
+    if per_step and isinstance(system, LinearSystem) and system.period > 1:
+        rho = rho ** (1.0 / system.period)
     return float(rho) if rho.ndim == 0 else rho
 
 
@@ -76,14 +92,81 @@ def is_stable(system, tol: float = 0.0):
 # --------------------------------------------------------------------------- curvature limit
 
 
-def _curvature_radius_fn(opt: optax.GradientTransformation):
-    def radius(hs):
+def _check_search(lower, upper, points, rtol) -> tuple[float, float, int, float]:
+    """The curvature search's arguments, or a ValueError naming the one that cannot work."""
+    if isinstance(points, bool) or not isinstance(points, int | np.integer) or points < 3:
+        raise ValueError(f"points: expected an integer >= 3 to bracket a limit, got {points!r}")
+    lower, upper, rtol = float(lower), float(upper), float(rtol)
+    if not (np.isfinite(lower) and lower > 0):
+        raise ValueError(f"lower: expected a finite curvature > 0, got {lower}")
+    if not (np.isfinite(upper) and upper > lower):
+        raise ValueError(f"upper: expected a finite curvature > lower = {lower}, got {upper}")
+    if not 0 < rtol < 1:
+        raise ValueError(f"rtol: expected a relative width in (0, 1), got {rtol}")
+    return lower, upper, int(points), rtol
+
+
+def _radius_fn(loop, z0, clocks, lifted: bool):
+    """``hs (m, P) -> rho (m, P)``, jitted: row b is the loop with the clock ``clocks[b]``, or
+    (``lifted``, m = 1) the product of its matrices over all the ``clocks`` (one period)."""
+
+    def matrix(h, clock):
+        return loop.matrices(jnp.reshape(h, (1, 1)), z0, clock)[0]
+
+    if lifted:
+
         def one(h):
-            return spectral_radius_of(state_space(opt, jnp.reshape(h, (1, 1)))[0])
+            def body(M, clock):
+                return matrix(h, clock) @ M, None
 
-        return jax.vmap(one)(hs)
+            M, _ = jax.lax.scan(body, jnp.eye(loop.num_states), clocks)
+            return spectral_radius_of(M)
 
-    return jax.jit(radius)
+        return jax.jit(lambda hs: jax.vmap(jax.vmap(one))(hs))
+
+    def row(hs, clock):
+        return jax.vmap(lambda h: spectral_radius_of(matrix(h, clock)))(hs)
+
+    return jax.jit(lambda hs: jax.vmap(row)(hs, clocks))
+
+
+# A radius within this of 1 from above is rounding around a marginal pole (e.g. the averaging
+# state of schedule-free SGD as h -> 0), not the crossing that ends the stable interval.
+MARGINAL = 1e-12
+
+
+def _stability_edges(radius, lower, upper, points, rtol, m: int) -> np.ndarray:
+    """Upper end of the first stable interval of each of ``m`` loops (vectorised multisection).
+
+    The interval starts at the first curvature with radius < 1 and ends where the radius
+    exceeds ``1 + MARGINAL``."""
+    hs = np.broadcast_to(np.geomspace(lower, upper, points), (m, points))
+    rho = np.asarray(radius(jnp.asarray(hs)))
+    stable, ends = rho < 1.0, rho > 1.0 + MARGINAL
+    out = np.zeros(m)
+    lo, hi = np.ones(m), np.ones(m)
+    active = np.zeros(m, bool)
+    for b in range(m):
+        first = int(np.argmax(stable[b]))
+        if not stable[b, first]:
+            continue  # no stable curvature on the grid: 0.0
+        after = np.nonzero(ends[b, first:])[0]
+        if after.size == 0:
+            out[b] = np.inf
+            continue
+        lo[b], hi[b] = hs[b, first + after[0] - 1], hs[b, first + after[0]]
+        active[b] = True
+    for _ in range(20):
+        if not np.any(active & (hi - lo > rtol * hi)):
+            break
+        probe = np.linspace(lo, hi, points, axis=-1)
+        ok = np.asarray(radius(jnp.asarray(probe))) <= 1.0 + MARGINAL
+        ok[:, 0], ok[:, -1] = True, False  # the brackets' ends are known
+        j = np.argmin(ok, axis=1)  # first unstable probe
+        rows = np.arange(m)
+        lo, hi = probe[rows, j - 1], probe[rows, j]
+    out[active] = lo[active]
+    return out
 
 
 def max_stable_curvature(
@@ -93,37 +176,73 @@ def max_stable_curvature(
     upper: float = 1e12,
     points: int = 257,
     rtol: float = 1e-14,
-) -> float:
+    params=None,
+    state=None,
+    freeze=None,
+    steps: int | None = None,
+):
     r"""The largest curvature :math:`h` for which the loop of ``opt`` on :math:`\tfrac12 h\theta^2`
     is stable: the edge-of-stability threshold (Cohen et al. 2021).
 
-    Computed, not looked up: the spectral radius of the linearised loop is scanned on a log grid
-    of ``points`` curvatures in ``[lower, upper]``, the upper end of the first stable interval is
+    Computed, not looked up: the spectral radius of the loop is scanned on a log grid of
+    ``points`` curvatures in ``[lower, upper]``, the upper end of the first stable interval is
     bracketed and refined by vectorised multisection (``points`` probes per round, one
     compilation) to relative width ``rtol``. SGD gives :math:`2/a`, heavy ball
     :math:`(2+2\beta)/a`, Nesterov :math:`(2+2\beta)/((1+2\beta)a)`. Returns 0.0 if no
     curvature on the grid is stable and ``inf`` if all above the first stable one are.
+
+    ``params``, ``state`` and ``freeze`` are :func:`~gdyn_jax.linearize.linearize`'s: Adam with
+    ``freeze=('nu', 'count')`` and a state whose preconditioner is
+    :math:`P = \sqrt{\hat\nu} + \epsilon` gives the frozen-preconditioner limit
+    :math:`P(2 + 2\beta_1)(1-\beta_1^c)/(\eta(1-\beta_1))` (Cohen et al. 2022), computed from the
+    rule's code. A periodic rule gets the limit of its lifted system, :math:`\rho(\Phi_k) < 1`.
+    A time-varying rule has one limit per step: pass ``steps`` for the array of the limits of
+    the frozen loops at t = 0 .. steps-1 (:math:`2/a_t` for SGD under a schedule); without it,
+    ValueError. A nonlinear rule gets the limit of its local linearisation (clock frozen).
     """
+    lower, upper, points, rtol = _check_search(lower, upper, points, rtol)
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1
+    ):
+        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
     with jax.enable_x64(True):
-        radius = _curvature_radius_fn(opt)
-        hs = np.geomspace(lower, upper, points)
-        stable = np.asarray(radius(jnp.asarray(hs))) < 1.0
-        first = int(np.argmax(stable))
-        if not stable[first]:
-            return 0.0
-        after = np.nonzero(~stable[first:])[0]
-        if after.size == 0:
-            return float("inf")
-        lo, hi = hs[first + after[0] - 1], hs[first + after[0]]
-        for _ in range(20):
-            if hi - lo <= rtol * hi:
-                break
-            probe = np.linspace(lo, hi, points)
-            ok = np.asarray(radius(jnp.asarray(probe))) < 1.0
-            ok[0], ok[-1] = True, False  # the bracket's ends are known
-            j = int(np.argmin(ok))  # first unstable probe
-            lo, hi = probe[j - 1], probe[j]
-    return float(lo)
+        loop = build_loop(opt, 1, params=params, state=state, freeze=freeze)
+        z0 = loop.z0()
+        clocks, lifted = _clocks_for_limit(loop, z0, steps)
+        radius = _radius_fn(loop, z0, clocks, lifted)
+        leaves = jax.tree.leaves(clocks)
+        m = 1 if lifted or not leaves else len(leaves[0])
+        edges = _stability_edges(radius, lower, upper, points, rtol, m)
+    if steps is None:
+        return float(edges[0])
+    return np.broadcast_to(edges, (steps,)).copy()  # no clock: the same limit at every step
+
+
+def _clocks_for_limit(loop, z0, steps):
+    """The clock states the limit is taken at (stacked) and whether to lift them."""
+    stack = functools.partial(jax.tree.map, lambda *c: jnp.stack(c))
+    one = np.ones((1, 1))
+    if steps is not None:
+        if steps == 1:
+            return stack(loop.clock0), False
+        later = clock_run(loop, jnp.asarray(one), z0, steps - 1)
+        return jax.tree.map(lambda c0, c: jnp.concatenate([c0[None], c]), loop.clock0, later), False
+    if not structural_verdict(loop).reason.count("time-varying"):
+        return stack(loop.clock0), False
+    proof, _ = verdict(loop, one, z0)
+    if not proof.affine:
+        return stack(loop.clock0), False  # a local linearisation, clock frozen
+    if proof.period is None:
+        raise ValueError(
+            "steps: the rule is time-varying ("
+            + "; ".join(proof.notes)
+            + "); pass steps=T for the limit at each of T steps"
+        )
+    if proof.period == 1:
+        return stack(loop.clock0), False
+    later = clock_run(loop, jnp.asarray(one), z0, proof.period - 1)
+    period = jax.tree.map(lambda c0, c: jnp.concatenate([c0[None], c]), loop.clock0, later)
+    return period, True
 
 
 # --------------------------------------------------------------------------- grids
@@ -135,6 +254,8 @@ def stability_region(
     r"""Boolean array over the cartesian ``grid`` (shape ``(len(v1), len(v2), ...)``): is the
     loop of ``factory(**point, **fixed)`` on ``hessian`` stable there?"""
     h = validate_hessian(hessian)
+    names, _, _ = _grid_points(grid)
+    _require_time_invariant(factory, names, h.shape[0], fixed)
     A, _ = grid_matrices(factory, grid, h, **fixed)
     return np.asarray(spectral_radius(A)) < 1.0
 
@@ -144,19 +265,21 @@ _RATE_CACHE: dict = {}
 
 def _rate_fn(factory, names: Sequence[str], fixed: dict):
     """The jitted worst-case-rate function, cached per (factory, names, fixed values)."""
-    try:
-        key = (factory, tuple(names), tuple(sorted((k, float(v)) for k, v in fixed.items())))
-        hash(key)
-    except (TypeError, ValueError):
-        key = None
-    if key is not None and key in _RATE_CACHE:
-        return _RATE_CACHE[key]
-    fn = _make_rate_fn(factory, names, fixed)
-    if key is not None:
-        if len(_RATE_CACHE) > 32:
-            _RATE_CACHE.clear()
-        _RATE_CACHE[key] = fn
-    return fn
+    key = cache_key(factory, tuple(names), fixed)
+    return cached(_RATE_CACHE, key, lambda: _make_rate_fn(factory, names, fixed))
+
+
+def _require_time_invariant(factory, names: Sequence[str], n: int, fixed: dict) -> None:
+    """ValueError naming ``factory`` when its loop is random or time-varying: a rate, region or
+    locus of the loop with its clock frozen would not describe the rule. (Nonlinear rules pass:
+    their systems are local linearisations, as :func:`linearize` documents.)"""
+    proof, _ = grid_proof(factory, tuple(names), n, fixed)
+    bad = [note for tag, note in zip(proof.reason, proof.notes, strict=True) if tag != "nonlinear"]
+    if bad:
+        raise ValueError(
+            "factory: the rule is not time-invariant (" + "; ".join(bad) + "); use "
+            "linearize_time_varying, linearize_periodic or max_stable_curvature(steps=...)"
+        )
 
 
 def _make_rate_fn(factory, names: Sequence[str], fixed: dict):
@@ -209,6 +332,7 @@ def convergence_rate(
     """
     lams = _check_eigenvalues(eigenvalues)
     names, shape, flat = _grid_points(grid)
+    _require_time_invariant(factory, names, 1, fixed)
     with jax.enable_x64(True):
         rate = _rate_fn(factory, tuple(names), fixed)
         out = _rates_on_points(rate, np.stack(flat, axis=1), lams)
@@ -223,6 +347,7 @@ def root_locus(
     Returns a complex array ``(len(values), k)``, each row sorted by real part then imaginary.
     """
     h = validate_hessian(hessian)
+    _require_time_invariant(factory, (name,), h.shape[0], fixed)
     A, _ = grid_matrices(factory, {name: values}, h, **fixed)
     if A.shape[-1] <= 2:
         with jax.enable_x64(True):
@@ -249,11 +374,52 @@ def _default_bounds(name: str, mu: float, L: float) -> tuple[float, float, bool]
     return 0.0, 1.0 - 1e-9, False
 
 
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _tuned_names(factory, names, fixed: dict) -> tuple[str, ...]:
+    """``names``, or the factory's numeric hyperparameters not in ``fixed``; checked against
+    its signature."""
+    from gdyn_jax.optimizers import hyperparameters
+
+    own = hyperparameters(factory)
+    if names is None:
+        names = tuple(name for name in own if name not in fixed)
+    names = tuple(names)
+    if not names:
+        raise ValueError("names: expected at least one hyperparameter name")
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [name for name in names if name not in params and not takes_any]
+    if unknown:
+        raise ValueError(f"names: {unknown} are not parameters of the factory ({', '.join(own)})")
+    return names
+
+
+def _check_bounds(factory, names, spec, fixed: dict) -> None:
+    """Each bound is a finite ``lo < hi`` that the factory itself accepts (its own range checks
+    run on the host, with the other names at their lower bounds)."""
+    base = {name: lo for name, (lo, _, _) in zip(names, spec, strict=True)}
+    for name, (lo, hi, _) in zip(names, spec, strict=True):
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"bounds: {name}: expected finite (low, high) with low < high")
+        for value in (lo, hi):
+            try:
+                factory(**{**fixed, **base, name: value})
+            except ValueError as error:
+                raise ValueError(
+                    f"bounds: {name}={value:g} is outside the factory's range ({error})"
+                ) from None
+
+
 def optimal_hyperparameters(
     factory: Callable[..., optax.GradientTransformation],
     mu: float,
     L: float,
-    names: Sequence[str] = ("learning_rate", "beta"),
+    names: Sequence[str] | None = None,
     *,
     bounds: dict | None = None,
     num_curvatures: int = 129,
@@ -263,12 +429,15 @@ def optimal_hyperparameters(
 ) -> tuple[dict, float]:
     r"""The setting of ``names`` that minimises the worst-case rate over curvatures in [mu, L].
 
+    ``names`` defaults to the factory's own numeric hyperparameters
+    (:func:`gdyn_jax.optimizers.hyperparameters`: its signature) that ``fixed`` does not set.
     The worst case is taken over ``num_curvatures`` points of :math:`[\mu, L]`, endpoints
     included (for the linear rules here the worst case over the interval is attained at its
     ends). Search: a coarse ``grid_size``\ :sup:`d` grid over ``bounds`` (default: learning rate
     log-spaced in [0.01/L, 10/L], other names in [0, 1)), then ``rounds`` of zooming a grid of
     the same size around the best point (three grid spacings each side), which handles the
-    non-smooth minimax. Returns ``(hyperparameters, rate)``.
+    non-smooth minimax. Returns ``(hyperparameters, rate)``. The bounds are checked by calling
+    the factory at them (its own range checks), before any search.
 
     For heavy ball it recovers Polyak's :math:`a^* = 4/(\sqrt L+\sqrt\mu)^2`,
     :math:`\beta^* = ((\sqrt\kappa-1)/(\sqrt\kappa+1))^2` with rate
@@ -280,16 +449,22 @@ def optimal_hyperparameters(
         raise ValueError(f"mu: expected a finite curvature > 0, got {mu}")
     if not (np.isfinite(L) and L >= mu):
         raise ValueError(f"L: expected a finite curvature >= mu, got {L}")
-    names = tuple(names)
-    if not names:
-        raise ValueError("names: expected at least one hyperparameter name")
+    grid_size = _check_int("grid_size", grid_size, 3)
+    num_curvatures = _check_int("num_curvatures", num_curvatures, 2)
+    rounds = _check_int("rounds", rounds, 0)
+    names = _tuned_names(factory, names, fixed)
     spec = []
     for name in names:
         lo, hi, log = _default_bounds(name, mu, L)
         if bounds and name in bounds:
-            lo, hi = (float(b) for b in bounds[name])
+            try:
+                lo, hi = (float(b) for b in bounds[name])
+            except (TypeError, ValueError):
+                raise ValueError(f"bounds: {name}: expected (low, high)") from None
             log = log and lo > 0
         spec.append([lo, hi, log])
+    _check_bounds(factory, names, spec, fixed)
+    _require_time_invariant(factory, names, 1, fixed)
     lams = np.unique(
         np.concatenate([np.linspace(mu, L, num_curvatures), np.geomspace(mu, L, num_curvatures)])
     )

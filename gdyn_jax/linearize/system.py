@@ -11,16 +11,14 @@ sits) and :math:`w` gradient noise. With :math:`s` the optimizer's *dynamic* sta
 
 so with :math:`x = [\theta; s]` (flattened) the loop is
 :math:`x_{k+1} = A x_k + B [r_k; w_k]`, :math:`y_k = C x_k = \theta_k`, :math:`D = 0`.
-:math:`A` and :math:`B` are ``jax.jacfwd`` of the one-step map, in float64. Bookkeeping state
-leaves (integer step counts, hyperparameters injected by ``optax.inject_hyperparams``) are held
-fixed at their value in ``state``, so they never appear as false poles at :math:`z = 1`.
+:math:`A` and :math:`B` are ``jax.jacfwd`` of the one-step map, in float64.
 
-For update rules that are affine in :math:`(x, r, w)` (SGD, heavy ball, EMA momentum, Nesterov,
-PID) the Jacobians are exact and so are the transfer functions built from them. For other rules
-(Adam, RMSProp, ...) the system is the local linearisation at the given point, with the step
-count frozen; ``LinearSystem.exact`` says which case holds. It is decided numerically: the map is
-affine iff its Jacobians at independent random points agree and the map's values satisfy
-:math:`f(z) = f(z_0) + J (z - z_0)` there.
+Which state leaves are dynamic is read from what the step does (:mod:`.structure`): a leaf
+whose next value depends on the parameters or gradient (directly or through other dynamic
+leaves) is a state; the rest is the rule's *clock* (step counts, schedule states, weight sums,
+injected hyperparameters, random keys), advanced by the rule and never linearised, so it never
+shows up as a false pole at :math:`z = 1`. ``LinearSystem.exact`` is True only when the map is
+proven affine, time-invariant and deterministic (:mod:`.exactness`); ``reason`` says what fails.
 
 References: Wu, Jing, Du, Chen, Sci. China Inf. Sci. 64(5):150102, 2021 (optimizers as
 control systems); Lessard, Recht, Packard, SIAM J. Optim. 26(1), 2016.
@@ -38,6 +36,8 @@ import numpy as np
 import optax
 
 from gdyn_jax.linearize import _compile
+from gdyn_jax.linearize.exactness import Verdict, structural_verdict, verdict
+from gdyn_jax.linearize.loop import build_loop
 
 __all__ = [
     "LinearSystem",
@@ -49,12 +49,10 @@ __all__ = [
     "mode_systems",
     "linearize_grid",
     "grid_matrices",
+    "grid_proof",
 ]
 
 INPUTS = ("reference", "noise")
-_BOOKKEEPING = frozenset({"count", "hyperparams", "hyperparams_states", "step", "mini_step"})
-_EXACT_RTOL = 1e-9
-_EXACT_POINTS = 3
 
 
 @jax.tree_util.register_pytree_node_class
@@ -63,16 +61,25 @@ class LinearSystem:
     r"""A discrete-time (``dt = 1`` optimizer step) state-space system.
 
     :math:`x_{k+1} = A x_k + B u_k`, :math:`y_k = C x_k + D u_k` with
-    :math:`u = [r; w]` (reference then gradient noise, ``n`` each) and :math:`y = \theta`.
+    :math:`u = [r; w]` (reference then gradient noise) and :math:`y = \theta`.
 
     Attributes:
-      A, B, C, D: float64 arrays, shapes (k, k), (k, 2n), (n, k), (n, 2n). May carry leading
+      A, B, C, D: float64 arrays, shapes (k, k), (k, m), (n, k), (n, m). May carry leading
         batch dimensions (grids of systems), see :func:`gdyn_jax.linearize.linearize_grid`.
-      exact: True when the one-step map is affine, so the system is the exact closed loop;
-        False for a local linearisation; None when not checked (batched systems).
-      inputs: the names of the input blocks, ``('reference', 'noise')``.
+      exact: True when the system is the exact closed loop (affine, time-invariant,
+        deterministic); False otherwise (then see ``reason``); None when not checked.
+      inputs: the names of the input blocks, ``('reference', 'noise')``: ``n`` columns of
+        reference, then ``n * period`` of noise (one block per step of the period).
       num_params: n, the number of parameters (outputs).
       hessian: the (n, n) Hessian the loop was closed with.
+      reason: why the system is not exact, as tags in this order: ``'nonlinear'`` (the one-step
+        map is not proven affine), ``'random'`` (it draws from a random key),
+        ``'time-varying'`` (it depends on an advancing clock), ``'periodic'`` (it does, with a
+        period); empty when exact.
+      notes: one sentence per tag of ``reason``, saying which primitive or leaf is the cause.
+      period: optimizer steps per step of this system: 1, or k for the lifted system of a
+        periodic rule (:func:`gdyn_jax.linearize.linearize_periodic`).
+      frozen: the paths of state leaves held fixed on request (``freeze``).
 
     It is a JAX pytree (A, B, C, D are its leaves), so it can cross ``jax.vmap``/``jax.jit``.
     """
@@ -85,6 +92,10 @@ class LinearSystem:
     inputs: tuple[str, ...] = INPUTS
     num_params: int = 1
     hessian: Any = dataclasses.field(default=None, compare=False)
+    reason: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    period: int = 1
+    frozen: tuple[str, ...] = ()
 
     @property
     def num_states(self) -> int:
@@ -94,23 +105,46 @@ class LinearSystem:
     def batch_shape(self) -> tuple[int, ...]:
         return tuple(np.shape(self.A)[:-2])
 
-    def input_matrix(self, input: str = "reference"):  # noqa: A002 - mirrors control's naming
-        """The columns of ``B`` for one input block (``'reference'`` or ``'noise'``)."""
+    def input_slice(self, input: str = "reference") -> slice:  # noqa: A002
+        """The columns of ``B`` and ``D`` that belong to one input block."""
         if input not in self.inputs:
             raise ValueError(f"input: expected one of {self.inputs}, got {input!r}")
-        i = self.inputs.index(input)
         n = self.num_params
-        return self.B[..., i * n : (i + 1) * n]
+        widths = [n if name == "reference" else n * self.period for name in self.inputs]
+        i = self.inputs.index(input)
+        start = sum(widths[:i])
+        return slice(start, start + widths[i])
+
+    def input_matrix(self, input: str = "reference"):  # noqa: A002 - mirrors control's naming
+        """The columns of ``B`` for one input block (``'reference'`` or ``'noise'``)."""
+        return self.B[..., self.input_slice(input)]
 
     def tree_flatten(self):
-        aux = (self.exact, self.inputs, self.num_params, _Opaque(self.hessian))
+        aux = (
+            self.exact,
+            self.inputs,
+            self.num_params,
+            _Opaque(self.hessian),
+            self.reason,
+            self.notes,
+            self.period,
+            self.frozen,
+        )
         return (self.A, self.B, self.C, self.D), aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        exact, inputs, num_params, hessian = aux
+        exact, inputs, num_params, hessian, reason, notes, period, frozen = aux
         return cls(
-            *children, exact=exact, inputs=inputs, num_params=num_params, hessian=hessian.value
+            *children,
+            exact=exact,
+            inputs=inputs,
+            num_params=num_params,
+            hessian=hessian.value,
+            reason=reason,
+            notes=notes,
+            period=period,
+            frozen=frozen,
         )
 
 
@@ -133,8 +167,9 @@ class _Opaque:
 def validate_hessian(hessian) -> np.ndarray:
     """``hessian`` as a float64 (n, n) symmetric positive semi-definite matrix.
 
-    A scalar must be a finite positive curvature; a matrix must be square, finite, symmetric
-    and without negative eigenvalues. Raises ValueError naming ``hessian`` otherwise.
+    One curvature (a scalar or a 1 x 1 matrix, treated alike) must be finite and > 0; a larger
+    matrix must be square, finite, symmetric and without negative eigenvalues (a flat
+    direction is allowed there). Raises ValueError naming ``hessian`` otherwise.
     """
     try:
         h = np.asarray(hessian, dtype=np.float64)
@@ -142,9 +177,10 @@ def validate_hessian(hessian) -> np.ndarray:
         raise ValueError(f"hessian: expected a number or a square matrix, got {hessian!r}") from (
             error
         )
-    if h.ndim == 0:
-        if not np.isfinite(h) or h <= 0:
-            raise ValueError(f"hessian: expected a finite curvature > 0, got {float(h)}")
+    if h.ndim == 0 or h.shape == (1, 1):  # one curvature, however it is written
+        value = float(h.reshape(()))
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"hessian: expected a finite curvature > 0, got {value}")
         return h.reshape(1, 1)
     if h.ndim != 2 or h.shape[0] != h.shape[1] or h.shape[0] == 0:
         raise ValueError(
@@ -169,173 +205,129 @@ def hessian_modes(hessian) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- state split
 
 
-def dynamic_mask(state) -> list[bool]:
-    """Flat list (in ``jax.tree.leaves`` order) of which state leaves are dynamics.
+def dynamic_mask(state, opt=None, *, params=None, freeze=None) -> list[bool]:
+    """Flat list (in ``jax.tree.leaves`` order) of which state leaves are loop states.
 
-    Uses ``gdyn_jax.optimizers.dynamic_state_mask`` when available; otherwise the same generic
-    rule: a leaf is bookkeeping if its dtype is not inexact or a path entry is a bookkeeping
-    name (``count``, ``hyperparams``, ``hyperparams_states``, ...). Non-inexact leaves are always
-    held fixed (``jax.jacfwd`` cannot differentiate them).
+    With the rule ``opt`` and the ``params`` the state is for: the leaves whose next value
+    depends on the parameters, the gradient or another dynamic leaf, read from one update
+    step's jaxpr (see :mod:`gdyn_jax.linearize.structure`); ``freeze`` holds leaves fixed.
+    Without the rule: the name-based fallback of :func:`gdyn_jax.optimizers.dynamic_state_mask`.
     """
-    leaves = jax.tree.leaves(state)
-    try:
+    if opt is None:
         from gdyn_jax.optimizers import dynamic_state_mask
-    except ImportError:
-        dynamic_state_mask = None
-    if dynamic_state_mask is not None:
-        mask = [bool(m) for m in jax.tree.leaves(dynamic_state_mask(state))]
-    else:
-        mask = []
-        for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]:
-            names = {getattr(e, "name", getattr(e, "key", None)) for e in path}
-            mask.append(not (names & _BOOKKEEPING))
-    inexact = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
-    return [bool(m and i) for m, i in zip(mask, inexact, strict=True)]
+
+        return [bool(m) for m in jax.tree.leaves(dynamic_state_mask(state))]
+    if params is None:
+        raise ValueError("params: the structural mask needs the parameters the state is for")
+    with jax.enable_x64(True):
+        n = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(getattr(params, "fast", params)))
+        loop = build_loop(opt, n, params=params, state=state, freeze=freeze)
+    return [role == "dynamic" for role in loop.structure.roles]
 
 
 # --------------------------------------------------------------------------- the loop
 
 
-def _one_step_map(opt: optax.GradientTransformation, hessian, params, state):
-    """The one-step map ``z = [x; r; w] -> x'`` as a flat function, and its point ``x0``."""
-    n = hessian.shape[-1]
-    leaves, treedef = jax.tree.flatten(state)
-    mask = dynamic_mask(state)
-    dyn_shapes = [jnp.shape(leaf) for leaf, m in zip(leaves, mask, strict=True) if m]
-    dyn_dtypes = [jnp.result_type(leaf) for leaf, m in zip(leaves, mask, strict=True) if m]
-    sizes = [int(np.prod(s)) for s in dyn_shapes]
-
-    def pack(theta, state_leaves):
-        parts = [jnp.reshape(theta, (n,))]
-        parts += [jnp.ravel(leaf) for leaf, m in zip(state_leaves, mask, strict=True) if m]
-        return jnp.concatenate([p.astype(jnp.float64) for p in parts])
-
-    def unpack(x):
-        theta = x[:n]
-        offset, dyn = n, []
-        for shape, dtype, size in zip(dyn_shapes, dyn_dtypes, sizes, strict=True):
-            dyn.append(jnp.reshape(x[offset : offset + size], shape).astype(dtype))
-            offset += size
-        it = iter(dyn)
-        full = [next(it) if m else leaf for leaf, m in zip(leaves, mask, strict=True)]
-        return theta, jax.tree.unflatten(treedef, full)
-
-    def step(z):
-        k = z.shape[0] - 2 * n
-        x, r, w = z[:k], z[k : k + n], z[k + n :]
-        theta, s = unpack(x)
-        g = hessian @ (theta - r) + w
-        u, s_next = opt.update(g, s, theta)
-        return pack(theta + u, jax.tree.leaves(s_next))
-
-    return step, pack(params, leaves)
-
-
 def state_space(
-    opt: optax.GradientTransformation, hessian, params=None, state=None, reference=None
+    opt: optax.GradientTransformation,
+    hessian,
+    params=None,
+    state=None,
+    reference=None,
+    *,
+    freeze=None,
 ):
     r"""``(A, B)`` of the closed loop: traceable (use under ``jax.vmap``/``jax.jit``).
 
-    No input validation and no float64 scope: call it inside ``with jax.enable_x64(True):``.
-    ``hessian`` is an (n, n) array; the Jacobians are taken at :math:`\theta` = ``params``
-    (default 0), the optimizer ``state`` (default ``opt.init(params)``), :math:`r` =
-    ``reference`` (default 1, the start of the step response) and :math:`w = 0`.
+    No float64 scope: call it inside ``with jax.enable_x64(True):``. ``hessian`` is an (n, n)
+    array; the Jacobians are taken at the parameters ``params`` (default 0), the optimizer
+    ``state`` (default ``opt.init(params)``), :math:`r` = ``reference`` (default 1, the start of
+    the step response) and :math:`w = 0`, with the clock where ``state`` has it. The loop is
+    built from the rule's structure (:func:`linearize` documents the rest), which depends only
+    on the traced program, not on the values of traced hyperparameters.
     """
     hessian = jnp.asarray(hessian, jnp.float64)
-    n = hessian.shape[-1]
-    params = jnp.zeros(n, jnp.float64) if params is None else jnp.asarray(params, jnp.float64)
-    params = jnp.reshape(params, (n,))
-    state = opt.init(params) if state is None else state
-    reference = jnp.ones(n, jnp.float64) if reference is None else reference
-    step, x0 = _one_step_map(opt, hessian, params, state)
-    k = x0.shape[0]
-    z0 = jnp.concatenate(
-        [x0, jnp.reshape(jnp.asarray(reference, jnp.float64), (n,)), jnp.zeros(n, jnp.float64)]
-    )
-    jac = jax.jacfwd(step)(z0)
-    return jac[:, :k], jac[:, k:]
-
-
-def _jacobians_at(step: Callable, z0: jax.Array, num_points: int = _EXACT_POINTS):
-    """Values and Jacobians of ``step`` at ``z0`` and at ``num_points`` random points."""
-    rng = np.random.default_rng(0)
-    zs = jnp.concatenate(
-        [z0[None], z0 + jnp.asarray(rng.normal(size=(num_points,) + z0.shape) * 2.0)]
-    )
-
-    def both(z):
-        return step(z), jax.jacfwd(step)(z)
-
-    values, jacs = jax.vmap(both)(zs)  # eager: cheaper than compiling for one small system
-    return zs, np.asarray(values), np.asarray(jacs)
-
-
-def _is_affine(zs: np.ndarray, values: np.ndarray, jacs: np.ndarray) -> bool:
-    """True iff equal Jacobians and exact first-order values at the points ``zs[1:]``."""
-    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(jacs))):
-        return False
-    zs = np.asarray(zs)
-    f0, j0 = values[0], jacs[0]
-    scale = 1.0 + float(np.max(np.abs(j0)))
-    for z, f, j in zip(zs[1:], values[1:], jacs[1:], strict=True):
-        dz = z - zs[0]
-        tol = _EXACT_RTOL * scale * (1.0 + float(np.max(np.abs(dz))))
-        if float(np.max(np.abs(j - j0))) > tol:
-            return False
-        if float(np.max(np.abs(f - f0 - j0 @ dz))) > tol * (1.0 + float(np.max(np.abs(f0)))):
-            return False
-    return True
+    loop = build_loop(opt, hessian.shape[-1], params=params, state=state, freeze=freeze)
+    return loop.matrices(hessian, loop.z0(reference), loop.clock0)
 
 
 def linearize(
-    opt: optax.GradientTransformation, hessian, *, params=None, state=None, reference=None
+    opt: optax.GradientTransformation,
+    hessian,
+    *,
+    params=None,
+    state=None,
+    reference=None,
+    freeze=None,
 ) -> LinearSystem:
     r"""The closed loop of ``opt`` on :math:`\tfrac12(\theta-r)^\top H(\theta-r)` as a LinearSystem.
 
     Args:
-      opt: any ``optax.GradientTransformation`` (gdyn_jax's optimizers or optax's own).
+      opt: any ``optax.GradientTransformation`` (or object with ``init``/``update``, such as
+        ``optax.MultiSteps``): gdyn_jax's optimizers, optax's own, wrappers, schedules.
       hessian: a positive curvature (one parameter) or a symmetric PSD (n, n) matrix.
-      params: the parameters :math:`\theta` at the linearisation point, shape (n,) (default 0).
-      state: the optimizer state there (default ``opt.init(params)``). Bookkeeping leaves
-        (counts, injected hyperparameters) are held at these values.
+      params: the parameters at the linearisation point (default 0): a vector of n values or
+        any pytree the rule takes (``optax.LookaheadParams``: the gradient is taken at
+        ``.fast``, which is the output).
+      state: the optimizer state there (default ``opt.init(params)``). The clock (step counts,
+        schedule states, ...) is read at its value in ``state``.
       reference: :math:`r` at the linearisation point (default 1: the start of the step
         response, where a non-affine rule such as Adam sees a non-zero gradient).
+      freeze: state leaves to hold fixed, by field name (``('nu', 'count')``) or as a pytree of
+        bools shaped like ``state``: the step then reads their value in ``state`` wherever it
+        would read their new value (see :mod:`gdyn_jax.linearize.freeze`). The system is the
+        exact loop *of the rule with those leaves frozen*: Adam with ``('nu', 'count')``
+        frozen is a linear loop in (θ, m) with the fixed preconditioner
+        :math:`P = \sqrt{\nu/(1-\beta_2^c)} + \epsilon` (Cohen et al. 2022's model), which the
+        real Adam follows only while ν moves slowly. ``system.frozen`` lists them.
 
     Returns:
-      A :class:`LinearSystem` with numpy float64 ``A, B, C, D`` and ``exact`` (the map is
-      affine, so this is the exact closed loop) decided numerically.
+      A :class:`LinearSystem` with numpy float64 ``A, B, C, D`` at the clock in ``state``.
+      ``exact`` is True only when the one-step map is proven affine, time-invariant and
+      deterministic (:mod:`gdyn_jax.linearize.exactness`); otherwise ``reason`` holds the tags
+      (``'nonlinear'``, ``'random'``, ``'time-varying'``, ``'periodic'``) and ``notes`` say why,
+      and the system is the loop with the clock frozen at ``state``'s (a local linearisation
+      for nonlinear rules). Time-varying and periodic rules have exact analyses of their own:
+      :func:`~gdyn_jax.linearize.linearize_time_varying`,
+      :func:`~gdyn_jax.linearize.linearize_periodic`.
 
     Example: heavy ball with a = 0.1, β = 0.9 on h = 2 has the characteristic polynomial
     :math:`\det(zI - A) = z^2 - 1.7 z + 0.9`.
     """
     h = validate_hessian(hessian)
-    return _linearize(opt, h, params=params, state=state, reference=reference)
+    return _linearize(opt, h, params=params, state=state, reference=reference, freeze=freeze)
 
 
-def _linearize(opt, h: np.ndarray, *, params=None, state=None, reference=None) -> LinearSystem:
+def _linearize(
+    opt, h: np.ndarray, *, params=None, state=None, reference=None, freeze=None
+) -> LinearSystem:
     n = h.shape[0]
     with jax.enable_x64(True):
-        hj = jnp.asarray(h)
-        p = jnp.zeros(n) if params is None else jnp.reshape(jnp.asarray(params, jnp.float64), (n,))
-        s = opt.init(p) if state is None else state
-        ref = jnp.ones(n) if reference is None else reference
-        step, x0 = _one_step_map(opt, hj, p, s)
-        k = x0.shape[0]
-        z0 = jnp.concatenate([x0, jnp.reshape(jnp.asarray(ref, jnp.float64), (n,)), jnp.zeros(n)])
-        zs, values, jacs = _jacobians_at(step, z0)
-        exact = _is_affine(zs, values, jacs)
-        A = np.array(jacs[0][:, :k], np.float64)
-        B = np.array(jacs[0][:, k:], np.float64)
+        loop = build_loop(opt, n, params=params, state=state, freeze=freeze)
+        z0 = loop.z0(reference)
+        proof, jac = verdict(loop, h, z0)
+        k = loop.num_states
+        A = np.array(jac[:, :k], np.float64)
+        B = np.array(jac[:, k:], np.float64)
     if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
         raise ValueError(
             "state: the update rule has no finite Jacobian at this point (e.g. Adam where the "
             "gradient and second moment are 0); pass params/state/reference with a non-zero "
             "gradient"
         )
-    C = np.zeros((n, k))
-    C[:, :n] = np.eye(n)
-    D = np.zeros((n, 2 * n))
-    return LinearSystem(A, B, C, D, exact=exact, inputs=INPUTS, num_params=n, hessian=h)
+    return LinearSystem(
+        A,
+        B,
+        loop.output_matrix(),
+        np.zeros((n, 2 * n)),
+        exact=proof.exact,
+        inputs=INPUTS,
+        num_params=n,
+        hessian=h,
+        reason=proof.reason,
+        notes=proof.notes,
+        frozen=loop.frozen_names,
+    )
 
 
 def mode_systems(opt: optax.GradientTransformation, hessian) -> list[tuple[float, LinearSystem]]:
@@ -361,18 +353,28 @@ def linearize_grid(
     ``grid`` maps hyperparameter names to 1-D arrays; the result is a batched
     :class:`LinearSystem` whose ``A`` has shape ``grid_shape + (k, k)``, computed with one
     ``jax.jit(jax.vmap(jax.jacfwd(...)))``. ``fixed`` are further constant hyperparameters.
-    ``exact`` is None (not checked per point).
+    ``exact``/``reason`` come from :func:`grid_proof`: one structural proof for the whole grid.
     """
     h = validate_hessian(hessian)
+    names, _, _ = _grid_points(grid)
+    proof, C = grid_proof(factory, tuple(names), h.shape[0], fixed)
     A, B = grid_matrices(factory, grid, h, **fixed)
     n = h.shape[0]
-    k = A.shape[-1]
     batch = A.shape[:-2]
-    C = np.zeros((n, k))
-    C[:, :n] = np.eye(n)
     C = np.broadcast_to(C, batch + C.shape).copy()
     D = np.zeros(batch + (n, 2 * n))
-    return LinearSystem(A, B, C, D, exact=None, inputs=INPUTS, num_params=n, hessian=h)
+    return LinearSystem(
+        A,
+        B,
+        C,
+        D,
+        exact=proof.exact,
+        inputs=INPUTS,
+        num_params=n,
+        hessian=h,
+        reason=proof.reason,
+        notes=proof.notes,
+    )
 
 
 def _grid_points(grid: dict) -> tuple[list[str], tuple[int, ...], list[np.ndarray]]:
@@ -390,30 +392,73 @@ def _grid_points(grid: dict) -> tuple[list[str], tuple[int, ...], list[np.ndarra
     return names, shape, [m.ravel() for m in mesh]
 
 
-_GRID_CACHE: dict = {}
-
-
-def _grid_fn(factory, names: tuple[str, ...], fixed: dict):
-    """``jit(vmap(state_space))`` over grid points, cached per (factory, names, fixed)."""
+def cache_key(factory, names: tuple[str, ...], fixed: dict) -> tuple | None:
+    """A hashable key for (factory, names, fixed values), or None when there is none."""
     try:
         key = (factory, names, tuple(sorted((k, float(v)) for k, v in fixed.items())))
         hash(key)
     except (TypeError, ValueError):
-        key = None
-    if key is not None and key in _GRID_CACHE:
-        return _GRID_CACHE[key]
+        return None
+    return key
+
+
+def cached(cache: dict, key, make: Callable):
+    """``cache[key]``, made by ``make()`` on a miss (no caching when ``key`` is None)."""
+    if key is not None and key in cache:
+        return cache[key]
+    value = make()
+    if key is not None:
+        if len(cache) > 32:
+            cache.clear()
+        cache[key] = value
+    return value
+
+
+_GRID_CACHE: dict = {}
+_PROOF_CACHE: dict = {}
+
+
+def grid_proof(factory, names: tuple[str, ...], n: int, fixed: dict) -> tuple[Verdict, np.ndarray]:
+    r"""The exactness proof and the output matrix C shared by every point of a grid.
+
+    The factory is called once with the grid's hyperparameters *traced* (``jax.eval_shape``),
+    so its one-step program is the one the vectorised grid runs for every point, and a
+    structural proof on it (:func:`gdyn_jax.linearize.exactness.structural_verdict`: affinity,
+    dependence on an advancing clock, randomness) holds for all points at once. A value-based
+    choice in Python cannot happen there (it would fail on a tracer), so no point can take
+    another program. The numerical cross-check is :func:`linearize`'s, on single systems.
+    """
+    found: list = []
+
+    def trace(values):
+        hp = dict(fixed)
+        hp.update(zip(names, values, strict=True))
+        loop = build_loop(factory(**hp), n)
+        found.append((structural_verdict(loop), loop.output_matrix()))
+        return jnp.zeros(())
+
+    def make():
+        with jax.enable_x64(True):
+            jax.eval_shape(trace, jax.ShapeDtypeStruct((len(names),), jnp.float64))
+        return found[0]
+
+    key = cache_key(factory, names, fixed)
+    return cached(_PROOF_CACHE, None if key is None else (*key, n), make)
+
+
+def _grid_fn(factory, names: tuple[str, ...], fixed: dict):
+    """``jit(vmap(state_space))`` over grid points, cached per (factory, names, fixed)."""
 
     def one(values, hessian):
         hp = dict(fixed)
         hp.update(zip(names, values, strict=True))
         return state_space(factory(**hp), hessian)
 
-    fn = _compile.jit(jax.vmap(one, in_axes=(0, None)))
-    if key is not None:
-        if len(_GRID_CACHE) > 32:
-            _GRID_CACHE.clear()
-        _GRID_CACHE[key] = fn
-    return fn
+    return cached(
+        _GRID_CACHE,
+        cache_key(factory, names, fixed),
+        lambda: _compile.jit(jax.vmap(one, in_axes=(0, None))),
+    )
 
 
 def grid_matrices(factory, grid: dict, hessian: np.ndarray, **fixed):

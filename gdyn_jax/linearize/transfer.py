@@ -156,17 +156,19 @@ def transfer_function(
 
     For one parameter it is a :class:`TransferFunction`. For n parameters, pass ``output``
     (the θ component) and ``index`` (the input component) to get that pair's SISO function;
-    with neither, a nested list ``[output][index]`` of all of them. ``minimal`` cancels common
-    pole-zero pairs. For the per-eigenmode view use :func:`gdyn_jax.linearize.mode_systems`.
+    with neither, a nested list ``[output][index]`` of all of them. The noise input of a lifted
+    periodic system (``period = k``) has ``n * k`` components, one per step of the period.
+    ``minimal`` cancels common pole-zero pairs. For the per-eigenmode view use
+    :func:`gdyn_jax.linearize.mode_systems`.
     """
     if system.batch_shape:
         raise ValueError("system: expected a single system, got a batch; index it first")
     B = system.input_matrix(input)
-    n = system.num_params
-    if n == 1 and output is None and index is None:
+    n, m = system.num_params, B.shape[1]
+    if n == 1 and m == 1 and output is None and index is None:
         return _siso(system.A, B[:, 0], system.C[0], minimal=minimal)
     outs = range(n) if output is None else [_check_index("output", output, n)]
-    ins = range(n) if index is None else [_check_index("index", index, n)]
+    ins = range(m) if index is None else [_check_index("index", index, m)]
     table = [[_siso(system.A, B[:, j], system.C[i], minimal=minimal) for j in ins] for i in outs]
     if output is not None and index is not None:
         return table[0][0]

@@ -22,21 +22,30 @@ Models (keyword arguments with defaults):
 - ``resnet``: CIFAR ResNet with GroupNorm (``input_shape=(32, 32, 3)``, ``depth=8``,
   ``width=16``, ``groups=8``; ``depth=20`` is ResNet-20).
 
+Bring your own: :func:`register` names a user's ``nn.Module`` instance or module factory (a
+Module class or a function returning a module) for this process, and :func:`get` also takes
+an import path ``"pkg.module:Net"`` or a module instance itself.
+
 The MNIST-1D models use PyTorch's default initialisation, as the reference code did
 (``gdyn_jax.models._layers``); ``cnn2d`` and ``resnet`` use flax/Kaiming initialisers.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 
+from gdyn_jax import imports
 from gdyn_jax.models.fully_connected import FullyConnected
 from gdyn_jax.models.images import CNN2D, ResNet
 from gdyn_jax.models.mnist1d import CNN1D, GRU, MLP, Logistic
 
-_MODELS: dict[str, type[nn.Module]] = {
+ModuleOrFactory = nn.Module | Callable[..., nn.Module]
+
+_MODELS: dict[str, ModuleOrFactory] = {
     "logistic": Logistic,
     "mlp": MLP,
     "cnn1d": CNN1D,
@@ -48,33 +57,99 @@ _MODELS: dict[str, type[nn.Module]] = {
 
 
 def names() -> tuple[str, ...]:
-    """The model names :func:`get` accepts."""
+    """The model names :func:`get` accepts (built-ins first, then registered ones)."""
     return tuple(_MODELS)
 
 
-def get(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
-    """The model ``name`` with ``num_classes`` outputs; ``kwargs`` are its module fields.
+def register(name: str, module_or_factory: ModuleOrFactory, *, overwrite: bool = False) -> None:
+    """Registers a model under ``name`` for this process (``get(name)`` builds it).
 
-    Raises ``ValueError`` naming ``model`` for an unknown name, ``num_classes`` if it is not a
-    positive integer, and the bad keyword for an unknown keyword argument.
+    ``module_or_factory`` is a ``flax.linen.Module`` instance (returned as it is, or cloned
+    with ``get``'s keyword arguments as new field values), or a Module class or function
+    that returns one (called with ``get``'s keyword arguments, and ``num_classes`` when it
+    takes that argument). Registering a taken name raises ``ValueError`` unless
+    ``overwrite=True``.
     """
-    if name not in _MODELS:
-        raise ValueError(f"model: unknown model {name!r}; expected one of {', '.join(names())}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
-    cls = _MODELS[name]
-    fields = set(cls.__dataclass_fields__) - {"parent", "name"}
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name: expected an identifier such as 'net', got {name!r}")
+    if not (isinstance(module_or_factory, nn.Module) or callable(module_or_factory)):
+        raise ValueError(
+            f"module_or_factory: expected a flax.linen.Module or a callable returning one, "
+            f"got {module_or_factory!r}"
+        )
+    if name in _MODELS and not overwrite and _MODELS[name] is not module_or_factory:
+        raise ValueError(f"name: model {name!r} is already registered; pass overwrite=True")
+    _MODELS[name] = module_or_factory
+
+
+def lookup(name: str | ModuleOrFactory) -> ModuleOrFactory:
+    """The registered entry for a name, the object at an import path, or ``name`` itself.
+
+    Nothing is built; a one-line ``ValueError`` naming ``model`` for an unknown name or a
+    path that cannot be imported.
+    """
+    if isinstance(name, nn.Module):
+        return name
+    return imports.resolve(name, "model", _MODELS, "pkg.module:Net")
+
+
+def _field_names(cls: type) -> set[str] | None:
+    fields = getattr(cls, "__dataclass_fields__", None)
+    return None if fields is None else set(fields) - {"parent", "name"}
+
+
+def _check_kwargs(name: Any, accepted: set[str] | None, kwargs: dict[str, Any]) -> None:
+    if accepted is None:
+        return
     for key in kwargs:
-        if key not in fields:
+        if key not in accepted:
             raise ValueError(
                 f"{key}: not an argument of model {name!r} (expected one of "
-                f"{', '.join(sorted(fields - {'num_classes'}))})"
+                f"{', '.join(sorted(accepted - {'num_classes'}))})"
             )
+
+
+def _accepts_num_classes(factory: Callable[..., Any]) -> bool:
+    fields = _field_names(factory) if isinstance(factory, type) else None
+    if fields is not None:
+        return "num_classes" in fields
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def get(name: str | ModuleOrFactory, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+    """The model ``name`` with ``num_classes`` outputs; ``kwargs`` are its module fields.
+
+    ``name`` is a registered name, an import path ``"pkg.module:attr"``, a module instance
+    or a module factory. An instance is returned as it is (``kwargs`` replace its fields
+    through ``clone``; ``num_classes`` is not applied to it); a factory is called with
+    ``kwargs``, plus ``num_classes`` when it takes that argument and ``kwargs`` do not set it.
+
+    Raises ``ValueError`` naming ``model`` for an unknown name or a path that cannot be
+    imported, ``num_classes`` if it is not a positive integer, and the bad keyword for an
+    unknown keyword argument of a Module class.
+    """
+    entry = lookup(name)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
     if "widths" in kwargs:
         kwargs["widths"] = tuple(int(w) for w in kwargs["widths"])
     if "input_shape" in kwargs:
         kwargs["input_shape"] = tuple(int(d) for d in kwargs["input_shape"])
-    return cls(num_classes=num_classes, **kwargs)
+    if isinstance(entry, nn.Module):
+        _check_kwargs(name, _field_names(type(entry)), kwargs)
+        return entry.clone(**kwargs) if kwargs else entry
+    fields = _field_names(entry) if isinstance(entry, type) else None
+    _check_kwargs(name, fields, kwargs)
+    if "num_classes" not in kwargs and _accepts_num_classes(entry):
+        kwargs["num_classes"] = num_classes
+    model = entry(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: {name!r} returned {type(model).__name__}, not a flax Module")
+    return model
 
 
 __all__ = [
@@ -86,5 +161,7 @@ __all__ = [
     "Logistic",
     "ResNet",
     "get",
+    "lookup",
     "names",
+    "register",
 ]

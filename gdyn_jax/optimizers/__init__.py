@@ -3,7 +3,8 @@
 Every constructor returns an ``optax.GradientTransformation(ExtraArgs)`` whose
 numeric hyperparameters may be traced (jit / vmap over them), so
 ``optax.chain``, ``optax.inject_hyperparams`` and ``optax.apply_updates`` work
-unchanged. See DESIGN.md, section Optimizers.
+unchanged. ``register(name, factory)`` adds a user's factory under a name; ``get`` and
+``hyperparameters`` also take an import path ``"pkg.module:factory"`` or the factory itself.
 """
 
 from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgrad, rmsprop
@@ -21,7 +22,21 @@ from gdyn_jax.optimizers._momentum import (
     sgd,
 )
 from gdyn_jax.optimizers._pid import PIDState, pid, scale_by_pid
-from gdyn_jax.optimizers.registry import get, hyperparameters, names, state_bytes_per_param
+from gdyn_jax.optimizers._triple_momentum import (
+    TripleMomentumState,
+    scale_by_triple_momentum,
+    triple_momentum,
+    triple_momentum_output,
+    triple_momentum_parameters,
+)
+from gdyn_jax.optimizers.registry import (
+    get,
+    hyperparameters,
+    names,
+    register,
+    required_hyperparameters,
+    state_bytes_per_param,
+)
 from gdyn_jax.optimizers.state import (
     BOOKKEEPING_FIELDS,
     dynamic_state_mask,
@@ -35,6 +50,7 @@ __all__ = [
     "MomentumState",
     "NesterovState",
     "PIDState",
+    "TripleMomentumState",
     "adadelta",
     "adagrad",
     "adam",
@@ -49,13 +65,19 @@ __all__ = [
     "names",
     "nesterov",
     "pid",
+    "register",
     "register_bookkeeping",
     "registered_bookkeeping",
+    "required_hyperparameters",
     "rmsprop",
     "scale_by_ema_momentum",
     "scale_by_momentum",
     "scale_by_nesterov",
     "scale_by_pid",
+    "scale_by_triple_momentum",
     "sgd",
     "state_bytes_per_param",
+    "triple_momentum",
+    "triple_momentum_output",
+    "triple_momentum_parameters",
 ]

@@ -4,7 +4,9 @@ r"""Adaptive optimizers composed from optax primitives, with optax's arguments.
 same argument names, defaults and meaning as the optax aliases of the same name,
 and produce the same updates. Differences: numeric hyperparameters are the
 positional-or-keyword arguments (checked when concrete); structural options
-(dtypes, masks, flags, and rmsprop's optional ``momentum``) are keyword-only.
+(dtypes, masks, flags, and rmsprop's optional ``momentum``) are keyword-only;
+``learning_rate=None`` is refused, except by ``adadelta``, where it means a unit descent
+step (optax's ``adadelta(None)`` ascends).
 """
 
 from __future__ import annotations
@@ -145,11 +147,14 @@ def adadelta(
       \end{align*}
 
     (``weight_decay`` adds :math:`\lambda \theta` to :math:`g` first.)
-    Composition as ``optax.adadelta``; ``learning_rate=None`` means :math:`a = 1`.
-    State: :math:`E[g^2], E[\Delta^2]` (8 bytes per float32 parameter).
+    Composition as ``optax.adadelta``, except for ``learning_rate=None`` (the default): Zeiler's
+    rule has no learning rate, and ``None`` here means a unit *descent* step, :math:`a = 1`,
+    where ``optax.adadelta(None)`` leaves :math:`\Delta` unscaled and unsigned, so that its
+    update :math:`+\Delta` ascends. State: :math:`E[g^2], E[\Delta^2]` (8 bytes per float32
+    parameter).
 
     Args:
-      learning_rate: :math:`a \ge 0` or ``None`` (no scaling, the default).
+      learning_rate: :math:`a \ge 0`, or ``None`` (the default) for :math:`a = 1`.
       rho: :math:`\rho \in [0, 1)`, default 0.9.
       eps: :math:`\epsilon > 0`, default 1e-6.
       weight_decay: :math:`\lambda \ge 0`, default 0.0 (scalar or schedule).
@@ -159,8 +164,9 @@ def adadelta(
       Zeiler, `ADADELTA: An Adaptive Learning Rate Method
       <https://arxiv.org/abs/1212.5701>`_, 2012
     """
-    if learning_rate is not None:
-        check_learning_rate(learning_rate)
+    if learning_rate is None:
+        learning_rate = 1.0  # Zeiler's unit step, as a descent step (see above)
+    check_learning_rate(learning_rate)
     check_decay("rho", rho)
     _check_eps("eps", eps)
     check_range("weight_decay", weight_decay, 0.0)

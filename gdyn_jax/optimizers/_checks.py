@@ -9,7 +9,7 @@ import numpy as np
 
 from gdyn_jax.errors import UsageError
 
-__all__ = ["check_range"]
+__all__ = ["check_decay", "check_learning_rate", "check_range"]
 
 
 def _concrete_values(value: Any) -> np.ndarray | None:
@@ -65,7 +65,16 @@ def check_range(
 
 
 def check_learning_rate(learning_rate: Any) -> None:
-    """``learning_rate`` >= 0 (schedules and traced values pass)."""
+    """``learning_rate`` >= 0 (schedules and traced values pass); ``None`` is refused.
+
+    optax reads ``None`` as "no scaling", which turns a gradient into an *ascent* step
+    (``optax.sgd(None)`` returns ``+g``), so every constructor of this package rejects it.
+    """
+    if learning_rate is None:
+        raise UsageError(
+            "learning_rate: expected a number >= 0 or an optax schedule, got None "
+            "(optax reads None as 'no scaling', an ascent step)"
+        )
     check_range("learning_rate", learning_rate, 0.0)
 
 

@@ -1,4 +1,10 @@
-"""The optimizer registry: names, constructors, hyperparameters and state size."""
+"""The optimizer registry: names, constructors, hyperparameters and state size.
+
+Anything that returns an ``optax.GradientTransformation`` is an optimizer here: a registered
+name, an import path ``"pkg.module:factory"`` or the factory itself. :func:`register` adds a
+name for a user's factory (for this process); :func:`hyperparameters` reads the sweepable
+numeric hyperparameters off any factory's signature.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +17,33 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdyn_jax import imports
 from gdyn_jax.errors import UsageError
 from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgrad, rmsprop
 from gdyn_jax.optimizers._lars import lars
 from gdyn_jax.optimizers._momentum import ema_momentum, momentum, nesterov, sgd
 from gdyn_jax.optimizers._pid import pid
+from gdyn_jax.optimizers._triple_momentum import triple_momentum
 from gdyn_jax.optimizers.state import dynamic_state_mask
 
-__all__ = ["get", "hyperparameters", "names", "state_bytes_per_param"]
+__all__ = [
+    "get",
+    "hyperparameters",
+    "names",
+    "register",
+    "required_hyperparameters",
+    "state_bytes_per_param",
+]
 
-_CONSTRUCTORS: dict[str, Callable[..., optax.GradientTransformation]] = {
+Factory = Callable[..., optax.GradientTransformation]
+
+_CONSTRUCTORS: dict[str, Factory] = {
     "sgd": sgd,
     "momentum": momentum,
     "ema_momentum": ema_momentum,
     "nesterov": nesterov,
     "pid": pid,
+    "triple_momentum": triple_momentum,
     "adagrad": adagrad,
     "rmsprop": rmsprop,
     "adadelta": adadelta,
@@ -40,49 +58,85 @@ _PROBE_SHAPES = ((3, 5), (7,), ())
 
 
 def names() -> tuple[str, ...]:
-    """The registered optimizer names, in a stable order."""
+    """The registered optimizer names, in a stable order (built-ins first)."""
     return tuple(_CONSTRUCTORS)
 
 
-def get(name: str) -> Callable[..., optax.GradientTransformation]:
-    """The constructor registered under ``name``.
+def register(name: str, factory: Factory, *, overwrite: bool = False) -> None:
+    """Registers ``factory`` under ``name`` for this process (``get(name)`` returns it).
+
+    ``factory`` is any callable returning an ``optax.GradientTransformation``; its numeric
+    keyword arguments are the hyperparameters a sweep may set (:func:`hyperparameters`).
+    Registering a taken name raises ``ValueError`` unless ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise UsageError(f"name: expected an identifier such as 'qhm', got {name!r}")
+    if not callable(factory):
+        raise UsageError(f"factory: expected a callable returning a transform, got {factory!r}")
+    if name in _CONSTRUCTORS and not overwrite and _CONSTRUCTORS[name] is not factory:
+        raise UsageError(f"name: optimizer {name!r} is already registered; pass overwrite=True")
+    _CONSTRUCTORS[name] = factory
+
+
+def get(name: str | Factory) -> Factory:
+    """The constructor for ``name``: a registered name, an import path, or a factory itself.
 
     Raises:
-      UsageError: (a ValueError) naming ``optimizer`` when ``name`` is unknown.
+      UsageError: (a ValueError) naming ``optimizer`` when ``name`` is unknown, cannot be
+        imported, or is not callable.
     """
+    return imports.resolve(name, "optimizer", _CONSTRUCTORS, "pkg.module:factory")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
+
+
+def _numeric_parameters(factory: Factory) -> list[inspect.Parameter]:
+    """The positional-or-keyword parameters, and the keyword-only ones with a real default."""
     try:
-        return _CONSTRUCTORS[name]
-    except (KeyError, TypeError):
-        raise UsageError(
-            f"optimizer: unknown optimizer {name!r}; expected one of {', '.join(names())}"
-        ) from None
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        raise UsageError(f"optimizer: cannot read the signature of {factory!r}") from None
+    return [
+        p
+        for p in signature.parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        or (p.kind is inspect.Parameter.KEYWORD_ONLY and _is_real(p.default))
+    ]
 
 
-def hyperparameters(name: str) -> dict[str, float | None]:
-    """Numeric hyperparameter names of ``name``'s constructor -> default value.
+def hyperparameters(name_or_factory: str | Factory) -> dict[str, float | None]:
+    """Numeric hyperparameter names of a registered optimizer or any factory -> default value.
 
-    These are the constructor's positional-or-keyword parameters (each may be a
-    traced scalar); the default is ``None`` where the argument is required
-    (``learning_rate``), or where optax's default is ``None`` (adadelta's
-    ``learning_rate``: no scaling). Keyword-only structural options are excluded.
+    Read from the constructor's signature (a name, an import path or the factory itself): its
+    positional-or-keyword parameters (each may be a traced scalar), plus keyword-only ones
+    whose default is a real number (not a bool). The default is ``None`` where the argument
+    is required (``learning_rate``) or where it is not a real number (adadelta's
+    ``learning_rate=None``: a unit step).
+
+    Raises:
+      UsageError: (a ValueError) naming ``optimizer`` when a name is unknown or the argument
+        is neither a name, a path nor a callable.
     """
-    signature = inspect.signature(get(name))
-    result: dict[str, float | None] = {}
-    for param in signature.parameters.values():
-        if param.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
-            continue
-        default = param.default
-        result[param.name] = (
-            None if default is inspect.Parameter.empty or default is None else float(default)
-        )
-    return result
+    return {
+        p.name: float(p.default) if _is_real(p.default) else None
+        for p in _numeric_parameters(get(name_or_factory))
+    }
+
+
+def required_hyperparameters(name_or_factory: str | Factory) -> tuple[str, ...]:
+    """The hyperparameters without a default, which every call must give."""
+    return tuple(
+        p.name
+        for p in _numeric_parameters(get(name_or_factory))
+        if p.default is inspect.Parameter.empty
+    )
 
 
 def _build(name: str) -> optax.GradientTransformation:
-    kwargs: dict[str, Any] = {
-        key: (0.1 if value is None else value) for key, value in hyperparameters(name).items()
-    }
-    return get(name)(**kwargs)
+    required = required_hyperparameters(name)
+    return get(name)(**{key: 0.1 for key in required})
 
 
 def state_bytes_per_param(

@@ -1,9 +1,16 @@
-"""Which optimizer-state leaves are dynamics and which are bookkeeping.
+"""Which optimizer-state leaves are dynamics and which are the rule's clock.
 
-``linearize`` flattens the dynamic leaves (moments, traces, previous gradients)
-into the state vector of the closed loop; bookkeeping leaves (step counts,
-hyperparameters injected by :func:`optax.inject_hyperparams`, schedule states)
-are held fixed, so they never show up as false poles.
+A leaf is *dynamic* when its next value depends on the parameters or the gradient, directly
+or through other dynamic leaves (moments, traces, previous gradients, accumulated gradients);
+a leaf that evolves on its own (step counts, schedule states, weight sums, injected
+hyperparameters, random keys) is the rule's *clock*. Given the rule,
+:func:`dynamic_state_mask` decides this from what one update step does: the dependencies of
+its jaxpr, grown to a fixed point (:mod:`gdyn_jax.linearize.structure`), whatever the leaves
+are called. ``linearize`` linearises the dynamic leaves and advances the clock.
+
+Names are only a fallback and an override: without the rule, the mask follows the dtype and
+:data:`BOOKKEEPING_FIELDS`; :func:`register_bookkeeping` lets a user declare fields of their own
+state class bookkeeping, which then are held fixed in both cases.
 """
 
 from __future__ import annotations
@@ -20,13 +27,13 @@ __all__ = [
     "dynamic_state_mask",
     "register_bookkeeping",
     "registered_bookkeeping",
+    "registered_mask",
 ]
 
 #: Path entries (NamedTuple field names or dict keys) that mark a subtree as
-#: bookkeeping wherever they occur in a state, whatever the state's class.
-#: Covers optax's own states: step counts, ``inject_hyperparams``'
-#: ``hyperparams``/``hyperparams_states``, ``MultiSteps`` and ``apply_if_finite``
-#: counters.
+#: bookkeeping in the name-based fallback (no rule given): optax's step counts,
+#: ``inject_hyperparams``' ``hyperparams``/``hyperparams_states``, ``MultiSteps``
+#: and ``apply_if_finite`` counters.
 BOOKKEEPING_FIELDS: frozenset[str] = frozenset(
     {
         "count",
@@ -45,12 +52,12 @@ _REGISTRY: dict[type, frozenset[str]] = {}
 
 
 def register_bookkeeping(state_class: type, fields: Iterable[str]) -> type:
-    """Declare the bookkeeping fields of a NamedTuple state class.
+    """Declare fields of a NamedTuple state class bookkeeping: never dynamics, held fixed.
 
-    Fields listed here are marked ``False`` by :func:`dynamic_state_mask`, on top
-    of the generic rules. Registering with no fields declares every inexact leaf
-    of the class dynamic. Returns the class, so it can be used after the class
-    definition or as ``register_bookkeeping(MyState, ('count',))``.
+    An override on top of the classification: :func:`dynamic_state_mask` marks these fields
+    ``False`` with or without the rule, and ``linearize`` holds them at their value (as it
+    holds frozen leaves). Registering with no fields declares nothing. Returns the class, so it
+    can be used after the class definition or as ``register_bookkeeping(MyState, ('scale',))``.
 
     Raises:
       TypeError: ``state_class`` is not a NamedTuple class.
@@ -88,43 +95,67 @@ def _is_inexact(leaf: Any) -> bool:
     return bool(jnp.issubdtype(dtype, jnp.inexact))  # jnp: bfloat16 & co are inexact
 
 
-def _all_false(tree: Any) -> Any:
-    return jax.tree.map(lambda _: False, tree)
-
-
 def _is_registered(node: Any) -> bool:
     return type(node) in _REGISTRY
 
 
-def dynamic_state_mask(state: Any) -> Any:
-    """A pytree of bools with ``state``'s structure: True for dynamic leaves.
+def _mark(state: Any, inside: Any) -> Any:
+    """Bools with ``state``'s structure: ``inside(path)`` for leaves outside registered
+    bookkeeping fields, False under them."""
 
-    Rules, for any optax state (optax's own included):
-
-    1. a leaf whose dtype is not inexact (integer counts, booleans) is False;
-    2. a leaf under a path entry named in :data:`BOOKKEEPING_FIELDS` is False
-       (e.g. everything under ``inject_hyperparams``' ``hyperparams``);
-    3. a leaf under a field registered with :func:`register_bookkeeping` for its
-       state class is False;
-    4. every other leaf (moments, traces, previous gradients) is True.
-
-    Works on arrays and on ``jax.ShapeDtypeStruct`` leaves (e.g. from
-    ``jax.eval_shape(opt.init, params)``).
-    """
-
-    def mark(path: tuple[Any, ...], node: Any) -> Any:
-        if any(_entry_name(entry) in BOOKKEEPING_FIELDS for entry in path):
-            return _all_false(node)
+    def mark(path: tuple[Any, ...], node: Any, prefix: tuple = ()) -> Any:
+        full = prefix + path
         if _is_registered(node):
             bookkeeping = _REGISTRY[type(node)]
             return type(node)(
                 *(
-                    _all_false(value)
-                    if field in bookkeeping or field in BOOKKEEPING_FIELDS
-                    else dynamic_state_mask(value)
+                    jax.tree.map(lambda _: False, value)
+                    if field in bookkeeping
+                    else jax.tree_util.tree_map_with_path(
+                        lambda p, n, f=field: mark(p, n, full + (f,)), value, is_leaf=_is_registered
+                    )
                     for field, value in zip(node._fields, node, strict=True)
                 )
             )
-        return _is_inexact(node)
+        return inside(full, node)
 
     return jax.tree_util.tree_map_with_path(mark, state, is_leaf=_is_registered)
+
+
+def registered_mask(state: Any) -> list[bool]:
+    """Flat list (``jax.tree.leaves`` order): is the leaf under a registered bookkeeping field?"""
+    outside = _mark(state, lambda path, node: True)
+    return [not flag for flag in jax.tree.leaves(outside)]
+
+
+def _by_names(path: tuple[Any, ...], node: Any) -> bool:
+    names = {_entry_name(e) if not isinstance(e, str) else e for e in path}
+    return _is_inexact(node) and not (names & BOOKKEEPING_FIELDS)
+
+
+def dynamic_state_mask(state: Any, opt: Any = None, *, params: Any = None) -> Any:
+    """A pytree of bools with ``state``'s structure: True for dynamic leaves.
+
+    With the rule (``opt`` and the ``params`` its state was made for), a leaf is dynamic when
+    one update step makes its next value depend on the parameters, the gradient or another
+    dynamic leaf, read from the step's jaxpr: optax's own states, ``inject_hyperparams``,
+    ``MultiSteps``, schedule-free, lookahead and user-written rules alike, whatever their field
+    names. Without the rule, the name-based fallback: a non-float leaf or one under a
+    :data:`BOOKKEEPING_FIELDS` entry is False. In both cases fields declared with
+    :func:`register_bookkeeping` are False. Works on arrays and on ``jax.ShapeDtypeStruct``
+    leaves (e.g. from ``jax.eval_shape(opt.init, params)``).
+
+    Raises:
+      ValueError: naming ``params`` when ``opt`` is given without them.
+    """
+    if opt is None:
+        return _mark(state, _by_names)
+    if params is None:
+        raise ValueError("params: the structural mask needs the parameters the state is for")
+    from gdyn_jax.linearize.structure import analyse
+
+    registered = registered_mask(state)
+    grads = getattr(params, "fast", params)  # optax.LookaheadParams: the gradient is at .fast
+    structure = analyse(opt.update, grads, state, params, registered)
+    flags = iter(role == "dynamic" for role in structure.roles)
+    return jax.tree.map(lambda _: next(flags), state)

@@ -1,25 +1,36 @@
 """Many models, one program: hyperparameter × seed sweeps under jit + vmap.
 
-- ``SweepConfig``: the static settings (dataset, model, optimizer, loss, steps, batch size...).
-- ``make_train(config) -> train(hparams, key)``: one pure, jit/vmap-able training run.
+- ``SweepConfig``: the static settings. The dataset, model, optimizer and loss are each a
+  registered name, an import path ``"pkg.module:attr"`` or the object itself: ``Arrays``
+  (in-memory data, targets of any kind), a Flax module, any factory returning an
+  ``optax.GradientTransformation``, a per-example loss ``loss(outputs, targets)``.
+- ``Grid.build(config, values, seeds)``: the swept hyperparameters, validated once (names
+  against the factory's signature, every grid point through the factory's own checks).
+- ``make_train(config) -> train(hparams, key)``: one pure, jit/vmap-able training run, wired
+  from the pure pieces in ``gdyn_jax.sweep.train`` (``TrainState``, ``init``, ``train_step``,
+  ``evaluate``, ...).
 - ``run_sweep(config, grid, seeds, ...)``: grid × seeds flattened, chunked, sharded over a
   ``'sweep'`` mesh axis, checkpointed per block; returns an ``xarray.Dataset``.
 - ``load_results(dir)``: the Dataset a finished sweep wrote.
 """
 
-from gdyn_jax.sweep.config import LOSSES, SCHEDULES, SweepConfig, validate_grid
+from gdyn_jax.sweep.config import LOSSES, SCHEDULES, SweepConfig
+from gdyn_jax.sweep.data import Arrays
 from gdyn_jax.sweep.execute import run_sweep, sweep_mesh
+from gdyn_jax.sweep.grid import Grid
 from gdyn_jax.sweep.results import load_results, save_results
-from gdyn_jax.sweep.train import make_train
+from gdyn_jax.sweep.train import TrainState, make_train
 
 __all__ = [
     "LOSSES",
     "SCHEDULES",
+    "Arrays",
+    "Grid",
     "SweepConfig",
+    "TrainState",
     "load_results",
     "make_train",
     "run_sweep",
     "save_results",
     "sweep_mesh",
-    "validate_grid",
 ]

@@ -1,18 +1,35 @@
-"""The static description of a sweep (`SweepConfig`) and validation of grids against it.
+"""The static description of a sweep (`SweepConfig`): everything that is not a swept number.
 
-Everything here runs on the host before anything is compiled, so a typo in an optimizer,
-model, dataset or hyperparameter name is a one-line ``ValueError`` that names it.
+The dataset, model, optimizer and loss are each a registered name, an import path
+``"pkg.module:attr"`` or the object itself (``Arrays``, a Flax module, an optimizer factory,
+a loss function). ``validate`` checks the static fields and that every name resolves, on the
+host, before any data is loaded or anything compiles, so a typo is a one-line ``ValueError``
+that names it.
+
+A config is recorded in the results as JSON (``to_dict``): names and import paths as they
+are; a function or class by its ``module:qualname``; a Flax module instance by its class's
+path, with its fields in ``model_kwargs``; in-memory arrays by name, shapes, dtypes and
+SHA-256. ``from_dict`` reads such a record back. A record rebuilds the sweep when every path
+in it can be imported and the module fields are plain JSON values; a function defined in
+``__main__`` or inside another function cannot be imported back (a ``ValueError`` naming
+the field says so when the config is used), and in-memory arrays must be passed again. A
+resumed sweep (``run_sweep(..., resume=True)``) never imports anything from the record: it
+compares the record of the objects it is given now with the one it saved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-LOSSES = ("cross_entropy", "mse")
+from gdyn_jax import imports
+from gdyn_jax.sweep import data as data_lib
+from gdyn_jax.sweep import losses
+from gdyn_jax.sweep.grid import check_int, to_float
+
+LOSSES = losses.LOSSES
 SCHEDULES = (None, "constant", "cosine", "warmup_cosine", "linear")
 
 
@@ -21,11 +38,16 @@ class SweepConfig:
     """Static settings of a sweep: everything that is not a swept number.
 
     Attributes:
-      dataset: a ``gdyn_jax.data`` name.
-      model: a ``gdyn_jax.models`` name.
-      optimizer: a ``gdyn_jax.optimizers`` name.
-      loss: ``'cross_entropy'`` or ``'mse'`` (square loss on one-hot targets, summed over
-        classes and averaged over examples, as in Cohen et al. 2021).
+      dataset: a ``gdyn_jax.data`` name, an import path ``"pkg.module:attr"`` to an
+        ``Arrays`` (or to a function of no arguments returning one), or ``Arrays`` itself.
+      model: a ``gdyn_jax.models`` name (built-in or registered), an import path to a Module
+        class, factory or instance, or a ``flax.linen.Module`` (instance or factory).
+      optimizer: a ``gdyn_jax.optimizers`` name (built-in or registered), an import path, or
+        any factory returning an ``optax.GradientTransformation``; its numeric keyword
+        arguments are the hyperparameters a grid may sweep.
+      loss: ``'cross_entropy'``, ``'mse'`` (square loss on one-hot targets, summed over
+        classes and averaged over examples, as in Cohen et al. 2021), an import path, or a
+        per-example loss ``loss(outputs, targets) -> (batch,)`` (see ``losses``).
       steps: number of optimizer steps.
       batch_size: examples per step; ``None`` (or the training-set size) means full batch.
       eval_every: steps between evaluations; must divide ``steps``. Metrics are recorded at
@@ -35,7 +57,7 @@ class SweepConfig:
         (decay to 0): a unit-peak schedule over ``steps`` multiplied by the traced
         ``learning_rate``.
       warmup_steps: warm-up length for ``'warmup_cosine'``.
-      model_kwargs: extra keyword arguments of ``gdyn_jax.models.get``.
+      model_kwargs: keyword arguments of ``gdyn_jax.models.get`` (a model name or path).
       train_subset: train on the first N training examples only (Cohen et al. use 5000).
       track_grad_norm: also record the full-batch gradient norm at eval points.
       track_sharpness: also record the top Hessian eigenvalue at eval points.
@@ -45,10 +67,10 @@ class SweepConfig:
       data_dir: where datasets are prepared (``None``: the data module's default).
     """
 
-    dataset: str = "mnist1d"
-    model: str = "mlp"
-    optimizer: str = "sgd"
-    loss: str = "cross_entropy"
+    dataset: str | data_lib.Arrays = "mnist1d"
+    model: Any = "mlp"
+    optimizer: str | Callable[..., Any] = "sgd"
+    loss: str | losses.Loss = "cross_entropy"
     steps: int = 1000
     batch_size: int | None = 100
     eval_every: int = 100
@@ -75,11 +97,27 @@ class SweepConfig:
         return list(range(0, self.steps + 1, self.eval_every))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (``from_dict`` inverts it)."""
-        out = dataclasses.asdict(self)
+        """A JSON-able record of the config (``from_dict`` reads it; see the module doc)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["hparams"] = dict(self.hparams)
         out["model_kwargs"] = dict(self.model_kwargs)
+        if isinstance(self.dataset, data_lib.Arrays):
+            out["dataset"] = self.dataset.record()
+        out["optimizer"] = _record_callable(self.optimizer)
+        out["loss"] = _record_callable(self.loss)
+        out["model"], fields = _record_model(self.model)
+        if fields is not None:
+            out["model_kwargs"] = fields
         return out
+
+    @property
+    def optimizer_label(self) -> str:
+        """How messages name the optimizer: its name or path, quoted."""
+        return repr(_record_callable(self.optimizer))
+
+    def fixed_hparams(self) -> dict[str, float]:
+        """``hparams`` as Python floats (constants of the compiled program)."""
+        return {k: to_float(f"hparams: {k}", v) for k, v in self.hparams.items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -94,106 +132,89 @@ class SweepConfig:
         return cls(**dict(d))
 
     def validate(self) -> SweepConfig:
-        """Checks the static fields and names (no data loaded); returns ``self``."""
-        _check_int("steps", self.steps, 1)
-        _check_int("eval_every", self.eval_every, 1)
+        """Checks the static fields and that every name resolves (no data loaded); ``self``."""
+        from gdyn_jax import optimizers
+
+        check_int("steps", self.steps, 1)
+        check_int("eval_every", self.eval_every, 1)
         if self.steps % self.eval_every:
             raise ValueError(f"eval_every: must divide steps ({self.steps}), got {self.eval_every}")
         if self.batch_size is not None:
-            _check_int("batch_size", self.batch_size, 1)
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+            check_int("batch_size", self.batch_size, 1)
+        losses.resolve(self.loss)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
-        _check_int("warmup_steps", self.warmup_steps, 0)
+        check_int("warmup_steps", self.warmup_steps, 0)
         if self.train_subset is not None:
-            _check_int("train_subset", self.train_subset, 1)
-        _check_int("sharpness_subset", self.sharpness_subset, 1)
-        _check_int("sharpness_iters", self.sharpness_iters, 1)
-        _check_int("eval_batch_size", self.eval_batch_size, 1)
-        _check_name("dataset", self.dataset, "gdyn_jax.data")
-        _check_name("model", self.model, "gdyn_jax.models")
-        _check_name("optimizer", self.optimizer, "gdyn_jax.optimizers")
-        known = optimizer_hyperparameters(self.optimizer)
+            check_int("train_subset", self.train_subset, 1)
+        check_int("sharpness_subset", self.sharpness_subset, 1)
+        check_int("sharpness_iters", self.sharpness_iters, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        data_lib.check_name(self.dataset)
+        _check_model(self.model, self.model_kwargs)
+        known = optimizers.hyperparameters(self.optimizer)
         for name, value in self.hparams.items():
-            _check_hp_name(name, known, self.optimizer)
+            if name not in known:
+                raise ValueError(
+                    f"{name}: not a numeric hyperparameter of optimizer {self.optimizer_label}; "
+                    f"known: {', '.join(known)}"
+                )
             to_float(f"hparams: {name}", value)
         return self
 
 
-def optimizer_hyperparameters(optimizer: str) -> dict[str, float | None]:
-    """Numeric hyperparameter names of ``optimizer`` -> default (``None`` where required)."""
-    from gdyn_jax import optimizers
-
-    return dict(optimizers.hyperparameters(optimizer))
+def _record_callable(obj: Any) -> Any:
+    """A name or path as it is; a function (or other callable) by ``module:qualname``."""
+    return obj if isinstance(obj, str) else imports.path_of(obj)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if callable(value):
+        return imports.path_of(value)
+    return repr(value)
 
 
-def _check_name(field: str, value: str, module: str) -> None:
-    import importlib
+def _record_model(model: Any) -> tuple[Any, dict[str, Any] | None]:
+    """(model record, fields of a module instance or None)."""
+    import flax.linen as nn
 
-    known = tuple(importlib.import_module(module).names())
-    if value not in known:
-        raise ValueError(f"{field}: unknown {field} {value!r}; known: {', '.join(known)}")
-
-
-def _check_hp_name(name: str, known: Mapping[str, Any], optimizer: str) -> None:
-    if name not in known:
-        raise ValueError(
-            f"{name}: not a numeric hyperparameter of optimizer {optimizer!r}; "
-            f"known: {', '.join(known)}"
-        )
-
-
-def to_float(what: str, value: Any) -> float:
-    """``float(value)`` for real numbers (and numeric strings); a named ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what}: expected a number, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}: expected a number, got {value!r}") from None
-    if math.isnan(out):
-        raise ValueError(f"{what}: expected a number, got {value!r}")
-    return out
+    if isinstance(model, str):
+        return model, None
+    if isinstance(model, nn.Module):
+        fields = {
+            f.name: _jsonable(getattr(model, f.name))
+            for f in dataclasses.fields(model)
+            if f.name not in ("parent", "name")
+        }
+        return imports.path_of(type(model)), fields
+    return imports.path_of(model), None
 
 
-def validate_grid(
-    config: SweepConfig, grid: Mapping[str, Sequence[Any]], seeds: int
-) -> dict[str, list[float]]:
-    """Checks a grid against ``config`` and returns it as ``{name: [floats]}``.
+def _check_model(model: Any, model_kwargs: Mapping[str, Any]) -> None:
+    import flax.linen as nn
 
-    Raises ``ValueError`` naming the culprit for an unknown hyperparameter name, an empty list
-    of values, a non-numeric value, a missing required hyperparameter (e.g. ``learning_rate``
-    set neither in the grid nor in ``config.hparams``) or a bad ``seeds``.
-    """
-    _check_int("seeds", seeds, 1)
-    known = optimizer_hyperparameters(config.optimizer)
-    out: dict[str, list[float]] = {}
-    for name, values in grid.items():
-        _check_hp_name(name, known, config.optimizer)
-        if isinstance(values, str | bytes):
-            raise ValueError(f"grid: {name}: expected a list of numbers, got {values!r}")
-        try:
-            values = list(values)
-        except TypeError:
-            raise ValueError(f"grid: {name}: expected a list of numbers, got {values!r}") from None
-        if len(values) == 0:
-            raise ValueError(f"grid: {name}: empty list of values")
-        floats = [to_float(f"grid: {name}", v) for v in values]
-        if len(set(floats)) != len(floats):
-            raise ValueError(f"grid: {name}: repeated values {floats}")
-        out[name] = floats
-    for name, default in known.items():
-        if default is None and name not in out and name not in config.hparams:
+    from gdyn_jax import models
+
+    if isinstance(model, nn.Module):
+        if model_kwargs:
             raise ValueError(
-                f"{name}: required by optimizer {config.optimizer!r}; give it with "
-                f"--grid {name}=... or --hp {name}=..."
+                "model_kwargs: only with a model name, path or factory; set the fields of a "
+                "module instance on the instance"
             )
-    if config.schedule not in (None, "constant") and "learning_rate" not in known:
-        raise ValueError(f"schedule: optimizer {config.optimizer!r} has no learning_rate")
-    return out
+        return
+    if isinstance(model, str) and not imports.is_import_path(model):
+        if model not in models.names():
+            raise ValueError(
+                f"model: unknown model {model!r}; known: {', '.join(models.names())}, or an "
+                "import path 'pkg.module:Net', or a flax Module"
+            )
+        return
+    if not isinstance(model, str) and not callable(model):
+        raise ValueError(f"model: expected a name, a flax Module or a factory, got {model!r}")
+    models.lookup(model)  # imports a path (a one-line error if it cannot)

@@ -8,18 +8,18 @@ evaluation intervals. The member axis of every input is placed with
 ``NamedSharding(Mesh(devices, ('sweep',), axis_types=(Auto,)), P('sweep'))`` and the data is
 replicated, so XLA partitions the program across devices with no collectives; member results
 do not depend on the device count. On CPU devices ``advance`` walks through each device's
-members in groups of about ``CPU_MEMBER_GROUP`` (``grouped``), which keeps a step's working set
-in the cache.
+members in groups (``cpu_speedups.grouped``), which keeps a step's working set in the cache.
 
-After every block the whole carry (parameters, optimizer states, masks, keys, data-order
-permutations) and the metrics so far are written atomically to ``DIR/checkpoint/state.npz``;
-``resume=True`` restarts from there and, since the blocks are the same compiled program fed
-the same inputs, reproduces the uninterrupted run bit for bit.
+After every block the whole ``TrainState`` (parameters, optimizer states, masks, keys,
+data-order permutations) and the metrics so far are written atomically to
+``DIR/checkpoint/state.npz``; ``resume=True`` restarts from there and, since the blocks are
+the same compiled program fed the same inputs, reproduces the uninterrupted run bit for bit.
 """
 
 from __future__ import annotations
 
-import functools
+import collections
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -27,16 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from gdyn_jax.sweep import cpu_speedups, setup, train
 from gdyn_jax.sweep import grid as grid_lib
 from gdyn_jax.sweep import results as results_lib
-from gdyn_jax.sweep.config import SweepConfig, validate_grid
-from gdyn_jax.sweep.train import Program, as_hparams, build_program, load_arrays
+from gdyn_jax.sweep.config import SweepConfig
+from gdyn_jax.sweep.data import DeviceData
+from gdyn_jax.sweep.grid import Grid
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.npz"
+# Bumped when the checkpointed state's layout changes, so older checkpoints are refused.
+CHECKPOINT_FORMAT = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,14 +101,15 @@ def block_intervals(num_intervals: int, checkpoint_every: int | None, eval_every
     return next(d for d in range(target, num_intervals + 1) if num_intervals % d == 0)
 
 
-def _fingerprint(config: SweepConfig, grid: Mapping, seeds: int, chunk: int, block: int) -> str:
+def _fingerprint(config: SweepConfig, grid: Grid, chunk: int, block: int) -> str:
     return json.dumps(
         {
             "config": config.to_dict(),
-            "grid": {k: list(v) for k, v in grid.items()},
-            "seeds": seeds,
+            "grid": grid.as_dict(),
+            "seeds": grid.seeds,
             "chunk": chunk,
             "block_intervals": block,
+            "format": CHECKPOINT_FORMAT,
         },
         sort_keys=True,
     )
@@ -152,11 +156,45 @@ def _load_checkpoint(path: Path, fingerprint: str):
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _programs(config_json: str, intervals: int, devices: tuple) -> tuple:
-    """(program, init_fn, advance_fn) for a config, cached so repeated sweeps reuse them."""
-    config = SweepConfig.from_dict(json.loads(config_json))
-    program = build_program(config)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Compiled:
+    """A config's task, its data (on the host's default device) and its two programs.
+
+    ``init(data, hparams, key_data) -> TrainState`` and
+    ``advance(data, hparams, state, start_step) -> (state, first, metrics)``, both over a
+    member axis sharded as ``member``; ``config`` is kept so that the objects it holds (and
+    so the cache key's ids) stay alive.
+    """
+
+    config: SweepConfig
+    task: train.Task
+    data: DeviceData
+    init: Callable
+    advance: Callable
+
+
+_CACHE: collections.OrderedDict[tuple, Compiled] = collections.OrderedDict()
+_CACHE_SIZE = 8
+
+
+def _objects(config: SweepConfig) -> tuple[int, ...]:
+    """Ids of the non-name objects of a config (two local functions may share a record)."""
+    fields = (config.dataset, config.model, config.optimizer, config.loss)
+    return tuple(id(f) for f in fields if not isinstance(f, str))
+
+
+def compiled(config: SweepConfig, intervals: int, devices: Sequence[jax.Device]) -> Compiled:
+    """The programs of ``config`` with blocks of ``intervals``, cached for repeated sweeps.
+
+    The cache key is the config's record, the identity of the objects in it, the block size,
+    the devices and the kernel choice (``cpu_speedups``).
+    """
+    fast = cpu_speedups.enabled()
+    key = (config.to_json(), _objects(config), intervals, tuple(devices), fast)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    task, data = setup.prepare(config)
     mesh = jax.make_mesh(
         (len(devices),),
         ("sweep",),
@@ -164,82 +202,29 @@ def _programs(config_json: str, intervals: int, devices: tuple) -> tuple:
         devices=list(devices),
     )
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
-    return (program, *_compile(program, intervals, member))
 
-
-# Members trained side by side on a CPU device: the rest of the chunk waits its turn.
-CPU_MEMBER_GROUP = 16
-
-
-def member_group(devices: Sequence[jax.Device]) -> int | None:
-    """Members vmapped together per device, or None for all of them (accelerators).
-
-    On a CPU, a step of many members at once streams every activation, gradient and
-    optimizer state of all of them through memory (for 64 MNIST-1D MLPs, ~2.5 MB per
-    tensor); groups of ``CPU_MEMBER_GROUP`` keep them in the cache and run faster (measured:
-    ~1.2x at 64 members, ~1.5x at 256 on 2 cores; see ``benchmarks/sweep.py``). GPUs and
-    TPUs want the widest batch, so there every member of the chunk runs at once.
-    """
-    return CPU_MEMBER_GROUP if all(d.platform == "cpu" for d in devices) else None
-
-
-def _group_width(per_device: int, group: int) -> int | None:
-    """The divisor of ``per_device`` in [group / 2, 2 group] closest to ``group``, or None."""
-    if per_device <= group:
-        return None
-    near = [d for d in range(max(1, group // 2), 2 * group + 1) if per_device % d == 0]
-    near = [d for d in near if d < per_device]
-    return min(near, key=lambda d: (abs(d - group), -d)) if near else None
-
-
-def grouped(fn: Callable, group: int | None, num_devices: int) -> Callable:
-    r"""``fn(data, hparams, carry, *rest)``, vmapped over members, run ``group`` at a time.
-
-    The member axis (size :math:`D K G` for :math:`D` devices, sharded in contiguous
-    blocks) is viewed as :math:`(K, D G)`: a sequential ``lax.map`` over :math:`K` steps
-    through the groups while each device keeps its own :math:`G` members of every group, so
-    no data moves between devices. Each member's computation is unchanged; only the width of
-    the batched operations is (rounding of the batched kernels may differ in the last bit,
-    as between chunk sizes). The group width :math:`G` is the divisor of the members per
-    device closest to ``group`` within a factor of 2; without one (or with at most
-    ``group`` members per device) it falls back on ``fn``, all members at once.
-    """
-
-    def run(data, hparams, carry, *rest):
-        size = jax.tree.leaves(carry)[0].shape[0]
-        per_device = size // num_devices
-        width = None if group is None else _group_width(per_device, group)
-        if width is None:
-            return fn(data, hparams, carry, *rest)
-        k = per_device // width
-
-        def split(x):  # (D K G, ...) -> (K, D G, ...)
-            x = jnp.swapaxes(x.reshape((num_devices, k, width) + x.shape[1:]), 0, 1)
-            return x.reshape((k, num_devices * width) + x.shape[3:])
-
-        def merge(x):  # (K, D G, ...) -> (D K G, ...)
-            x = jnp.swapaxes(x.reshape((k, num_devices, width) + x.shape[2:]), 0, 1)
-            return x.reshape((size,) + x.shape[3:])
-
-        parts = jax.tree.map(split, (hparams, carry))
-        out = jax.lax.map(lambda p: fn(data, p[0], p[1], *rest), parts)
-        return jax.tree.map(merge, out)
-
-    return run
-
-
-def _compile(program: Program, intervals: int, member: jax.sharding.NamedSharding):
     def init(data, hparams, key_data):
-        return program.init(data, hparams, jax.random.wrap_key_data(key_data))
+        return train.init(task, data, hparams, jax.random.wrap_key_data(key_data))
 
-    devices = list(member.mesh.devices.flat)
-    advance = functools.partial(program.advance, num_intervals=intervals)
-    advance = grouped(
-        jax.vmap(advance, in_axes=(None, 0, 0, None)), member_group(devices), len(devices)
+    def advance(data, hparams, state, start_step):
+        return train.advance(task, data, hparams, state, start_step, intervals)
+
+    grouped = cpu_speedups.grouped(
+        jax.vmap(advance, in_axes=(None, 0, 0, None)),
+        cpu_speedups.member_group(devices, fast),
+        len(devices),
     )
-    init_fn = jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=member)
-    advance_fn = jax.jit(advance, out_shardings=member, donate_argnums=(2,))
-    return init_fn, advance_fn
+    out = Compiled(
+        config,
+        task,
+        data,
+        jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=member),
+        jax.jit(grouped, out_shardings=member, donate_argnums=(2,)),
+    )
+    _CACHE[key] = out
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return out
 
 
 def _check_options(chunk_size: Any, out: Any, resume: bool) -> None:
@@ -253,8 +238,8 @@ def _check_options(chunk_size: Any, out: Any, resume: bool) -> None:
 
 def run_sweep(
     config: SweepConfig,
-    grid: Mapping[str, Sequence[float]],
-    seeds: int = 1,
+    grid: Mapping[str, Sequence[float]] | Grid,
+    seeds: int | None = None,
     *,
     out: str | Path | None = None,
     chunk_size: int | None = None,
@@ -267,9 +252,12 @@ def run_sweep(
     """Trains every (grid point, seed) pair in one jit + vmap program; returns a Dataset.
 
     Args:
-      config: the static settings (``SweepConfig``).
-      grid: hyperparameter name -> values; the cartesian product is swept.
-      seeds: number of seeds per grid point (member seeds 0..seeds-1).
+      config: the static settings (``SweepConfig``): names, import paths or objects for the
+        dataset, model, optimizer and loss.
+      grid: hyperparameter name -> values (the cartesian product is swept), or a ``Grid``
+        already built for ``config`` with ``Grid.build(config, values, seeds)``.
+      seeds: number of seeds per grid point (member seeds 0..seeds-1); default 1, or the
+        ``Grid``'s.
       out: directory for ``results.npz`` and ``checkpoint/`` (nothing is written if None).
       chunk_size: members trained at once (bounds memory); default all.
       devices: number of devices to shard members over (default: all of ``jax.devices()``).
@@ -281,106 +269,57 @@ def run_sweep(
         ``chunk, block, num_chunks, num_blocks, step``.
 
     Returns:
-      ``xarray.Dataset`` with ``train_loss``, ``test_loss``, ``test_accuracy`` (and
-      ``grad_norm``, ``sharpness`` when tracked) over ``(*grid names, seed, step)``,
-      ``diverged_at`` over ``(*grid names, seed)``; coordinates are the grid values, seeds and
-      evaluation steps; ``attrs`` hold the config JSON and library versions.
+      ``xarray.Dataset`` with ``train_loss``, ``test_loss``, ``test_accuracy`` (for class
+      labels) and ``grad_norm``, ``sharpness`` (when tracked) over
+      ``(*grid names, seed, step)``, ``diverged_at`` over ``(*grid names, seed)``;
+      coordinates are the grid values, seeds and evaluation steps; ``attrs`` hold the config
+      record (JSON), the grid and library versions.
     """
     config.validate()
-    if not grid:
-        raise ValueError("grid: empty; give at least one hyperparameter with its values")
-    grid = validate_grid(config, grid, seeds)
+    grid = _grid(config, grid, seeds)
     _check_options(chunk_size, out, resume)
     mesh = sweep_mesh(devices)
     num_intervals = config.steps // config.eval_every
     intervals = block_intervals(num_intervals, checkpoint_every, config.eval_every)
-    load_arrays(config)  # checks batch_size against the data, before compiling
-
     out = None if out is None else Path(out)
-    hparams, seed_of = grid_lib.members(grid, seeds)
-    num = len(seed_of)
-    chunk, num_chunks = grid_lib.padded_size(num, chunk_size, mesh.size)
-    total = chunk * num_chunks
-    fingerprint = _fingerprint(config, grid, seeds, chunk, intervals)
-    if (
-        resume
-        and (out / results_lib.RESULTS_FILE).exists()
-        and _same_results(out, config, grid, seeds)
-    ):
+    if resume and (out / results_lib.RESULTS_FILE).exists() and _same_results(out, config, grid):
         return results_lib.load_results(out)
 
-    program, init_fn, advance_fn = _programs(config.to_json(), intervals, tuple(mesh.devices.flat))
-    member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.P())
-    data = jax.tree.map(lambda x: _put(x, replicated), program.data)
-    hparams = {k: grid_lib.pad(v, total) for k, v in hparams.items()}
-    keys = grid_lib.pad(grid_lib.seed_keys(seed_of), total)
-    num_blocks = num_intervals // intervals
-    buffers = {
-        k: np.full((total, config.num_evals), np.nan, np.float32) for k in program.metric_names
-    }
-    buffers["diverged_at"] = np.full((total,), -1, np.int32)
-
+    programs = compiled(config, intervals, tuple(mesh.devices.flat))  # loads the data, once
+    chunk, num_chunks = grid_lib.padded_size(grid.num_members, chunk_size, mesh.size)
+    plan = _Plan(config, grid, programs, mesh, chunk, num_chunks, intervals)
     ckpt = None if out is None else out / CHECKPOINT_DIR / CHECKPOINT_FILE
+    buffers = plan.buffers()
     start, leaves = (0, 0), None
     if resume and ckpt.exists():
-        start, leaves, buffers = _load_checkpoint(ckpt, fingerprint)
+        start, leaves, buffers = _load_checkpoint(ckpt, plan.fingerprint)
     writer = jax.process_index() == 0
 
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=num_chunks * num_blocks,
-        initial=start[0] * num_blocks + start[1],
+        total=num_chunks * plan.num_blocks,
+        initial=start[0] * plan.num_blocks + start[1],
         unit="block",
-        desc=f"sweep {num} members",
+        desc=f"sweep {grid.num_members} members",
         disable=not (progress and writer),
     )
     try:
-        for c in range(start[0], num_chunks):
-            rows = slice(c * chunk, (c + 1) * chunk)
-            hp = {k: _put(v[rows], member) for k, v in as_hparams_host(hparams).items()}
-            b0 = 0
-            if leaves is not None and c == start[0]:
-                shapes = jax.eval_shape(init_fn, data, hp, _put(keys[rows], member))
-                carry = jax.tree.unflatten(
-                    jax.tree.structure(shapes), [_put(x, member) for x in leaves]
-                )
-                b0, leaves = start[1], None
-            else:
-                carry = init_fn(data, hp, _put(keys[rows], member))
-            for b in range(b0, num_blocks):
-                carry, first, metrics = advance_fn(
-                    data, hp, carry, np.int32(b * intervals * config.eval_every)
-                )
-                if b == 0:
-                    for k in program.metric_names:
-                        buffers[k][rows, 0] = _host(first[k])
-                cols = slice(1 + b * intervals, 1 + (b + 1) * intervals)
-                for k in program.metric_names:
-                    buffers[k][rows, cols] = _host(metrics[k])
-                buffers["diverged_at"][rows] = _host(carry["diverged_at"])
-                if ckpt is not None:
-                    _save_checkpoint(ckpt, fingerprint, (c, b + 1), carry, buffers)
-                bar.update(1)
-                if callback is not None:
-                    callback(
-                        {
-                            "chunk": c,
-                            "block": b,
-                            "num_chunks": num_chunks,
-                            "num_blocks": num_blocks,
-                            "step": (b + 1) * intervals * config.eval_every,
-                        }
-                    )
+        for position in plan.run(start, leaves, buffers):
+            if ckpt is not None:
+                _save_checkpoint(ckpt, plan.fingerprint, position, plan.state, buffers)
+            bar.update(1)
+            if callback is not None:
+                callback(plan.progress(position))
     finally:
         bar.close()
 
+    num = grid.num_members
     ds = results_lib.to_dataset(
-        {k: buffers[k][:num] for k in program.metric_names},
+        {k: buffers[k][:num] for k in programs.task.metric_names},
         buffers["diverged_at"][:num],
-        grid,
-        seeds,
+        grid.as_dict(),
+        grid.seeds,
         config.eval_steps,
         config.to_json(),
     )
@@ -390,20 +329,99 @@ def run_sweep(
     return ds
 
 
-def as_hparams_host(hparams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, np.float32) for k, v in hparams.items()}
+def _grid(config: SweepConfig, grid: Mapping | Grid, seeds: int | None) -> Grid:
+    """The validated grid: built here from a mapping, or a ``Grid`` built for ``config``."""
+    if not isinstance(grid, Grid):
+        return Grid.build(config, grid, 1 if seeds is None else seeds)
+    if seeds is not None and seeds != grid.seeds:
+        raise ValueError(f"seeds: the Grid has {grid.seeds} seeds, got seeds={seeds!r}")
+    return Grid.build(config, grid.as_dict(), grid.seeds)
 
 
-def _same_results(out: Path, config: SweepConfig, grid: Mapping, seeds: int) -> bool:
+@dataclasses.dataclass
+class _Plan:
+    """The chunks × blocks of one sweep, and the state of the chunk being trained."""
+
+    config: SweepConfig
+    grid: Grid
+    programs: Compiled
+    mesh: jax.sharding.Mesh
+    chunk: int
+    num_chunks: int
+    intervals: int
+    state: Any = None
+
+    def __post_init__(self) -> None:
+        total = self.chunk * self.num_chunks
+        table, seed_of = self.grid.members()
+        self.hparams = grid_lib.columns(self.grid.names, grid_lib.pad(table, total))
+        self.keys = grid_lib.pad(grid_lib.seed_keys(seed_of), total)
+        self.num_blocks = self.config.steps // self.config.eval_every // self.intervals
+        self.fingerprint = _fingerprint(self.config, self.grid, self.chunk, self.intervals)
+        self.member = jax.sharding.NamedSharding(self.mesh, jax.P("sweep"))
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.P())
+        self.data = jax.tree.map(lambda x: _put(x, replicated), self.programs.data)
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        total, evals = self.chunk * self.num_chunks, self.config.num_evals
+        out = {
+            k: np.full((total, evals), np.nan, np.float32) for k in self.programs.task.metric_names
+        }
+        out["diverged_at"] = np.full((total,), -1, np.int32)
+        return out
+
+    def progress(self, position: tuple[int, int]) -> dict[str, int]:
+        c, b = position[0], position[1] - 1
+        return {
+            "chunk": c,
+            "block": b,
+            "num_chunks": self.num_chunks,
+            "num_blocks": self.num_blocks,
+            "step": (b + 1) * self.intervals * self.config.eval_every,
+        }
+
+    def run(self, start: tuple[int, int], leaves, buffers: dict[str, np.ndarray]):
+        """Trains from ``start`` (chunk, block), filling ``buffers``; yields each new position.
+
+        ``leaves``: the checkpointed state of chunk ``start[0]`` (None to start it afresh).
+        """
+        programs, names = self.programs, self.programs.task.metric_names
+        for c in range(start[0], self.num_chunks):
+            rows = slice(c * self.chunk, (c + 1) * self.chunk)
+            hp = {k: _put(v[rows], self.member) for k, v in self.hparams.items()}
+            keys = _put(self.keys[rows], self.member)
+            b0 = 0
+            if leaves is not None and c == start[0]:
+                shapes = jax.eval_shape(programs.init, self.data, hp, keys)
+                self.state = jax.tree.unflatten(
+                    jax.tree.structure(shapes), [_put(x, self.member) for x in leaves]
+                )
+                b0, leaves = start[1], None
+            else:
+                self.state = programs.init(self.data, hp, keys)
+            for b in range(b0, self.num_blocks):
+                step = np.int32(b * self.intervals * self.config.eval_every)
+                self.state, first, metrics = programs.advance(self.data, hp, self.state, step)
+                if b == 0:
+                    for k in names:
+                        buffers[k][rows, 0] = _host(first[k])
+                cols = slice(1 + b * self.intervals, 1 + (b + 1) * self.intervals)
+                for k in names:
+                    buffers[k][rows, cols] = _host(metrics[k])
+                buffers["diverged_at"][rows] = _host(self.state.diverged_at)
+                yield (c, b + 1)
+
+
+def _same_results(out: Path, config: SweepConfig, grid: Grid) -> bool:
     ds = results_lib.load_results(out)
     same = (
         json.loads(ds.attrs["config"]) == json.loads(config.to_json())
-        and json.loads(ds.attrs["grid"]) == {k: list(v) for k, v in grid.items()}
-        and int(ds.attrs["seeds"]) == seeds
+        and json.loads(ds.attrs["grid"]) == grid.as_dict()
+        and int(ds.attrs["seeds"]) == grid.seeds
     )
     if not same:
         raise ValueError(f"resume: {out} holds results of a different sweep; use another --out")
     return True
 
 
-__all__ = ["run_sweep", "sweep_mesh", "block_intervals", "as_hparams"]
+__all__ = ["Compiled", "block_intervals", "compiled", "run_sweep", "sweep_mesh"]

@@ -1,10 +1,22 @@
-r"""One training run as a pure function: ``make_train(config) -> train(hparams, key)``.
+r"""One training run as small pure functions, and ``make_train(config) -> train(hparams, key)``.
 
-The whole loop is a ``lax.scan`` (an outer scan over evaluation intervals, an inner one over
-steps) with the dataset on the device, so ``jax.jit(jax.vmap(train))`` trains a whole grid of
-models in one program (the PureJaxRL pattern). The optimizer is built *inside* the function
-from the traced hyperparameters, ``optimizers.get(config.optimizer)(**fixed, **hparams)``, so
-any numeric hyperparameter can be swept without recompiling.
+The pieces, each a pure function of its arguments (the PureJaxRL pattern):
+
+- ``init(task, data, hparams, key) -> TrainState``: parameters, optimizer state, keys;
+- ``draw_batch(task, data, state, t) -> (x, y, state)``: the mini-batch of step ``t``;
+- ``train_step(task, data, hparams, state, t) -> TrainState``: one optimizer step, with
+  ``freeze_diverged`` (the divergence mask) applied to its result;
+- ``evaluate(task, data, state, step) -> metrics``: losses (and accuracy, gradient norm,
+  sharpness) on the evaluation sets;
+- ``advance(task, data, hparams, state, start_step, num_intervals)``: a ``lax.scan`` over
+  evaluation intervals, each a ``lax.scan`` over steps, then an evaluation.
+
+``task`` (a ``Task``, built on the host by ``setup.prepare``) holds everything static: the
+Flax model, the per-example loss, the optimizer factory and its fixed hyperparameters, sizes
+and flags. ``data`` is the ``DeviceData`` pytree. The optimizer is built *inside* the step
+from the traced hyperparameters, ``factory(**fixed, **hparams)``, so any numeric
+hyperparameter can be swept without recompiling, and ``jax.jit(jax.vmap(train))`` trains a
+whole grid of models in one program.
 
 Mini-batches: at the start of every epoch each member draws a permutation of the training set
 from its own key and walks through it in ``N // batch_size`` batches (the remainder is dropped
@@ -20,370 +32,286 @@ metrics are NaN from the next evaluation point on.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from gdyn_jax.sweep.config import SweepConfig
+from gdyn_jax.sweep.cpu_speedups import Kernels
+from gdyn_jax.sweep.data import DeviceData, EvalChunks
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from gdyn_jax.sweep.config import SweepConfig
 
 PyTree = Any
-Carry = dict[str, Any]
 Metrics = dict[str, jax.Array]
+HParams = Mapping[str, jax.Array]
 
 
-# ---------------------------------------------------------------------------------------------
-# Data on the device
-# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """The static pieces of a training run (host objects; nothing here is traced).
 
-
-def load_arrays(config: SweepConfig) -> dict[str, np.ndarray]:
-    """Loads train/test arrays on the host and checks the batch size against them."""
-    from gdyn_jax import data
-
-    x_train, y_train = data.load(config.dataset, "train", config.data_dir)
-    x_test, y_test = data.load(config.dataset, "test", config.data_dir)
-    if config.train_subset is not None:
-        if config.train_subset > len(x_train):
-            raise ValueError(
-                f"train_subset: {config.train_subset} is larger than the training set "
-                f"({len(x_train)} examples)"
-            )
-        x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
-    n = len(x_train)
-    if config.batch_size is not None and config.batch_size > n:
-        raise ValueError(
-            f"batch_size: {config.batch_size} is larger than the training set ({n} examples)"
-        )
-    return {
-        "x_train": np.asarray(x_train, np.float32),
-        "y_train": np.asarray(y_train, np.int32),
-        "x_test": np.asarray(x_test, np.float32),
-        "y_test": np.asarray(y_test, np.int32),
-    }
-
-
-def _chunked(x: np.ndarray, y: np.ndarray, size: int) -> dict[str, np.ndarray]:
-    """Pads (x, y) to a multiple of ``size`` and reshapes to (chunks, size, ...) + weights."""
-    n = len(x)
-    size = min(size, n)
-    k = math.ceil(n / size)
-    pad = k * size - n
-    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    y = np.concatenate([y, np.zeros(pad, y.dtype)])
-    return {
-        "x": x.reshape((k, size) + x.shape[1:]),
-        "y": y.reshape(k, size),
-        "w": w.reshape(k, size),
-    }
-
-
-def device_data(config: SweepConfig, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The arrays the program reads: training set, chunked eval sets, sharpness subset."""
-    out = {
-        "x_train": arrays["x_train"],
-        "y_train": arrays["y_train"],
-        "eval_train": _chunked(arrays["x_train"], arrays["y_train"], config.eval_batch_size),
-        "eval_test": _chunked(arrays["x_test"], arrays["y_test"], config.eval_batch_size),
-    }
-    if config.track_sharpness:
-        m = min(config.sharpness_subset, len(arrays["x_train"]))
-        out["x_sharp"] = arrays["x_train"][:m]
-        out["y_sharp"] = arrays["y_train"][:m]
-    return jax.tree.map(jnp.asarray, out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Losses and schedules
-# ---------------------------------------------------------------------------------------------
-
-
-def per_example_loss(loss: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    r"""Per-example loss.
-
-    ``'cross_entropy'``: :math:`-\log \mathrm{softmax}(z)_y`.
-    ``'mse'``: :math:`\tfrac12 \sum_c (z_c - e_{y,c})^2`, the square loss on one-hot targets of
-    Cohen et al. (2021) (summed over classes, averaged over examples by the caller).
+    Attributes:
+      model: the Flax module (``apply({'params': p, **model_state}, x) -> outputs``).
+      loss: per-example loss ``loss(outputs, targets) -> (batch,)``.
+      optimizer: the factory, called as ``optimizer(**fixed, **hparams)``.
+      fixed: fixed hyperparameters (Python floats: constants of the program).
+      schedule: unit-peak learning-rate multiplier ``s(t)``, or None.
+      num_train: training-set size; ``batch_size``: examples per step (``num_train`` for
+        full batch).
+      eval_every: steps per evaluation interval.
+      accuracy: whether the targets are class labels (``test_accuracy`` is recorded).
+      track_grad_norm, track_sharpness, sharpness_iters: optional metrics.
+      kernels: the operations ``cpu_speedups`` provides (fast or plain).
     """
-    if loss == "cross_entropy":
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-    return 0.5 * jnp.sum((logits - onehot) ** 2, axis=-1)
+
+    model: nn.Module
+    loss: Callable[[jax.Array, jax.Array], jax.Array]
+    optimizer: Callable[..., optax.GradientTransformation]
+    fixed: Mapping[str, float]
+    schedule: Callable[[jax.Array], jax.Array] | None
+    num_train: int
+    batch_size: int
+    eval_every: int
+    accuracy: bool
+    track_grad_norm: bool
+    track_sharpness: bool
+    sharpness_iters: int
+    kernels: Kernels
+
+    @property
+    def full_batch(self) -> bool:
+        return self.batch_size == self.num_train
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        names = ("train_loss", "test_loss") + ("test_accuracy",) * self.accuracy
+        names += ("grad_norm",) * self.track_grad_norm
+        return names + ("sharpness",) * self.track_sharpness
 
 
-def unit_schedule(name: str | None, steps: int, warmup_steps: int = 0) -> Callable | None:
-    r"""A learning-rate multiplier :math:`s(t)` with peak 1; the sweep uses :math:`a\,s(t)`.
+class TrainState(NamedTuple):
+    """Everything one member carries from step to step.
 
-    optax schedule constructors reject traced arguments (their checks are Python ``if``\ s),
-    so the traced peak multiplies a unit schedule instead.
+    ``model_state`` holds the module's variable collections other than ``params`` (empty for
+    the built-in models); ``alive`` is False from the first non-finite step on, and
+    ``diverged_at`` the index of that step (-1 if none); ``data_key`` and ``sharpness_key``
+    are raw key data; ``order`` is the current epoch's permutation (None for full batch).
     """
-    if name in (None, "constant"):
-        return None
-    if name == "cosine":
-        return optax.cosine_decay_schedule(1.0, steps)
-    if name == "linear":
-        return optax.linear_schedule(1.0, 0.0, steps)
-    if name == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, 1.0, max(warmup_steps, 0), steps)
-    raise ValueError(f"schedule: unknown schedule {name!r}")
+
+    params: PyTree
+    model_state: PyTree
+    opt_state: PyTree
+    alive: jax.Array
+    diverged_at: jax.Array
+    data_key: jax.Array
+    sharpness_key: jax.Array
+    order: jax.Array | None
 
 
 # ---------------------------------------------------------------------------------------------
-# The program
+# Model, loss, optimizer
 # ---------------------------------------------------------------------------------------------
 
 
-def _tree_all_finite(tree: PyTree) -> jax.Array:
-    r"""Whether every inexact leaf of ``tree`` is finite, one fused reduction per leaf.
-
-    :math:`\sum_i 0 \cdot x_i` is 0 when every :math:`x_i` is finite and NaN as soon as one is
-    :math:`\pm\infty` or NaN (:math:`0 \cdot \infty = \mathrm{NaN}`), so one float sum per
-    leaf replaces ``all(isfinite(x))`` (which XLA:CPU runs as several unfused passes).
-    """
-    sums = [
-        jnp.sum(jnp.asarray(x) * jnp.zeros((), jnp.asarray(x).dtype)).real
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
-    ]
-    return jnp.isfinite(sum(sums)) if sums else jnp.array(True)
+def apply(task: Task, params: PyTree, model_state: PyTree, x: jax.Array) -> jax.Array:
+    """The model's outputs on inputs ``x``."""
+    return task.model.apply({"params": params, **model_state}, x)
 
 
-def _stable_argsort_u32(bits: jax.Array) -> jax.Array:
-    r"""``lax.sort_key_val(bits, arange(n))[1]`` (a stable argsort of uint32 keys), faster.
-
-    Each key is packed with its index into one uint64, :math:`2^{32} k_i + i`, so a plain
-    single-operand sort orders by key and breaks ties by index, exactly as the stable
-    key-value sort does; XLA:CPU runs a single-operand sort of a primitive type several
-    times faster than a key-value sort with its generic comparator. (Scoped 64-bit types.)
-    """
-    n = bits.shape[-1]
-    with jax.enable_x64(True):
-        packed = (bits.astype(jnp.uint64) << jnp.uint64(32)) | jnp.arange(n, dtype=jnp.uint64)
-        order = jax.lax.sort(packed, dimension=-1) & jnp.uint64(0xFFFFFFFF)
-        return order.astype(jnp.int32)
+def mean_loss(task: Task, params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array):
+    """The loss averaged over a batch."""
+    return jnp.mean(task.loss(apply(task, params, model_state, x), y))
 
 
-def permutation(key: jax.Array, n: int) -> jax.Array:
-    r"""``jax.random.permutation(key, n).astype(int32)``, bit for bit, with faster sorts.
-
-    The same algorithm as jax's ``_shuffle``: :math:`\lceil 3 \ln n / \ln(2^{32}-1) \rceil`
-    rounds, each drawing fresh uint32 keys from a split of the key and stably sorting the
-    current order by them; only the sort is done differently (``_stable_argsort_u32``).
-    """
-    x = jnp.arange(n, dtype=jnp.int32)
-    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
-    for _ in range(rounds):
-        key, subkey = jax.random.split(key)
-        bits = jax.random.bits(subkey, (n,), jnp.uint32)
-        x = x[_stable_argsort_u32(bits)]
-    return x
+def optimizer_at(task: Task, hparams: HParams, step: jax.Array) -> optax.GradientTransformation:
+    """The optimizer with the swept ``hparams`` (and the scheduled learning rate at ``step``)."""
+    hp = {**task.fixed, **hparams}
+    if task.schedule is not None:
+        hp["learning_rate"] = hp["learning_rate"] * task.schedule(step)
+    return task.optimizer(**hp)
 
 
-EVAL_PIECE = 500
+# ---------------------------------------------------------------------------------------------
+# The pieces of a run
+# ---------------------------------------------------------------------------------------------
 
 
-def _piece_size(size: int, target: int) -> int:
-    """The largest divisor of ``size`` that is at most ``target`` (``size`` if none > 1)."""
-    best = max((d for d in range(1, min(size, target) + 1) if size % d == 0), default=size)
-    return size if best == 1 else best
+def init(task: Task, data: DeviceData, hparams: HParams, key: jax.Array) -> TrainState:
+    """A member's initial state: ``key`` splits into the init, data-order and sharpness keys."""
+    init_key, data_key, sharpness_key = jax.random.split(key, 3)
+    variables = dict(task.model.init(init_key, data.x_train[:1]))
+    params = variables.pop("params")
+    opt_state = optimizer_at(task, hparams, jnp.int32(0)).init(params)
+    return TrainState(
+        params=params,
+        model_state=variables,
+        opt_state=opt_state,
+        alive=jnp.array(True),
+        diverged_at=jnp.array(-1, jnp.int32),
+        data_key=jax.random.key_data(data_key),
+        sharpness_key=jax.random.key_data(sharpness_key),
+        order=None if task.full_batch else jnp.zeros((task.num_train,), jnp.int32),
+    )
 
 
-def _tree_where(cond: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+def epoch_order(task: Task, data_key: jax.Array, epoch: jax.Array) -> jax.Array:
+    """The permutation of the training set for ``epoch``, from the member's data key."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(data_key), epoch)
+    return task.kernels.permutation(key, task.num_train)
+
+
+def draw_batch(task: Task, data: DeviceData, state: TrainState, t: jax.Array):
+    """(x, y, state) for step ``t``: the next ``batch_size`` examples of the epoch's order."""
+    if task.full_batch:
+        return data.x_train, data.y_train, state
+    steps_per_epoch = task.num_train // task.batch_size
+    i, epoch = t % steps_per_epoch, t // steps_per_epoch
+    # t is shared by all members, so this cond stays a cond under vmap.
+    order = jax.lax.cond(
+        i == 0, lambda: epoch_order(task, state.data_key, epoch), lambda: state.order
+    )
+    idx = jax.lax.dynamic_slice(order, (i * task.batch_size,), (task.batch_size,))
+    return data.x_train[idx], data.y_train[idx], state._replace(order=order)
+
+
+def _where(cond: jax.Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
 
 
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """The pieces of ``train`` that the sweep executor runs block by block.
+def freeze_diverged(
+    task: Task,
+    state: TrainState,
+    loss: jax.Array,
+    params: PyTree,
+    opt_state: PyTree,
+    t: jax.Array,
+) -> TrainState:
+    """The divergence mask: take the step's ``params``/``opt_state`` only if all is finite.
 
-    ``init(data, hparams, key) -> carry`` and
-    ``advance(data, hparams, carry, start_step, num_intervals) -> (carry, first, metrics)``
-    (with ``num_intervals`` static and ``start_step`` a scalar shared by all members) are pure;
-    ``first`` holds the metrics at ``start_step`` when it is 0 (NaN otherwise), ``metrics``
-    those at the ends of the ``num_intervals`` intervals; ``data`` is the pytree of device
-    arrays from ``device_data``.
+    A member whose ``loss``, new parameters or new optimizer state is non-finite keeps its
+    last finite ones, is marked dead, and ``diverged_at`` records ``t`` (once).
     """
+    finite = (
+        jnp.isfinite(loss) & task.kernels.all_finite(params) & task.kernels.all_finite(opt_state)
+    )
+    ok = state.alive & finite
+    return state._replace(
+        params=_where(ok, params, state.params),
+        opt_state=_where(ok, opt_state, state.opt_state),
+        alive=ok,
+        diverged_at=jnp.where(state.alive & ~finite, t, state.diverged_at),
+    )
 
-    config: SweepConfig
-    data: dict[str, Any]
-    num_train: int
-    init: Callable[..., tuple[Carry, Metrics]]
-    advance: Callable[..., tuple[Carry, Metrics]]
-    metric_names: tuple[str, ...]
+
+def train_step(
+    task: Task, data: DeviceData, hparams: HParams, state: TrainState, t: jax.Array
+) -> TrainState:
+    """Step ``t``: a batch, the loss and its gradient, the optimizer update, the mask."""
+    x, y, state = draw_batch(task, data, state, t)
+    loss, grads = jax.value_and_grad(mean_loss, argnums=1)(
+        task, state.params, state.model_state, x, y
+    )
+    updates, opt_state = optimizer_at(task, hparams, t).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return freeze_diverged(task, state, loss, params, opt_state, t)
 
 
-def build_program(config: SweepConfig, arrays: Mapping[str, np.ndarray] | None = None) -> Program:
-    """Builds the pure pieces of a training run (validates ``config`` and loads the data)."""
-    from gdyn_jax import data as data_module
-    from gdyn_jax import models, optimizers
+def dataset_stats(
+    task: Task, params: PyTree, model_state: PyTree, chunks: EvalChunks, with_grad: bool
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """(mean loss, accuracy or None, gradient norm or None) over a chunked evaluation set."""
+    total = jnp.sum(chunks.w)
 
-    config.validate()
-    if arrays is None:
-        arrays = load_arrays(config)
-    num_classes = int(data_module.info(config.dataset)["num_classes"])
-    # JSON turns tuples (e.g. input_shape) into lists; flax module fields want tuples.
-    model_kwargs = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in config.model_kwargs.items()
-    }
-    model = models.get(config.model, num_classes, **model_kwargs)
-    factory = optimizers.get(config.optimizer)
-    fixed = {k: float(v) for k, v in config.hparams.items()}
-    schedule = unit_schedule(config.schedule, config.steps, config.warmup_steps)
-    n = len(arrays["x_train"])
-    full_batch = config.batch_size is None or config.batch_size == n
-    batch = n if full_batch else int(config.batch_size)
-    steps_per_epoch = n // batch
-    metric_names = ("train_loss", "test_loss", "test_accuracy")
-    metric_names += ("grad_norm",) * config.track_grad_norm
-    metric_names += ("sharpness",) * config.track_sharpness
+    def body(acc, batch):
+        x, y, w = batch
+        if with_grad:
 
-    def apply(params, extra, x):
-        return model.apply({"params": params, **extra}, x)
+            def weighted(p):
+                out = apply(task, p, model_state, x)
+                return jnp.sum(task.loss(out, y) * w), out
 
-    def mean_loss(params, extra, x, y):
-        return jnp.mean(per_example_loss(config.loss, apply(params, extra, x), y))
-
-    def make_tx(hparams, step):
-        hp = {**fixed, **hparams}
-        if schedule is not None:
-            hp["learning_rate"] = hp["learning_rate"] * schedule(step)
-        return factory(**hp)
-
-    def forward_in_pieces(params, extra, x):
-        # The logits of an evaluation chunk, computed EVAL_PIECE examples at a time (a
-        # sequential lax.map): each example's logits are the same, but the activations of
-        # many members stay small enough for the cache instead of (members, chunk, width).
-        size = x.shape[0]
-        piece = _piece_size(size, EVAL_PIECE)
-        if piece == size:
-            return apply(params, extra, x)
-        pieces = x.reshape((size // piece, piece) + x.shape[1:])
-        logits = jax.lax.map(lambda xb: apply(params, extra, xb), pieces)
-        return logits.reshape((size,) + logits.shape[2:])
-
-    def dataset_stats(params, extra, chunks, with_grad):
-        total = jnp.sum(chunks["w"])
-
-        def body(acc, batch):
-            def f(p):
-                logits = apply(p, extra, batch["x"])
-                per = per_example_loss(config.loss, logits, batch["y"])
-                return jnp.sum(per * batch["w"]), logits
-
-            if with_grad:
-                (loss_sum, logits), g = jax.value_and_grad(f, has_aux=True)(params)
-                g_acc = jax.tree.map(jnp.add, acc[2], g)
-            else:
-                logits = forward_in_pieces(params, extra, batch["x"])
-                per = per_example_loss(config.loss, logits, batch["y"])
-                loss_sum = jnp.sum(per * batch["w"])
-                g_acc = acc[2]
-            correct = jnp.sum((jnp.argmax(logits, -1) == batch["y"]) * batch["w"])
-            return (acc[0] + loss_sum, acc[1] + correct, g_acc), None
-
-        g0 = jax.tree.map(jnp.zeros_like, params) if with_grad else None
-        zero = jnp.zeros((), jnp.float32)
-        (loss_sum, correct, g), _ = jax.lax.scan(body, (zero, zero, g0), chunks)
-        gnorm = optax.tree.norm(g) / total if with_grad else None
-        return loss_sum / total, correct / total, gnorm
-
-    def evaluate(data, carry, step):
-        from gdyn_jax import hessian
-
-        params, extra = carry["params"], carry["extra"]
-        train_loss, _, gnorm = dataset_stats(
-            params, extra, data["eval_train"], config.track_grad_norm
-        )
-        test_loss, test_acc, _ = dataset_stats(params, extra, data["eval_test"], False)
-        out = {"train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_acc}
-        if config.track_grad_norm:
-            out["grad_norm"] = gnorm
-        if config.track_sharpness:
-            key = jax.random.fold_in(jax.random.wrap_key_data(carry["sharp_key"]), step)
-            out["sharpness"] = hessian.top_eigenvalue(
-                lambda p: mean_loss(p, extra, data["x_sharp"], data["y_sharp"]),
-                params,
-                key,
-                config.sharpness_iters,
-            )
-        nan = jnp.float32(jnp.nan)
-        return {k: jnp.where(carry["alive"], v.astype(jnp.float32), nan) for k, v in out.items()}
-
-    def epoch_perm(data_key, epoch):
-        key = jax.random.fold_in(jax.random.wrap_key_data(data_key), epoch)
-        return permutation(key, n)
-
-    def init(data, hparams, key):
-        init_key, data_key, sharp_key = jax.random.split(key, 3)
-        variables = dict(model.init(init_key, data["x_train"][:1]))
-        params = variables.pop("params")
-        opt_state = make_tx(hparams, jnp.int32(0)).init(params)
-        carry = {
-            "params": params,
-            "extra": variables,
-            "opt_state": opt_state,
-            "alive": jnp.array(True),
-            "diverged_at": jnp.array(-1, jnp.int32),
-            "data_key": jax.random.key_data(data_key),
-            "sharp_key": jax.random.key_data(sharp_key),
-        }
-        if not full_batch:
-            carry["perm"] = jnp.zeros((n,), jnp.int32)
-        return carry
-
-    def train_step(data, hparams, carry, t):
-        if full_batch:
-            x, y = data["x_train"], data["y_train"]
+            (loss_sum, out), g = jax.value_and_grad(weighted, has_aux=True)(params)
+            g_acc = jax.tree.map(jnp.add, acc[2], g)
         else:
-            i, epoch = t % steps_per_epoch, t // steps_per_epoch
-            # t is shared by all members, so this cond stays a cond under vmap.
-            perm = jax.lax.cond(
-                i == 0, lambda: epoch_perm(carry["data_key"], epoch), lambda: carry["perm"]
-            )
-            idx = jax.lax.dynamic_slice(perm, (i * batch,), (batch,))
-            x, y = data["x_train"][idx], data["y_train"][idx]
-            carry = {**carry, "perm": perm}
-        params, extra, opt_state = carry["params"], carry["extra"], carry["opt_state"]
-        loss, grads = jax.value_and_grad(mean_loss)(params, extra, x, y)
-        updates, new_state = make_tx(hparams, t).update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(loss) & _tree_all_finite(new_params) & _tree_all_finite(new_state)
-        ok = carry["alive"] & finite
-        return {
-            **carry,
-            "params": _tree_where(ok, new_params, params),
-            "opt_state": _tree_where(ok, new_state, opt_state),
-            "alive": ok,
-            "diverged_at": jnp.where(carry["alive"] & ~finite, t, carry["diverged_at"]),
-        }
+            out = task.kernels.forward(lambda xb: apply(task, params, model_state, xb), x)
+            loss_sum = jnp.sum(task.loss(out, y) * w)
+            g_acc = acc[2]
+        correct = acc[1]
+        if task.accuracy:
+            correct = correct + jnp.sum((jnp.argmax(out, -1) == y) * w)
+        return (acc[0] + loss_sum, correct, g_acc), None
 
-    def advance(data, hparams, carry, start_step, num_intervals):
-        start_step = jnp.asarray(start_step, jnp.int32)
+    g0 = jax.tree.map(jnp.zeros_like, params) if with_grad else None
+    zero = jnp.zeros((), jnp.float32)
+    (loss_sum, correct, g), _ = jax.lax.scan(body, (zero, zero, g0), chunks)
+    gnorm = optax.tree.norm(g) / total if with_grad else None
+    return loss_sum / total, (correct / total if task.accuracy else None), gnorm
 
-        def interval(carry, j):
-            s0 = start_step + j * config.eval_every
 
-            def step(c, t):
-                return train_step(data, hparams, c, t), None
+def evaluate(task: Task, data: DeviceData, state: TrainState, step: jax.Array) -> Metrics:
+    """The metrics of ``state`` (NaN for a diverged member) at ``step``."""
+    from gdyn_jax import hessian
 
-            carry, _ = jax.lax.scan(step, carry, s0 + jnp.arange(config.eval_every))
-            return carry, evaluate(data, carry, s0 + config.eval_every)
-
-        # Metrics at the start of the run, computed only when the block starts at step 0
-        # (start_step is shared by all members, so this cond stays a cond under vmap).
-        nan = {k: jnp.full((), jnp.nan, jnp.float32) for k in metric_names}
-        first = jax.lax.cond(
-            start_step == 0, lambda c: evaluate(data, c, start_step), lambda c: nan, carry
+    params, model_state = state.params, state.model_state
+    train_loss, _, gnorm = dataset_stats(
+        task, params, model_state, data.eval_train, task.track_grad_norm
+    )
+    test_loss, test_acc, _ = dataset_stats(task, params, model_state, data.eval_test, False)
+    out = {"train_loss": train_loss, "test_loss": test_loss}
+    if task.accuracy:
+        out["test_accuracy"] = test_acc
+    if task.track_grad_norm:
+        out["grad_norm"] = gnorm
+    if task.track_sharpness:
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.sharpness_key), step)
+        out["sharpness"] = hessian.top_eigenvalue(
+            lambda p: mean_loss(task, p, model_state, data.x_sharp, data.y_sharp),
+            params,
+            key,
+            task.sharpness_iters,
         )
-        carry, metrics = jax.lax.scan(interval, carry, jnp.arange(num_intervals))
-        return carry, first, metrics
+    nan = jnp.float32(jnp.nan)
+    return {k: jnp.where(state.alive, v.astype(jnp.float32), nan) for k, v in out.items()}
 
-    return Program(config, device_data(config, arrays), n, init, advance, metric_names)
+
+def advance(
+    task: Task,
+    data: DeviceData,
+    hparams: HParams,
+    state: TrainState,
+    start_step: jax.Array,
+    num_intervals: int,
+) -> tuple[TrainState, Metrics, Metrics]:
+    """``num_intervals`` evaluation intervals from ``start_step`` (shared by all members).
+
+    Returns (state, first, metrics): ``first`` holds the metrics at ``start_step`` when it is
+    0 (NaN otherwise), ``metrics`` those at the end of each interval (leading axis).
+    """
+    start_step = jnp.asarray(start_step, jnp.int32)
+
+    def interval(state, j):
+        s0 = start_step + j * task.eval_every
+
+        def step(s, t):
+            return train_step(task, data, hparams, s, t), None
+
+        state, _ = jax.lax.scan(step, state, s0 + jnp.arange(task.eval_every))
+        return state, evaluate(task, data, state, s0 + task.eval_every)
+
+    # Metrics at the start of the run, computed only when the block starts at step 0
+    # (start_step is shared by all members, so this cond stays a cond under vmap).
+    nan = {k: jnp.full((), jnp.nan, jnp.float32) for k in task.metric_names}
+    first = jax.lax.cond(
+        start_step == 0, lambda s: evaluate(task, data, s, start_step), lambda s: nan, state
+    )
+    state, metrics = jax.lax.scan(interval, state, jnp.arange(num_intervals))
+    return state, first, metrics
 
 
 def as_hparams(hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
@@ -392,14 +320,15 @@ def as_hparams(hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
 
 
 def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], Metrics]:
-    r"""A pure, jit-able ``train(hparams, key) -> metrics`` for ``config``.
+    r"""A pure, jit- and vmap-able ``train(hparams, key) -> metrics`` for ``config``.
 
     ``hparams`` maps optimizer hyperparameter names to scalars (they override
     ``config.hparams``); ``key`` is a PRNG key (it determines the initialisation, the order of
     the mini-batches and the sharpness start vectors). The result maps each metric name
-    (``train_loss``, ``test_loss``, ``test_accuracy`` and, when tracked, ``grad_norm`` and
-    ``sharpness``) to an array over the ``config.num_evals`` evaluation steps
-    ``0, eval_every, ..., steps``, plus ``diverged_at`` (int32 scalar, -1 if never).
+    (``train_loss``, ``test_loss``, ``test_accuracy`` for class labels and, when tracked,
+    ``grad_norm`` and ``sharpness``) to an array over the ``config.num_evals`` evaluation
+    steps ``0, eval_every, ..., steps``, plus ``diverged_at`` (int32 scalar, -1 if never).
+    ``config`` is validated and its data loaded here, once.
 
     Example::
 
@@ -408,28 +337,24 @@ def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], 
         keys = jax.random.split(jax.random.key(0), 2)
         out = jax.jit(jax.vmap(train))({"learning_rate": lrs}, keys)
     """
-    program = build_program(config)
-    data = program.data
+    from gdyn_jax import optimizers
+    from gdyn_jax.sweep import setup
+
+    task, data = setup.prepare(config)
+    known = set(optimizers.hyperparameters(task.optimizer))
     num_intervals = config.steps // config.eval_every
-    known = set(program_hparam_names(config))
 
     def train(hparams: Mapping[str, Any], key: jax.Array) -> Metrics:
         unknown = sorted(set(hparams) - known)
         if unknown:
             raise ValueError(
-                f"{unknown[0]}: not a numeric hyperparameter of optimizer {config.optimizer!r}"
+                f"{unknown[0]}: not a numeric hyperparameter of optimizer {config.optimizer_label}"
             )
         hp = as_hparams(hparams)
-        carry = program.init(data, hp, key)
-        carry, first, rest = program.advance(data, hp, carry, 0, num_intervals)
-        out = {k: jnp.concatenate([first[k][None], rest[k]]) for k in program.metric_names}
-        out["diverged_at"] = carry["diverged_at"]
+        state = init(task, data, hp, key)
+        state, first, rest = advance(task, data, hp, state, 0, num_intervals)
+        out = {k: jnp.concatenate([first[k][None], rest[k]]) for k in task.metric_names}
+        out["diverged_at"] = state.diverged_at
         return out
 
     return train
-
-
-def program_hparam_names(config: SweepConfig) -> tuple[str, ...]:
-    from gdyn_jax.sweep.config import optimizer_hyperparameters
-
-    return tuple(optimizer_hyperparameters(config.optimizer))

@@ -50,14 +50,14 @@ def test_four_devices_equal_one_with_padding(mnist1d_data_dir, tmp_path):
 def test_member_axis_is_sharded(mnist1d_data_dir):
     from gdyn_jax.sweep import execute
 
-    program, init_fn, _ = execute._programs(CONFIG.to_json(), 1, tuple(jax.devices()[:4]))
+    programs = execute.compiled(CONFIG, 1, tuple(jax.devices()[:4]))
     mesh = sweep_mesh(4)
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
     keys = execute._put(
         np.stack([np.asarray(jax.random.key_data(jax.random.key(i))) for i in range(4)]), member
     )
     hp = {"learning_rate": execute._put(np.full(4, 0.1, np.float32), member)}
-    carry = init_fn(program.data, hp, keys)
-    leaf = jax.tree.leaves(carry["params"])[0]
+    state = programs.init(programs.data, hp, keys)
+    leaf = jax.tree.leaves(state.params)[0]
     assert leaf.sharding.spec[0] == "sweep"
     assert len({s.device for s in leaf.addressable_shards}) == 4

@@ -1,0 +1,132 @@
+r"""From a ``SweepConfig`` to the static ``Task`` and the device data, on the host, once.
+
+``prepare(config)`` validates the config, loads (or takes) the data, resolves the model,
+loss and optimizer from names, import paths or objects, and checks that they fit together
+(``eval_shape`` of the model on two examples and of the loss on its outputs), so that a
+mismatch is a one-line ``ValueError`` before anything compiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import jax
+import optax
+
+from gdyn_jax.sweep import cpu_speedups, losses
+from gdyn_jax.sweep import data as data_lib
+from gdyn_jax.sweep.train import Task
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from gdyn_jax.sweep.config import SweepConfig
+
+
+def unit_schedule(name: str | None, steps: int, warmup_steps: int = 0) -> Callable | None:
+    r"""A learning-rate multiplier :math:`s(t)` with peak 1; the sweep uses :math:`a\,s(t)`.
+
+    optax schedule constructors reject traced arguments (their checks are Python ``if``\ s),
+    so the traced peak multiplies a unit schedule instead.
+    """
+    if name in (None, "constant"):
+        return None
+    if name == "cosine":
+        return optax.cosine_decay_schedule(1.0, steps)
+    if name == "linear":
+        return optax.linear_schedule(1.0, 0.0, steps)
+    if name == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, 1.0, max(warmup_steps, 0), steps)
+    raise ValueError(f"schedule: unknown schedule {name!r}")
+
+
+def load_arrays(config: SweepConfig) -> data_lib.Arrays:
+    """The training data of ``config`` (subset applied), checked against the batch size."""
+    arrays = data_lib.resolve(config.dataset, config.data_dir)
+    if config.train_subset is not None:
+        if config.train_subset > len(arrays.x_train):
+            raise ValueError(
+                f"train_subset: {config.train_subset} is larger than the training set "
+                f"({len(arrays.x_train)} examples)"
+            )
+        arrays = arrays.first(config.train_subset)
+    n = len(arrays.x_train)
+    if config.batch_size is not None and config.batch_size > n:
+        raise ValueError(
+            f"batch_size: {config.batch_size} is larger than the training set ({n} examples)"
+        )
+    return arrays
+
+
+def build_model(config: SweepConfig, num_outputs: int) -> nn.Module:
+    """The Flax module of ``config``: an instance as it is, else built by ``models.get``."""
+    import flax.linen as nn
+
+    from gdyn_jax import models
+
+    if isinstance(config.model, nn.Module):
+        return config.model
+    # JSON turns tuples (e.g. input_shape) into lists; flax module fields want tuples.
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_kwargs.items()}
+    return models.get(config.model, num_outputs, **kwargs)
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def check_model_and_loss(model: nn.Module, loss, arrays: data_lib.Arrays) -> jax.ShapeDtypeStruct:
+    """Shapes only (``eval_shape``): the model on two examples, the loss on its outputs.
+
+    Returns the outputs' shape and dtype for two examples.
+    """
+    x = jax.ShapeDtypeStruct((2,) + arrays.x_train.shape[1:], arrays.x_train.dtype)
+    try:
+        variables = jax.eval_shape(model.init, jax.random.key(0), x)
+        outputs = jax.eval_shape(model.apply, variables, x)
+    except Exception as error:  # the user's module: report it in one line
+        raise ValueError(
+            f"model: {type(model).__name__} fails on inputs {x.dtype} {x.shape}: "
+            f"{_first_line(error)}"
+        ) from None
+    if not isinstance(outputs, jax.ShapeDtypeStruct) or outputs.shape[:1] != (2,):
+        raise ValueError(f"model: expected outputs with a leading batch axis, got {outputs}")
+    if "params" not in variables:
+        raise ValueError("model: has no 'params' collection to train")
+    losses.check_shape(loss, outputs, arrays.y_train)
+    return outputs
+
+
+def prepare(config: SweepConfig) -> tuple[Task, data_lib.DeviceData]:
+    """(Task, device data) for ``config``: validated, resolved, data loaded once."""
+    from gdyn_jax import optimizers
+
+    config.validate()
+    arrays = load_arrays(config)
+    losses.check_targets(config.loss, arrays.class_labels, arrays.y_train)
+    loss = losses.resolve(config.loss)
+    model = build_model(config, arrays.outputs)
+    outputs = check_model_and_loss(model, loss, arrays)
+    n = len(arrays.x_train)
+    task = Task(
+        model=model,
+        loss=loss,
+        optimizer=optimizers.get(config.optimizer),
+        fixed=config.fixed_hparams(),
+        schedule=unit_schedule(config.schedule, config.steps, config.warmup_steps),
+        num_train=n,
+        batch_size=n if config.batch_size is None else int(config.batch_size),
+        eval_every=config.eval_every,
+        # accuracy where it means something: class labels, and one score per class
+        accuracy=arrays.class_labels and len(outputs.shape) == 2,
+        track_grad_norm=config.track_grad_norm,
+        track_sharpness=config.track_sharpness,
+        sharpness_iters=config.sharpness_iters,
+        kernels=cpu_speedups.kernels(cpu_speedups.enabled()),
+    )
+    sharpness = config.sharpness_subset if config.track_sharpness else None
+    return task, data_lib.device_arrays(arrays, config.eval_batch_size, sharpness)
+
+
+__all__ = ["build_model", "load_arrays", "prepare", "unit_schedule"]
