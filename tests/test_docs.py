@@ -149,3 +149,23 @@ def test_markdown_links_in_the_repository_resolve():
             if not any(c.exists() for c in candidates):
                 broken.append(f"{path.relative_to(ROOT)} -> {target}")
     assert not broken, broken
+
+
+def test_every_code_block_of_the_docs_runs():
+    """A page either executes its code cells at build time (MyST-NB) or has no code block: a
+    snippet is never shown without being run (README sections come in through ``include``,
+    and tests/test_readme.py runs them)."""
+    fence = re.compile(r"^```(\S*)", re.M)
+    shown = []
+    for page in DOCS.rglob("*.md"):
+        if "_build" in page.parts or "jupyter_execute" in page.parts:
+            continue
+        text = page.read_text(encoding="utf-8")
+        if text.startswith("---\nfile_format: mystnb"):
+            continue
+        shown += [
+            f"{page.relative_to(DOCS)}: {lang}"
+            for lang in fence.findall(text)
+            if lang and not lang.startswith("{")
+        ]
+    assert not shown, shown
