@@ -173,13 +173,6 @@ def seed_keys(seeds: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(jax.random.key_data(jax.random.key(int(s)))) for s in seeds])
 
 
-def padded_size(num: int, chunk_size: int | None, devices: int) -> tuple[int, int]:
-    """(chunk, number of chunks): chunks are a multiple of ``devices`` and cover ``num``."""
-    chunk = num if chunk_size is None else min(chunk_size, num)
-    chunk = math.ceil(chunk / devices) * devices
-    return chunk, math.ceil(num / chunk)
-
-
 def pad(x: np.ndarray, total: int) -> np.ndarray:
     """Pads the leading (member) axis to ``total`` by repeating the last member."""
     extra = total - len(x)
