@@ -17,7 +17,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["save_figure", "write_atomic", "write_bytes", "write_text"]
+__all__ = ["output_directory", "save_figure", "write_atomic", "write_bytes", "write_text"]
+
+
+def output_directory(path: str | os.PathLike, argument: str = "out") -> Path:
+    """``path`` as a directory (created with its parents) that this process can write in.
+
+    A one-line ``ValueError`` naming ``argument`` otherwise (a file in the way, a missing
+    permission), before any work is done.
+    """
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{argument}: {path} exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{argument}: cannot create {path} ({error.strerror or error})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument}: cannot write in {path} (permission denied)")
+    return directory
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:

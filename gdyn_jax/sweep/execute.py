@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -262,6 +263,7 @@ def run_sweep(
     num_intervals = config.steps // config.eval_every
     intervals = block_intervals(num_intervals, checkpoint_every, config.eval_every)
     chunk, num_chunks = groups.chunk_layout(grid.num_members, chunk_size, mesh.size, width)
+    _check_host_memory(chunk * num_chunks, config.num_evals)
     identity = results_lib.identity(
         config.to_json(),
         grid.as_dict(),
@@ -292,6 +294,25 @@ def run_sweep(
         return ds
     finally:
         output.close()
+
+
+# Metrics kept on the host per member and evaluation (at most five float32 metrics).
+_METRIC_BYTES = 5 * 4
+
+
+def _check_host_memory(members: int, evals: int) -> None:
+    """The metric buffers (members × evaluations) must fit in this machine's memory."""
+    try:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX: nothing to compare with
+        return
+    need = members * evals * _METRIC_BYTES
+    if need > available:
+        raise ValueError(
+            f"eval_every: {evals} evaluations of {members} members need {need / 1e9:.1f} GB "
+            f"of host memory for the metrics, more than this machine has "
+            f"({available / 1e9:.1f} GB); evaluate less often"
+        )
 
 
 def _train(plan, output, start, leaves, buffers, progress: bool, callback) -> None:

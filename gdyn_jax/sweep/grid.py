@@ -47,10 +47,15 @@ def to_float(what: str, value: Any) -> float:
     return out
 
 
-def check_int(name: str, value: Any, minimum: int) -> None:
-    """A one-line ``ValueError`` naming ``name`` unless ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+INT32_MAX = 2**31 - 1
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> None:
+    """A one-line ``ValueError`` naming ``name`` unless ``value`` is an int in
+    [``minimum``, ``maximum``] (default: the largest int32, the type of steps and indices in
+    the compiled program)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name}: expected an integer in [{minimum}, {maximum}], got {value!r}")
 
 
 def _value_list(name: str, values: Any) -> tuple[float, ...]:

@@ -40,6 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gdyn_jax import files
 from gdyn_jax.sweep import checkpoint
 from gdyn_jax.sweep import results as results_lib
 
@@ -59,16 +60,7 @@ __all__ = [
 
 def prepare(out: str | Path) -> Path:
     """``out`` as a directory (created with its parents) that this process can write in."""
-    directory = Path(out)
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"out: cannot create {out} ({error.strerror or error})") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"out: cannot write in {out} (permission denied)")
-    return directory
+    return files.output_directory(out, "out")
 
 
 # ---------------------------------------------------------------------------------------------
