@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -77,11 +78,27 @@ def _stdout_closed() -> int:
     return 128 + signal.SIGPIPE
 
 
+@contextlib.contextmanager
+def _messages_on_stderr(command: str) -> Iterator[None]:
+    """The library's INFO messages (a resumed sweep, a stale lock taken over) on stderr."""
+    logger = logging.getLogger("gdyn_jax")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"gdyn {command}: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _working_directory_importable():
+        with _working_directory_importable(), _messages_on_stderr(args.command):
             status = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status

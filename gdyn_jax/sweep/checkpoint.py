@@ -105,8 +105,9 @@ def read(file: Path) -> Checkpoint:
     except KeyError as missing:
         raise ValueError(f"{file}: {missing.args[0]}: missing") from None
     buffers = {k[len(_BUFFER) :]: v for k, v in arrays.items() if k.startswith(_BUFFER)}
-    if len(leaves) + len(buffers) != len(arrays):
-        extra = sorted(set(arrays) - {_LEAF.format(i) for i in range(num)})
+    listed = {_LEAF.format(i) for i in range(num)} | {_BUFFER + k for k in buffers}
+    extra = sorted(set(arrays) - listed)
+    if extra:
         raise ValueError(f"{file}: {extra[0]}: not a leaf or buffer of the header")
     return Checkpoint(
         path=file,

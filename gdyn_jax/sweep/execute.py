@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from gdyn_jax.sweep import results as results_lib
 from gdyn_jax.sweep.config import SweepConfig
 from gdyn_jax.sweep.data import DeviceData
 from gdyn_jax.sweep.grid import Grid
+
+_LOG = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Devices
@@ -240,8 +242,9 @@ def run_sweep(
         be none.
       overwrite: delete the results and the checkpoint in ``out`` (of any sweep) and start
         afresh.
-      progress: show a tqdm progress bar over (chunk, block) pairs, and say on stderr when a
-        sweep is resumed or a stale lock taken over.
+      progress: show a tqdm progress bar over (chunk, block) pairs. (What the sweep finds in
+        ``out``, a resumed checkpoint or a stale lock taken over, is logged at INFO level by
+        the ``gdyn_jax.sweep.execute`` logger; the ``gdyn`` command prints it.)
       checkpoint_every: steps per block (a multiple of ``eval_every`` dividing ``steps``);
         default about a tenth of the run.
       callback: called after each block (and its checkpoint) with a dict
@@ -278,7 +281,7 @@ def run_sweep(
         "block_intervals": intervals,
         "num_blocks": num_intervals // intervals,
     }
-    output = _Output(None if out is None else Path(out), identity, layout, progress)
+    output = _Output(None if out is None else Path(out), identity, layout)
     try:
         output.claim(resume, overwrite)  # before anything is loaded or compiled
         if output.action == "finished" and jax.process_count() == 1:
@@ -460,7 +463,7 @@ def _broadcast(tree: Any) -> Any:
     raw = [np.frombuffer(np.ascontiguousarray(x).tobytes(), np.uint8) for x in leaves]
     raw = multihost_utils.broadcast_one_to_all(raw)
     out = [
-        np.frombuffer(np.asarray(r).tobytes(), x.dtype).reshape(x.shape)
+        np.frombuffer(np.asarray(r).tobytes(), x.dtype).reshape(x.shape).copy()
         for r, x in zip(raw, leaves, strict=True)
     ]
     return jax.tree.unflatten(structure, out)
@@ -487,17 +490,17 @@ def _agreed(decide: Callable[[], Sequence[int]]) -> np.ndarray:
 class _Output:
     """The sweep's directory: owned, read and written by process 0 (see the module doc)."""
 
-    def __init__(self, out: Path | None, identity: dict, layout: dict, progress: bool) -> None:
+    def __init__(self, out: Path | None, identity: dict, layout: dict) -> None:
         self.out, self.identity, self.layout = out, identity, layout
         self.writer = jax.process_index() == 0
-        self.verbose = progress and self.writer
         self.lock: outdir.Lock | None = None
         self.decision = outdir.Decision("start")
         self.action, self.position = "start", (0, 0)
 
     def say(self, text: str) -> None:
-        if self.verbose:
-            print(f"gdyn sweep: {text}", file=sys.stderr, flush=True)
+        """What the sweep found in ``out``, logged (``gdyn_jax.sweep``, INFO) by process 0."""
+        if self.writer:
+            _LOG.info(text)
 
     def claim(self, resume: bool | None, overwrite: bool) -> None:
         """Checks ``out``, takes its lock and decides what to do; every process agrees."""

@@ -269,8 +269,8 @@ def decide(
         diff = diff or results_lib.difference(recorded, identity)
         if diff:
             raise ValueError(
-                f"out: {out} holds the results of another sweep ({diff}); choose another "
-                "--out, or --overwrite to replace them"
+                f"out: {results_file} holds the results of another sweep ({diff}); choose "
+                "another --out, or --overwrite to replace them"
             )
         if resume is False:
             raise ValueError(
@@ -285,7 +285,7 @@ def decide(
         diff = results_lib.difference(ckpt.identity, identity)
         if diff:
             raise ValueError(
-                f"out: {out} holds a checkpoint of another sweep ({diff}); choose another "
+                f"out: {state} is a checkpoint of another sweep ({diff}); choose another "
                 "--out, or --overwrite to discard it"
             )
         read_checked("checkpoint", checkpoint.check_sweep, ckpt, identity, layout)

@@ -81,26 +81,30 @@ def to_dataset(
 def save_results(ds, out: str | Path) -> Path:
     """Saves a results Dataset atomically to ``out/results.npz`` (checked, no pickle)."""
     arrays: dict[str, np.ndarray] = {}
-    meta: dict[str, Any] = {"variables": {}, "coords": {}, "attrs": dict(ds.attrs)}
+    # [name, dims] pairs, in the Dataset's order (a JSON object's keys would be sorted).
+    meta: dict[str, Any] = {"variables": [], "coords": [], "attrs": dict(ds.attrs)}
     for name, var in ds.data_vars.items():
         arrays[f"var/{name}"] = np.asarray(var.values)
-        meta["variables"][name] = list(var.dims)
+        meta["variables"].append([name, list(var.dims)])
     for name, coord in ds.coords.items():
         arrays[f"coord/{name}"] = np.asarray(coord.values)
-        meta["coords"][name] = list(coord.dims)
+        meta["coords"].append([name, list(coord.dims)])
     return storage.write(Path(out) / RESULTS_FILE, KIND, meta, arrays)
 
 
 def _check_layout(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Every variable's and coordinate's array is there, with the dims' lengths."""
-    variables, coords = meta.get("variables"), meta.get("coords")
-    if not isinstance(variables, dict) or not isinstance(coords, dict):
-        raise ValueError(f"{path}: header: variables or coords missing")
+    entries = {"coord": meta.get("coords"), "var": meta.get("variables")}
+    for prefix, pairs in entries.items():
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in pairs
+        ):
+            raise ValueError(f"{path}: header: {prefix} entries missing or malformed")
     if not isinstance(meta.get("attrs"), dict):
         raise ValueError(f"{path}: header: attrs missing")
     sizes: dict[str, int] = {}
-    for prefix, entries in (("coord", coords), ("var", variables)):
-        for name, dims in entries.items():
+    for prefix, pairs in entries.items():
+        for name, dims in pairs:
             key = f"{prefix}/{name}"
             if key not in arrays:
                 raise ValueError(f"{path}: {key}: missing")
@@ -129,8 +133,8 @@ def load_results(out: str | Path):
         raise FileNotFoundError(f"out: no results in {out} (expected {path})")
     meta, arrays = storage.read(path, KIND)
     _check_layout(path, meta, arrays)
-    coords = {k: (tuple(d), arrays[f"coord/{k}"]) for k, d in meta["coords"].items()}
-    data_vars = {k: (tuple(d), arrays[f"var/{k}"]) for k, d in meta["variables"].items()}
+    coords = {k: (tuple(d), arrays[f"coord/{k}"]) for k, d in meta["coords"]}
+    data_vars = {k: (tuple(d), arrays[f"var/{k}"]) for k, d in meta["variables"]}
     return xr.Dataset(data_vars, coords=coords, attrs=meta["attrs"])
 
 
