@@ -278,7 +278,11 @@ def decide(
                 "load_results, or pass overwrite=True to train again"
             )
         remove_checkpoint(out)
-        return Decision("finished", results=ds, notes=[f"{results_file} holds this sweep"])
+        return Decision(
+            "finished",
+            results=ds,
+            notes=[f"{results_file} holds this sweep's results: nothing to train"],
+        )
     state = checkpoint.path(out)
     if state.exists():
         ckpt = read_checked("checkpoint", checkpoint.read, state)
