@@ -13,8 +13,8 @@ SHA-256. ``from_dict`` reads such a record back. A record rebuilds the sweep whe
 in it can be imported and the module fields are plain JSON values; a function defined in
 ``__main__`` or inside another function cannot be imported back (a ``ValueError`` naming
 the field says so when the config is used), and in-memory arrays must be passed again. A
-resumed sweep (``run_sweep(..., resume=True)``) never imports anything from the record: it
-compares the record of the objects it is given now with the one it saved.
+sweep run again into the same ``out`` never imports anything from the record: it compares the
+record of the objects it is given now with the one it saved.
 """
 
 from __future__ import annotations

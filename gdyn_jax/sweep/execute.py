@@ -472,14 +472,14 @@ def _broadcast(tree: Any) -> Any:
 def _agreed(decide: Callable[[], Sequence[int]]) -> np.ndarray:
     """``decide()`` (three integers) on process 0, the same on every process.
 
-    A ``ValueError`` of process 0 is raised there and, as a one-line error pointing to it,
+    An error of process 0 is raised there and, as a one-line ``ValueError`` pointing to it,
     on every other process (none is left waiting for the others).
     """
     code, error = np.zeros(3, np.int32), None
     if jax.process_index() == 0:
         try:
             code = np.asarray(decide(), np.int32)
-        except ValueError as e:
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the others know
             code, error = np.array([_REFUSED, 0, 0], np.int32), e
     code = _broadcast(code)
     if code[0] == _REFUSED:
