@@ -3,13 +3,13 @@
 A member's numbers do not depend on the sweep around it because every member is computed in a
 vmapped group of one fixed width W (``gdyn_jax.sweep.groups``): a sweep of M members runs
 ceil(M / W) groups one after another, the last padded with inert members. This times one
-compiled block of the sweep engine (MNIST-1D MLP, heavy-ball momentum, batch 100, ``--steps``
-steps and one evaluation) for M = 1, 8, 64, 256 members and each width W, and divides the
-rate of *real* model-steps per second by that of the same M members computed as the engine
-did before fixed widths (all of them in one vmapped group up to 16 members, groups of 16
-beyond): the ratio is the price of the guarantee. All widths of one row run interleaved in
-one process (the order rotating every repeat); each figure is a median of ``--repeats``; the
-1-minute load average is printed before and after each row.
+compiled block of the sweep engine (``sweep.sweep_runner``: MNIST-1D MLP, heavy-ball momentum,
+batch 100, ``--steps`` steps and one evaluation) for M = 1, 8, 64, 256 members and each width
+W, and divides the rate of *real* model-steps per second by that of the same M members
+computed as the engine did before fixed widths (all of them in one vmapped group up to 16
+members, groups of 16 beyond): the ratio is the price of the guarantee. All widths of one row
+run interleaved in one process (the order rotating every repeat); each figure is a median of
+``--repeats``; the 1-minute load average is printed before and after each row.
 
     python benchmarks/member_groups.py [--members 1 8 64 256] [--widths 1 4 8 16 32]
         [--steps 200] [--repeats 5]
@@ -25,37 +25,7 @@ import time
 
 import jax
 import numpy as np
-
-from gdyn_jax.sweep import SweepConfig, execute, groups
-from gdyn_jax.sweep import grid as grid_lib
-
-
-def block_runner(members: int, width: int, steps: int):
-    """(run one block, real model-steps per block) for ``members`` in groups of ``width``."""
-    config = SweepConfig(
-        model="mlp",
-        optimizer="momentum",
-        steps=steps,
-        batch_size=100,
-        eval_every=steps,
-        hparams={"beta": 0.9},
-    )
-    devices = tuple(jax.devices()[:1])
-    programs = execute.compiled(config, 1, devices, width)
-    chunk, _ = groups.chunk_layout(members, None, 1, width)
-    member = jax.sharding.NamedSharding(execute.sweep_mesh(1), jax.P("sweep"))
-    lrs = grid_lib.pad(np.geomspace(1e-3, 1e-1, members).astype(np.float32), chunk)
-    hp = {"learning_rate": execute._put(lrs, member)}
-    keys = execute._put(grid_lib.pad(grid_lib.seed_keys(np.arange(members)), chunk), member)
-    state = {"train": programs.init(programs.data, hp, keys)}
-
-    def block():
-        new, _, metrics = programs.advance(programs.data, hp, state["train"], np.int32(0))
-        jax.block_until_ready(metrics)
-        state["train"] = new
-
-    block()  # compile and warm up
-    return block, members * steps
+from sweep import sweep_runner  # benchmarks/sweep.py, beside this file
 
 
 def previous_width(members: int) -> int:
@@ -80,7 +50,7 @@ def main() -> None:
     for m in args.members:
         load = os.getloadavg()[0]
         widths = sorted({previous_width(m), *args.widths})
-        runners = {w: block_runner(m, w, args.steps) for w in widths}
+        runners = {w: sweep_runner(m, args.steps, w) for w in widths}
         times: dict[int, list[float]] = {w: [] for w in widths}
         for r in range(args.repeats):
             for w in widths[r % len(widths) :] + widths[: r % len(widths)]:

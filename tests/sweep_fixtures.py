@@ -1,5 +1,10 @@
-"""A tiny classification problem and the `gdyn sweep` command line that trains it, shared by the
-fault-injection and multi-process tests (which run it in this process and in fresh ones).
+"""Small sweeps shared by the sweep tests.
+
+``CONFIG`` (and ``CLI_FLAGS``, the same settings as ``gdyn sweep`` flags): a logistic
+regression on 256 MNIST-1D examples, 40 steps, evaluated every 10.
+
+A tiny classification problem and the `gdyn sweep` command line that trains it, for the
+fault-injection and multi-process tests (which run it in this process and in fresh ones):
 
 ``write_data_module(dir)`` writes ``tinydata.py`` (an ``arrays()`` function returning
 ``gdyn_jax.sweep.Arrays``) into ``dir``; run from ``dir``, ``gdyn sweep --dataset
@@ -16,7 +21,43 @@ from pathlib import Path
 
 import numpy as np
 
+from gdyn_jax.sweep import SweepConfig
+
 ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = SweepConfig(
+    model="logistic",
+    optimizer="momentum",
+    loss="mse",
+    steps=40,
+    batch_size=32,
+    eval_every=10,
+    train_subset=256,
+)
+CLI_FLAGS = [
+    "sweep",
+    "--dataset",
+    "mnist1d",
+    "--model",
+    "logistic",
+    "--optimizer",
+    "momentum",
+    "--loss",
+    "mse",
+    "--steps",
+    "40",
+    "--batch-size",
+    "32",
+    "--eval-every",
+    "10",
+    "--train-subset",
+    "256",
+    "--grid",
+    "learning_rate=0.02,0.1",
+    "--grid",
+    "beta=0.0,0.9",
+    "--no-progress",
+]
 
 DATA_MODULE = '''
 import numpy as np

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sweep_fixtures import (
+    CLI_FLAGS,
+    CONFIG,
     assert_same_results,
     cli_command,
     environment,
@@ -26,18 +28,9 @@ from sweep_fixtures import (
 )
 
 from gdyn_jax import cli, files
-from gdyn_jax.sweep import SweepConfig, checkpoint, load_results, outdir, run_sweep, storage
+from gdyn_jax.sweep import checkpoint, load_results, outdir, run_sweep, storage
 
-# The in-process sweeps of this file: 4 members, 4 blocks of 10 steps.
-CONFIG = SweepConfig(
-    model="logistic",
-    optimizer="momentum",
-    loss="mse",
-    steps=40,
-    batch_size=32,
-    eval_every=10,
-    train_subset=256,
-)
+# The in-process sweeps of this file (CONFIG): 4 members, 4 blocks of 10 steps.
 GRID = {"learning_rate": [0.02, 0.1], "beta": [0.0, 0.9]}
 OTHER_GRID = {"learning_rate": [0.05], "beta": [0.0, 0.9]}
 KW = dict(member_group=2, checkpoint_every=10, progress=False)
@@ -190,36 +183,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_results_are_one_line_errors_through_the_cli(tmp_path, capsys, damage, reference):
-    argv = [
-        "sweep",
-        "--dataset",
-        "mnist1d",
-        "--model",
-        "logistic",
-        "--optimizer",
-        "momentum",
-        "--loss",
-        "mse",
-        "--steps",
-        "40",
-        "--batch-size",
-        "32",
-        "--eval-every",
-        "10",
-        "--train-subset",
-        "256",
-        "--grid",
-        "learning_rate=0.02,0.1",
-        "--grid",
-        "beta=0.0,0.9",
-        "--member-group",
-        "2",
-        "--checkpoint-every",
-        "10",
-        "--no-progress",
-        "--out",
-        str(tmp_path),
-    ]
+    argv = [*CLI_FLAGS, "--member-group", "2", "--checkpoint-every", "10", "--out", str(tmp_path)]
     assert _gdyn(capsys, *argv)[0] == 0
     results = tmp_path / "results.npz"
     results.write_bytes(DAMAGE[damage](results.read_bytes()))

@@ -13,18 +13,10 @@ import json
 import jax
 import numpy as np
 import pytest
+from sweep_fixtures import CONFIG
 
 from gdyn_jax.sweep import Grid, SweepConfig, load_results, make_train, run_sweep
 
-CONFIG = SweepConfig(
-    model="logistic",
-    optimizer="momentum",
-    loss="mse",
-    steps=40,
-    batch_size=32,
-    eval_every=10,
-    train_subset=256,
-)
 GRID = {"learning_rate": [0.02, 0.1], "beta": [0.0, 0.9]}
 METRICS = ("train_loss", "test_loss", "test_accuracy")
 SEEDS_GRID = {"learning_rate": [0.1], "beta": [0.0, 0.9]}
