@@ -79,7 +79,7 @@ def test_member_groups_keep_each_members_result(members, width):
 
 
 def test_engine_with_speedups_equals_plain_engine_bit_for_bit(mnist1d_data_dir):
-    """32 members in member groups of 16: the fast engine permutes with packed sorts,
+    """32 members in member groups of 4: the fast engine permutes with packed sorts,
     evaluates the 4,000 training examples in pieces and checks divergence with one sum per
     leaf; the plain engine does none of that. Some members diverge."""
     config = SweepConfig(

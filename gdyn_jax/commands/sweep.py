@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--data-dir", help="dataset directory (default $GDYN_DATA_DIR)")
     a("--chunk-size", type=int, help="members trained at once (bounds memory)")
     a("--devices", type=int, help="devices to shard members over (default all)")
-    a("--member-group", type=int, help="members computed side by side per device (16 on CPU)")
+    a("--member-group", type=int, help="members computed side by side per device (4 on CPU)")
     a("--checkpoint-every", type=int, help="steps per checkpointed block")
     a("--out", required=True, metavar="DIR", help="output directory (owned while the sweep runs)")
     a(

@@ -234,7 +234,7 @@ def run_sweep(
       chunk_size: members trained at once (bounds memory); default all. Rounded up to a
         multiple of the device count times ``member_group``.
       devices: number of devices to shard members over (default: all of ``jax.devices()``).
-      member_group: members computed side by side on a device (default 16 on CPU, 256 on
+      member_group: members computed side by side on a device (default 4 on CPU, 256 on
         accelerators); a member's numbers depend on this width only, not on ``chunk_size``,
         ``devices`` or the number of processes.
       resume: None (default): resume this sweep's checkpoint in ``out``, or return its

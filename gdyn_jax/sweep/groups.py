@@ -4,22 +4,26 @@ XLA compiles an operation batched over :math:`W` members differently for differe
 :math:`W` (on CPU the member-batched matrix products and reductions are tiled and
 vectorised by width), so the same (hyperparameters, seed) trained beside 3 other members and
 beside 9 differs in the last bits from step 0, and chaotically after that. The sweep
-therefore always computes members in groups of one fixed width :math:`W` (``width``): the
-member axis of a chunk, :math:`D K W` members on :math:`D` devices, is walked through
-:math:`K` groups at a time with a sequential ``lax.map``, each device holding :math:`W`
-members of every group, and chunks are padded with inert members (copies of the last one,
-whose results are dropped) to a multiple of :math:`D W`. A member's program is then the
-same whatever the chunk size, the number of devices or of processes, and where it sits in
-its group (XLA applies the same instructions to every member of a batched operation), so
-its numbers are bit for bit the same: ``tests/test_faults.py`` and the multi-device tests
-check this for chunks of 1, 3, 4 and 10 members, 1 and 4 devices, 1 and 2 processes.
+therefore always computes members in groups of one fixed width :math:`W` (``width``): a
+chunk of :math:`D K W` members on :math:`D` devices gives each device :math:`K W` members
+(``shard_map``: every device runs the same program on its own members, which XLA's
+partitioner would otherwise rewrite with the device count), which it walks through
+:math:`W` at a time with a sequential ``lax.map``; chunks are padded with inert members
+(copies of the last one, whose results are dropped) to a multiple of :math:`D W`. A member's
+program is then the same whatever the chunk size, the number of devices or of processes, and
+where it sits in its group (XLA applies the same instructions to every member of a batched
+operation), so on CPU its numbers are bit for bit the same: ``tests/multidevice`` checks
+chunks of 1, 3, 4 and 10 members on 1 and 4 devices, ``tests/test_multiprocess.py`` 1 and 2
+processes. (The training program helps: it divides by no scalar shared by all members, a
+division XLA turns into a product with the reciprocal in some programs and not in others.)
 
 The price is the padding: a sweep of fewer than :math:`D W` members computes :math:`D W`.
-On CPU groups of about 16 members are also the fastest way to run a large chunk (they keep a
-step's working set in the cache; ``BENCHMARKS.md``), so the default there is 16; on
-accelerators, which want wide batches, it is 256. The width is recorded in the results
-(``attrs['member_group']``) and is part of a sweep's identity: a resumed sweep must use the
-same one.
+On CPU the width hardly matters to a large sweep (groups of 1 to 16 members ran 256 members
+at the same rate within the noise of a shared 2-core machine; ``benchmarks/member_groups.py``,
+``BENCHMARKS.md``) while padding a small one costs up to :math:`W` times its work, so the
+default there is 4; on accelerators, which want wide batches, it is 256 (not measured here).
+The width is recorded in the results (``attrs['member_group']``) and is part of a sweep's
+identity: a resumed sweep must use the same one.
 """
 
 from __future__ import annotations
@@ -30,12 +34,12 @@ from collections.abc import Callable, Sequence
 import jax
 
 # Members per group and device, by platform (see the module docstring).
-DEFAULT_WIDTH = {"cpu": 16}
+DEFAULT_WIDTH = {"cpu": 4}
 ACCELERATOR_WIDTH = 256
 
 
 def default_width(devices: Sequence[jax.Device]) -> int:
-    """The default group width for ``devices``: 16 on CPU, 256 on accelerators."""
+    """The default group width for ``devices``: 4 on CPU, 256 on accelerators."""
     platforms = {d.platform for d in devices}
     return min(DEFAULT_WIDTH.get(p, ACCELERATOR_WIDTH) for p in platforms)
 

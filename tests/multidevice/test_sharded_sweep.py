@@ -43,7 +43,7 @@ def _assert_identical(a, b):
 
 
 def test_four_devices_equal_one_with_padding(mnist1d_data_dir, tmp_path):
-    # 6 members in member groups of 16: padded to 16 on one device, to 64 on four.
+    # 6 members in member groups of 4: padded to 8 on one device, to 16 on four.
     one = run_sweep(CONFIG, GRID, 1, devices=1, progress=False)
     four = run_sweep(CONFIG, GRID, 1, devices=4, out=tmp_path, progress=False)
     assert int((four["diverged_at"] >= 0).sum()) >= 1
