@@ -275,7 +275,7 @@ def run_sweep(
         devs[0].platform,
         results_lib.versions(),
     )
-    layout = {
+    layout = {  # how the sweep is cut: a checkpoint is resumed only by a run cut the same way
         "chunk": chunk,
         "num_chunks": num_chunks,
         "block_intervals": intervals,
