@@ -412,8 +412,18 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         ),  # fmt: skip
         (["sweep", "--config", str(config), "--out", str(tmp / "o")], "batch_size: .* got 12.5"),
         (
-            [*sweep, "--steps", "2000000000", "--eval-every", "1", "--out", str(tmp / "o")],
-            "eval_every: 2000000001 evaluations of 16 members need",
+            [
+                *sweep,
+                "--steps",
+                "2000000000",
+                "--eval-every",
+                "1",
+                "--seeds",
+                "64",
+                "--out",
+                str(tmp / "o"),
+            ],
+            "eval_every: 2000000001 evaluations of 64 members need 2560.0 GB",
         ),
         (["reproduce", "optimizer_memory", "--out", str(a_file)], "out: .* is not a directory"),
         ([*analyze, "--plot", str(tmp / "out.xyz")], r"--plot: expected a file name ending in"),

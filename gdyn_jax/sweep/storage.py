@@ -154,6 +154,8 @@ def read(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, np.ndar
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such {what} file") from None
+    except PermissionError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror})") from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError):
         raise ValueError(
             f"{path}: not a gdyn_jax {what} file (not a zip archive: empty, truncated or "
