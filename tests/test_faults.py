@@ -1,6 +1,7 @@
 """Faults on purpose: a sweep killed with SIGKILL, damaged and edited files, a second writer,
-the wrong output directory, bad command lines. Each guarantee of the README's "What survives"
-section is a test here (the multi-process ones are in test_multiprocess.py).
+the wrong output directory, bad command lines. Each guarantee of the README's section "Sweeps
+that never lose or mix results" is a test here (the multi-process and multi-device ones are in
+test_multiprocess.py and tests/multidevice).
 """
 
 from __future__ import annotations
