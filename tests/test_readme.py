@@ -49,8 +49,9 @@ def blocks() -> list[tuple[str, str]]:
 
 
 def commands(code: str) -> list[str]:
-    """The command lines of a bash block, continuation lines joined."""
-    return [line.strip() for line in code.replace("\\\n", " ").splitlines() if line.strip()]
+    """The command lines of a bash block, continuation lines joined, comments left out."""
+    lines = [line.strip() for line in code.replace("\\\n", " ").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def rules_py() -> str:
