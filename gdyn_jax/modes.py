@@ -24,6 +24,7 @@ systems); Cohen et al., ICLR 2021 (the top Hessian direction at the stability li
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,9 @@ from jax.flatten_util import ravel_pytree
 
 __all__ = [
     "REGIMES",
+    "KickTest",
+    "eigen_residuals",
+    "kick_test",
     "kick_responses",
     "minimize",
     "mode_loops",
@@ -283,3 +287,71 @@ def relative_error(measured, predicted) -> np.ndarray:
     measured = np.asarray(measured, np.float64)
     predicted = np.asarray(predicted, np.float64)
     return np.linalg.norm(measured - predicted, axis=-1) / np.linalg.norm(predicted, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class KickTest:
+    """One optimizer setting's kicks: per mode, the response measured and predicted.
+
+    Attributes:
+      hparams: the optimizer's hyperparameters.
+      regimes: the regime of each mode's loop (:func:`regimes_of`), shape ``(k,)``.
+      measured, predicted: :math:`p_i(t)/c`, shape ``(k, steps + 1)``.
+      error: :func:`relative_error` of each mode, shape ``(k,)``.
+      growth: :math:`|p_i(T)|/c` at the last step, shape ``(k,)``.
+    """
+
+    hparams: dict[str, float]
+    regimes: np.ndarray
+    measured: np.ndarray
+    predicted: np.ndarray
+    error: np.ndarray
+    growth: np.ndarray
+
+
+def kick_test(
+    loss_fn: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    factory: Callable[..., optax.GradientTransformation],
+    settings: Sequence[Mapping[str, float]],
+    curvatures: Sequence[float],
+    vectors: jax.Array,
+    amplitude: float,
+    steps: int,
+) -> list[KickTest]:
+    """:func:`kick_responses` (one program for all ``settings``) beside
+    :func:`predicted_kick_response` at ``curvatures``, one :class:`KickTest` per setting."""
+    names = list(settings[0])
+    grid = {k: np.array([float(hp[k]) for hp in settings]) for k in names}
+    measured = np.asarray(kick_responses(loss_fn, params, factory, grid, vectors, amplitude, steps))
+    out = []
+    for hp, m in zip(settings, measured / amplitude, strict=True):
+        hp = {k: float(v) for k, v in hp.items()}
+        predicted = predicted_kick_response(factory, curvatures, steps + 1, 1.0, **hp)
+        loops = mode_loops(factory, curvatures, **hp)
+        out.append(
+            KickTest(
+                hp,
+                regimes_of(loops.A),
+                m,
+                predicted,
+                relative_error(m, predicted),
+                np.abs(m[:, -1]),
+            )
+        )
+    return out
+
+
+def eigen_residuals(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, values, vectors):
+    r""":math:`\|H q_i - \lambda_i q_i\| / |\lambda_i|` for eigenpairs of the Hessian of ``loss_fn``
+    (``vectors`` as rows in ``ravel_pytree`` order): how far each is from an exact pair."""
+    from gdyn_jax import hessian
+
+    flat, unravel = ravel_pytree(params)
+    hq = jax.vmap(lambda q: ravel_pytree(hessian.hvp(loss_fn, params, unravel(q)))[0])(
+        jnp.asarray(vectors, flat.dtype)
+    )
+    values = np.asarray(values, np.float64)
+    return np.linalg.norm(np.asarray(hq) - values[:, None] * np.asarray(vectors), axis=1) / np.abs(
+        values
+    )

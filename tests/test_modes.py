@@ -133,3 +133,25 @@ def test_minimize_reaches_the_least_squares_solution():
         w, losses = modes.minimize(loss, jnp.zeros(5), 50)
     np.testing.assert_allclose(w, np.linalg.lstsq(x, y, rcond=None)[0], rtol=1e-8)
     assert losses.shape == (50,) and losses[-1] <= losses[0]
+
+
+def test_kick_test_and_eigen_residuals_on_a_quadratic():
+    with jax.enable_x64(True):
+        loss, params, h = _quadratic()
+        values, vectors = np.linalg.eigh(h)
+        values, vectors = values[::-1][:2], vectors[:, ::-1][:, :2].T
+        residual = modes.eigen_residuals(loss, params, values, vectors)
+        settings = [{"learning_rate": 0.05, "beta": 0.5}, {"learning_rate": 0.35, "beta": 0.5}]
+        tests = modes.kick_test(
+            loss, params, optimizers.momentum, settings, values, vectors, 1e-4, 30
+        )
+        bent = modes.eigen_residuals(loss, params, values, vectors + 0.01 * vectors[::-1])
+    np.testing.assert_array_less(residual, 1e-13)
+    np.testing.assert_allclose(bent, 0.01 * np.abs(values[::-1] - values) / values, rtol=1e-6)
+    for t, hp in zip(tests, settings, strict=True):
+        assert t.hparams == hp and t.measured.shape == t.predicted.shape == (2, 31)
+        np.testing.assert_array_less(t.error, 1e-8)
+        expected = [_heavy_ball_region(hp["learning_rate"] * v, 0.5) for v in values]
+        np.testing.assert_array_equal(t.regimes, expected)
+        np.testing.assert_allclose(t.growth, np.abs(t.predicted[:, -1]), rtol=1e-6, atol=1e-12)
+    assert tests[1].regimes[0] == "unstable" and tests[1].growth[0] > 10

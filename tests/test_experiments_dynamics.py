@@ -1,0 +1,58 @@
+"""The experiments of issue 12's second part (mode_response, cohen2022, robustness), tiny.
+
+Each runs once in ``mode='tiny'`` into a temp folder; the tests check the report's scored rows
+(one per mode, optimizer and setting; the limits and ratios) against the summary and
+independent recomputations.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import experiments
+
+pytestmark = pytest.mark.usefixtures("mnist1d_data_dir")
+
+
+def _run(name, tmp_path_factory):
+    out = tmp_path_factory.mktemp(name)
+    summary = experiments.run(name, out, mode="tiny")
+    report = (out / "report.md").read_text()
+    assert (
+        report.startswith("# ") and json.loads((out / "summary.json").read_text())["mode"] == "tiny"
+    )
+    for figure in summary["figures"]:
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({figure})" in report
+    return summary, report
+
+
+@pytest.fixture(scope="module")
+def mode_response(tmp_path_factory):
+    return _run("mode_response", tmp_path_factory)
+
+
+def test_mode_response_scores_every_mode_of_every_setting(mode_response):
+    summary, report = mode_response
+    settings = experiments.settings("mode_response", "tiny")
+    rows = [c for c in summary["comparisons"] if c["quantity"].endswith("relative error")]
+    kicks = summary["kicks"]
+    assert set(kicks) == {"sgd", "heavy ball", "nesterov"}
+    assert len(rows) == settings.modes * sum(len(v) for v in kicks.values())
+    for tests in kicks.values():
+        regimes = {r for t in tests for r in t["regimes"]}
+        assert regimes >= {"damped", "oscillating", "unstable"}
+        for t in tests:
+            measured, predicted = np.asarray(t["measured"]), np.asarray(t["predicted"])
+            assert measured.shape == (settings.modes, settings.steps + 1)
+            error = np.linalg.norm(measured - predicted, axis=1) / np.linalg.norm(predicted, axis=1)
+            np.testing.assert_allclose(t["error"], error, rtol=1e-9)
+            np.testing.assert_allclose(measured[:, 0], 1.0, rtol=1e-6)  # the kick itself
+    stable = [c for c in rows if "unstable" not in c["quantity"]]
+    assert all(c["upper"] == 0.01 for c in stable) and "mode 1" in report
+    # the eigenvalues are the top of the Hessian's spectrum, decreasing, with tiny residuals
+    values = np.asarray(summary["eigenvalues"])
+    assert np.all(np.diff(values) <= 0) and np.all(np.asarray(summary["residuals"]) < 1e-6)
