@@ -112,6 +112,7 @@ def top_eigenvalue(
     num_iters: int = 20,
     *,
     method: str = "lanczos",
+    preconditioner: PyTree | None = None,
 ) -> jax.Array:
     r"""Largest eigenvalue of the Hessian of ``loss_fn`` at ``params`` (the sharpness).
 
@@ -128,12 +129,19 @@ def top_eigenvalue(
     final vector: it converges to the eigenvalue of largest *magnitude*, which is the sharpness
     when that eigenvalue is positive.
 
+    With a ``preconditioner`` :math:`P` (a pytree of positive values shaped like ``params``,
+    a diagonal matrix), the iterations run on the symmetric
+    :math:`P^{-1/2} \nabla^2 L\, P^{-1/2}`, whose eigenvalues are those of
+    :math:`P^{-1} \nabla^2 L`: the *preconditioned sharpness* of an adaptive method frozen at
+    :math:`P` (Cohen et al. 2022; :func:`gdyn_jax.optimizers.adam_preconditioner`).
+
     Args:
       loss_fn: scalar loss of the parameters (close over a fixed data subset).
       params: parameter pytree.
       key: PRNG key for the starting vector.
       num_iters: number of Hessian-vector products (static).
       method: ``'lanczos'`` or ``'power'`` (static).
+      preconditioner: optional diagonal :math:`P > 0`, a pytree shaped like ``params``.
 
     Returns:
       A float scalar.
@@ -142,6 +150,7 @@ def top_eigenvalue(
       Lanczos, "An iteration method for the solution of the eigenvalue problem", 1950.
       Cohen, Kaur, Li, Kolter, Talwalkar, "Gradient Descent on Neural Networks Typically
       Occurs at the Edge of Stability", ICLR 2021.
+      Cohen et al., "Adaptive Gradient Methods at the Edge of Stability", arXiv:2207.14484.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -149,11 +158,22 @@ def top_eigenvalue(
         raise ValueError(f"num_iters: expected >= 1, got {num_iters}")
     matvec, n = _flat_hvp(loss_fn, params)
     dtype = ravel_pytree(params)[0].dtype
+    if preconditioner is not None:
+        matvec = _preconditioned(matvec, params, preconditioner)
     v0 = jax.random.normal(key, (n,), dtype)
     v0 = v0 / jnp.linalg.norm(v0)
     if method == "power":
         return _power(matvec, v0, int(num_iters))
     return jnp.linalg.eigvalsh(_lanczos(matvec, v0, int(num_iters))[0])[-1]
+
+
+def _preconditioned(matvec, params: PyTree, preconditioner: PyTree):
+    r""":math:`v \mapsto P^{-1/2} H P^{-1/2} v` for a diagonal ``preconditioner``."""
+    if jax.tree.structure(preconditioner) != jax.tree.structure(params):
+        raise ValueError("preconditioner: expected a pytree with the structure of params")
+    flat = ravel_pytree(params)[0]
+    scale = jax.lax.rsqrt(ravel_pytree(preconditioner)[0].astype(flat.dtype))
+    return lambda v: scale * matvec(scale * v)
 
 
 def _check_iters(num_iters: int, n: int, minimum: int = 1) -> int:
