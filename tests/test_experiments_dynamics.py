@@ -56,3 +56,24 @@ def test_mode_response_scores_every_mode_of_every_setting(mode_response):
     # the eigenvalues are the top of the Hessian's spectrum, decreasing, with tiny residuals
     values = np.asarray(summary["eigenvalues"])
     assert np.all(np.diff(values) <= 0) and np.all(np.asarray(summary["residuals"]) < 1e-6)
+
+
+@pytest.fixture(scope="module")
+def cohen2022(tmp_path_factory):
+    return _run("cohen2022", tmp_path_factory)
+
+
+def test_cohen2022_limits_come_from_linearize_and_every_rate_is_scored(cohen2022):
+    summary, _ = cohen2022
+    settings = experiments.settings("cohen2022", "tiny")
+    rows = {c["quantity"]: c for c in summary["comparisons"]}
+    for lr in settings.learning_rates:
+        limit = summary["limits"][str(lr)]
+        assert limit == pytest.approx((2 + 2 * 0.9) / (lr * (1 - 0.9)), rel=1e-9)
+        assert rows[f"η = {lr:g}: frozen-Adam limit (max_stable_curvature)"]["agrees"]
+        ratio = rows[f"η = {lr:g}: late λ_max(P⁻¹H) / limit"]
+        late = summary["late_preconditioned_sharpness"][str(lr)]
+        assert ratio["measured"] == pytest.approx(late / limit) and ratio["rtol"] == 0.1
+    curves = np.asarray(summary["curves"], dtype=float)
+    assert curves.shape == (len(settings.learning_rates), settings.steps // settings.eval_every + 1)
+    assert np.all(np.isnan(curves[:, 0])) and np.all(curves[:, 1:] > 0)  # no P at step 0
