@@ -334,7 +334,7 @@ def as_hparams(hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
 
 
-def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], Metrics]:
+def make_train(config: SweepConfig, *, return_state: bool = False) -> Callable[..., Any]:
     r"""A pure, jit- and vmap-able ``train(hparams, key) -> metrics`` for ``config``.
 
     ``hparams`` maps optimizer hyperparameter names to scalars (they override
@@ -345,6 +345,11 @@ def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], 
     ``config.num_evals`` evaluation steps ``0, eval_every, ..., steps``, plus ``diverged_at``
     (int32 scalar, -1 if never).
     ``config`` is validated and its data loaded here, once.
+
+    With ``return_state=True``, ``train`` returns ``(metrics, state)``: the final
+    :class:`TrainState` (its ``params`` are the trained parameters, the last finite ones for a
+    diverged member), e.g. to evaluate trained members in ways the metrics do not cover. Under
+    ``jax.vmap`` every member's state comes back, parameters included.
 
     Example::
 
@@ -371,6 +376,6 @@ def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], 
         state, first, rest = advance(task, data, hp, state, 0, num_intervals)
         out = {k: jnp.concatenate([first[k][None], rest[k]]) for k in task.metric_names}
         out["diverged_at"] = state.diverged_at
-        return out
+        return (out, state) if return_state else out
 
     return train
