@@ -47,3 +47,22 @@ def test_final_params_are_the_plain_optax_loops():
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, params
         )
         np.testing.assert_allclose(metrics["train_loss"][i, -1], loss(params), rtol=1e-5)
+
+
+def test_data_passed_as_an_argument_trains_as_its_own_config():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    flipped = Arrays(x, 1 - y, x[:8], y[:8], name="flipped")
+
+    def config(arrays):
+        return SweepConfig(
+            dataset=arrays, model="logistic", optimizer="sgd", steps=4, eval_every=2, batch_size=10
+        )
+
+    hp, keys = {"learning_rate": np.array([0.1, 0.3])}, jax.random.split(jax.random.key(0), 2)
+    shared = jax.jit(jax.vmap(make_train(config(Arrays(x, y, x[:8], y[:8]))), (0, 0, None)))
+    got = shared(hp, keys, setup.prepare(config(flipped))[1])
+    own = jax.jit(jax.vmap(make_train(config(flipped))))(hp, keys)
+    for name, values in own.items():
+        np.testing.assert_allclose(got[name], values, rtol=1e-6)

@@ -351,6 +351,11 @@ def make_train(config: SweepConfig, *, return_state: bool = False) -> Callable[.
     diverged member), e.g. to evaluate trained members in ways the metrics do not cover. Under
     ``jax.vmap`` every member's state comes back, parameters included.
 
+    ``train(hparams, key, data)`` trains on ``data`` (a ``DeviceData`` with the shapes of the
+    config's, e.g. ``setup.prepare(other_config)[1]`` for the same inputs with other labels)
+    instead of the config's own; passed as an argument (``in_axes=None`` under vmap), it lets
+    one compiled program serve many datasets.
+
     Example::
 
         train = make_train(SweepConfig(optimizer="momentum", steps=200, eval_every=50))
@@ -365,7 +370,7 @@ def make_train(config: SweepConfig, *, return_state: bool = False) -> Callable[.
     known = set(optimizers.hyperparameters(task.optimizer))
     num_intervals = config.steps // config.eval_every
 
-    def train(hparams: Mapping[str, Any], key: jax.Array) -> Metrics:
+    def train(hparams: Mapping[str, Any], key: jax.Array, data: DeviceData = data) -> Metrics:
         unknown = sorted(set(hparams) - known)
         if unknown:
             raise ValueError(
