@@ -23,17 +23,20 @@ deterministic drift that all runs share drops out of the variance across runs).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
 from gdyn_jax.modes import projected_trajectory
 
-__all__ = ["noise_ensemble", "projected_gradient_noise"]
+__all__ = ["FloorTest", "floor_test", "noise_ensemble", "projected_gradient_noise"]
 PyTree = Any
 
 
@@ -81,7 +84,7 @@ def noise_ensemble(
     Every run starts at ``params`` with ``opt.init(params)``; at every step it draws
     ``batch_size`` example indices uniformly without replacement, independently of its other
     steps and of the other runs (white sampling noise), and steps on
-    ``batch_loss(params, indices)``. All runs are one ``jit(vmap)`` program.
+    ``batch_loss(params, indices)``. Pure (a ``vmap`` over runs): ``jax.jit`` takes it.
 
     Returns:
       ``(mean, variance)``, each of shape ``(steps + 1,)`` (variance with ``ddof=1``).
@@ -99,5 +102,100 @@ def noise_ensemble(
         draw = jax.vmap(lambda k: jax.random.permutation(k, num_examples)[:batch_size])
         return projected_trajectory(batch_loss, params, opt, vectors, steps, draw(keys))[:, 0]
 
-    paths = jax.jit(jax.vmap(run))(jax.random.split(key, runs))
+    paths = jax.vmap(run)(jax.random.split(key, runs))
     return jnp.mean(paths, axis=0), jnp.var(paths, axis=0, ddof=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class FloorTest:
+    r"""The noise floor along the top Hessian eigenvector, predicted and measured.
+
+    Attributes:
+      curvature: :math:`\lambda_{\max}` (Lanczos) at the starting point.
+      sigma2: :math:`\sigma_q^2`, the minibatch gradient variance along its eigenvector.
+      predicted: ``stationary_covariance`` of the rule's loop at :math:`h = \lambda_{\max}`.
+      measured: the variance across runs of :math:`q^\top\theta_k`, averaged over
+        ``settle <= k <= steps`` (NaN when the loop does not settle within ``steps``).
+      settle: steps until :math:`\rho^{2k} < 0.01` (the variance within 1% of its limit), at
+        least 10.
+      spread: the variance across runs at every step, shape ``(steps + 1,)``.
+    """
+
+    curvature: float
+    sigma2: float
+    predicted: float
+    measured: float
+    settle: int
+    spread: np.ndarray
+
+
+@functools.partial(
+    jax.jit, static_argnames=("batch_loss", "example_losses", "factory", "sizes", "iters")
+)
+def _measure(batch_loss, example_losses, factory, sizes, iters, params, data, hparams, key):
+    from gdyn_jax import hessian
+
+    batch_size, steps, runs = sizes
+    k1, k2 = jax.random.split(key)
+
+    def full(p):
+        return jnp.mean(example_losses(p, data))
+
+    values, vectors = hessian.top_eigenpairs(full, params, k1, 1, iters)
+    _, sigma2 = projected_gradient_noise(
+        lambda p: example_losses(p, data), params, vectors[0], batch_size
+    )
+    num_examples = jax.eval_shape(lambda: example_losses(params, data)).shape[0]
+    _, spread = noise_ensemble(
+        lambda p, idx: batch_loss(p, data, idx),
+        params,
+        factory(**hparams),
+        vectors[0],
+        num_examples,
+        batch_size,
+        steps,
+        runs,
+        k2,
+    )
+    return values[0], sigma2, spread
+
+
+def floor_test(
+    batch_loss: Callable[[PyTree, Any, jax.Array], jax.Array],
+    example_losses: Callable[[PyTree, Any], jax.Array],
+    params: PyTree,
+    data: Any,
+    factory: Callable[..., optax.GradientTransformation],
+    hparams: Mapping[str, float],
+    *,
+    batch_size: int,
+    steps: int,
+    runs: int,
+    key: jax.Array,
+    lanczos_iters: int = 30,
+) -> FloorTest:
+    r"""The noise floor of ``factory(**hparams)`` along the top Hessian eigenvector at ``params``.
+
+    Lanczos (``lanczos_iters``) on the loss ``mean(example_losses(params, data))`` gives
+    :math:`(\lambda_{\max}, q)`; :func:`projected_gradient_noise` gives :math:`\sigma_q^2`
+    for batches of ``batch_size``; :func:`noise_ensemble` (``runs`` runs of ``steps`` steps on
+    ``batch_loss(params, data, indices)``) the measured spread, and
+    :func:`gdyn_jax.linearize.stationary_covariance` the prediction. ``data`` is a pytree
+    passed through to the losses: with the same ``batch_loss``, ``example_losses`` and
+    ``factory`` objects, one compiled program serves every ``params``, ``data`` and
+    ``hparams`` of the same shapes.
+    """
+    from gdyn_jax import linearize
+
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
+    sizes = (int(batch_size), int(steps), int(runs))
+    lam, sigma2, spread = _measure(
+        batch_loss, example_losses, factory, sizes, int(lanczos_iters), params, data, hp, key
+    )
+    lam, sigma2, spread = float(lam), float(sigma2), np.asarray(spread, np.float64)
+    loop = linearize.linearize(factory(**hparams), max(lam, 1e-12))
+    rho = float(linearize.spectral_radius(loop))
+    settle = max(10, int(np.ceil(np.log(0.01) / (2 * np.log(rho))))) if rho < 1 else steps + 1
+    measured = float(np.mean(spread[settle:])) if settle <= steps else float("nan")
+    predicted = float(linearize.stationary_covariance(loop, sigma2)[0, 0])
+    return FloorTest(lam, sigma2, predicted, measured, settle, spread)

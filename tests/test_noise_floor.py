@@ -68,3 +68,36 @@ def test_ensemble_variance_reaches_the_stationary_covariance(factory, hp):
     floor = linearize.stationary_covariance(linearize.linearize(factory(**hp), h[0, 0]), sigma2)
     np.testing.assert_allclose(np.mean(variance[100:]), floor[0, 0], rtol=0.1)
     assert variance[0] == 0 and np.all(np.abs(mean[100:]) < 5 * np.sqrt(floor[0, 0] / 400))
+
+
+def test_floor_test_finds_the_top_direction_and_its_floor():
+    rng = np.random.default_rng(2)
+    n, dim = 64, 4
+    h = np.diag([0.2, 3.0, 1.0, 0.5])  # the top direction is the second coordinate
+    xi = rng.normal(size=(n, dim))
+    xi -= xi.mean(0)
+    with jax.enable_x64(True):
+
+        def example_losses(t, data):
+            return 0.5 * t @ (jnp.asarray(h) @ t) - data @ t
+
+        def batch_loss(t, data, idx):
+            return jnp.mean(example_losses(t, data[idx]))
+
+        kwargs = {"batch_size": 8, "steps": 120, "runs": 400, "key": jax.random.key(3)}
+        test = noise_floor.floor_test(
+            batch_loss,
+            example_losses,
+            jnp.zeros(dim),
+            jnp.asarray(xi),
+            optimizers.sgd,
+            {"learning_rate": 0.3},
+            lanczos_iters=4,
+            **kwargs,
+        )
+    sigma2 = np.mean((xi[:, 1] - 0) ** 2) / 8 * (n - 8) / (n - 1)  # every batch mean, exactly
+    assert test.curvature == pytest.approx(3.0, rel=1e-9)
+    assert test.sigma2 == pytest.approx(sigma2, rel=1e-9)
+    assert test.predicted == pytest.approx(0.3 * sigma2 / (3.0 * (2 - 0.9)), rel=1e-9)  # Mandt
+    assert test.settle == 10 and test.spread.shape == (121,)
+    assert test.measured == pytest.approx(test.predicted, rel=0.1)
