@@ -99,7 +99,10 @@ def noise_ensemble(
 
     def run(run_key):
         keys = jax.random.split(run_key, steps)
-        draw = jax.vmap(lambda k: jax.random.permutation(k, num_examples)[:batch_size])
+        # a uniform b-subset: where the b largest of N i.i.d. uniforms are (a sort-free draw)
+        draw = jax.vmap(
+            lambda k: jax.lax.top_k(jax.random.uniform(k, (num_examples,)), batch_size)[1]
+        )
         return projected_trajectory(batch_loss, params, opt, vectors, steps, draw(keys))[:, 0]
 
     paths = jax.vmap(run)(jax.random.split(key, runs))
