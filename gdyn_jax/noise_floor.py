@@ -121,6 +121,8 @@ class FloorTest:
         ``settle <= k <= steps`` (NaN when the loop does not settle within ``steps``).
       settle: steps until :math:`\rho^{2k} < 0.01` (the variance within 1% of its limit), at
         least 10.
+      gradient: :math:`q^\top\nabla L / \sigma_q` at the start: how far from the bottom of
+        the valley along :math:`q` the runs start, in units of the noise.
       spread: the variance across runs at every step, shape ``(steps + 1,)``.
     """
 
@@ -129,6 +131,7 @@ class FloorTest:
     predicted: float
     measured: float
     settle: int
+    gradient: float
     spread: np.ndarray
 
 
@@ -145,7 +148,7 @@ def _measure(batch_loss, example_losses, factory, sizes, iters, params, data, hp
         return jnp.mean(example_losses(p, data))
 
     values, vectors = hessian.top_eigenpairs(full, params, k1, 1, iters)
-    _, sigma2 = projected_gradient_noise(
+    mean, sigma2 = projected_gradient_noise(
         lambda p: example_losses(p, data), params, vectors[0], batch_size
     )
     num_examples = jax.eval_shape(lambda: example_losses(params, data)).shape[0]
@@ -160,7 +163,7 @@ def _measure(batch_loss, example_losses, factory, sizes, iters, params, data, hp
         runs,
         k2,
     )
-    return values[0], sigma2, spread
+    return values[0], mean, sigma2, spread
 
 
 def floor_test(
@@ -192,7 +195,7 @@ def floor_test(
 
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
     sizes = (int(batch_size), int(steps), int(runs))
-    lam, sigma2, spread = _measure(
+    lam, mean, sigma2, spread = _measure(
         batch_loss, example_losses, factory, sizes, int(lanczos_iters), params, data, hp, key
     )
     lam, sigma2, spread = float(lam), float(sigma2), np.asarray(spread, np.float64)
@@ -201,4 +204,5 @@ def floor_test(
     settle = max(10, int(np.ceil(np.log(0.01) / (2 * np.log(rho))))) if rho < 1 else steps + 1
     measured = float(np.mean(spread[settle:])) if settle <= steps else float("nan")
     predicted = float(linearize.stationary_covariance(loop, sigma2)[0, 0])
-    return FloorTest(lam, sigma2, predicted, measured, settle, spread)
+    gradient = float(mean) / np.sqrt(sigma2) if sigma2 > 0 else float("nan")
+    return FloorTest(lam, sigma2, predicted, measured, settle, gradient, spread)

@@ -100,4 +100,5 @@ def test_floor_test_finds_the_top_direction_and_its_floor():
     assert test.sigma2 == pytest.approx(sigma2, rel=1e-9)
     assert test.predicted == pytest.approx(0.3 * sigma2 / (3.0 * (2 - 0.9)), rel=1e-9)  # Mandt
     assert test.settle == 10 and test.spread.shape == (121,)
+    assert abs(test.gradient) < 1e-12  # the runs start at the minimum
     assert test.measured == pytest.approx(test.predicted, rel=0.1)
