@@ -54,9 +54,9 @@ class Settings:
     @classmethod
     def tiny(cls):
         return cls(
-            learning_rates=(0.005, 0.01),
+            learning_rates=(0.01, 0.02),
             seeds=16,
-            steps=3000,
+            steps=4000,
             diffusion_limit=0.05,
             mc_seeds=256,
             mc_steps=300,
