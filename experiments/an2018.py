@@ -77,15 +77,23 @@ def design_kd(lrs, kds, h0: float) -> list[float]:
     return [float(kds[np.argmin(o)]) if np.isfinite(o).any() else float(min(kds)) for o in over]
 
 
-def run(s: Settings, report: Report) -> None:
-    from gdyn_jax import linearize, optimizers
+def measure(ds, steps, target: float) -> dict:
+    """Seed statistics of one setting: loss-curve overshoot, steps to ``target`` accuracy."""
+    acc = ds["test_accuracy"].values
+    return {
+        "overshoot_pct": tr.mean_sd([curve_overshoot(c) for c in ds["train_loss"].values]),
+        "steps_to_target": tr.mean_sd(steps_to_target(steps, acc, target, below=False)),
+        "final_test_accuracy": tr.mean_sd(acc[:, -1]),
+        "diverged": int((ds["diverged_at"].values >= 0).sum()),
+    }
 
-    h0s = [
-        c["sharpness"]
-        for c in tr.initial_curvature(
-            s.seeds, subset=s.sharpness_subset, iters=s.sharpness_iters, **tr.MNIST1D_MLP
-        )
-    ]
+
+def run(s: Settings, report: Report) -> None:
+
+    curvature = tr.initial_curvature(
+        s.seeds, subset=s.sharpness_subset, iters=s.sharpness_iters, **tr.MNIST1D_MLP
+    )
+    h0s = [c["sharpness"] for c in curvature]
     h0 = float(np.mean(h0s))
     kd = design_kd(s.lrs, s.kds, h0)
     pred = step_metrics(s.lrs, s.kds, h0)
@@ -110,22 +118,11 @@ def run(s: Settings, report: Report) -> None:
     rows, steps = [], mom["step"].values
     for i, (lr, k) in enumerate(zip(s.lrs, kd, strict=True)):
         row = {"learning_rate": lr, "kd": k, "K0": lr * h0}
-        for name, ds in (
-            ("momentum", mom.sel(learning_rate=lr)),
-            ("pid", pid.sel(learning_rate=lr, kd=k)),
-        ):
-            acc = ds["test_accuracy"].values
-            row[name] = {
-                "predicted_overshoot_pct": float(
-                    pred[name]["Overshoot"][(i,) if name == "momentum" else (i, s.kds.index(k))]
-                ),
-                "overshoot_pct": tr.mean_sd([curve_overshoot(c) for c in ds["train_loss"].values]),
-                "steps_to_target": tr.mean_sd(
-                    steps_to_target(steps, acc, s.target_accuracy, below=False)
-                ),
-                "final_test_accuracy": tr.mean_sd(acc[:, -1]),
-                "diverged": int((ds["diverged_at"].values >= 0).sum()),
-            }
+        j = s.kds.index(k)
+        row["momentum"] = measure(mom.sel(learning_rate=lr), steps, s.target_accuracy)
+        row["pid"] = measure(pid.sel(learning_rate=lr, kd=k), steps, s.target_accuracy)
+        row["momentum"]["predicted_overshoot_pct"] = float(pred["momentum"]["Overshoot"][i])
+        row["pid"]["predicted_overshoot_pct"] = float(pred["pid"]["Overshoot"][i, j])
         rows.append(row)
         m, p = row["momentum"], row["pid"]
         report.bound(
@@ -147,6 +144,20 @@ def run(s: Settings, report: Report) -> None:
             f"a={lr:g}: final test accuracy PID {tr.pm(p['final_test_accuracy'], 100)}% "
             f"vs momentum {tr.pm(m['final_test_accuracy'], 100)}%."
         )
+    loops = _figures(report, s, kd, h0, mom, pid, steps)
+    report.record(
+        initial_sharpness=tr.mean_sd(h0s),
+        kd_design=kd,
+        rows=rows,
+        poles_zeros=loops,
+    )
+
+
+def _figures(report: Report, s: Settings, kd, h0, mom, pid, steps) -> dict:
+    """The pole-zero maps and step responses at h0 and the training curves; returns the poles
+    and zeros of the two loops at the middle learning rate."""
+    from gdyn_jax import linearize, optimizers
+
     mid = len(s.lrs) // 2
     loops = {
         "momentum": optimizers.momentum(s.lrs[mid], BETA),
@@ -189,9 +200,4 @@ def run(s: Settings, report: Report) -> None:
                 axes[row, col].set(xlabel="step", ylabel=var.replace("_", " "), title=f"a = {lr:g}")
             axes[1, col].axhline(s.target_accuracy, color="k", ls=":", lw=0.8)
             axes[0, col].legend(fontsize=8)
-    report.record(
-        initial_sharpness=tr.mean_sd(h0s),
-        kd_design=kd,
-        rows=rows,
-        poles_zeros={k: {"poles": tf.poles(), "zeros": tf.zeros()} for k, tf in tfs.items()},
-    )
+    return {k: {"poles": tf.poles(), "zeros": tf.zeros()} for k, tf in tfs.items()}

@@ -141,6 +141,11 @@ def run(s: Settings, report: Report) -> None:
             rtol=RTOL,
             label="max_stable_curvature",
         )
+    _figures(report, results)
+    report.record(runs=runs, dataset=s.dataset)
+
+
+def _figures(report: Report, results: dict) -> None:
     with report.figure(
         "sharpness.png",
         "Sharpness (top) and train loss (bottom); dashed: "
@@ -162,4 +167,3 @@ def run(s: Settings, report: Report) -> None:
             axes[0, col].set(title=f"{optimizer}: sharpness", ylabel="top Hessian eigenvalue")
             axes[1, col].set(title=f"{optimizer}: train loss", xlabel="step", ylabel="square loss")
             axes[0, col].legend(fontsize=8)
-    report.record(runs=runs, dataset=s.dataset)

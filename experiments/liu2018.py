@@ -181,6 +181,22 @@ def run(s: Settings, report: Report) -> None:
                     rtol=0.1,
                     label="C η/(1−μ)",
                 )
+    _effective_step_rows(report, s, escape, err, err_se)
+    floor = noise_floor(s, report)
+    _figures(report, s, overlap, escape, err, effective, floor)
+    report.record(
+        diffusion_constant=c,
+        effective_step=effective,
+        escape_median=escape,
+        stationary_error=err,
+        stationary_error_se=err_se,
+        noise_floor=floor,
+    )
+
+
+def _effective_step_rows(report: Report, s: Settings, escape, err, err_se) -> None:
+    """Equal eta/(1-mu), equal escape time and error; the error against the law, tabled."""
+    effective = np.asarray(s.learning_rates)[None, :] / (1 - np.asarray(s.momenta)[:, None])
     for (i, j), (k, l) in _same_effective_step(effective):
         first, second = (s.momenta[i], s.learning_rates[j]), (s.momenta[k], s.learning_rates[l])
         tag = "(μ={:g}, η={:g}) vs (μ={:g}, η={:g})".format(*first, *second)
@@ -200,30 +216,20 @@ def run(s: Settings, report: Report) -> None:
         "Measured stationary error / the diffusion law C η/(1−μ), against the effective "
         "step (scored above only in the diffusion regime; beyond it, the departure):"
     )
-    order = np.argsort(effective, axis=None)
+    cells = sorted(np.ndindex(effective.shape), key=lambda ij: effective[ij])
     report.table(
         ("η/(1−μ)", "μ", "η", "error", "standard error", "error / law"),
         [
             (
-                effective.flat[n],
-                mu.flat[n // eta.size],
-                eta.flat[n % eta.size],
-                err.flat[n],
-                err_se.flat[n],
-                err.flat[n] / (c * effective.flat[n]),
+                effective[i, j],
+                s.momenta[i],
+                s.learning_rates[j],
+                err[i, j],
+                err_se[i, j],
+                err[i, j] / (s.diffusion_constant * effective[i, j]),
             )
-            for n in order
+            for i, j in cells
         ],
-    )
-    floor = noise_floor(s, report)
-    _figures(report, s, overlap, escape, err, effective, floor)
-    report.record(
-        diffusion_constant=c,
-        effective_step=effective,
-        escape_median=escape,
-        stationary_error=err,
-        stationary_error_se=err_se,
-        noise_floor=floor,
     )
 
 

@@ -202,6 +202,12 @@ def run(s: Settings, report: Report) -> None:
             100 * (acc["mean"] - adam["mean"]),
             lower=-200 * max(acc["sd"], adam["sd"], 0.005),
         )
+    _figures(report, toy_res, tuned, curves)
+    report.record(toy=toy_res, mnist1d=tuned)
+
+
+def _figures(report: Report, toy_res: dict, tuned: dict, curves: dict) -> None:
+    neg = toy_res["negative_fraction"]
     with report.figure(
         "toy_test_error.png", "Test error on the constructed separable problem"
     ) as fig:
@@ -230,4 +236,3 @@ def run(s: Settings, report: Report) -> None:
         left.set(xlabel="step", ylabel="test accuracy (%)")
         right.set(xlabel="step", ylabel="train loss", yscale="log")
         left.legend()
-    report.record(toy=toy_res, mnist1d=tuned)
