@@ -50,10 +50,6 @@ def settings(name: str, mode: str) -> Any:
 def run(name: str, out_dir: str | pathlib.Path, mode: str = "quick") -> dict:
     """Run experiment ``name`` in ``mode`` into ``out_dir`` (created); return its summary."""
     module = get(name)
-    if not hasattr(module, "Settings"):  # TRANSITIONAL: an experiment not yet ported
-        out = pathlib.Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        return module.run(out, mode=mode)
     chosen = settings(name, mode)
     report = Report(module.TITLE, module.SOURCE, pathlib.Path(out_dir), mode)
     report.out_dir.mkdir(parents=True, exist_ok=True)

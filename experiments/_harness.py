@@ -45,7 +45,15 @@ Write one module ``experiments/NAME.py`` (a name without a leading ``_``: module
 Agreement is never typed in: ``compare`` and ``bound`` check the measured value against the
 declared tolerance or bounds (a non-finite measurement never agrees), and the table shows the
 expected value with its tolerance. To score a qualitative claim, measure a number that
-expresses it (a ratio, a count, a largest difference) and ``bound`` it.
+expresses it (a ratio, a count, a largest difference) and ``bound`` it. ``report.table(header,
+rows)`` adds a table that is shown, not scored; ``report.mode`` is ``'tiny'``, ``'quick'`` or
+``'full'``. Shared pieces: ``experiments._training`` (one sweep call, seed statistics, the
+curvature at the sweep's own initialisation), ``experiments._quadratic`` (runs on a quadratic),
+``gdyn_jax.analysis`` and ``gdyn_jax.plotting`` (which draw on a given ``Axes``).
+
+``tests/test_harness.py`` checks every module against this contract (and that none calls
+pyplot or cites a file outside the repository); give the experiment its own test of its numbers
+against an independent reference, on its ``tiny()`` run.
 
 ``experiments.run(name, out_dir, mode)`` builds ``Settings.<mode>()`` and a ``Report`` on
 ``out_dir``, calls ``run``, and writes ``out_dir/report.md`` (settings, prose, the comparison

@@ -43,3 +43,28 @@ def plot_error_decay(ax, errors: dict, rates: dict, title: str) -> None:
     ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
     ax.set_title(title)
     ax.legend(fontsize=7)
+
+
+def tuned_runs(report, rules: dict, eigenvalues, steps: int, skip: int, title: str) -> dict:
+    """Each rule ``name -> (factory, hyperparameters)`` run on the quadratic: its measured tail
+    rate (``analysis.tail_rate`` after ``skip`` steps) scored against
+    ``linearize.convergence_rate`` within 3%, and the figure ``quadratic_run.png``."""
+    import jax
+
+    from gdyn_jax import linearize
+    from gdyn_jax.analysis import tail_rate
+
+    errors, out = {}, {"measured": {}, "predicted": {}}
+    for name, (factory, hp) in rules.items():
+        errors[name] = error_norms(factory(**hp), eigenvalues, steps)
+        grid = {k: np.asarray([v], dtype=np.float64) for k, v in hp.items()}
+        with jax.enable_x64(True):
+            rate = float(np.max(linearize.convergence_rate(factory, grid, eigenvalues)))
+        out["predicted"][name], out["measured"][name] = rate, tail_rate(errors[name], skip=skip)
+        measured = out["measured"][name]
+        report.compare(
+            f"{title}: {name} measured rate", measured, rate, rtol=0.03, label="linearize"
+        )
+    with report.figure("quadratic_run.png", f"Error decay, {title}, vs the predicted rate") as fig:
+        plot_error_decay(fig.subplots(), errors, out["predicted"], title)
+    return out

@@ -36,13 +36,14 @@ def pm(stats: Mapping[str, Any], scale: float = 1.0, digits: int = 1) -> str:
     return f"{stats['mean'] * scale:.{digits}f} ± {stats['sd'] * scale:.{digits}f}"
 
 
-def gradient_spectra(seeds: int, nodes: int, subset: int | None = None, **config: Any) -> list:
-    """Per seed, at the sweep's initialisation of that seed: ``(loss, top, nodes, weights)``.
-
-    ``loss`` is the training loss, ``top`` the sharpness (``hessian.top_eigenvalue``) and
-    ``(nodes, weights)`` the spectral measure of the gradient (``hessian.spectral_measure``),
-    all on the first ``subset`` training examples (all by default). Seed ``s`` gets the
-    parameters that member seed ``s`` of any sweep with this ``config`` starts from.
+def initial_curvature(
+    seeds: int, nodes: int = 0, subset: int | None = None, iters: int = 20, **config: Any
+) -> list[dict[str, np.ndarray]]:
+    """Per seed, at the sweep's initialisation of that seed, on the first ``subset`` training
+    examples (all by default): the training ``loss``, the ``sharpness``
+    (``hessian.top_eigenvalue``, ``iters`` Lanczos steps) and, if ``nodes`` > 0, the spectral
+    measure of the gradient (``hessian.spectral_measure``: ``nodes``, ``weights``). Seed ``s``
+    starts from the parameters of member seed ``s`` of any sweep with this ``config``.
     """
     import jax
 
@@ -59,13 +60,15 @@ def gradient_spectra(seeds: int, nodes: int, subset: int | None = None, **config
         def loss(p):
             return train.mean_loss(task, p, model_state, x, y)
 
-        top = hessian.top_eigenvalue(loss, params, key, 20)
-        measure = hessian.spectral_measure(loss, params, jax.grad(loss)(params), nodes)
-        return loss(params), top, *measure
+        out = {"loss": loss(params), "sharpness": hessian.top_eigenvalue(loss, params, key, iters)}
+        if nodes:
+            grad = jax.grad(loss)(params)
+            out["nodes"], out["weights"] = hessian.spectral_measure(loss, params, grad, nodes)
+        return out
 
-    out = []
+    results = []
     for seed in range(seeds):
         state = train.init(task, data, zero, jax.random.key(seed))
         values = measure(state.params, state.model_state, jax.random.key(seed))
-        out.append(tuple(np.asarray(v, np.float64) for v in values))
-    return out
+        results.append({k: np.asarray(v, np.float64) for k, v in values.items()})
+    return results

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
-from experiments._quadratic import error_norms, plot_error_decay
-from gdyn_jax.analysis import tail_rate
+from experiments._quadratic import tuned_runs
 
 TITLE = "Momentum's convergence rate over (a, beta), its regions and optimal tuning (Goh 2017)"
 SOURCE = "G. Goh, 'Why Momentum Really Works', Distill 2017"
@@ -161,41 +160,26 @@ def run(s: Settings, report: Report) -> None:
                         label="Goh",
                     )
             table.append({"kappa": kappa, "closed_form": cf, "library": found})
-        quad = quadratic_run(s)
-    for name in ("momentum", "gd"):
-        report.compare(
-            f"quadratic kappa={QUADRATIC_KAPPA:g}: {name} measured rate",
-            quad["measured"][name],
-            quad["predicted"][name],
-            rtol=0.03,
-            label="linearize",
-        )
-    _figures(report, maps, table, quad)
+    eig, cf = np.geomspace(1.0, QUADRATIC_KAPPA, s.dim), closed_form(QUADRATIC_KAPPA)
+    rules = {
+        "momentum": (
+            optimizers.momentum,
+            {k: cf["momentum"][k] for k in ("learning_rate", "beta")},
+        ),
+        "gd": (optimizers.sgd, {"learning_rate": cf["gd"]["learning_rate"]}),
+    }
+    quad = tuned_runs(report, rules, eig, s.steps, 10, f"quadratic kappa={QUADRATIC_KAPPA:g}")
+    _figures(report, maps, table)
     report.record(
         region_counts=counts,
         stability_map_agreement=boundary.mean(),
         optimal=table,
         ripple_modulus_ratio=[modulus[ripple].min(), modulus[ripple].max()],
-        quadratic_run={k: quad[k] for k in ("measured", "predicted")},
+        quadratic_run=quad,
     )
 
 
-def quadratic_run(s: Settings) -> dict:
-    """Goh's tunings on a quadratic with ``s.dim`` eigenvalues spread over [1, kappa]."""
-    from gdyn_jax import linearize, optimizers
-
-    eig, cf = np.geomspace(1.0, QUADRATIC_KAPPA, s.dim), closed_form(QUADRATIC_KAPPA)
-    out = {"errors": {}, "measured": {}, "predicted": {}}
-    for name, factory in (("momentum", optimizers.momentum), ("gd", optimizers.sgd)):
-        hp = {k: v for k, v in cf[name].items() if k != "rate"}
-        out["errors"][name] = errors = error_norms(factory(**hp), eig, s.steps)
-        grid = {k: np.asarray([v]) for k, v in hp.items()}
-        out["predicted"][name] = float(np.ravel(linearize.convergence_rate(factory, grid, eig))[0])
-        out["measured"][name] = tail_rate(errors, skip=10)
-    return out
-
-
-def _figures(report: Report, maps: dict, table: list, quad: dict) -> None:
+def _figures(report: Report, maps: dict, table: list) -> None:
     from matplotlib.colors import ListedColormap
 
     with report.figure(
@@ -245,8 +229,3 @@ def _figures(report: Report, maps: dict, table: list, quad: dict) -> None:
             ax.loglog([row["kappa"] for row in table], steps, style, label=f"{name}, linearize")
         ax.set(xlabel="condition number κ", ylabel="steps per e-fold, 1/(1-ρ)")
         ax.legend(fontsize=8)
-    with report.figure(
-        "quadratic_run.png", "Error decay on a quadratic vs the predicted rate"
-    ) as fig:
-        title = f"quadratic, eigenvalues in [1, {QUADRATIC_KAPPA:g}]"
-        plot_error_decay(fig.subplots(), quad["errors"], quad["predicted"], title)

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
-from experiments._quadratic import error_norms, plot_error_decay
-from gdyn_jax.analysis import tail_rate
+from experiments._quadratic import tuned_runs
 
 TITLE = (
     "Worst-case rates of GD, heavy ball, Nesterov and Triple Momentum on quadratics and "
@@ -126,6 +125,8 @@ def certification_threshold(method: str, iqc: str, rtol: float = 1e-3) -> float:
 
 
 def run(s: Settings, report: Report) -> None:
+    from gdyn_jax import optimizers
+
     rates = []
     for kappa in s.kappas:
         for m in METHODS:
@@ -159,20 +160,17 @@ def run(s: Settings, report: Report) -> None:
         ("kappa", *METHODS),
         [(k, *(r["worst_case_rate"] for r in rates if r["kappa"] == k)) for k in s.kappas],
     )
-    quad = quadratic_run(s)
     report.text(
         f"Quadratic run: {s.dim} curvatures evenly spaced in [1, {QUADRATIC_KAPPA:g}], "
         "theta_0 = 1; measured rate = slope of log ||theta_k|| from step 30 (a double pole at "
         "the worst curvature decays like k rho^k and biases the slope up by about 1%)."
     )
+    rules = {}
     for m in METHODS:
-        report.compare(
-            f"quadratic kappa={QUADRATIC_KAPPA:g}: {m} measured rate",
-            quad["measured"][m],
-            quad["predicted"][m],
-            rtol=0.03,
-            label="linearize",
-        )
+        name, hp, _ = tuning(m, QUADRATIC_KAPPA)
+        rules[m] = (optimizers.get(name), hp)
+    eig = np.linspace(1.0, QUADRATIC_KAPPA, s.dim)
+    quad = tuned_runs(report, rules, eig, s.steps, 30, f"quadratic kappa={QUADRATIC_KAPPA:g}")
     robust = [
         {
             "kappa": k,
@@ -191,29 +189,15 @@ def run(s: Settings, report: Report) -> None:
     thresholds = {f"{m}/{iqc}": certification_threshold(m, iqc) for m, iqc in THRESHOLDS}
     cycle = counterexample(s)
     _report_robust(report, s, robust, thresholds, cycle)
-    _figures(report, rates, quad, robust, cycle)
+    _figures(report, rates, robust, cycle)
     report.record(
         rates=rates,
-        quadratic_run={k: quad[k] for k in ("measured", "predicted")},
+        quadratic_run=quad,
         certified_rates=robust,
         certification_thresholds=thresholds,
         counterexample={k: v for k, v in cycle.items() if k != "iterates"}
         | {"iterates": cycle["iterates"][: COUNTEREXAMPLE["shown"]]},
     )
-
-
-def quadratic_run(s: Settings) -> dict:
-    """Each tuned method on a quadratic with eigenvalues in [1, kappa]: error per step."""
-    from gdyn_jax import optimizers
-
-    eig = np.linspace(1.0, QUADRATIC_KAPPA, s.dim)
-    out = {"errors": {}, "measured": {}, "predicted": {}}
-    for m in METHODS:
-        name, hp, _ = tuning(m, QUADRATIC_KAPPA)
-        out["errors"][m] = error_norms(optimizers.get(name)(**hp), eig, s.steps)
-        out["measured"][m] = tail_rate(out["errors"][m], skip=30)
-        out["predicted"][m] = worst_case_rate(m, QUADRATIC_KAPPA, eig)
-    return out
 
 
 def _function(x: np.ndarray) -> np.ndarray:
@@ -406,7 +390,7 @@ def _report_robust(report: Report, s: Settings, rows: list, thresholds: dict, cy
     )
 
 
-def _figures(report: Report, rates: list, quad: dict, robust: list, cycle: dict) -> None:
+def _figures(report: Report, rates: list, robust: list, cycle: dict) -> None:
     with report.figure("rates_vs_kappa.png", "Worst-case rates on quadratics against kappa") as fig:
         ax = fig.subplots()
         for i, m in enumerate(METHODS):
@@ -423,9 +407,6 @@ def _figures(report: Report, rates: list, quad: dict, robust: list, cycle: dict)
             )
         ax.set(xlabel="κ = L/m", ylabel="steps per e-fold, 1/(1-ρ)")
         ax.legend(fontsize=7)
-    with report.figure("quadratic_run.png", "The tuned methods on a quadratic") as fig:
-        title = f"tuned methods, curvatures in [1, {QUADRATIC_KAPPA:g}]"
-        plot_error_decay(fig.subplots(), quad["errors"], quad["predicted"], title)
     with report.figure(
         "certified_rates.png",
         "Rates certified over S(m, L) (solid, off-by-one IQC) and on quadratics (dotted)",

@@ -82,6 +82,11 @@ def run(s: Settings, report: Report) -> None:
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
         + "."
     )
+    _figures(report, curves, accuracy)
+    report.record(test_accuracy=accuracy, published=PUBLISHED, seconds_per_model=seconds)
+
+
+def _figures(report: Report, curves: dict, accuracy: dict) -> None:
     with report.figure(
         "test_accuracy_curves.png", "Test accuracy (mean ± sd); dashed: published", size=(7, 4.5)
     ) as fig:
@@ -109,4 +114,3 @@ def run(s: Settings, report: Report) -> None:
         ax.set_xticks(x, list(MODELS))
         ax.set(ylabel="final test accuracy (%)", ylim=(0, 100))
         ax.legend(loc="upper left")
-    report.record(test_accuracy=accuracy, published=PUBLISHED, seconds_per_model=seconds)

@@ -7,6 +7,7 @@ checked against the tolerance arithmetic written out by hand here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -145,3 +146,15 @@ def test_report_rejects_what_it_cannot_score_or_write(tmp_path):
     with pytest.raises(ValueError, match="^filename"), report.figure("../x.png", "c"):
         pass
     assert report.comparisons == [] and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_every_experiment_follows_the_contract(name):
+    module = experiments.get(name)
+    assert module.TITLE and module.SOURCE and callable(module.run)
+    for mode in experiments.MODES:
+        settings = getattr(module.Settings, mode)()
+        assert dataclasses.is_dataclass(settings) and type(settings) is module.Settings
+    source = pathlib.Path(module.__file__).read_text()
+    for banned in ("REFERENCES.md", "DESIGN.md", 'matplotlib.use("Agg")', "pyplot"):
+        assert banned not in source, f"{name} mentions {banned}"

@@ -136,7 +136,7 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from experiments._report import write_text_atomic
+    from experiments import write_text_atomic
 
     mode = _mode(args)
     names = _selected(args.name)
