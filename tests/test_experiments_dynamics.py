@@ -77,3 +77,35 @@ def test_cohen2022_limits_come_from_linearize_and_every_rate_is_scored(cohen2022
     curves = np.asarray(summary["curves"], dtype=float)
     assert curves.shape == (len(settings.learning_rates), settings.steps // settings.eval_every + 1)
     assert np.all(np.isnan(curves[:, 0])) and np.all(curves[:, 1:] > 0)  # no P at step 0
+
+
+@pytest.fixture(scope="module")
+def robustness(tmp_path_factory):
+    return _run("robustness", tmp_path_factory)
+
+
+def test_robustness_scores_every_optimizer_and_noise_level(robustness):
+    summary, report = robustness
+    settings = experiments.settings("robustness", "tiny")
+    results = summary["results"]
+    assert set(results) == {"sgd", "momentum", "nag"}
+    quantities = [c["quantity"] for c in summary["comparisons"]]
+    for name, per_noise in results.items():
+        assert sorted(float(p) for p in per_noise) == sorted(settings.noise)
+        for r in per_noise.values():
+            accuracy = np.asarray(r["accuracy"])
+            assert accuracy.shape == (settings.seeds, 1 + len(settings.epsilons))
+            assert np.all((accuracy >= 0) & (accuracy <= 1))
+            # the FGSM evaluation at eps = 0 is the engine's own clean test accuracy
+            np.testing.assert_allclose(accuracy[:, 0], r["engine"], atol=1e-6)
+            f = r["floor"]
+            if name == "sgd":  # Mandt et al.: a sigma^2 / (h (2 - a h)), independent of linearize
+                a, h = r["a"], f["curvature"]
+                assert f["predicted"] == pytest.approx(
+                    a * f["sigma2"] / (h * (2 - a * h)), rel=1e-6
+                )
+        assert sum(q.startswith(f"{name},") and "noise floor" in q for q in quantities) == len(
+            settings.noise
+        )
+        assert f"{name}: times the FGSM accuracy rises with ε" in quantities
+    assert "FGSM ε=0.05" in report and "± " in report
