@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from gdyn_jax import data, models, optimizers
-from gdyn_jax.sweep import SweepConfig, execute
+from gdyn_jax.sweep import SweepConfig, execute, groups
 from gdyn_jax.sweep import grid as grid_lib
 
 BATCH = 100
@@ -82,8 +82,9 @@ def model_flops_per_step() -> float:
     return 6.0 * BATCH * weights
 
 
-def sweep_runner(members: int, steps: int):
-    """(run, model-steps per run) for one block of a ``members``-wide sweep (compiled)."""
+def sweep_runner(members: int, steps: int, width: int | None = None):
+    """(run, model-steps per run) for one block of a ``members``-wide sweep (compiled), in
+    member groups of ``width`` (default: the engine's; the padding members are not counted)."""
     config = SweepConfig(
         model="mlp",
         optimizer="momentum",
@@ -92,12 +93,15 @@ def sweep_runner(members: int, steps: int):
         eval_every=steps,
         hparams={"beta": BETA},
     )
-    programs = execute.compiled(config, 1, tuple(jax.devices()[:1]))
+    devices = tuple(jax.devices()[:1])
+    width = groups.default_width(devices) if width is None else width
+    programs = execute.compiled(config, 1, devices, width)
+    chunk, _ = groups.chunk_layout(members, None, 1, width)
     mesh = execute.sweep_mesh(1)
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
-    lrs = np.geomspace(1e-3, 1e-1, members).astype(np.float32)
+    lrs = grid_lib.pad(np.geomspace(1e-3, 1e-1, members).astype(np.float32), chunk)
     hp = {"learning_rate": execute._put(lrs, member)}
-    keys = execute._put(grid_lib.seed_keys(np.arange(members)), member)
+    keys = execute._put(grid_lib.pad(grid_lib.seed_keys(np.arange(members)), chunk), member)
     state = {"train": programs.init(programs.data, hp, keys)}
 
     def block():

@@ -68,13 +68,13 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from gdyn_jax import files
 
 #: keys of summary.json that the harness writes (``record`` may not use them)
 RESERVED = (
@@ -111,17 +111,10 @@ def jsonable(value: Any) -> Any:
 
 
 def write_text_atomic(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``text`` to ``path`` atomically, with the usual permissions (``gdyn_jax.files``)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_text(path, text)
 
 
 def fmt(value: Any) -> str:
@@ -249,7 +242,7 @@ class Report:
         fig = Figure(figsize=size, layout="constrained")
         yield fig
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(self.out_dir / filename, dpi=110)
+        files.save_figure(fig, self.out_dir / filename, dpi=110)
         self.figures.append((filename, caption))
 
     def record(self, **values: Any) -> None:
