@@ -1,18 +1,15 @@
-r"""An optimizer run on a diagonal quadratic, and the rate fitted to its error.
+r"""Optimizers run on a diagonal quadratic, and the figure of their error decay.
 
 The loss is :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0), started from
 :math:`\theta_0 = \mathbf{1}`; the error after :math:`k` steps is :math:`\|\theta_k\|`, whose
-geometric tail decays at the loop's spectral radius over the curvatures :math:`h_i`.
+geometric tail decays at the loop's spectral radius over the curvatures :math:`h_i`
+(``gdyn_jax.analysis.tail_rate`` fits it).
 """
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import optax
-
-from experiments._report import save_figure
 
 
 def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> np.ndarray:
@@ -34,37 +31,40 @@ def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> n
         return np.concatenate([[float(jnp.linalg.norm(theta0))], np.asarray(norms)])
 
 
-def fitted_rate(errors: np.ndarray, skip: int) -> float:
-    """The per-step rate of the geometric tail of ``errors``: a log-linear fit after ``skip``
-    steps, where the relative error is below 1e-1 and above float64 rounding (1e-11)."""
-    k = np.arange(errors.size)
-    rel = errors / errors[0]
-    keep = (k >= skip) & (rel < 1e-1) & (rel > 1e-11)
-    keep = keep if keep.sum() >= 10 else (k >= skip) & (rel > 1e-11)
-    return float(np.exp(np.polyfit(k[keep], np.log(errors[keep]), 1)[0]))
-
-
-def plot_error_decay(run: dict, path: pathlib.Path, title: str) -> None:
-    """Each method's relative error (solid) beside its predicted rate**k (dotted), log scale.
-
-    ``run`` maps ``errors`` and ``predicted`` to dicts keyed by method name.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, (method, e) in enumerate(run["errors"].items()):
-        label = method.replace("_", " ")
-        rate = run["predicted"][method]
+def plot_error_decay(ax, errors: dict, rates: dict, title: str) -> None:
+    """Each method's relative error (solid) beside its predicted ``rate**k`` (dotted)."""
+    for i, (method, e) in enumerate(errors.items()):
+        label, rate = method.replace("_", " "), rates[method]
         ax.semilogy(e / e[0], color=f"C{i}", label=f"{label}: measured")
-        ax.semilogy(
-            rate ** np.arange(e.size), color=f"C{i}", ls=":", label=f"{label}: rate {rate:.4f}$^k$"
-        )
+        k = np.arange(e.size)
+        ax.semilogy(rate**k, color=f"C{i}", ls=":", label=f"{label}: rate {rate:.4f}$^k$")
     ax.set_ylim(1e-14, 10)
     ax.set_xlabel("step k")
     ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
+
+
+def tuned_runs(report, rules: dict, eigenvalues, steps: int, skip: int, title: str) -> dict:
+    """Each rule ``name -> (factory, hyperparameters)`` run on the quadratic: its measured tail
+    rate (``analysis.tail_rate`` after ``skip`` steps) scored against
+    ``linearize.convergence_rate`` within 3%, and the figure ``quadratic_run.png``."""
+    import jax
+
+    from gdyn_jax import linearize
+    from gdyn_jax.analysis import tail_rate
+
+    errors, out = {}, {"measured": {}, "predicted": {}}
+    for name, (factory, hp) in rules.items():
+        errors[name] = error_norms(factory(**hp), eigenvalues, steps)
+        grid = {k: np.asarray([v], dtype=np.float64) for k, v in hp.items()}
+        with jax.enable_x64(True):
+            rate = float(np.max(linearize.convergence_rate(factory, grid, eigenvalues)))
+        out["predicted"][name], out["measured"][name] = rate, tail_rate(errors[name], skip=skip)
+        measured = out["measured"][name]
+        report.compare(
+            f"{title}: {name} measured rate", measured, rate, rtol=0.03, label="linearize"
+        )
+    with report.figure("quadratic_run.png", f"Error decay, {title}, vs the predicted rate") as fig:
+        plot_error_decay(fig.subplots(), errors, out["predicted"], title)
+    return out
