@@ -8,7 +8,10 @@ At start-up this file writes two generated folders, both ignored by git:
 - ``api/_generated/``: one page per public module, listing every name of its ``__all__``
   (so the API reference can never miss a public function);
 - ``notebooks/``: copies of the repository's ``notebooks/*.ipynb``, which myst-nb executes in
-  their tiny mode (``GDYN_NOTEBOOK_MODE=tiny``) while building.
+  their tiny mode (``GDYN_NOTEBOOK_MODE=tiny``) while building;
+- ``results/_generated/``: one page per experiment (found by ``experiments.names()``): its
+  docstring, its settings in each mode, and the report and figures of its last stored quick
+  run (``results/stored/NAME/``, written by ``python docs/store_results.py RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib
 import inspect
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -40,7 +44,7 @@ extensions = [
 ]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "jupyter_execute"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "jupyter_execute", "results/stored"]
 html_theme = "furo"
 html_title = "gdyn_jax"
 html_static_path = []
@@ -149,5 +153,60 @@ def copy_notebooks() -> None:
         shutil.copy2(path, out / path.name)
 
 
+def _settings_table(module) -> list[str]:
+    import dataclasses
+
+    modes = ("tiny", "quick", "full")
+    values = {m: dataclasses.asdict(getattr(module.Settings, m)()) for m in modes}
+    rows = ["| setting | tiny | quick | full |", "|---|---|---|---|"]
+    for field in values["quick"]:
+        cells = " | ".join(f"`{values[m][field]!r}`" for m in modes)
+        rows.append(f"| `{field}` | {cells} |")
+    return rows
+
+
+def _stored_report(name: str) -> list[str]:
+    """The stored quick-mode report without its title and source, figures linked in place."""
+    folder = DOCS / "results" / "stored" / name
+    lines = (folder / "report.md").read_text(encoding="utf-8").splitlines()
+    lines = [line for line in lines[1:] if not line.startswith("Source: ")]
+    image = re.compile(r"!\[([^\]]*)\]\(([^)/]+)\)")
+    return [image.sub(rf"![\1](../stored/{name}/\2)", line) for line in lines]
+
+
+def write_result_pages() -> None:
+    """One page per experiment under ``results/_generated`` and the table of them all."""
+    import experiments
+
+    out = DOCS / "results" / "_generated"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    table = ["| experiment | reproduces | source |", "|---|---|---|"]
+    for name in experiments.names():
+        module = experiments.get(name)
+        table.append(f"| [`{name}`](_generated/{name}.md) | {module.TITLE} | {module.SOURCE} |")
+        page = [f"# `{name}`: {module.TITLE}", "", f"Source: {module.SOURCE}.", ""]
+        page += [f"Run it with `gdyn reproduce {name} [--tiny | --quick | --full] --out DIR`.", ""]
+        page += ["```{eval-rst}", f".. automodule:: experiments.{name}", "```", ""]
+        page += ["## Settings", "", *_settings_table(module), ""]
+        page += ["## Results (quick mode, stored)", "", *_stored_report(name), ""]
+        (out / f"{name}.md").write_text("\n".join(page), encoding="utf-8")
+    toctree = ["```{toctree}", ":hidden:", "", *(f"_generated/{n}" for n in experiments.names())]
+    index = [RESULTS_INTRO, *table, "", *toctree, "```", ""]
+    (DOCS / "results" / "index.md").write_text("\n".join(index), encoding="utf-8")
+
+
+RESULTS_INTRO = """# Reproduced results
+
+Each experiment is a module of `experiments/`, run by `gdyn reproduce NAME [--quick] --out DIR`
+(see [Reproducing the papers](../guide/reproduce.md)); `gdyn reproduce all --quick` runs them
+all. Each page below gives the experiment's claims and method (its docstring), its settings in
+the three modes, and the report of a quick run stored with the documentation: every comparison
+with a published or predicted number is scored by code against a declared tolerance, and the
+figures are those the run drew. Full citations are on the [references](../references.md) page.
+"""
+
+
 write_api_pages()
 copy_notebooks()
+write_result_pages()

@@ -169,3 +169,28 @@ def test_every_code_block_of_the_docs_runs():
             if lang and not lang.startswith("{")
         ]
     assert not shown, shown
+
+
+def test_every_experiment_page_shows_a_stored_run_of_its_current_quick_settings():
+    """The result pages show stored quick runs: one per experiment, of today's settings (a
+    changed experiment is stored again with ``docs/store_results.py``)."""
+    import dataclasses
+    import json
+
+    import experiments
+    from experiments._harness import jsonable
+
+    stale = []
+    for name in experiments.names():
+        folder = DOCS / "results" / "stored" / name
+        if not (folder / "run.json").is_file():
+            stale.append(f"{name}: not stored")
+            continue
+        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        quick = jsonable(dataclasses.asdict(experiments.settings(name, "quick")))
+        if run["mode"] != "quick" or run["settings"] != quick:
+            stale.append(f"{name}: stored {run['mode']} run of {run['settings']}, now {quick}")
+        figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (folder / "report.md").read_text())
+        stale += [f"{name}: {f} missing" for f in figures if not (folder / f).is_file()]
+    hint = "gdyn reproduce NAME --quick --out runs/q && python docs/store_results.py runs/q NAME"
+    assert not stale, "\n".join([*stale, hint])
