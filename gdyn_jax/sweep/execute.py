@@ -218,7 +218,11 @@ def compiled(config: SweepConfig, intervals: int, devices: Sequence[jax.Device])
         config,
         task,
         data,
-        jax.jit(jax.vmap(init, in_axes=(None, 0, 0)), out_shardings=member),
+        jax.jit(
+            jax.vmap(init, in_axes=(None, 0, 0)),
+            out_shardings=member,
+            compiler_options=cpu_speedups.init_compiler_options(devices, fast),
+        ),
         jax.jit(grouped, out_shardings=member, donate_argnums=(2,)),
     )
     _CACHE[key] = out
