@@ -110,12 +110,13 @@ def load_arrays(source: str):
     return synthetic_mnist1d() if source == "synthetic" else data_lib.load_named("mnist1d", None)
 
 
-def sweep_runner(arrays, members: int, steps: int, num_devices: int):
+def sweep_runner(arrays, members: int, steps: int, num_devices: int, width: int | None = None):
     """(run, model-steps per run, program) for one block of a ``members``-wide sweep, its
-    members sharded over the first ``num_devices`` devices (compiled and warmed up)."""
+    members sharded over the first ``num_devices`` devices in member groups of ``width``
+    (default: the engine's; the padding members are not counted), compiled and warmed up."""
     import jax
 
-    from gdyn_jax.sweep import SweepConfig, execute
+    from gdyn_jax.sweep import SweepConfig, execute, groups
     from gdyn_jax.sweep import grid as grid_lib
 
     config = SweepConfig(
@@ -127,14 +128,17 @@ def sweep_runner(arrays, members: int, steps: int, num_devices: int):
         eval_every=steps,
         hparams={"beta": BETA},
     )
-    programs = execute.compiled(config, 1, tuple(jax.devices()[:num_devices]))
+    devices = tuple(jax.devices()[:num_devices])
+    width = groups.default_width(devices) if width is None else width
+    programs = execute.compiled(config, 1, devices, width)
+    chunk, _ = groups.chunk_layout(members, None, num_devices, width)
     mesh = execute.sweep_mesh(num_devices)
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
     replicated = jax.sharding.NamedSharding(mesh, jax.P())
     data = jax.tree.map(lambda x: execute._put(x, replicated), programs.data)
-    lrs = np.geomspace(1e-3, 1e-1, members).astype(np.float32)
+    lrs = grid_lib.pad(np.geomspace(1e-3, 1e-1, members).astype(np.float32), chunk)
     hp = {"learning_rate": execute._put(lrs, member)}
-    keys = execute._put(grid_lib.seed_keys(np.arange(members)), member)
+    keys = execute._put(grid_lib.pad(grid_lib.seed_keys(np.arange(members)), chunk), member)
     state = {"train": programs.init(data, hp, keys)}
     compiled = programs.advance.lower(data, hp, state["train"], np.int32(0)).compile()
 

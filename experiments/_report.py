@@ -15,11 +15,12 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from gdyn_jax import files
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -36,12 +37,9 @@ def _to_jsonable(value: Any) -> Any:
 
 
 def write_text_atomic(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` atomically, with the usual permissions (``gdyn_jax.files``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    files.write_text(path, text)
 
 
 def write_summary(out_dir: pathlib.Path, summary: dict) -> pathlib.Path:
@@ -56,7 +54,7 @@ def save_figure(fig: Any, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -5,8 +5,10 @@ Each subcommand lives in ``gdyn_jax.commands.<name>`` and exposes ``HELP``,
 that ``gdyn --help`` is instant. While a command runs, the working directory is at the front
 of ``sys.path`` (as with ``python -m``), so import paths such as ``--optimizer rules:qhm``
 find a ``rules.py`` beside the user. User errors (``ValueError``, ``KeyError``,
-``FileNotFoundError``) become a one-line message and exit status 2; set ``GDYN_DEBUG=1`` for
-the traceback.
+``FileNotFoundError``) become a one-line message and exit status 2, other ``OSError`` errors (a
+full disk, a permission) a one-line message and status 1; set ``GDYN_DEBUG=1`` for the
+traceback. Output into a closed pipe (``gdyn list | head -3``) ends quietly with the status of
+SIGPIPE, 141.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -62,18 +66,52 @@ def _working_directory_importable() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
+def _stdout_closed() -> int:
+    """The reader of our output went away (``gdyn list | head -3``): stop quietly.
+
+    As Python's documentation recommends, the rest of the output goes to ``/dev/null`` (so
+    that flushing at exit does not fail again); the status is the shell's for SIGPIPE.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
+@contextlib.contextmanager
+def _messages_on_stderr(command: str) -> Iterator[None]:
+    """The library's INFO messages (a resumed sweep, a stale lock taken over) on stderr."""
+    logger = logging.getLogger("gdyn_jax")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"gdyn {command}: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _working_directory_importable():
-            return int(args._run(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+        with _working_directory_importable(), _messages_on_stderr(args.command):
+            status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        return _stdout_closed()
+    except (ValueError, KeyError, OSError) as error:
         if os.environ.get("GDYN_DEBUG"):
             raise
         message = " ".join(_error_message(error).split())
         print(f"gdyn {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        # Bad input (a usage error) is 2; a failing disk or filesystem is 1.
+        usage = not isinstance(error, OSError) or isinstance(error, FileNotFoundError)
+        return 2 if usage else 1
 
 
 if __name__ == "__main__":

@@ -13,18 +13,10 @@ import json
 import jax
 import numpy as np
 import pytest
+from sweep_fixtures import CONFIG
 
 from gdyn_jax.sweep import Grid, SweepConfig, load_results, make_train, run_sweep
 
-CONFIG = SweepConfig(
-    model="logistic",
-    optimizer="momentum",
-    loss="mse",
-    steps=40,
-    batch_size=32,
-    eval_every=10,
-    train_subset=256,
-)
 GRID = {"learning_rate": [0.02, 0.1], "beta": [0.0, 0.9]}
 METRICS = ("train_loss", "test_loss", "test_accuracy")
 SEEDS_GRID = {"learning_rate": [0.1], "beta": [0.0, 0.9]}
@@ -96,13 +88,15 @@ def test_diverging_member_is_frozen_and_isolated(sweep):
 
 @pytest.fixture(scope="module")
 def chunked(mnist1d_data_dir):
-    # 4 members in chunks of 3: the second chunk is padded with a copy of the last member.
-    return run_sweep(CONFIG, SEEDS_GRID, 2, chunk_size=3, progress=False)
+    # 4 members in member groups of 1, chunks of 3: the second chunk is padded with a copy of
+    # the last member.
+    return run_sweep(CONFIG, SEEDS_GRID, 2, chunk_size=3, member_group=1, progress=False)
 
 
-def test_chunked_equals_unchunked(chunked, seeds_sweep):
+def test_chunked_equals_unchunked(chunked):
+    whole = run_sweep(CONFIG, SEEDS_GRID, 2, member_group=1, progress=False)
     for name in (*METRICS, "diverged_at"):
-        np.testing.assert_allclose(chunked[name], seeds_sweep[name], rtol=2e-5, atol=1e-6)
+        np.testing.assert_array_equal(chunked[name], whole[name])
 
 
 class _Interrupt(Exception):
@@ -124,6 +118,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, chunked):
             2,
             out=tmp_path,
             chunk_size=3,
+            member_group=1,
             progress=False,
             callback=interrupt_in_second_chunk,
         )
@@ -137,6 +132,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, chunked):
         2,
         out=tmp_path,
         chunk_size=3,
+        member_group=1,
         resume=True,
         progress=False,
         callback=lambda info: resumed.append((info["chunk"], info["block"])),
@@ -149,10 +145,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, chunked):
     assert not (tmp_path / "checkpoint").exists()
     # A finished sweep resumes to its saved results; a different sweep in the same dir is refused.
     assert run_sweep(
-        CONFIG, SEEDS_GRID, 2, out=tmp_path, chunk_size=3, resume=True, progress=False
+        CONFIG, SEEDS_GRID, 2, out=tmp_path, member_group=1, resume=True, progress=False
     ).identical(loaded)
-    with pytest.raises(ValueError, match="^resume: "):
-        run_sweep(CONFIG, SEEDS_GRID, 3, out=tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="^out: .* results of another sweep .*seeds"):
+        run_sweep(CONFIG, SEEDS_GRID, 3, out=tmp_path, member_group=1, progress=False)
 
 
 @pytest.mark.parametrize(

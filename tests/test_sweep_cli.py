@@ -6,34 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from sweep_fixtures import CLI_FLAGS
 
 from gdyn_jax.cli import main
 from gdyn_jax.sweep import load_results
 
-FLAGS = [
-    "sweep",
-    "--dataset",
-    "mnist1d",
-    "--model",
-    "logistic",
-    "--optimizer",
-    "momentum",
-    "--loss",
-    "mse",
-    "--steps",
-    "40",
-    "--batch-size",
-    "32",
-    "--eval-every",
-    "10",
-    "--train-subset",
-    "256",
-    "--grid",
-    "learning_rate=0.02,0.1",
-    "--grid",
-    "beta=0.0,0.9",
-    "--no-progress",
-]
+FLAGS = CLI_FLAGS
 
 
 def test_cli_flags_and_config_file(mnist1d_data_dir, tmp_path, capsys):

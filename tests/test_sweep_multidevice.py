@@ -37,4 +37,4 @@ def test_sharded_sweep_on_four_fake_devices():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "3 passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+    assert "5 passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]

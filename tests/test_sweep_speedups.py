@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gdyn_jax import models
-from gdyn_jax.sweep import SweepConfig, cpu_speedups, losses, run_sweep
+from gdyn_jax.sweep import SweepConfig, cpu_speedups, groups, losses, run_sweep
 
 
 @pytest.mark.parametrize("n", [1, 2, 100, 4000])
@@ -63,8 +63,8 @@ def test_forward_in_pieces_equals_one_forward_with_the_same_loss_sum(size):
     np.testing.assert_array_equal(fast[1], plain[1])
 
 
-@pytest.mark.parametrize("members, devices", [(48, 1), (64, 2), (40, 1), (8, 1)])
-def test_member_groups_keep_each_members_result(members, devices):
+@pytest.mark.parametrize("members, width", [(48, 16), (64, 16), (40, 8), (8, 8)])
+def test_member_groups_keep_each_members_result(members, width):
     def one(data, hp, carry, start):
         new = {"a": carry["a"] * hp["lr"] + data + start, "b": carry["b"] + hp["lr"]}
         return new, jnp.sum(new["a"])
@@ -73,24 +73,22 @@ def test_member_groups_keep_each_members_result(members, devices):
     hp = {"lr": np.arange(members, dtype=np.float32)}
     carry = {"a": np.arange(members * 3, dtype=np.float32).reshape(members, 3), "b": hp["lr"]}
     expected = fn(np.float32(0.5), hp, carry, np.float32(2.0))
-    got = jax.jit(cpu_speedups.grouped(fn, 16, devices))(
-        np.float32(0.5), hp, carry, np.float32(2.0)
-    )
+    got = jax.jit(groups.grouped(fn, width))(np.float32(0.5), hp, carry, np.float32(2.0))
     for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
         np.testing.assert_array_equal(g, e)
 
 
 def test_engine_with_speedups_equals_plain_engine_bit_for_bit(mnist1d_data_dir):
-    """32 members: the fast engine trains them in member groups of 16, permutes with packed
-    sorts, evaluates the 4,000 training examples in pieces and checks divergence with one sum
-    per leaf; the plain engine, in chunks of 16, does none of that. Some members diverge."""
+    """32 members in member groups of 4: the fast engine permutes with packed sorts,
+    evaluates the 4,000 training examples in pieces and checks divergence with one sum per
+    leaf; the plain engine does none of that. Some members diverge."""
     config = SweepConfig(
         model="logistic", optimizer="momentum", loss="mse", steps=20, batch_size=50, eval_every=10
     )
     grid = {"learning_rate": [float(v) for v in np.geomspace(0.01, 3.0, 16)]}
     fast = run_sweep(config, grid, 2, progress=False)
     with cpu_speedups.plain():
-        plain = run_sweep(config, grid, 2, chunk_size=16, progress=False)
+        plain = run_sweep(config, grid, 2, progress=False)
     assert 0 < int((fast["diverged_at"] >= 0).sum()) < 32
     for name in fast.data_vars:
         np.testing.assert_array_equal(fast[name], plain[name])

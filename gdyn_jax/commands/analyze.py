@@ -25,6 +25,8 @@ import argparse
 import json
 import math
 
+from gdyn_jax import files
+
 HELP = "analyze an optimizer's update rule as a discrete-time control system on a quadratic"
 _DIGITS = 12
 
@@ -175,8 +177,40 @@ def _clean(value):
     return value
 
 
+def _overflow(hp: dict[str, float], hessian) -> ValueError:
+    """The closed loop does not fit in float64: blame the largest number given."""
+    import numpy as np
+
+    given = {f"--hp: {k}": abs(v) for k, v in hp.items()}
+    given["--curvature"] = float(np.max(np.abs(np.atleast_1d(np.diag(np.atleast_2d(hessian))))))
+    culprit = max(given, key=given.get)
+    value = hp.get(culprit.removeprefix("--hp: "), given["--curvature"])
+    return ValueError(
+        f"{culprit}: {value:g} is too large: the closed loop's transfer function overflows "
+        "float64; expected a smaller value"
+    )
+
+
 def analyze(name: str, hp: dict[str, float], hessian, steps: int | None = None) -> dict:
     """The analysis as a dict (the JSON object's fields, before rounding)."""
+    import numpy as np
+
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps: expected a positive integer, got {steps}")
+    # Numbers so large that the closed loop overflows are reported (naming the culprit),
+    # not warned about by numpy on the way.
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            out = _analysis(name, hp, hessian, steps)
+        except np.linalg.LinAlgError:
+            raise _overflow(hp, hessian) from None
+    coefficients = np.concatenate([np.ravel(np.asarray(out[k], float)) for k in ("num", "den")])
+    if not np.all(np.isfinite(coefficients)):
+        raise _overflow(hp, hessian)
+    return out
+
+
+def _analysis(name: str, hp: dict[str, float], hessian, steps: int | None) -> dict:
     import numpy as np
 
     from gdyn_jax import linearize, optimizers
@@ -187,8 +221,6 @@ def analyze(name: str, hp: dict[str, float], hessian, steps: int | None = None) 
     except TypeError as error:
         raise ValueError(f"--hp: {error}") from None
     system = linearize.linearize(opt, hessian)
-    if steps is not None and steps < 1:
-        raise ValueError(f"--steps: expected a positive integer, got {steps}")
     rho = linearize.spectral_radius(system)
     out = {
         "optimizer": name,
@@ -251,9 +283,27 @@ def _plot(path: str, name: str, hp: dict, hessian, result: dict, steps: int | No
         step, poles, zeros, values, locus, title=f"{name} {hp}, curvature {result['curvature']}"
     )
     try:
-        fig.savefig(path, dpi=110)
+        files.save_figure(fig, path, dpi=110)
     except OSError as error:
-        raise ValueError(f"--plot: cannot write {path!r}: {error}") from None
+        raise ValueError(f"--plot: cannot write {path!r}: {error.strerror or error}") from None
+
+
+def check_plot_path(path: str) -> None:
+    """``--plot`` names a file of a format matplotlib writes, in an existing directory."""
+    import pathlib
+
+    from matplotlib.figure import Figure
+
+    target = pathlib.Path(path)
+    if target.is_dir():
+        raise ValueError(f"--plot: {path} is a directory; give a file name such as {path}/a.png")
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    if target.suffix.lstrip(".").lower() not in formats:
+        raise ValueError(
+            f"--plot: expected a file name ending in one of .{', .'.join(formats)}; got {path!r}"
+        )
+    if not target.parent.is_dir():
+        raise ValueError(f"--plot: directory {target.parent} does not exist")
 
 
 def _text(result: dict) -> str:
@@ -295,6 +345,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gdyn_jax import optimizers
 
+    if args.plot:
+        check_plot_path(args.plot)  # before any analysis
     allowed = optimizers.hyperparameters(args.name)  # ValueError naming `optimizer` if unknown
     hp = parse_hyperparameters(args.hp, allowed)
     params = inspect.signature(optimizers.get(args.name)).parameters

@@ -14,6 +14,8 @@ import pathlib
 import time
 import traceback
 
+from gdyn_jax import files
+
 HELP = "reproduce published figures (experiments) into --out DIR, with an index.md"
 
 
@@ -128,7 +130,7 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
         message = " ".join(str(error).split()).replace("|", "/").replace("`", "'")
         row["error"] = f"{type(error).__name__}: {message}"[:300]
         (out / name).mkdir(parents=True, exist_ok=True)
-        (out / name / "error.txt").write_text(traceback.format_exc())
+        files.write_text(out / name / "error.txt", traceback.format_exc())
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -136,12 +138,9 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from experiments._report import write_text_atomic
-
     mode = _mode(args)
     names = _selected(args.name)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = files.output_directory(args.out, "out")
     previous = _previous_rows(out)
     rows: list[dict] = []
     bar = tqdm(names, desc=f"reproduce ({mode})", unit="exp", disable=args.no_progress)
@@ -154,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
         # Rewrite the index after every experiment so an interrupted run keeps what it did;
         # experiments of earlier runs into the same folder stay listed.
         merged = _merged(previous, rows)
-        write_text_atomic(out / "index.md", _index_markdown(mode, merged))
-        write_text_atomic(out / "index.json", json.dumps({"mode": mode, "rows": merged}, indent=2))
+        files.write_text(out / "index.md", _index_markdown(mode, merged))
+        files.write_text(out / "index.json", json.dumps({"mode": mode, "rows": merged}, indent=2))
     failed = [row["name"] for row in rows if row["status"] != "ok"]
     print(f"wrote {out / 'index.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

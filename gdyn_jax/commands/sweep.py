@@ -12,9 +12,18 @@ puts the working directory at the front of ``sys.path`` while it runs, so a ``ru
 beside you is ``--optimizer rules:qhm``.
 
 A ``--config FILE`` (JSON) holds the same settings: the ``SweepConfig`` fields plus ``grid``
-(``{name: [values]}``), ``seeds``, ``chunk_size``, ``devices``; flags given on the command line
-override it. Multi-host runs call ``jax.distributed.initialize`` when ``--coordinator`` (or
-``$GDYN_COORDINATOR``) is set, with ``--num-processes`` and ``--process-id``.
+(``{name: [values]}``), ``seeds``, ``chunk_size``, ``devices``, ``member_group``,
+``checkpoint_every``; flags given on the command line override it.
+
+``--out DIR`` belongs to the sweep while it runs (``DIR/sweep.lock``). Running the same
+command again after an interruption resumes from ``DIR/checkpoint`` (and after the end loads
+the results); a directory holding results or a checkpoint of another sweep is refused unless
+``--overwrite``; ``--resume`` insists that there is something of this sweep to resume.
+
+Multi-host runs call ``jax.distributed.initialize`` when ``--coordinator`` (or
+``$GDYN_COORDINATOR``) is set, with ``--num-processes`` and ``--process-id``; with
+``--coordinator auto`` it reads them from the job scheduler (SLURM, Open MPI, ...). On CPU the
+processes exchange data with gloo collectives.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any
 
 HELP = "train a hyperparameter grid × seeds in one jit + vmap program (sharded, resumable)"
 
-_RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "checkpoint_every")
+_RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "member_group", "checkpoint_every")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,14 +61,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--data-dir", help="dataset directory (default $GDYN_DATA_DIR)")
     a("--chunk-size", type=int, help="members trained at once (bounds memory)")
     a("--devices", type=int, help="devices to shard members over (default all)")
+    a("--member-group", type=int, help="members computed side by side per device (4 on CPU)")
     a("--checkpoint-every", type=int, help="steps per checkpointed block")
-    a("--out", required=True, metavar="DIR", help="output directory")
-    a("--resume", action="store_true", help="continue from DIR/checkpoint")
+    a("--out", required=True, metavar="DIR", help="output directory (owned while the sweep runs)")
+    a(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="require a checkpoint (or results) of this sweep in DIR (the default resumes "
+        "one if there is one)",
+    )
+    a(
+        "--overwrite",
+        action="store_true",
+        help="delete the results and checkpoint in DIR (of any sweep) and start afresh",
+    )
     a("--no-progress", action="store_true", help="no progress bar")
     a(
         "--coordinator",
-        help="multi-host: coordinator address host:port (calls jax.distributed.initialize; "
-        "default $GDYN_COORDINATOR)",
+        help="multi-host: coordinator address host:port, or 'auto' to take it from the job "
+        "scheduler (calls jax.distributed.initialize; default $GDYN_COORDINATOR)",
     )
     a(
         "--num-processes",
@@ -113,30 +134,40 @@ def parse_hp(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _batch_size(text: str | int | None) -> Any:
-    if text is None or isinstance(text, int):
-        return text
-    if str(text).lower() in ("full", "none"):
+def _batch_size(value: Any) -> Any:
+    """'full'/'none' -> None, other text -> int; numbers are left to ``SweepConfig.validate``
+    (which rejects 12.5 instead of training with 12)."""
+    if not isinstance(value, str):
+        return value
+    if value.lower() in ("full", "none"):
         return None
     try:
-        return int(text)
+        return int(value)
     except ValueError:
-        raise ValueError(f"batch_size: expected an integer or 'full', got {text!r}") from None
+        raise ValueError(f"batch_size: expected an integer or 'full', got {value!r}") from None
+
+
+def _read_config(name: str) -> dict[str, Any]:
+    """The JSON object in the ``--config`` file, with one-line errors naming it."""
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"config: no such file {name}")
+    if path.is_dir():
+        raise ValueError(f"config: {name} is a directory, expected a JSON file")
+    try:
+        cfg = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"config: cannot read {name} ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"config: {name} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config: {name} must hold a JSON object")
+    return cfg
 
 
 def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(SweepConfig fields, run_sweep options) from the config file and the flags."""
-    cfg: dict[str, Any] = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise FileNotFoundError(f"config: no such file {args.config}")
-        try:
-            cfg = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config: {args.config} is not valid JSON ({e})") from None
-        if not isinstance(cfg, dict):
-            raise ValueError(f"config: {args.config} must hold a JSON object")
+    cfg = _read_config(args.config) if args.config else {}
     run = {k: cfg.pop(k) for k in _RUN_KEYS if k in cfg}
     flags = {
         "dataset": args.dataset,
@@ -165,6 +196,7 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         ("seeds", args.seeds),
         ("chunk_size", args.chunk_size),
         ("devices", args.devices),
+        ("member_group", args.member_group),
         ("checkpoint_every", args.checkpoint_every),
     ):
         if value is not None:
@@ -183,11 +215,22 @@ def _distributed(args: argparse.Namespace) -> None:
         if num is not None or pid is not None:
             raise ValueError("coordinator: --num-processes/--process-id need --coordinator")
         return
-    if num is None or pid is None:
-        raise ValueError("coordinator: needs --num-processes and --process-id")
+    if coordinator == "auto":
+        coordinator = None  # jax.distributed.initialize asks the job scheduler
+    elif num is None or pid is None:
+        raise ValueError("coordinator: needs --num-processes and --process-id (or 'auto')")
     import jax
 
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
+    if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+        # CPU processes exchange the gathered metrics and checkpoints through gloo.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num, process_id=pid
+        )
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"coordinator: jax.distributed.initialize failed: {first}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,10 +249,15 @@ def run(args: argparse.Namespace) -> int:
         seeds,
         out=args.out,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
         **options,
     )
     elapsed = time.perf_counter() - start
+    import jax
+
+    if jax.process_index() != 0:  # process 0 speaks for the group
+        return 0
     members = int(ds["diverged_at"].size)
     diverged = int((ds["diverged_at"] >= 0).sum())
     print(

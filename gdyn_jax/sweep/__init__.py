@@ -9,8 +9,10 @@
 - ``make_train(config) -> train(hparams, key)``: one pure, jit/vmap-able training run, wired
   from the pure pieces in ``gdyn_jax.sweep.train`` (``TrainState``, ``init``, ``train_step``,
   ``evaluate``, ...).
-- ``run_sweep(config, grid, seeds, ...)``: grid × seeds flattened, chunked, sharded over a
-  ``'sweep'`` mesh axis, checkpointed per block; returns an ``xarray.Dataset``.
+- ``run_sweep(config, grid, seeds, ...)``: grid × seeds flattened, chunked, computed in
+  member groups of one fixed width (so a member's numbers do not depend on the sweep around
+  it), sharded over a ``'sweep'`` mesh axis across devices and processes, checkpointed per
+  block into an output directory it owns (re-running resumes); returns an ``xarray.Dataset``.
 - ``load_results(dir)``: the Dataset a finished sweep wrote.
 """
 

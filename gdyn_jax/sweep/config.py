@@ -13,15 +13,17 @@ SHA-256. ``from_dict`` reads such a record back. A record rebuilds the sweep whe
 in it can be imported and the module fields are plain JSON values; a function defined in
 ``__main__`` or inside another function cannot be imported back (a ``ValueError`` naming
 the field says so when the config is used), and in-memory arrays must be passed again. A
-resumed sweep (``run_sweep(..., resume=True)``) never imports anything from the record: it
-compares the record of the objects it is given now with the one it saved.
+sweep run again into the same ``out`` never imports anything from the record: it compares the
+record of the objects it is given now with the one it saved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from gdyn_jax import imports
@@ -144,13 +146,14 @@ class SweepConfig:
         losses.resolve(self.loss)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
-        check_int("warmup_steps", self.warmup_steps, 0)
+        self._check_warmup()
         if self.train_subset is not None:
             check_int("train_subset", self.train_subset, 1)
         check_int("sharpness_subset", self.sharpness_subset, 1)
         check_int("sharpness_iters", self.sharpness_iters, 1)
         check_int("eval_batch_size", self.eval_batch_size, 1)
         data_lib.check_name(self.dataset)
+        self._check_data_dir()
         _check_model(self.model, self.model_kwargs)
         known = optimizers.hyperparameters(self.optimizer)
         for name, value in self.hparams.items():
@@ -161,6 +164,31 @@ class SweepConfig:
                 )
             to_float(f"hparams: {name}", value)
         return self
+
+    def _check_warmup(self) -> None:
+        check_int("warmup_steps", self.warmup_steps, 0)
+        if self.schedule == "warmup_cosine" and self.warmup_steps >= self.steps:
+            raise ValueError(
+                f"warmup_steps: expected fewer than steps ({self.steps}) for the cosine "
+                f"decay after the warm-up, got {self.warmup_steps}"
+            )
+        if self.schedule != "warmup_cosine" and self.warmup_steps:
+            raise ValueError(
+                f"warmup_steps: only schedule 'warmup_cosine' warms up (schedule is "
+                f"{self.schedule!r}), got {self.warmup_steps}"
+            )
+
+    def _check_data_dir(self) -> None:
+        """A dataset name is read from a directory: it must not be a file."""
+        if self.data_dir is not None and not isinstance(self.data_dir, str | os.PathLike):
+            raise ValueError(f"data_dir: expected a path, got {self.data_dir!r}")
+        if not isinstance(self.dataset, str) or imports.is_import_path(self.dataset):
+            return
+        from gdyn_jax.data import default_data_dir
+
+        path = Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"data_dir: {path} is not a directory")
 
 
 def _record_callable(obj: Any) -> Any:

@@ -3,8 +3,7 @@ r"""Speed tricks of the sweep engine, each beside the plain version it must equa
 The training program (``train.py``) is written against the plain operations; these are
 faster ways to compute the same thing, found by measuring on CPU (``benchmarks/sweep.py``).
 Each has an equality test against its plain twin in ``tests/test_sweep_speedups.py``, and
-the whole engine with the fast set equals it with the plain set, bit for bit, when the plain
-run's chunks are as wide as the fast run's member groups:
+the whole engine with the fast set equals it with the plain set, bit for bit:
 
 ===========================  ===================================  =========================
 trick                        plain version                        equal
@@ -12,13 +11,13 @@ trick                        plain version                        equal
 ``permutation``              ``jax.random.permutation``           bit for bit
 ``all_finite``               ``all(isfinite(leaf))``              exactly (a boolean)
 ``forward_in_pieces``        one ``apply`` on the whole chunk     bit for bit
-``grouped``                  chunks of one group's width          bit for bit
 ``INIT_COMPILER_OPTIONS``    XLA's default options for ``init``   bit for bit
 ===========================  ===================================  =========================
 
 ``kernels(fast)`` hands the training program one set or the other; the sweep uses the fast
 set unless a test asks for the plain one with ``with plain():`` (the program cache keys on
-the choice). Nothing here is part of the public API.
+the choice). Nothing here is part of the public API. (Members are computed in groups of one
+fixed width, on every platform and with either set: that fixes their numbers, see ``groups``.)
 """
 
 from __future__ import annotations
@@ -197,70 +196,3 @@ def init_compiler_options(devices: Sequence[jax.Device], fast: bool = True) -> d
     if fast and all(d.platform == "cpu" for d in devices):
         return dict(INIT_COMPILER_OPTIONS)
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Member groups: a CPU device trains its members a group at a time
-# ---------------------------------------------------------------------------------------------
-
-# Members trained side by side on a CPU device: the rest of the chunk waits its turn.
-CPU_MEMBER_GROUP = 16
-
-
-def member_group(devices: Sequence[jax.Device], fast: bool = True) -> int | None:
-    """Members vmapped together per device, or None for all of them (accelerators, plain).
-
-    On a CPU, a step of many members at once streams every activation, gradient and
-    optimizer state of all of them through memory (for 64 MNIST-1D MLPs, ~2.5 MB per
-    tensor); groups of ``CPU_MEMBER_GROUP`` keep them in the cache and run faster (measured:
-    ~1.2x at 64 members, ~1.5x at 256 on 2 cores; see ``benchmarks/sweep.py``). GPUs and
-    TPUs want the widest batch, so there every member of the chunk runs at once.
-    """
-    if not fast:
-        return None
-    return CPU_MEMBER_GROUP if all(d.platform == "cpu" for d in devices) else None
-
-
-def _group_width(per_device: int, group: int) -> int | None:
-    """The divisor of ``per_device`` in [group / 2, 2 group] closest to ``group``, or None."""
-    if per_device <= group:
-        return None
-    near = [d for d in range(max(1, group // 2), 2 * group + 1) if per_device % d == 0]
-    near = [d for d in near if d < per_device]
-    return min(near, key=lambda d: (abs(d - group), -d)) if near else None
-
-
-def grouped(fn: Callable, group: int | None, num_devices: int) -> Callable:
-    r"""``fn(data, hparams, state, *rest)``, vmapped over members, run ``group`` at a time.
-
-    The member axis (size :math:`D K G` for :math:`D` devices, sharded in contiguous
-    blocks) is viewed as :math:`(K, D G)`: a sequential ``lax.map`` over :math:`K` steps
-    through the groups while each device keeps its own :math:`G` members of every group, so
-    no data moves between devices. Each member's computation is unchanged; only the width of
-    the batched operations is (so a member's result equals the plain run of a chunk of
-    :math:`G` members per device, bit for bit). The group width :math:`G` is the divisor of
-    the members per device closest to ``group`` within a factor of 2; without one (or with
-    at most ``group`` members per device) it falls back on ``fn``, all members at once.
-    """
-
-    def run(data, hparams, state, *rest):
-        size = jax.tree.leaves(state)[0].shape[0]
-        per_device = size // num_devices
-        width = None if group is None else _group_width(per_device, group)
-        if width is None:
-            return fn(data, hparams, state, *rest)
-        k = per_device // width
-
-        def split(x):  # (D K G, ...) -> (K, D G, ...)
-            x = jnp.swapaxes(x.reshape((num_devices, k, width) + x.shape[1:]), 0, 1)
-            return x.reshape((k, num_devices * width) + x.shape[3:])
-
-        def merge(x):  # (K, D G, ...) -> (D K G, ...)
-            x = jnp.swapaxes(x.reshape((k, num_devices, width) + x.shape[2:]), 0, 1)
-            return x.reshape((size,) + x.shape[3:])
-
-        parts = jax.tree.map(split, (hparams, state))
-        out = jax.lax.map(lambda p: fn(data, p[0], p[1], *rest), parts)
-        return jax.tree.map(merge, out)
-
-    return run

@@ -47,10 +47,15 @@ def to_float(what: str, value: Any) -> float:
     return out
 
 
-def check_int(name: str, value: Any, minimum: int) -> None:
-    """A one-line ``ValueError`` naming ``name`` unless ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+INT32_MAX = 2**31 - 1
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> None:
+    """A one-line ``ValueError`` naming ``name`` unless ``value`` is an int in
+    [``minimum``, ``maximum``] (default: the largest int32, the type of steps and indices in
+    the compiled program)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name}: expected an integer in [{minimum}, {maximum}], got {value!r}")
 
 
 def _value_list(name: str, values: Any) -> tuple[float, ...]:
@@ -171,13 +176,6 @@ def columns(names: Sequence[str], table: np.ndarray) -> dict[str, np.ndarray]:
 def seed_keys(seeds: np.ndarray) -> np.ndarray:
     """Raw key data (M, ...) uint32 of ``jax.random.key(s)`` for each member's seed."""
     return np.stack([np.asarray(jax.random.key_data(jax.random.key(int(s)))) for s in seeds])
-
-
-def padded_size(num: int, chunk_size: int | None, devices: int) -> tuple[int, int]:
-    """(chunk, number of chunks): chunks are a multiple of ``devices`` and cover ``num``."""
-    chunk = num if chunk_size is None else min(chunk_size, num)
-    chunk = math.ceil(chunk / devices) * devices
-    return chunk, math.ceil(num / chunk)
 
 
 def pad(x: np.ndarray, total: int) -> np.ndarray:

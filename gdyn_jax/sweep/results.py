@@ -1,31 +1,33 @@
-"""Sweep results as an ``xarray.Dataset``, saved atomically without pickle.
+"""Sweep results as an ``xarray.Dataset``, saved atomically without pickle, and a sweep's identity.
 
-On disk a result is ``DIR/results.npz``: one array per variable and coordinate plus a JSON
-header (dimension names, attributes) stored as a unicode string array, read back with
-``allow_pickle=False``. Nothing beyond numpy is needed to read it; ``load_results`` rebuilds
-the Dataset.
+On disk a result is ``DIR/results.npz``, a checked array file (``storage``): one array per
+variable and coordinate, a JSON header (dimension names, attributes) and a SHA-256 per array.
+Nothing beyond numpy is needed to read it; ``load_results`` checks it and rebuilds the
+Dataset. ``identity`` is what makes two sweeps the same (results and checkpoints record it,
+and a sweep never mixes in files of another).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gdyn_jax.sweep import storage
+
 RESULTS_FILE = "results.npz"
-_HEADER = "__header__"
+KIND = "gdyn sweep results"
 
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that produced a result."""
     import flax
     import jax
+    import jaxlib
     import optax
 
     import gdyn_jax
@@ -33,6 +35,7 @@ def versions() -> dict[str, str]:
     return {
         "gdyn_jax": gdyn_jax.__version__,
         "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
         "optax": optax.__version__,
         "flax": flax.__version__,
         "numpy": np.__version__,
@@ -46,6 +49,8 @@ def to_dataset(
     seeds: int,
     eval_steps: Sequence[int],
     config_json: str,
+    member_group: int,
+    platform: str,
 ):
     """Labels flat per-member arrays ((M, E) metrics, (M,) diverged_at) with the grid axes."""
     import xarray as xr
@@ -65,65 +70,125 @@ def to_dataset(
         "config": config_json,
         "grid": json.dumps({k: list(grid[k]) for k in names}),
         "seeds": int(seeds),
+        "member_group": int(member_group),
+        "platform": str(platform),
         "versions": json.dumps(versions(), sort_keys=True),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def write_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Writes ``arrays`` to ``path`` (.npz) via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reads an .npz written by ``write_npz_atomic`` with a JSON header (never unpickles)."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop(_HEADER)))
-    return arrays, header
-
-
 def save_results(ds, out: str | Path) -> Path:
-    """Saves a results Dataset atomically to ``out/results.npz``; returns the path."""
+    """Saves a results Dataset atomically to ``out/results.npz`` (checked, no pickle)."""
     arrays: dict[str, np.ndarray] = {}
-    header = {"variables": {}, "coords": {}, "attrs": dict(ds.attrs)}
+    # [name, dims] pairs, in the Dataset's order (a JSON object's keys would be sorted).
+    meta: dict[str, Any] = {"variables": [], "coords": [], "attrs": dict(ds.attrs)}
     for name, var in ds.data_vars.items():
         arrays[f"var/{name}"] = np.asarray(var.values)
-        header["variables"][name] = list(var.dims)
+        meta["variables"].append([name, list(var.dims)])
     for name, coord in ds.coords.items():
         arrays[f"coord/{name}"] = np.asarray(coord.values)
-        header["coords"][name] = list(coord.dims)
-    arrays[_HEADER] = np.array(json.dumps(header))
-    path = Path(out) / RESULTS_FILE
-    write_npz_atomic(path, arrays)
-    return path
+        meta["coords"].append([name, list(coord.dims)])
+    return storage.write(Path(out) / RESULTS_FILE, KIND, meta, arrays)
+
+
+def _check_layout(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Every variable's and coordinate's array is there, with the dims' lengths."""
+    entries = {"coord": meta.get("coords"), "var": meta.get("variables")}
+    for prefix, pairs in entries.items():
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in pairs
+        ):
+            raise ValueError(f"{path}: header: {prefix} entries missing or malformed")
+    if not isinstance(meta.get("attrs"), dict):
+        raise ValueError(f"{path}: header: attrs missing")
+    sizes: dict[str, int] = {}
+    for prefix, pairs in entries.items():
+        for name, dims in pairs:
+            key = f"{prefix}/{name}"
+            if key not in arrays:
+                raise ValueError(f"{path}: {key}: missing")
+            shape = arrays[key].shape
+            if not isinstance(dims, list) or len(dims) != len(shape):
+                raise ValueError(f"{path}: {key}: dims {dims!r} do not fit shape {list(shape)}")
+            for dim, n in zip(dims, shape, strict=True):
+                if sizes.setdefault(dim, n) != n:
+                    raise ValueError(
+                        f"{path}: {key}: {dim} has {n} entries, elsewhere {sizes[dim]}"
+                    )
 
 
 def load_results(out: str | Path):
     """Reads ``out/results.npz`` back into the ``xarray.Dataset`` that ``run_sweep`` returned.
 
-    Attributes: ``config`` (the SweepConfig as JSON), ``grid`` (JSON), ``seeds``, ``versions``
-    (JSON of gdyn_jax/jax/optax/flax/numpy versions) and ``created``.
+    The file is checked first (see ``storage``): a damaged, truncated or edited file is a
+    one-line ``ValueError`` naming it and the field. Attributes: ``config`` (the SweepConfig
+    as JSON), ``grid`` (JSON), ``seeds``, ``member_group``, ``platform``, ``versions`` (JSON
+    of gdyn_jax/jax/jaxlib/optax/flax/numpy versions) and ``created``.
     """
     import xarray as xr
 
     path = Path(out) / RESULTS_FILE
     if not path.exists():
         raise FileNotFoundError(f"out: no results in {out} (expected {path})")
-    arrays, header = read_npz(path)
-    coords = {k: (tuple(d), arrays[f"coord/{k}"]) for k, d in header["coords"].items()}
-    data_vars = {k: (tuple(d), arrays[f"var/{k}"]) for k, d in header["variables"].items()}
-    return xr.Dataset(data_vars, coords=coords, attrs=header["attrs"])
+    meta, arrays = storage.read(path, KIND)
+    _check_layout(path, meta, arrays)
+    coords = {k: (tuple(d), arrays[f"coord/{k}"]) for k, d in meta["coords"]}
+    data_vars = {k: (tuple(d), arrays[f"var/{k}"]) for k, d in meta["variables"]}
+    return xr.Dataset(data_vars, coords=coords, attrs=meta["attrs"])
+
+
+def identity(
+    config_json: str,
+    grid: Mapping[str, Sequence[float]],
+    seeds: int,
+    member_group: int,
+    platform: str,
+    library_versions: Mapping[str, str],
+) -> dict[str, Any]:
+    """What makes two sweeps the same: their numbers would be the same, bit for bit.
+
+    The config record, the grid and seeds, the member group width, the platform and the
+    library versions (a checkpoint or results of another identity are never mixed in).
+    """
+    return {
+        "config": json.loads(config_json),
+        "grid": {k: [float(v) for v in vs] for k, vs in grid.items()},
+        "seeds": int(seeds),
+        "member_group": int(member_group),
+        "platform": str(platform),
+        "versions": dict(library_versions),
+    }
+
+
+def identity_of(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The identity recorded in a results Dataset's ``attrs`` (None if it records none)."""
+    try:
+        return identity(
+            attrs["config"],
+            json.loads(attrs["grid"]),
+            attrs["seeds"],
+            attrs["member_group"],
+            attrs["platform"],
+            json.loads(attrs["versions"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def difference(recorded: Any, expected: Any, where: str = "") -> str | None:
+    """The first field where two JSON records differ, as ``'field: a != b'``, or None."""
+    if isinstance(recorded, dict) and isinstance(expected, dict):
+        for key in sorted(set(recorded) | set(expected)):
+            field = f"{where}.{key}" if where else key
+            if key not in recorded or key not in expected:
+                side = "missing" if key not in recorded else "not expected"
+                return f"{field}: {side}"
+            found = difference(recorded[key], expected[key], field)
+            if found:
+                return found
+        return None
+    if recorded != expected:
+        text = f"{json.dumps(recorded)[:60]} here, {json.dumps(expected)[:60]} now"
+        return f"{where or 'record'}: {text}"
+    return None

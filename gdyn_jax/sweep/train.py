@@ -226,7 +226,10 @@ def dataset_stats(
     task: Task, params: PyTree, model_state: PyTree, chunks: EvalChunks, with_grad: bool
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """(mean loss, accuracy or None, gradient norm or None) over a chunked evaluation set."""
-    total = jnp.sum(chunks.w)
+    # Products with 1 / total, not divisions by total: XLA rewrites a division of every
+    # member's value by one shared scalar into this form in some programs and not in others,
+    # which would make a member's metrics depend on the program around it (see groups.py).
+    inverse = 1.0 / jnp.sum(chunks.w)
 
     def body(acc, batch):
         x, y, w = batch
@@ -250,8 +253,8 @@ def dataset_stats(
     g0 = jax.tree.map(jnp.zeros_like, params) if with_grad else None
     zero = jnp.zeros((), jnp.float32)
     (loss_sum, correct, g), _ = jax.lax.scan(body, (zero, zero, g0), chunks)
-    gnorm = optax.tree.norm(g) / total if with_grad else None
-    return loss_sum / total, (correct / total if task.accuracy else None), gnorm
+    gnorm = optax.tree.norm(g) * inverse if with_grad else None
+    return loss_sum * inverse, (correct * inverse if task.accuracy else None), gnorm
 
 
 def evaluate(task: Task, data: DeviceData, state: TrainState, step: jax.Array) -> Metrics:
