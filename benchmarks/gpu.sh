@@ -112,7 +112,7 @@ figures = {
     "mode": sys.argv[1],
     "jax": jax.__version__,
     "device": jax.devices()[0].device_kind,
-    "default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+    "default_matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", None)),
     "model_flops_per_step": flops,
     "sweep": rows,
     "optimizers": json.load(open("optimizers.json"))["rows"],
