@@ -25,7 +25,7 @@ import time
 
 import jax
 import numpy as np
-from sweep import sweep_runner  # benchmarks/sweep.py, beside this file
+from sweep import load_arrays, sweep_runner  # benchmarks/sweep.py, beside this file
 
 
 def previous_width(members: int) -> int:
@@ -39,7 +39,9 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data", choices=("mnist1d", "synthetic"), default="mnist1d")
     args = parser.parse_args()
+    arrays = load_arrays(args.data)
     print(
         f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs; "
         f"jax {jax.__version__}; {args.steps} steps per block; median of {args.repeats}"
@@ -50,7 +52,7 @@ def main() -> None:
     for m in args.members:
         load = os.getloadavg()[0]
         widths = sorted({previous_width(m), *args.widths})
-        runners = {w: sweep_runner(m, args.steps, w) for w in widths}
+        runners = {w: sweep_runner(arrays, m, args.steps, 1, w) for w in widths}
         times: dict[int, list[float]] = {w: [] for w in widths}
         for r in range(args.repeats):
             for w in widths[r % len(widths) :] + widths[: r % len(widths)]:

@@ -1,55 +1,61 @@
 """Sweep engine throughput: model-steps per second of many MNIST-1D MLPs in one program.
 
-For 1, 8, 64 and 256 members (a momentum learning-rate grid × seeds) of the MNIST-1D
-MLP (``gdyn_jax.models.get('mlp')``, 15,210 parameters) trained with batch size 100, it times
+For each member count (a momentum learning-rate grid, β = 0.9) of the MNIST-1D MLP
+(``gdyn_jax.models.get('mlp')``, 15,210 parameters) trained with batch size 100, it times
 one compiled block of the sweep (``steps`` optimizer steps per member, one evaluation on the
 4,000 + 1,000 examples at its end, included in the time) after a warm-up block, and compares
 it with, in the same process:
 
-(a) the plain per-step loop of the flax/optax examples: a ``jax.jit``-ed train step
-    (``value_and_grad`` + optimizer update) called once per batch from Python, batches
-    sliced on the host from a per-epoch permutation, one model at a time (members run one
-    after another, so its rate does not depend on the member count);
-(b) PyTorch eager training of the same model (same layers, ``torch.optim.SGD`` with the same
-    heavy-ball momentum), when torch is installed;
+(a) ``plain``: the per-step loop of the flax/optax examples, a ``jax.jit``-ed train step
+    (``value_and_grad`` + optimizer update) called once per batch from Python, batches sliced
+    on the host from a per-epoch permutation, one model at a time;
+(b) ``torch``: PyTorch eager training of the same model, one model at a time
+    (``torch.optim.SGD`` with the same heavy-ball momentum);
+(c) ``torch.func`` and ``torch.compile``: all members at once with ``torch.func``
+    (``stack_module_state`` + ``functional_call``, per-member gradients by ``grad`` under
+    ``torch.vmap``), eager and under ``torch.compile``, each member drawing its own batches
+    from its own per-epoch permutation, with the same end-of-block evaluation
+    (``benchmarks/torch_baselines.py``);
 
 and with the float32 matmul rate of this machine measured in the same process (a jitted
 ``jnp.dot`` of two 2048 × 2048 matrices): the sweep's model FLOP rate (6 × batch × weights
 per step: forward, and backward for inputs and weights) as a fraction of it.
 
-The baselines train as many model-steps as the sweep block (capped at 20,000 for the
-plain loop and 4,000 for PyTorch), so the timed runs last comparably long. All runs of one
-row are interleaved in one process (sweep, plain, torch, torch 1 thread, then the next
-repeat with the order rotated), so that all see the same load of a shared machine; each
-figure is the *median* of ``--repeats`` runs and each ratio is the ratio of the medians
-(the min-max range of the per-repeat ratios is printed too). PyTorch is timed with one
+``--cpu-devices N`` splits the CPU into N XLA devices (``jax_num_cpu_devices``, set before
+JAX starts); the sweep then shards its members over all of them (``sweep``), and is also
+timed on one device (``sweep1``). XLA:CPU runs one device's program on one core at these
+sizes, so N devices are how the sweep uses N cores (PyTorch uses its threads).
+
+The one-model baselines train as many model-steps as the sweep block (capped at 20,000 for
+the plain loop and 4,000 for PyTorch eager). All runs of one row are interleaved in one
+process (the order rotated every repeat), so that all see the same load of a shared
+machine; each figure is the *median* of ``--repeats`` runs and each ratio the ratio of the
+medians (with the min-max range of the per-repeat ratios). PyTorch runs are timed with one
 thread and with its default thread count; the faster (by median) is reported. The 1-minute
-load average (``os.getloadavg``) is printed before and after each row: figures taken at a
-load above the core count are not trustworthy.
+load average is printed before and after each row: figures taken at a load above the core
+count are not trustworthy. Data: MNIST-1D (``--data mnist1d``), or arrays of its shapes
+drawn at random (``--data synthetic``: no tensorflow-datasets needed; same speed).
 
     python benchmarks/sweep.py [--members 1 8 64 256] [--steps 400] [--repeats 5]
+        [--cpu-devices 2] [--baselines plain torch torch.func torch.compile] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-
-from gdyn_jax import data, models, optimizers
-from gdyn_jax.sweep import SweepConfig, execute, groups
-from gdyn_jax.sweep import grid as grid_lib
 
 BATCH = 100
 LR, BETA = 0.05, 0.9
+BASELINES = ("plain", "torch", "torch.func", "torch.compile")
 
 
 def _time(fn) -> float:
@@ -69,6 +75,9 @@ def load_average() -> str:
 
 def matmul_flops(repeats: int, n: int = 2048) -> float:
     """Measured float32 matmul rate (FLOP/s) of ``jnp.dot`` on n × n matrices."""
+    import jax
+    import jax.numpy as jnp
+
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
@@ -82,10 +91,36 @@ def model_flops_per_step() -> float:
     return 6.0 * BATCH * weights
 
 
-def sweep_runner(members: int, steps: int, width: int | None = None):
-    """(run, model-steps per run) for one block of a ``members``-wide sweep (compiled), in
-    member groups of ``width`` (default: the engine's; the padding members are not counted)."""
+def synthetic_mnist1d(seed: int = 0):
+    """Arrays of MNIST-1D's shapes and kind: 4,000 + 1,000 examples of 40 features, 10
+    classes, each class a random template plus unit Gaussian noise (learnable, not MNIST-1D)."""
+    from gdyn_jax.sweep import Arrays
+
+    rng = np.random.default_rng(seed)
+    templates = rng.normal(size=(10, 40)).astype(np.float32)
+    y = rng.integers(0, 10, 5000).astype(np.int32)
+    x = (templates[y] + rng.normal(size=(5000, 40))).astype(np.float32)
+    return Arrays(x[:4000], y[:4000], x[4000:], y[4000:], name="synthetic-mnist1d")
+
+
+def load_arrays(source: str):
+    """The benchmark's data: MNIST-1D through ``gdyn_jax.data``, or ``synthetic_mnist1d``."""
+    from gdyn_jax.sweep import data as data_lib
+
+    return synthetic_mnist1d() if source == "synthetic" else data_lib.load_named("mnist1d", None)
+
+
+def sweep_runner(arrays, members: int, steps: int, num_devices: int, width: int | None = None):
+    """(run, model-steps per run, program) for one block of a ``members``-wide sweep, its
+    members sharded over the first ``num_devices`` devices in member groups of ``width``
+    (default: the engine's; the padding members are not counted), compiled and warmed up."""
+    import jax
+
+    from gdyn_jax.sweep import SweepConfig, execute, groups
+    from gdyn_jax.sweep import grid as grid_lib
+
     config = SweepConfig(
+        dataset=arrays,
         model="mlp",
         optimizer="momentum",
         steps=steps,
@@ -93,29 +128,38 @@ def sweep_runner(members: int, steps: int, width: int | None = None):
         eval_every=steps,
         hparams={"beta": BETA},
     )
-    devices = tuple(jax.devices()[:1])
+    devices = tuple(jax.devices()[:num_devices])
     width = groups.default_width(devices) if width is None else width
     programs = execute.compiled(config, 1, devices, width)
-    chunk, _ = groups.chunk_layout(members, None, 1, width)
-    mesh = execute.sweep_mesh(1)
+    chunk, _ = groups.chunk_layout(members, None, num_devices, width)
+    mesh = execute.sweep_mesh(num_devices)
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    data = jax.tree.map(lambda x: execute._put(x, replicated), programs.data)
     lrs = grid_lib.pad(np.geomspace(1e-3, 1e-1, members).astype(np.float32), chunk)
     hp = {"learning_rate": execute._put(lrs, member)}
     keys = execute._put(grid_lib.pad(grid_lib.seed_keys(np.arange(members)), chunk), member)
-    state = {"train": programs.init(programs.data, hp, keys)}
+    state = {"train": programs.init(data, hp, keys)}
+    compiled = programs.advance.lower(data, hp, state["train"], np.int32(0)).compile()
 
     def block():
-        train_state, _, metrics = programs.advance(programs.data, hp, state["train"], np.int32(0))
+        train_state, _, metrics = compiled(data, hp, state["train"], np.int32(0))
         jax.block_until_ready(metrics)
         state["train"] = train_state
 
-    block()  # compile and warm up
-    return block, members * steps
+    block()  # warm up
+    return block, members * steps, compiled
 
 
-def plain_loop_runner(steps: int):
+def plain_loop_runner(arrays, steps: int):
     """(run, steps per run) of the per-step jitted flax/optax loop for one model."""
-    x, y = data.load("mnist1d", "train")
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from gdyn_jax import models, optimizers
+
+    x, y = arrays.x_train, arrays.y_train
     model = models.get("mlp")
     tx = optimizers.get("momentum")(LR, BETA)
     params = model.init(jax.random.key(0), jnp.asarray(x[:1]))
@@ -151,53 +195,9 @@ def plain_loop_runner(steps: int):
     return run, steps
 
 
-def torch_runner(steps: int, threads: int | None):
-    """(run, steps per run) of PyTorch eager training of the same MLP, or None without torch.
-
-    ``threads``: ``torch.set_num_threads`` value (None keeps torch's default)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    x, y = data.load("mnist1d", "train")
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-
-    class MLP(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear1 = torch.nn.Linear(40, 100)
-            self.linear2 = torch.nn.Linear(100, 100)
-            self.linear3 = torch.nn.Linear(100, 10)
-
-        def forward(self, h):
-            h = torch.relu(self.linear1(h))
-            h = h + torch.relu(self.linear2(h))
-            return self.linear3(h)
-
-    torch.manual_seed(0)
-    model = MLP()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=BETA)
-    per_epoch = len(x) // BATCH
-
-    default_threads = torch.get_num_threads()
-
-    def run():
-        torch.set_num_threads(threads or default_threads)
-        perm = torch.randperm(len(x))
-        for i in range(steps):
-            if i % per_epoch == 0:
-                perm = torch.randperm(len(x))
-            idx = perm[(i % per_epoch) * BATCH : (i % per_epoch + 1) * BATCH]
-            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-    run()
-    return run, steps
-
-
 def machine() -> str:
+    import jax
+
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         name = next(
@@ -207,7 +207,8 @@ def machine() -> str:
         )
     except (OSError, StopIteration):
         name = platform.processor()
-    return f"{name}, {os.cpu_count()} CPUs, {jax.devices()[0].platform}"
+    devices = jax.devices()
+    return f"{name}, {os.cpu_count()} CPUs, {len(devices)} {devices[0].platform} device(s)"
 
 
 def time_row(runners: dict, repeats: int) -> dict[str, list[float]]:
@@ -220,65 +221,120 @@ def time_row(runners: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def ratio(times: dict[str, list[float]], work: dict[str, int], base: str) -> str:
-    """Sweep rate / ``base`` rate: the ratio of the medians, and the per-repeat range."""
+def ratio(times: dict[str, list[float]], work: dict[str, int], base: str) -> tuple[float, str]:
+    """Sweep rate / ``base`` rate: the ratio of the medians, and it with the per-repeat range."""
     per_repeat = [
         (work["sweep"] / ts) / (work[base] / tb)
         for ts, tb in zip(times["sweep"], times[base], strict=True)
     ]
     median = (work["sweep"] / np.median(times["sweep"])) / (work[base] / np.median(times[base]))
-    return f"{median:.2f} ({min(per_repeat):.2f}–{max(per_repeat):.2f})"
+    return float(median), f"{median:.2f} ({min(per_repeat):.2f}–{max(per_repeat):.2f})"
 
 
-def main() -> None:
+def baseline_runners(arrays, members: int, steps: int, wanted) -> dict:
+    """The baselines of one row (each PyTorch one at 1 thread and at the default threads)."""
+    import torch_baselines as tb
+
+    train, test = (arrays.x_train, arrays.y_train), (arrays.x_test, arrays.y_test)
+    lrs = np.geomspace(1e-3, 1e-1, members).astype(np.float32)
+    runners = {}
+    if "plain" in wanted:
+        runners["plain"] = plain_loop_runner(arrays, min(members * steps, 20_000))
+    for threads in (1, None):
+        suffix = "@1" if threads == 1 else "@default"
+        if "torch" in wanted:
+            runner = tb.eager_runner(train, min(members * steps, 4_000), LR, threads)
+            if runner is not None:
+                runners["torch" + suffix] = runner
+        for name, compiled in (("torch.func", False), ("torch.compile", True)):
+            if name in wanted:
+                runner = tb.func_runner(train, test, lrs, steps, compiled, threads)
+                if runner is not None:
+                    runners[name + suffix] = runner
+    return runners
+
+
+def memory_per_member(compiled, members: int) -> float | None:
+    """Bytes per member of the compiled block (arguments + outputs + temporaries), if known."""
+    try:
+        m = compiled.memory_analysis()
+        total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+    except Exception:  # not every backend reports it
+        return None
+    return total / members
+
+
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--cpu-devices", type=int, default=1, help="jax_num_cpu_devices")
+    parser.add_argument("--data", choices=("mnist1d", "synthetic"), default="mnist1d")
+    parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES))
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
 
+    import jax
+
+    if args.cpu_devices > 1:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_baselines
+    arrays = load_arrays(args.data)
     peak = matmul_flops(args.repeats)
     flops = model_flops_per_step()
-    plain_cap, torch_cap = 20_000, 4_000
-    print(
-        f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; "
+    header = (
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; "
         f"jax {jax.__version__}; float32 matmul (2048^2 jnp.dot) {peak / 1e9:.1f} GFLOP/s; "
         f"model FLOPs/step {flops / 1e6:.1f} M; median of {args.repeats} interleaved runs; "
-        f"load average {load_average()}"
+        f"data {args.data}; load average {load_average()}"
     )
+    print("# " + header)
     print(
-        "| members | sweep model-steps/s | plain jitted loop steps/s | × plain (range) "
-        "| PyTorch eager steps/s | × PyTorch (range) | % of matmul rate | load before → after |"
+        "| members | sweep model-steps/s | each baseline: model-steps/s (sweep / it, range) "
+        "| % of matmul rate | load before → after |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for m in args.members:
         load_before = os.getloadavg()[0]
-        # The baselines train the same number of model-steps as the sweep block (member after
-        # member), capped, so that all timed runs last about as long under the same load.
-        runners = {
-            "sweep": sweep_runner(m, args.steps),
-            "plain": plain_loop_runner(min(m * args.steps, plain_cap)),
-        }
-        for threads in (1, None):
-            runner = torch_runner(min(m * args.steps, torch_cap), threads)
-            if runner is not None:
-                runners[f"torch{threads or ''}"] = runner
+        num_devices = args.cpu_devices if m % args.cpu_devices == 0 else 1
+        sweep_run, sweep_work, compiled = sweep_runner(arrays, m, args.steps, num_devices)
+        runners = {"sweep": (sweep_run, sweep_work)}
+        if num_devices > 1:
+            runners["sweep1"] = sweep_runner(arrays, m, args.steps, 1)[:2]
+        runners.update(baseline_runners(arrays, m, args.steps, args.baselines))
         times = time_row(runners, args.repeats)
         work = {name: runners[name][1] for name in runners}
         rate = {name: work[name] / float(np.median(times[name])) for name in runners}
-
-        torch_names = [k for k in rate if k.startswith("torch")]
-        torch_cols = "n/a | n/a"
-        if torch_names:
-            best_torch = max(torch_names, key=rate.get)
-            torch_cols = f"{rate[best_torch]:,.0f} | {ratio(times, work, best_torch)}"
+        row = {
+            "members": m,
+            "devices": num_devices,
+            "rate": rate,
+            "sweep_over": {},
+            "percent_of_matmul": 100 * rate["sweep"] * flops / peak,
+            "bytes_per_member": memory_per_member(compiled, m),
+            "load": [load_before, os.getloadavg()[0]],
+        }
+        cols = []
+        for kind in ("sweep1",) + BASELINES:
+            variants = [n for n in runners if n.split("@")[0] == kind]
+            if not variants:
+                continue
+            best = max(variants, key=rate.get)  # PyTorch: the faster thread setting
+            row["sweep_over"][kind], text = ratio(times, work, best)
+            cols.append(f"{kind}{best[len(kind) :]} {rate[best]:,.0f} (× {text})")
+        rows.append(row)
         print(
-            f"| {m} | {rate['sweep']:,.0f} | {rate['plain']:,.0f} | "
-            f"{ratio(times, work, 'plain')} | "
-            f"{torch_cols} | {100 * rate['sweep'] * flops / peak:.1f} | "
-            f"{load_before:.2f} → {os.getloadavg()[0]:.2f} |",
+            f"| {m} | {rate['sweep']:,.0f} ({num_devices} dev) | {' | '.join(cols)} | "
+            f"{row['percent_of_matmul']:.1f} | {load_before:.2f} → {os.getloadavg()[0]:.2f} |",
             flush=True,
         )
+    result = {"header": header, "matmul_flops": peak, "model_flops_per_step": flops}
+    result["rows"] = rows
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
 
 
 if __name__ == "__main__":

@@ -92,3 +92,21 @@ def test_engine_with_speedups_equals_plain_engine_bit_for_bit(mnist1d_data_dir):
     assert 0 < int((fast["diverged_at"] >= 0).sum()) < 32
     for name in fast.data_vars:
         np.testing.assert_array_equal(fast[name], plain[name])
+
+
+@pytest.mark.parametrize("name", ["logistic", "fc"])  # uniform and truncated-normal inits
+def test_init_compiler_options_give_the_same_parameters_bit_for_bit(name):
+    model = models.get(name)
+    x = np.zeros((1, 40), np.float32)
+    keys = jax.random.split(jax.random.key(0), 3)
+
+    def init(key):
+        return model.init(key, x)
+
+    options = cpu_speedups.init_compiler_options(jax.devices()[:1])
+    assert options == cpu_speedups.INIT_COMPILER_OPTIONS
+    plain = jax.jit(jax.vmap(init))(keys)
+    fast = jax.jit(jax.vmap(init), compiler_options=options)(keys)
+    for p, f in zip(jax.tree.leaves(plain), jax.tree.leaves(fast), strict=True):
+        np.testing.assert_array_equal(f, p)
+    assert cpu_speedups.init_compiler_options(jax.devices()[:1], fast=False) is None

@@ -179,7 +179,11 @@ def compiled(
         config,
         task,
         data,
-        jax.jit(per_device(init, (None, 0, 0)), out_shardings=member),
+        jax.jit(
+            per_device(init, (None, 0, 0)),
+            out_shardings=member,
+            compiler_options=cpu_speedups.init_compiler_options(devices, fast),
+        ),
         jax.jit(per_device(advance, (None, 0, 0, None)), out_shardings=member, donate_argnums=(2,)),
     )
     _CACHE[key] = out
