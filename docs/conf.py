@@ -72,7 +72,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(collections|typing|pathlib|types|argparse|tfds|tensorflow_datasets)\..*"),
     (r"py:.*", r"(optional|callable|array|array-like|pytree|Module|dict|tuple|float|int)"),
     (r"py:exc", r"(ValueError|TypeError|KeyError|RuntimeError|OSError|UsageError)"),
-    (r"py:class", r"(Metrics|Kernels|nn\..*)"),  # aliases of gdyn_jax.sweep.train; flax.linen
+    # aliases of gdyn_jax.sweep.train; flax.linen
+    (r"py:class", r"(Metrics|Kernels|HParams|nn\..*)"),
     (r"py:.*", r"(importlib|functools|inspect|dataclasses|contextlib)(\..*)?"),
 ]
 
