@@ -36,6 +36,15 @@ def pm(stats: Mapping[str, Any], scale: float = 1.0, digits: int = 1) -> str:
     return f"{stats['mean'] * scale:.{digits}f} ± {stats['sd'] * scale:.{digits}f}"
 
 
+def best_accuracy(ds):
+    """``analysis.best_setting`` of a sweep by mean final test accuracy, a diverged seed counted
+    as 0 (so that a setting is not chosen on its surviving seeds alone)."""
+    from gdyn_jax.analysis import best_setting
+
+    final = ds["test_accuracy"].isel(step=-1)
+    return best_setting(final, diverged=ds["diverged_at"] >= 0, diverged_score=0.0)
+
+
 def initial_curvature(
     seeds: int, nodes: int = 0, subset: int | None = None, iters: int = 20, **config: Any
 ) -> list[dict[str, np.ndarray]]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments import _training as tr
 from experiments._harness import Report
-from gdyn_jax.analysis import best_setting, quadratic_model_loss, steps_to_target
+from gdyn_jax.analysis import quadratic_model_loss, steps_to_target
 from gdyn_jax.plotting import plot_mean_band, plot_root_locus, plot_step_response
 
 TITLE = "Wu et al. 2021: SGD / momentum / NAG step responses, root loci, settling maps, training"
@@ -109,14 +109,11 @@ def run(s: Settings, report: Report) -> None:
                     "diverged_fraction": float(diverged[index].mean()),
                 }
             )
-        accuracy = ds["test_accuracy"]
-        top = best_setting(
-            accuracy.isel(step=-1), diverged=ds["diverged_at"] >= 0, diverged_score=0.0
-        )
+        top = tr.best_accuracy(ds)
         best[name] = {
             "setting": top.setting,
             "test_accuracy": tr.mean_sd(top.scores),
-            "curve": accuracy.isel(top.index),
+            "curve": ds["test_accuracy"].isel(top.index),
             "label": ", ".join(f"{k}={v:g}" for k, v in top.setting.items()),
         }
     training_rows(s, report, rows, curvature, h0, best)
