@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
+from experiments._quadratic import iterates, worst_rate
 from gdyn_jax.analysis import tail_rate
 
 TITLE = "Batch / stochastic / mini-batch GD on logistic loss; momentum in a ravine (Mopuri)"
@@ -64,23 +65,6 @@ def logistic_loss(params, x, y):
     return -jax.numpy.mean(jax.nn.log_sigmoid(y * (params[0] * x + params[1])))
 
 
-def trajectory(opt, grad, start, batches) -> np.ndarray:
-    """Iterates of ``opt`` from ``start`` with ``grad(params, batch)`` for each of ``batches``."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    def step(carry, batch):
-        params, state = carry
-        updates, state = opt.update(grad(params, batch), state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, state), params
-
-    start = jnp.asarray(start)
-    _, path = jax.lax.scan(step, (start, opt.init(start)), batches)
-    return np.concatenate([np.asarray(start)[None], np.asarray(path)])
-
-
 def sgd_path(x, y, batch_size: int, steps: int) -> np.ndarray:
     """SGD on mini-batches drawn without replacement in each epoch."""
     import jax
@@ -95,8 +79,8 @@ def sgd_path(x, y, batch_size: int, steps: int) -> np.ndarray:
     perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)[:, : per_epoch * batch_size]
     grad = jax.grad(logistic_loss)
     batches = perms.reshape(-1, batch_size)
-    return trajectory(
-        optimizers.sgd(LEARNING_RATE), lambda p, i: grad(p, x[i], y[i]), START, batches
+    return np.asarray(
+        iterates(optimizers.sgd(LEARNING_RATE), lambda p, i: grad(p, x[i], y[i]), START, batches)
     )
 
 
@@ -181,10 +165,9 @@ def ravine_part(s: Settings, report: Report) -> dict:
     }
     predicted, walks = {}, {}
     for k, (factory, hp) in rules.items():
-        grid = {n: np.asarray([v]) for n, v in hp.items()}
-        predicted[k] = float(np.ravel(linearize.convergence_rate(factory, grid, [h2, h1]))[0])
+        predicted[k] = worst_rate(factory, hp, [h2, h1])
         grad = lambda p, _: np.asarray(RAVINE) * p  # noqa: E731
-        walks[k] = trajectory(factory(**hp), grad, RAVINE_START, np.zeros(s.ravine_steps))
+        walks[k] = np.asarray(iterates(factory(**hp), grad, RAVINE_START, length=s.ravine_steps))
     norms = {k: np.linalg.norm(p, axis=1) for k, p in walks.items()}
     measured = {
         "GD": tail_rate(norms["GD"], skip=20, window=(1e-13, np.inf)),

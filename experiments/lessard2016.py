@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
-from experiments._quadratic import tuned_runs
+from experiments._quadratic import iterates, tuned_runs, worst_rate
 
 TITLE = (
     "Worst-case rates of GD, heavy ball, Nesterov and Triple Momentum on quadratics and "
@@ -97,11 +97,10 @@ def tuning(method: str, kappa: float) -> tuple[str, dict, float | None]:
 
 def worst_case_rate(method: str, kappa: float, curvatures) -> float:
     """The largest spectral radius over ``curvatures`` (``linearize.convergence_rate``)."""
-    from gdyn_jax import linearize, optimizers
+    from gdyn_jax import optimizers
 
     name, hp, _ = tuning(method, kappa)
-    grid = {k: np.asarray([v], dtype=np.float64) for k, v in hp.items()}
-    return float(np.max(linearize.convergence_rate(optimizers.get(name), grid, curvatures)))
+    return worst_rate(optimizers.get(name), hp, curvatures)
 
 
 def certified(method: str, kappa: float, iqc: str, tol: float = 1e-6):
@@ -200,22 +199,14 @@ def counterexample(s: Settings) -> dict:
     exact periodic orbit, and the interval of starts around 3.3 that end on the cycle."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     from gdyn_jax import optimizers
 
     name, hp, _ = tuning("heavy_ball", COUNTEREXAMPLE["L"])
     opt = optimizers.get(name)(**hp)
 
-    def step(carry, _):
-        x, state = carry
-        updates, state = opt.update(_gradient(x), state, x)
-        x = optax.apply_updates(x, updates)
-        return (x, state), x
-
     def one(x0):
-        xs = jax.lax.scan(step, (x0, opt.init(x0)), None, length=COUNTEREXAMPLE["steps"])[1]
-        return jnp.concatenate([x0[None], xs])
+        return iterates(opt, lambda x, _: _gradient(x), x0, length=COUNTEREXAMPLE["steps"])
 
     lo, hi = COUNTEREXAMPLE["interval"]
     starts = np.linspace(lo - 0.1, hi + 0.1, s.starts)
