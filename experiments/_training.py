@@ -15,6 +15,22 @@ import numpy as np
 MNIST1D_MLP = {"dataset": "mnist1d", "model": "mlp", "loss": "cross_entropy", "batch_size": 100}
 
 
+def full_batch_fc(widths, examples: int, iters: int, dataset: str = "mnist1d") -> dict[str, Any]:
+    """The sweep configuration of the edge-of-stability runs (Cohen et al.): a fully connected
+    tanh network of ``widths``, square loss, full batch on the first ``examples`` training
+    examples, the sharpness by ``iters`` Lanczos steps on the same examples."""
+    return {
+        "dataset": dataset,
+        "model": "fc",
+        "model_kwargs": {"widths": widths, "activation": "tanh"},
+        "loss": "mse",
+        "batch_size": None,
+        "train_subset": examples,
+        "sharpness_subset": examples,
+        "sharpness_iters": iters,
+    }
+
+
 def sweep(grid: Mapping[str, Sequence[float]], seeds: int, **config: Any):
     """``run_sweep(SweepConfig(**config), grid, seeds)`` without a progress bar."""
     from gdyn_jax.sweep import SweepConfig, run_sweep
