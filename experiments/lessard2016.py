@@ -257,61 +257,36 @@ def _report_robust(report: Report, s: Settings, rows: list, thresholds: dict, cy
     )
     for r in rows:
         kappa, method, iqc, rate = r["kappa"], r["method"], r["iqc"], r["certified_rate"]
-        gap, value = 1 / np.sqrt(kappa), np.nan if rate is None else rate
+        gap, value, at = 1 / np.sqrt(kappa), np.nan if rate is None else rate, f"kappa={kappa:g}"
         if method == "gd" and iqc == "sector":
-            report.compare(
-                f"kappa={kappa:g}: GD certified (sector)",
-                value,
-                (kappa - 1) / (kappa + 1),
-                atol=1e-4,
-                label="(kappa-1)/(kappa+1)",
-            )
+            closed, label = (kappa - 1) / (kappa + 1), "(kappa-1)/(kappa+1)"
+            report.compare(f"{at}: GD certified (sector)", value, closed, atol=1e-4, label=label)
         if method == "triple_momentum" and iqc == "off_by_one":
             excess = 1e-3 if kappa <= 100 else 5e-2  # certificates near-singular past 1e2
-            quantity = f"kappa={kappa:g}: Triple Momentum certified"
+            quantity = f"{at}: Triple Momentum certified"
             report.compare(quantity, value, 1 - gap, atol=excess * gap, label="1 - 1/sqrt(kappa)")
         if method == "heavy_ball" and kappa >= 25:
-            report.compare(
-                f"kappa={kappa:g}: heavy ball (Polyak), {iqc}: certificates found",
-                rate is not None,
-                0,
-                label=f"none, though its quadratic rate is {r['quadratic_rate']:.4f}",
-            )
+            quantity = f"{at}: heavy ball (Polyak), {iqc}: certificates found"
+            label = f"none, though its quadratic rate is {r['quadratic_rate']:.4f}"
+            report.compare(quantity, rate is not None, 0, label=label)
         if method == "nesterov" and iqc == "off_by_one" and kappa == 100:
-            report.compare(
-                "kappa=100: Nesterov certified / quadratic, in iterations",
-                np.log(r["quadratic_rate"]) / np.log(value),
-                1.4,
-                atol=0.05,
-                label="published",
-            )
+            quantity = "kappa=100: Nesterov certified / quadratic, in iterations"
+            ratio = np.log(r["quadratic_rate"]) / np.log(value)
+            report.compare(quantity, ratio, 1.4, atol=0.05, label="published")
     for (method, iqc), (published, rtol) in THRESHOLDS.items():
-        quantity = f"largest kappa certified: {method}, {iqc}"
-        report.compare(
-            quantity, thresholds[f"{method}/{iqc}"], published, rtol=rtol, label="published"
-        )
+        quantity, value = f"largest kappa certified: {method}, {iqc}", thresholds[f"{method}/{iqc}"]
+        report.compare(quantity, value, published, rtol=rtol, label="published")
     _report_cycle(report, cycle)
     cell = {(r["kappa"], r["method"], r["iqc"]): r for r in rows}
 
-    def fmt(k, m, iqc):
-        rate = cell[k, m, iqc]["certified_rate"]
-        return "none" if rate is None else f"{rate:.5f}"
+    def text(k, m):
+        sector, off_by_one = (cell[k, m, iqc]["certified_rate"] for iqc in ("sector", "off_by_one"))
+        rates = " / ".join("none" if v is None else f"{v:.5f}" for v in (sector, off_by_one))
+        return f"{rates} ({cell[k, m, 'sector']['quadratic_rate']:.5f})"
 
     report.text("Certified rates, sector / off-by-one (quadratic rate), rows: kappa:")
-    report.table(
-        ("kappa", *ROBUST_METHODS),
-        [
-            (
-                k,
-                *(
-                    f"{fmt(k, m, 'sector')} / {fmt(k, m, 'off_by_one')} "
-                    f"({cell[k, m, 'sector']['quadratic_rate']:.5f})"
-                    for m in ROBUST_METHODS
-                ),
-            )
-            for k in s.robust_kappas
-        ],
-    )
+    table = [(k, *(text(k, m) for m in ROBUST_METHODS)) for k in s.robust_kappas]
+    report.table(("kappa", *ROBUST_METHODS), table)
     report.text(
         "Counterexample (§4.6): f = 25x²/2 (x < 1), x²/2 + 24x − 12 (1 ≤ x < 2), 25x²/2 − 24x + 36 "
         "(x ≥ 2); heavy ball with a = 1/9, beta = 4/9 (the package's `momentum`, x_-1 = x_0), "
@@ -345,12 +320,11 @@ def _figures(report: Report, rates: list, robust: list, cycle: dict) -> None:
         for i, m in enumerate(METHODS):
             rows = [r for r in rates if r["method"] == m]
             k = [r["kappa"] for r in rows]
-            ax.loglog(
-                k, steps_per_efold(rows, "closed_form_rate"), f"C{i}-", label=f"{m}: closed form"
-            )
-            ax.loglog(
-                k, steps_per_efold(rows, "worst_case_rate"), f"C{i}o", label=f"{m}: linearize"
-            )
+            for key, style, what in (
+                ("closed_form_rate", "-", "closed form"),
+                ("worst_case_rate", "o", "linearize"),
+            ):
+                ax.loglog(k, steps_per_efold(rows, key), f"C{i}{style}", label=f"{m}: {what}")
         ax.set(xlabel="κ = L/m", ylabel="steps per e-fold, 1/(1-ρ)")
         ax.legend(fontsize=7)
     caption = "Rates certified over S(m, L) (solid, off-by-one IQC) and on quadratics (dotted)"
@@ -360,18 +334,16 @@ def _figures(report: Report, rates: list, robust: list, cycle: dict) -> None:
             rows = [r for r in robust if r["method"] == m and r["iqc"] == "off_by_one"]
             k = [r["kappa"] for r in rows]
             ax.loglog(k, steps_per_efold(rows, "quadratic_rate"), f"C{i}:")
-            ax.loglog(
-                k, steps_per_efold(rows, "certified_rate"), f"C{i}o-", ms=4, label=f"{m}: certified"
-            )
+            certified_steps = steps_per_efold(rows, "certified_rate")
+            ax.loglog(k, certified_steps, f"C{i}o-", ms=4, label=f"{m}: certified")
         ax.set(xlabel="κ = L/m", ylabel="iterations per e-fold, 1/(1-ρ)")
         ax.legend(fontsize=7)
     caption = "Heavy ball's limit cycle on LRP's counterexample"
     with report.figure("counterexample.png", caption, (10, 4.0)) as fig:
         left, right = fig.subplots(1, 2)
         left.plot(cycle["iterates"][: COUNTEREXAMPLE["shown"]], "o-", ms=3)
-        left.set(
-            xlabel="iteration k", ylabel="x_k", title="heavy ball (a = 1/9, β = 4/9), x0 = 3.3"
-        )
+        left.set(xlabel="iteration k", ylabel="x_k")
+        left.set_title("heavy ball (a = 1/9, β = 4/9), x0 = 3.3")
         x = np.linspace(-2.5, 3.5, 400)
         right.plot(x, _function(x), "k-", lw=1)
         orbit = np.sort(cycle["orbit"])
