@@ -170,17 +170,12 @@ def training_rows(s, report: Report, rows: list, curvature: list, h0: float, bes
         "mini-batch noise ignored. Each Spearman correlation is over the grid points where both "
         "numbers are finite: settings that neither diverge nor stall within the run."
     )
-    what = "quadratic model over the gradient's spectrum"
-    report.bound(
-        f"Spearman, {what} vs measured steps ({n} points)", rho, lower=0.5, label="same ordering"
-    )
-    what = "2% settling at h0"
-    report.bound(
-        f"Spearman, {what} vs measured steps ({n_h0} points)",
-        rho_h0,
-        lower=0.5,
-        label="same ordering",
-    )
+    for what, value, points in (
+        ("quadratic model over the gradient's spectrum", rho, n),
+        ("2% settling at h0", rho_h0, n_h0),
+    ):
+        quantity = f"Spearman, {what} vs measured steps ({points} points)"
+        report.bound(quantity, value, lower=0.5, label="same ordering")
     report.text(
         f"Median measured / predicted steps for the quadratic model: {ratio:.2g} (it ignores "
         "the mini-batch noise and the curvature that changes along the way). At h0, most "
@@ -212,10 +207,7 @@ def training_rows(s, report: Report, rows: list, curvature: list, h0: float, bes
         grid=rows,
         spearman_quadratic_model=rho,
         spearman_settling_at_h0=rho_h0,
-        best={
-            k: {"setting": b["setting"], "test_accuracy": b["test_accuracy"]}
-            for k, b in best.items()
-        },
+        best={k: {key: b[key] for key in ("setting", "test_accuracy")} for k, b in best.items()},
     )
 
 
@@ -233,12 +225,8 @@ def training_figures(report: Report, s: Settings, rows: list, best: dict) -> Non
                 x = [r[key] for r in sel]
                 ax.scatter(x, y, color=f"C{i}", marker=marker, label=f"{name}: {what}")
         ax.plot([1, s.steps], [1, s.steps], "k:", lw=0.8, label="equal")
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="predicted steps",
-            ylabel="measured steps (median over seeds)",
-        )
+        ax.set(xscale="log", yscale="log", xlabel="predicted steps")
+        ax.set_ylabel("measured steps (median over seeds)")
         ax.set_title("MNIST-1D MLP (unreached or unstable points omitted)")
         ax.legend(fontsize=7)
     caption = "Test accuracy of the best settings (mean ± sd over seeds)"
@@ -262,12 +250,12 @@ def theory(s: Settings, report: Report) -> None:
         for n in ("momentum", "nag")
     }
     nag_zero, mom_zero = float(np.real(zeros["nag"][0])), float(np.abs(zeros["momentum"][0]))
+    expected = BETA / (1 + BETA)
     report.compare(
-        f"NAG closed-loop zero at β={BETA}", nag_zero, BETA / (1 + BETA), rtol=1e-6, label="β/(1+β)"
+        f"NAG closed-loop zero at β={BETA}", nag_zero, expected, rtol=1e-6, label="β/(1+β)"
     )
-    report.compare(
-        f"momentum closed-loop zero at β={BETA}", mom_zero, 0.0, atol=1e-9, label="Kz numerator"
-    )
+    quantity = f"momentum closed-loop zero at β={BETA}"
+    report.compare(quantity, mom_zero, 0.0, atol=1e-9, label="Kz numerator")
     for name, formula, expected in (
         ("sgd", "2/a", 2 / A),
         ("momentum", "(2+2β)/a", (2 + 2 * BETA) / A),
@@ -284,16 +272,11 @@ def theory(s: Settings, report: Report) -> None:
     maps = {n: predict_settling(n, plane, 1.0, 3000) for n in ("momentum", "nag")}
     mom, nag = maps["momentum"]["overshoot"], maps["nag"]["overshoot"]
     both = np.isfinite(mom) & np.isfinite(nag)  # stable in both
-    small = both & (lrs[:, None] <= 1.0)
-    report.compare(
-        "fraction of stable map points with K ≤ 1 where NAG overshoots no more than momentum",
-        np.mean(nag[small] <= mom[small] + 1e-9),
-        1.0,
-        atol=0.05,
-        label="Wu et al.",
-    )
+    small, no_more = both & (lrs[:, None] <= 1.0), nag <= mom + 1e-9
+    quantity = "fraction of stable map points with K ≤ 1 where NAG overshoots no more than momentum"
+    report.compare(quantity, np.mean(no_more[small]), 1.0, atol=0.05, label="Wu et al.")
     report.text(
-        f"Over the whole stable map the fraction is {np.mean(nag[both] <= mom[both] + 1e-9):.2f}: "
+        f"Over the whole stable map the fraction is {np.mean(no_more[both]):.2f}: "
         "for K > 1 NAG's poles turn negative real and it overshoots more than momentum, "
         "before its earlier stability limit (2+2β)/(1+2β) < 2+2β."
     )
