@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
+from gdyn_jax.plotting import plot_bar_pairs
 
 TITLE = "Momentum SGD on streaming PCA: saddle escape vs stationary error (Liu et al. 2018)"
 SOURCE = "Liu, Chen, Zhou, Zhao, 'Toward deeper understanding of nonconvex stochastic "
@@ -297,13 +298,11 @@ def _figures(report, s, overlap, escape, err, effective, floor) -> None:
             ax.legend(fontsize=7)
     with report.figure("noise_floor.png", "Quadratic noise floor: linearize vs Monte-Carlo") as fig:
         ax = fig.subplots()
-        x = np.arange(len(floor))
-        predicted, mc = (
-            [r[k] for r in floor] for k in ("predicted_excess_loss", "monte_carlo_excess_loss")
-        )
-        yerr = [2 * r["monte_carlo_excess_loss_se"] for r in floor]
-        ax.bar(x - 0.2, predicted, 0.4, label="linearize")
-        ax.bar(x + 0.2, mc, 0.4, capsize=4, yerr=yerr, label="Monte-Carlo ± 2 se")
-        ax.set_xticks(x, [f"μ={r['momentum']:g}" for r in floor])
+        names = [f"μ={r['momentum']:g}" for r in floor]
+        predicted = [r["predicted_excess_loss"] for r in floor]
+        mc = [r["monte_carlo_excess_loss"] for r in floor]
+        se2 = [2 * r["monte_carlo_excess_loss_se"] for r in floor]
+        labels = ("linearize", "Monte-Carlo ± 2 se")
+        plot_bar_pairs(ax, names, predicted, mc, labels=labels, right_err=se2)
         ax.set(yscale="log", ylabel="stationary excess loss")
         ax.legend(fontsize=8)
