@@ -26,6 +26,7 @@ steps show where and how it fails. Second part: on a quadratic with gradient noi
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,7 +175,10 @@ def run(s: Settings, report: Report) -> None:
 def _effective_step_rows(report: Report, s: Settings, escape, err, err_se) -> None:
     """Equal eta/(1-mu), equal escape time and error; the error against the law, tabled."""
     effective = np.asarray(s.learning_rates)[None, :] / (1 - np.asarray(s.momenta)[:, None])
-    for (i, j), (k, l) in _same_effective_step(effective):
+    cells = list(np.ndindex(effective.shape))
+    for (i, j), (k, l) in itertools.combinations(cells, 2):
+        if not np.isclose(effective[i, j], effective[k, l], rtol=1e-9):
+            continue
         first, second = (s.momenta[i], s.learning_rates[j]), (s.momenta[k], s.learning_rates[l])
         tag = "(μ={:g}, η={:g}) vs (μ={:g}, η={:g})".format(*first, *second)
         for what, value in (("escape time", escape), ("stationary error", err)):
@@ -184,26 +188,12 @@ def _effective_step_rows(report: Report, s: Settings, escape, err, err_se) -> No
         "Measured stationary error / the diffusion law C η/(1−μ), against the effective "
         "step (scored above only in the diffusion regime; beyond it, the departure):"
     )
-    cells = sorted(np.ndindex(effective.shape), key=lambda ij: effective[ij])
-    report.table(
-        ("η/(1−μ)", "μ", "η", "error", "standard error", "error / law"),
-        [
-            (effective[ij], s.momenta[ij[0]], s.learning_rates[ij[1]], err[ij], err_se[ij])
-            + (err[ij] / (s.diffusion_constant * effective[ij]),)
-            for ij in cells
-        ],
-    )
-
-
-def _same_effective_step(effective: np.ndarray) -> list:
-    """Pairs of (momentum, learning rate) indices with equal eta/(1-mu)."""
-    cells = list(np.ndindex(effective.shape))
-    return [
-        (a, b)
-        for n, a in enumerate(cells)
-        for b in cells[n + 1 :]
-        if np.isclose(effective[a], effective[b], rtol=1e-9)
+    law = err / (s.diffusion_constant * effective)
+    rows = [
+        (effective[i, j], s.momenta[i], s.learning_rates[j], err[i, j], err_se[i, j], law[i, j])
+        for i, j in sorted(cells, key=lambda ij: effective[ij])
     ]
+    report.table(("η/(1−μ)", "μ", "η", "error", "standard error", "error / law"), rows)
 
 
 def noise_floor(s: Settings, report: Report) -> list[dict]:
