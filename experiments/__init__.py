@@ -1,42 +1,37 @@
-"""Experiments that reproduce published figures, one module per entry of REFERENCES.md.
+"""Experiments that reproduce published figures: discovery and running.
 
-Each module defines ``TITLE`` (one line) and
-``run(out_dir: pathlib.Path, mode: str = "quick") -> dict``, where ``mode`` is ``"tiny"``
-(seconds, for the test suite), ``"quick"`` (minutes on a laptop CPU, MNIST-1D) or ``"full"``
-(the paper-size setting where the data is available). ``run`` writes its PNG figures,
-``summary.json`` and ``report.md`` into ``out_dir`` and returns the summary.
+Every public module of this package (``experiments/NAME.py``, a name without a leading ``_``)
+is an experiment; how to write one is in ``experiments/_harness.py``. ``run(name, out_dir,
+mode)`` runs one into ``out_dir`` and returns its summary (also written as ``summary.json``);
+``gdyn reproduce`` adds the index.
 """
 
 from __future__ import annotations
 
 import importlib
 import pathlib
+import pkgutil
+import time
 from types import ModuleType
+from typing import Any
 
-NAMES = (
-    "wu2021",
-    "goh2017",
-    "lessard2016",
-    "cohen2021",
-    "liu2018",
-    "mnist1d",
-    "an2018",
-    "wilson2017",
-    "optimizer_memory",
-    "gd_variants",
-)
+from experiments._harness import Report, write_text_atomic
+
 MODES = ("tiny", "quick", "full")
+__all__ = ["MODES", "Report", "get", "names", "run", "settings", "title", "write_text_atomic"]
 
 
 def names() -> tuple[str, ...]:
-    """The experiment names, in the order of REFERENCES.md."""
-    return NAMES
+    """The experiments: the public modules of this package, in alphabetical order."""
+    found = pkgutil.iter_modules(__path__)
+    return tuple(sorted(m.name for m in found if not m.name.startswith("_")))
 
 
 def get(name: str) -> ModuleType:
     """The experiment module called ``name``."""
-    if name not in NAMES:
-        raise ValueError(f"experiment: unknown name {name!r}; expected one of {', '.join(NAMES)}")
+    known = names()
+    if name not in known:
+        raise ValueError(f"experiment: unknown name {name!r}; expected one of {', '.join(known)}")
     return importlib.import_module(f"experiments.{name}")
 
 
@@ -45,10 +40,19 @@ def title(name: str) -> str:
     return get(name).TITLE
 
 
-def run(name: str, out_dir: str | pathlib.Path, mode: str = "quick") -> dict:
-    """Run experiment ``name`` into ``out_dir`` (created) and return its summary."""
+def settings(name: str, mode: str) -> Any:
+    """The ``Settings`` of experiment ``name`` in ``mode`` (``Settings.tiny()`` and so on)."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return get(name).run(out, mode=mode)
+    return getattr(get(name).Settings, mode)()
+
+
+def run(name: str, out_dir: str | pathlib.Path, mode: str = "quick") -> dict:
+    """Run experiment ``name`` in ``mode`` into ``out_dir`` (created); return its summary."""
+    module = get(name)
+    chosen = settings(name, mode)
+    report = Report(module.TITLE, module.SOURCE, pathlib.Path(out_dir), mode)
+    report.out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    module.run(chosen, report)
+    return report.write(chosen, time.perf_counter() - start)

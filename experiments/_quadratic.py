@@ -1,18 +1,33 @@
-r"""An optimizer run on a diagonal quadratic, and the rate fitted to its error.
+r"""Optimizers run on explicit gradients and on a diagonal quadratic; their error decay.
 
-The loss is :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0), started from
-:math:`\theta_0 = \mathbf{1}`; the error after :math:`k` steps is :math:`\|\theta_k\|`, whose
-geometric tail decays at the loop's spectral radius over the curvatures :math:`h_i`.
+:func:`iterates` runs an optax transform on a gradient function (any loss; batches or noise as
+its inputs). On the quadratic :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0),
+started from :math:`\theta_0 = \mathbf{1}`, the error after :math:`k` steps is
+:math:`\|\theta_k\|`, whose geometric tail decays at the loop's spectral radius over the
+curvatures :math:`h_i` (``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_rate` predicts it).
 """
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import optax
 
-from experiments._report import save_figure
+
+def iterates(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):
+    """``θ_0, θ_1, ...`` under ``opt`` from ``start`` with the gradient ``grad(θ, input)`` for
+    each of ``inputs`` (or ``grad(θ, None)`` ``length`` times): one ``lax.scan``, vmappable."""
+    import jax
+    import jax.numpy as jnp
+
+    def step(carry, x):
+        params, state = carry
+        updates, state = opt.update(grad(params, x), state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), params
+
+    start = jnp.asarray(start)
+    _, path = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
+    return jnp.concatenate([start[None], path])
 
 
 def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> np.ndarray:
@@ -22,49 +37,48 @@ def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> n
 
     with jax.enable_x64(True):
         h = jnp.asarray(eigenvalues, dtype=jnp.float64)
-        theta0 = jnp.ones_like(h)
-
-        def step(carry, _):
-            params, state = carry
-            updates, state = opt.update(h * params, state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, state), jnp.linalg.norm(params)
-
-        _, norms = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=steps)
-        return np.concatenate([[float(jnp.linalg.norm(theta0))], np.asarray(norms)])
+        path = iterates(opt, lambda p, _: h * p, jnp.ones_like(h), length=steps)
+        return np.asarray(jnp.linalg.norm(path, axis=1))
 
 
-def fitted_rate(errors: np.ndarray, skip: int) -> float:
-    """The per-step rate of the geometric tail of ``errors``: a log-linear fit after ``skip``
-    steps, where the relative error is below 1e-1 and above float64 rounding (1e-11)."""
-    k = np.arange(errors.size)
-    rel = errors / errors[0]
-    keep = (k >= skip) & (rel < 1e-1) & (rel > 1e-11)
-    keep = keep if keep.sum() >= 10 else (k >= skip) & (rel > 1e-11)
-    return float(np.exp(np.polyfit(k[keep], np.log(errors[keep]), 1)[0]))
+def worst_rate(factory, hyperparameters: dict, curvatures) -> float:
+    """``linearize.convergence_rate`` of one setting: the largest spectral radius over
+    ``curvatures``."""
+    from gdyn_jax import linearize
+
+    grid = {k: np.asarray([v], dtype=np.float64) for k, v in hyperparameters.items()}
+    return float(np.max(linearize.convergence_rate(factory, grid, curvatures)))
 
 
-def plot_error_decay(run: dict, path: pathlib.Path, title: str) -> None:
-    """Each method's relative error (solid) beside its predicted rate**k (dotted), log scale.
-
-    ``run`` maps ``errors`` and ``predicted`` to dicts keyed by method name.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, (method, e) in enumerate(run["errors"].items()):
-        label = method.replace("_", " ")
-        rate = run["predicted"][method]
+def plot_error_decay(ax, errors: dict, rates: dict, title: str) -> None:
+    """Each method's relative error (solid) beside its predicted ``rate**k`` (dotted)."""
+    for i, (method, e) in enumerate(errors.items()):
+        label, rate = method.replace("_", " "), rates[method]
         ax.semilogy(e / e[0], color=f"C{i}", label=f"{label}: measured")
-        ax.semilogy(
-            rate ** np.arange(e.size), color=f"C{i}", ls=":", label=f"{label}: rate {rate:.4f}$^k$"
-        )
+        k = np.arange(e.size)
+        ax.semilogy(rate**k, color=f"C{i}", ls=":", label=f"{label}: rate {rate:.4f}$^k$")
     ax.set_ylim(1e-14, 10)
     ax.set_xlabel("step k")
     ax.set_ylabel(r"relative error $\|\theta_k-\theta^*\|/\|\theta_0-\theta^*\|$")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
+
+
+def tuned_runs(report, rules: dict, eigenvalues, steps: int, skip: int, title: str) -> dict:
+    """Each rule ``name -> (factory, hyperparameters)`` run on the quadratic: its measured tail
+    rate (``analysis.tail_rate`` after ``skip`` steps) scored against
+    ``linearize.convergence_rate`` within 3%, and the figure ``quadratic_run.png``."""
+    from gdyn_jax.analysis import tail_rate
+
+    errors, out = {}, {"measured": {}, "predicted": {}}
+    for name, (factory, hp) in rules.items():
+        errors[name] = error_norms(factory(**hp), eigenvalues, steps)
+        rate = worst_rate(factory, hp, eigenvalues)
+        out["predicted"][name], out["measured"][name] = rate, tail_rate(errors[name], skip=skip)
+        measured = out["measured"][name]
+        report.compare(
+            f"{title}: {name} measured rate", measured, rate, rtol=0.03, label="linearize"
+        )
+    with report.figure("quadratic_run.png", f"Error decay, {title}, vs the predicted rate") as fig:
+        plot_error_decay(fig.subplots(), errors, out["predicted"], title)
+    return out

@@ -1,118 +1,87 @@
 r"""Batch, stochastic and mini-batch gradient descent; momentum in a ravine (Mopuri's lecture).
 
-Part 1. Logistic regression with one feature, parameters :math:`(w, b)`, on the mean
-logistic loss
+Part 1. Logistic regression with one feature, parameters :math:`(w, b)`, on the mean logistic
+loss :math:`L(w, b) = -\frac1N\sum_i \log\sigma(y_i(w x_i + b))`, :math:`y_i \in \{-1, 1\}`,
+so every trajectory lives in the plane and is drawn on the loss contours. Batch GD uses all
+:math:`N` examples per step, stochastic GD one, mini-batch GD a few, all with
+``gdyn_jax.optimizers.sgd`` at one learning rate for the same number of epochs. The lecture's
+claims, measured: the batch path is smooth, the stochastic one jitters most (path length over
+net displacement), mini-batch in between; the minimum comes from ``scipy.optimize.minimize``.
 
-.. math:: L(w, b) = -\frac{1}{N}\sum_i \log \sigma\big(y_i (w x_i + b)\big),
-   \quad y_i \in \{-1, +1\},
-
-so every trajectory lives in the 2-D parameter plane and is drawn on the loss contours.
-Batch GD uses all :math:`N` examples per step, stochastic GD one, mini-batch GD a few; all
-use ``gdyn_jax.optimizers.sgd`` with the same learning rate and the same number of epochs.
-The lecture's claims, measured: the batch path is smooth, the stochastic one jitters most
-(path length over net displacement), mini-batch in between, and all three reach the
-minimum's neighbourhood (the minimum itself from ``scipy.optimize.minimize``).
-
-Part 2. A ravine :math:`f(\theta) = \tfrac12(h_1\theta_1^2 + h_2\theta_2^2)` with
-:math:`\kappa = h_1/h_2` large, GD and heavy ball at the same step :math:`a = 1.9/h_1`: GD
-zig-zags across the steep direction (pole :math:`-0.9`) and crawls along the flat one
-(:math:`1 - a h_2`); heavy ball, with the :math:`\beta` that
-``linearize.optimal_hyperparameters`` picks at that step (:math:`(1-\sqrt{a h_2})^2`), damps
-the zig-zag and runs down the ravine at :math:`1-\sqrt{a h_2}`. The measured rates are set
-beside ``linearize.convergence_rate``.
+Part 2. A ravine :math:`f(\theta) = \tfrac12(h_1\theta_1^2 + h_2\theta_2^2)`, :math:`h_1 \gg
+h_2`, GD and heavy ball at one step :math:`a = 1.9/h_1`: GD zig-zags across the steep direction
+(pole :math:`1 - a h_1 = -0.9`) and crawls along the flat one (:math:`1 - a h_2`); heavy ball,
+with the :math:`\beta` that ``linearize.optimal_hyperparameters`` picks at that step
+(:math:`(1-\sqrt{a h_2})^2`), damps the zig-zag and runs down the ravine at
+:math:`1-\sqrt{a h_2}`. Measured rates are set beside ``linearize.convergence_rate``.
 """
 
 from __future__ import annotations
 
-import pathlib
+from dataclasses import dataclass
 
 import numpy as np
 
-from experiments._report import Report, save_figure, write_summary
+from experiments._harness import Report
+from experiments._quadratic import iterates, worst_rate
+from gdyn_jax.analysis import tail_rate
 
 TITLE = "Batch / stochastic / mini-batch GD on logistic loss; momentum in a ravine (Mopuri)"
+SOURCE = "K. R. Mopuri, 'More on Gradient Descent' (lecture, IIT Tirupati)"
+LEARNING_RATE, START = 0.5, (-2.0, 2.5)
+RAVINE, RAVINE_START, RAVINE_STEP = (1.0, 0.02), (1.0, 1.0), 1.9  # h1, h2; a h1
 
-SETTINGS = {
-    "tiny": {"n": 32, "epochs": 5, "minibatch": 8, "ravine_steps": 150},
-    "quick": {"n": 64, "epochs": 20, "minibatch": 8, "ravine_steps": 300},
-    "full": {"n": 128, "epochs": 50, "minibatch": 16, "ravine_steps": 400},
-}
-LEARNING_RATE = 0.5
-START = (-2.0, 2.5)
-RAVINE = (1.0, 0.02)  # curvatures h1 (steep), h2 (flat): kappa = 50
-RAVINE_START = (1.0, 1.0)
-RAVINE_STEP = 1.9  # step size times the steep curvature
+
+@dataclass(frozen=True)
+class Settings:
+    n: int = 64
+    epochs: int = 20
+    minibatch: int = 8
+    ravine_steps: int = 300
+
+    @classmethod
+    def tiny(cls):
+        return cls(n=32, epochs=5, ravine_steps=150)
+
+    @classmethod
+    def quick(cls):
+        return cls()
+
+    @classmethod
+    def full(cls):
+        return cls(n=128, epochs=50, minibatch=16, ravine_steps=400)
 
 
 def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two overlapping 1-D classes: x ~ N(y, 1) with y = +-1 (then shifted by 0.5)."""
-    rng = np.random.default_rng(seed)
+    """Two overlapping 1-D classes: x ~ N(y, 1) + 0.5 with y = ±1 alternating."""
     y = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
-    x = y + rng.normal(size=n) + 0.5
-    return x.astype(np.float64), y.astype(np.float64)
+    return y + np.random.default_rng(seed).normal(size=n) + 0.5, y
 
 
 def logistic_loss(params, x, y):
-    r"""Mean logistic loss :math:`-\frac1N\sum\log\sigma(y(wx+b))`, params = (w, b)."""
+    r"""Mean logistic loss :math:`-\frac1N\sum\log\sigma(y(wx+b))`, ``params = (w, b)``."""
     import jax
 
-    w, b = params[0], params[1]
-    return -jax.numpy.mean(jax.nn.log_sigmoid(y * (w * x + b)))
+    return -jax.numpy.mean(jax.nn.log_sigmoid(y * (params[0] * x + params[1])))
 
 
-def _trajectory(x, y, batch_size: int, steps: int, key):
-    """SGD (gdyn_jax.optimizers.sgd) on minibatches drawn without replacement per epoch."""
+def sgd_path(x, y, batch_size: int, steps: int) -> np.ndarray:
+    """SGD on mini-batches drawn without replacement in each epoch."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     from gdyn_jax import optimizers
 
-    n = x.shape[0]
-    per_epoch = n // batch_size
-    epochs = steps // per_epoch
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
-    batches = perms[:, : per_epoch * batch_size].reshape(epochs * per_epoch, batch_size)
-    opt = optimizers.sgd(LEARNING_RATE)
+    n = x.size
     x, y = jnp.asarray(x), jnp.asarray(y)
-    params = jnp.asarray(START)
+    per_epoch = n // batch_size
+    keys = jax.random.split(jax.random.key(0), steps // per_epoch)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)[:, : per_epoch * batch_size]
     grad = jax.grad(logistic_loss)
-
-    def step(carry, idx):
-        params, state = carry
-        updates, state = opt.update(grad(params, x[idx], y[idx]), state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, state), params
-
-    _, path = jax.lax.scan(step, (params, opt.init(params)), batches)
-    return np.concatenate([np.asarray(START)[None], np.asarray(path)])
-
-
-def _ravine_run(opt, steps: int) -> np.ndarray:
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    h = jnp.asarray(RAVINE)
-
-    def step(carry, _):
-        params, state = carry
-        updates, state = opt.update(h * params, state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, state), params
-
-    params = jnp.asarray(RAVINE_START)
-    _, path = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return np.concatenate([np.asarray(RAVINE_START)[None], np.asarray(path)])
-
-
-def measured_rate(path: np.ndarray, start: int) -> float:
-    """Slope of log ||theta_k|| over k >= start (least squares), as a per-step factor."""
-    norms = np.linalg.norm(path, axis=1)
-    k = np.arange(len(norms))
-    keep = (k >= start) & (norms > 1e-13)
-    slope = np.polyfit(k[keep], np.log(norms[keep]), 1)[0]
-    return float(np.exp(slope))
+    batches = perms.reshape(-1, batch_size)
+    return np.asarray(
+        iterates(optimizers.sgd(LEARNING_RATE), lambda p, i: grad(p, x[i], y[i]), START, batches)
+    )
 
 
 def roughness(path: np.ndarray) -> float:
@@ -121,295 +90,126 @@ def roughness(path: np.ndarray) -> float:
     return float(length / np.linalg.norm(path[-1] - path[0]))
 
 
-def _plot_logistic(paths, x, y, w_star, path: pathlib.Path) -> None:
+def run(s: Settings, report: Report) -> None:
     import jax
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ws, bs = np.meshgrid(np.linspace(-2.5, 4.0, 120), np.linspace(-2.5, 3.0, 120))
-    grid = np.stack([ws.ravel(), bs.ravel()], axis=1)
-    loss = np.asarray(jax.vmap(lambda p: logistic_loss(p, x, y))(grid)).reshape(ws.shape)
-    fig, ax = plt.subplots(figsize=(6.5, 5.2))
-    cs = ax.contour(
-        ws,
-        bs,
-        loss,
-        levels=np.geomspace(loss.min() + 1e-3, loss.max(), 18),
-        cmap="viridis",
-        linewidths=0.8,
-    )
-    ax.clabel(cs, fontsize=6, fmt="%.2f")
-    styles = (
-        {"color": "C0", "lw": 2.5, "marker": "o", "ms": 4, "zorder": 4},
-        {"color": "C2", "lw": 1.2, "zorder": 3},
-        {"color": "C3", "lw": 0.8, "alpha": 0.7},
-        {"color": "k", "lw": 1.0, "ls": "--", "zorder": 5},
-    )
-    for (label, p), style in zip(paths.items(), styles, strict=True):
-        ax.plot(p[:, 0], p[:, 1], label=label, **style)
-    ax.plot(*START, "ko", label="start")
-    ax.plot(*w_star, "k*", ms=12, label="minimum (scipy)")
-    ax.set_xlabel("weight w")
-    ax.set_ylabel("bias b")
-    ax.set_title("Logistic loss: batch vs stochastic vs mini-batch GD")
-    ax.legend(fontsize=7, loc="lower left")
-    save_figure(fig, path)
+    with jax.enable_x64(True):
+        logistic = logistic_part(s, report)
+        ravine = ravine_part(s, report)
+    report.record(logistic=logistic, ravine=ravine)
 
 
-def _plot_ravine(paths, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    u, v = np.meshgrid(np.linspace(-1.2, 1.2, 150), np.linspace(-0.3, 1.2, 150))
-    f = 0.5 * (RAVINE[0] * u**2 + RAVINE[1] * v**2)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax = axes[0]
-    ax.contour(u, v, f, levels=np.geomspace(1e-4, f.max(), 15), cmap="Greys", linewidths=0.8)
-    for (label, p), color in zip(paths.items(), ("C3", "C0"), strict=True):
-        ax.plot(p[:60, 0], p[:60, 1], ".-", color=color, lw=1.0, ms=3, label=label)
-    ax.plot(0, 0, "k*", ms=12, label="minimum")
-    ax.set_xlabel(rf"steep coordinate $\theta_1$ ($h_1$={RAVINE[0]:g})")
-    ax.set_ylabel(rf"flat coordinate $\theta_2$ ($h_2$={RAVINE[1]:g})")
-    ax.set_title("Ravine: first 60 steps on the loss contours")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    for (label, p), color in zip(paths.items(), ("C3", "C0"), strict=True):
-        ax.semilogy(np.linalg.norm(p, axis=1), color=color, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel(r"distance to minimum $\|\theta_k\|$")
-    ax.set_title("Convergence in the ravine")
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def _logistic_part(cfg: dict, report: Report) -> dict:
+def logistic_part(s: Settings, report: Report) -> dict:
     import jax
     import scipy.optimize
 
-    x, y = make_data(cfg["n"])
-    value_and_grad = jax.jit(jax.value_and_grad(logistic_loss))
-    opt = scipy.optimize.minimize(
-        lambda p: tuple(np.asarray(v, np.float64) for v in value_and_grad(p, x, y)),
-        np.zeros(2),
-        jac=True,
-        method="BFGS",
-        tol=1e-12,
-    )
-    w_star, loss_star = opt.x, float(opt.fun)
-    sizes = {"batch": cfg["n"], "mini-batch": cfg["minibatch"], "stochastic": 1}
-    paths, rows = {}, []
-    key = jax.random.key(0)
-    for label, size in sizes.items():
-        steps = cfg["epochs"] * (cfg["n"] // size)
-        p = _trajectory(x, y, size, steps, key)
-        paths[f"{label} GD (batch {size}, {steps} steps)"] = p
-        final_loss = float(logistic_loss(p[-1], x, y))
-        first_epoch = float(logistic_loss(p[cfg["n"] // size], x, y)) - loss_star
-        rows.append(
-            {
-                "variant": label,
-                "batch_size": size,
-                "steps": steps,
-                "excess_loss_after_one_epoch": first_epoch,
-                "final_loss": final_loss,
-                "excess_loss": final_loss - loss_star,
-                "roughness": roughness(p),
-                "final_params": p[-1],
-            }
-        )
-    # Batch GD given as many updates as stochastic GD made: smooth, and at the minimum.
-    steps = cfg["epochs"] * cfg["n"]
-    long_batch = _trajectory(x, y, cfg["n"], steps, key)
-    long_loss = float(logistic_loss(long_batch[-1], x, y))
-    paths[f"batch GD, {steps} steps (= stochastic updates)"] = long_batch
-    excess = {r["variant"]: r["excess_loss_after_one_epoch"] for r in rows}
-    rough = {r["variant"]: r["roughness"] for r in rows}
+    x, y = make_data(s.n)
+    fun = jax.jit(jax.value_and_grad(logistic_loss))
+    best = scipy.optimize.minimize(lambda p: fun(p, x, y), np.zeros(2), jac=True, tol=1e-12)
+    sizes = {"batch": s.n, "mini-batch": s.minibatch, "stochastic": 1}
+    paths = {k: sgd_path(x, y, b, s.epochs * (s.n // b)) for k, b in sizes.items()}
+    paths["batch, as many updates"] = long = sgd_path(x, y, s.n, s.epochs * s.n)
+    excess = {
+        k: float(logistic_loss(paths[k][s.n // b], x, y)) - best.fun for k, b in sizes.items()
+    }
+    rough = {k: roughness(p) for k, p in paths.items()}
     report.text(
-        f"Part 1: N = {cfg['n']} examples, learning rate {LEARNING_RATE}, {cfg['epochs']} "
-        f"epochs for every variant (so batch GD makes {cfg['epochs']} updates, stochastic GD "
-        f"{steps}); minimum loss {loss_star:.4f} at w = {w_star[0]:.3f}, b = {w_star[1]:.3f} "
-        "(scipy BFGS). The lecture's claims: per epoch, batch GD makes the least progress at "
-        "first (one update per pass); the batch path is smooth, the stochastic one noisy (with "
-        "a constant "
-        "step it ends in a noise ball around the minimum); mini-batch sits between. "
-        "Roughness = path length / net displacement."
+        f"Part 1: N = {s.n}, learning rate {LEARNING_RATE}, {s.epochs} epochs per variant; the "
+        f"minimum {best.fun:.4f} at (w, b) = {np.round(best.x, 3)} (scipy BFGS). Roughness = "
+        "path length / net displacement. Batch GD makes one update per epoch, so it is the "
+        "furthest from the minimum after one epoch; given as many updates as stochastic GD, it "
+        "reaches the minimum on a straight path."
     )
-    report.compare(
-        "excess loss after one epoch: batch GD (one update) the largest",
-        excess["batch"],
-        max(excess["stochastic"], excess["mini-batch"]),
-        agrees=excess["batch"] > max(excess["stochastic"], excess["mini-batch"]),
-        expected_label=f"> stochastic {excess['stochastic']:.3g}, "
-        f"mini-batch {excess['mini-batch']:.3g}",
-    )
-    report.compare(
-        "roughness: stochastic > mini-batch > batch",
-        rough["stochastic"],
-        rough["mini-batch"],
-        agrees=rough["stochastic"] > rough["mini-batch"] > rough["batch"],
-        expected_label=f"> {rough['mini-batch']:.3g} > {rough['batch']:.3g}",
-    )
-    report.compare(
-        f"batch GD after {steps} updates: loss vs the minimum (scipy)",
-        long_loss,
-        loss_star,
-        rtol=1e-3,
-    )
-    report.compare(
-        f"batch GD after {steps} updates: roughness (1 = straight)",
-        roughness(long_batch),
-        1.0,
-        rtol=0.2,
-    )
-    rows.append(
-        {
-            "variant": "batch (as many updates as stochastic)",
-            "batch_size": cfg["n"],
-            "steps": steps,
-            "final_loss": long_loss,
-            "excess_loss": long_loss - loss_star,
-            "roughness": roughness(long_batch),
-            "final_params": long_batch[-1],
-        }
-    )
-    return {"rows": rows, "paths": paths, "x": x, "y": y, "w_star": w_star, "loss_star": loss_star}
+    first = excess["batch"] / max(excess["stochastic"], excess["mini-batch"])
+    report.bound("excess loss after one epoch: batch / the larger other", first, lower=1.0)
+    ratio = rough["stochastic"] / rough["mini-batch"]
+    report.bound("roughness: stochastic / mini-batch", ratio, lower=1.0)
+    report.bound("roughness: mini-batch / batch", rough["mini-batch"] / rough["batch"], lower=1.0)
+    final = float(logistic_loss(long[-1], x, y))
+    report.compare("batch, as many updates: final loss", final, best.fun, rtol=1e-3, label="scipy")
+    report.compare("batch, as many updates: roughness", roughness(long), 1.0, rtol=0.2)
+    w, b = np.meshgrid(np.linspace(-2.5, 4.0, 120), np.linspace(-2.5, 3.0, 120))
+    loss = jax.vmap(lambda p: logistic_loss(p, x, y))(np.stack([w.ravel(), b.ravel()], 1))
+    loss = np.asarray(loss).reshape(w.shape)
+    caption = "GD variants on the loss contours"
+    with report.figure("logistic_trajectories.png", caption, (6.5, 5.2)) as fig:
+        ax = fig.subplots()
+        ax.contour(w, b, loss, levels=np.geomspace(loss.min() + 1e-3, loss.max(), 18))
+        for (label, p), lw in zip(paths.items(), (2.5, 1.2, 0.8, 1.0), strict=True):
+            ax.plot(p[:, 0], p[:, 1], lw=lw, label=f"{label} ({len(p) - 1} steps)")
+        ax.plot(*START, "ko", label="start")
+        ax.plot(*best.x, "k*", ms=12, label="minimum (scipy)")
+        ax.set(xlabel="weight w", ylabel="bias b", title="Batch, mini-batch and stochastic GD")
+        ax.legend(fontsize=7, loc="lower left")
+    return {
+        "minimum_loss": best.fun,
+        "minimum": best.x,
+        "excess_after_one_epoch": excess,
+        "roughness": rough,
+        "final_loss_batch_as_many_updates": final,
+    }
 
 
-def _ravine_part(cfg: dict, report: Report) -> dict:
-    import jax
-
+def ravine_part(s: Settings, report: Report) -> dict:
     from gdyn_jax import linearize, optimizers
 
     h1, h2 = RAVINE
-    kappa = h1 / h2
-    a = RAVINE_STEP / h1  # one step size for both: GD's steep pole is 1 - a h1 = -0.9
-    eig = np.asarray([h2, h1])
-    with jax.enable_x64(True):
-        tuned, _ = linearize.optimal_hyperparameters(  # best beta at this step size
-            optimizers.momentum, h2, h1, names=("beta",), learning_rate=a
-        )
-        beta = float(tuned["beta"])
-        paths = {
-            f"GD a={a:.2f}": _ravine_run(optimizers.sgd(a), cfg["ravine_steps"]),
-            f"heavy ball a={a:.2f}, beta={beta:.3f}": _ravine_run(
-                optimizers.momentum(a, beta), cfg["ravine_steps"]
-            ),
-        }
-        pred_gd = float(
-            np.ravel(
-                linearize.convergence_rate(optimizers.sgd, {"learning_rate": np.asarray([a])}, eig)
-            )[0]
-        )
-        pred_hb = float(
-            np.ravel(
-                linearize.convergence_rate(
-                    optimizers.momentum,
-                    {"learning_rate": np.asarray([a]), "beta": np.asarray([beta])},
-                    eig,
-                )
-            )[0]
-        )
-    gd_path, hb_path = paths.values()
-    meas_gd = measured_rate(gd_path, 20)
-    meas_hb = measured_rate(hb_path[:120], 30)
-    flips = {k: int(np.sum(np.diff(np.sign(p[:40, 0])) != 0)) for k, p in paths.items()}
-    amp = {k: float(np.max(np.abs(p[20:40, 0]))) for k, p in paths.items()}
+    a = RAVINE_STEP / h1
+    tuned, _ = linearize.optimal_hyperparameters(
+        optimizers.momentum, h2, h1, names=("beta",), learning_rate=a
+    )
+    beta = float(tuned["beta"])
+    rules = {
+        "GD": (optimizers.sgd, {"learning_rate": a}),
+        "heavy ball": (optimizers.momentum, {"learning_rate": a, "beta": beta}),
+    }
+    predicted, walks = {}, {}
+    for k, (factory, hp) in rules.items():
+        predicted[k] = worst_rate(factory, hp, [h2, h1])
+        grad = lambda p, _: np.asarray(RAVINE) * p  # noqa: E731
+        walks[k] = np.asarray(iterates(factory(**hp), grad, RAVINE_START, length=s.ravine_steps))
+    norms = {k: np.linalg.norm(p, axis=1) for k, p in walks.items()}
+    measured = {
+        "GD": tail_rate(norms["GD"], skip=20, window=(1e-13, np.inf)),
+        "heavy ball": tail_rate(norms["heavy ball"][:120], skip=30, window=(1e-13, np.inf)),
+    }
+    zigzag = {k: float(np.max(np.abs(p[20:40, 0]))) for k, p in walks.items()}
     report.text(
-        f"Part 2: ravine with curvatures h1 = {h1}, h2 = {h2} (kappa = {kappa:g}), start "
-        f"{RAVINE_START}, the same step a = {RAVINE_STEP}/h1 for GD and heavy ball. GD's "
-        "steep mode has the pole 1 - a h1 = -0.9: it zig-zags across the ravine, while its flat "
-        "mode crawls at 1 - a h2. Momentum's beta is the one `linearize.optimal_hyperparameters` "
-        "picks at this a (closed form: beta = (1 - sqrt(a h2))^2, both modes then have modulus "
-        "1 - sqrt(a h2)). Predicted rates come from `linearize.convergence_rate`; measured ones "
-        "from the slope of log ||theta_k||. Zig-zag amplitude = max |theta_1| over steps 20..39."
+        f"Part 2: ravine h1 = {h1}, h2 = {h2}, start {RAVINE_START}, one step a = {RAVINE_STEP}/h1 "
+        f"for both; heavy ball's beta = {beta:.4f} from `linearize.optimal_hyperparameters` at "
+        "this a. Predicted rates: `linearize.convergence_rate`; measured: the slope of "
+        "log ||theta_k||. Zig-zag amplitude: max |theta_1| over steps 20-39."
     )
-    closed_beta = (1 - np.sqrt(a * h2)) ** 2
+    root = np.sqrt(a * h2)
     report.compare(
-        "momentum beta from optimal_hyperparameters vs (1 - sqrt(a h2))^2",
-        beta,
-        closed_beta,
-        rtol=0.01,
+        "heavy ball: tuned beta", beta, (1 - root) ** 2, rtol=0.01, label="(1 - sqrt(a h2))^2"
     )
-    report.compare("GD rate in ravine, measured vs linearize", meas_gd, pred_gd, rtol=0.01)
-    report.compare(
-        "GD rate, linearize vs max(abs(1 - a h))",
-        pred_gd,
-        max(abs(1 - a * h1), abs(1 - a * h2)),
-        rtol=1e-6,
-    )
-    report.compare("heavy-ball rate in ravine, measured vs linearize", meas_hb, pred_hb, rtol=0.03)
-    report.compare(
-        "heavy-ball rate, linearize vs 1 - sqrt(a h2)", pred_hb, 1 - np.sqrt(a * h2), rtol=0.01
-    )
-    labels = list(paths)
-    report.compare(
-        "zig-zag amplitude, steps 20-39: momentum damps it (momentum / GD)",
-        amp[labels[1]] / amp[labels[0]],
-        1.0,
-        agrees=amp[labels[1]] < amp[labels[0]],
-        expected_label="< 1",
-    )
+    for k, tol in (("GD", 0.01), ("heavy ball", 0.03)):
+        report.compare(
+            f"{k}: measured rate", measured[k], predicted[k], rtol=tol, label="linearize"
+        )
+    gd = max(abs(1 - a * h1), abs(1 - a * h2))
+    report.compare("GD: linearize rate", predicted["GD"], gd, rtol=1e-6, label="max |1 - a h|")
+    hb = predicted["heavy ball"]
+    report.compare("heavy ball: linearize rate", hb, 1 - root, rtol=0.01, label="1 - sqrt(a h2)")
+    ratio = zigzag["heavy ball"] / zigzag["GD"]
+    report.bound("zig-zag amplitude: heavy ball / GD", ratio, upper=1.0)
+    caption = "GD zig-zags across a ravine; momentum damps it"
+    with report.figure("ravine.png", caption, (11, 4.2)) as fig:
+        left, right = fig.subplots(1, 2)
+        u, v = np.meshgrid(np.linspace(-1.2, 1.2, 150), np.linspace(-0.3, 1.2, 150))
+        left.contour(u, v, h1 * u**2 + h2 * v**2, levels=np.geomspace(2e-4, 2.0, 15), cmap="Greys")
+        for label, p in walks.items():
+            left.plot(p[:60, 0], p[:60, 1], ".-", lw=1.0, ms=3, label=label)
+            right.semilogy(norms[label], label=label)
+        left.set(xlabel="steep θ1", ylabel="flat θ2", title="the first 60 steps")
+        right.set(xlabel="step", ylabel="‖θ_k‖", title="distance to the minimum")
+        left.legend(fontsize=8)
     return {
-        "paths": paths,
-        "summary": {
-            "curvatures": list(RAVINE),
-            "kappa": kappa,
-            "gd": {
-                "learning_rate": a,
-                "measured_rate": meas_gd,
-                "predicted_rate": pred_gd,
-                "sign_flips_40_steps": flips[labels[0]],
-                "zigzag_amplitude": amp[labels[0]],
-            },
-            "momentum": {
-                "learning_rate": a,
-                "beta": beta,
-                "measured_rate": meas_hb,
-                "predicted_rate": pred_hb,
-                "sign_flips_40_steps": flips[labels[1]],
-                "zigzag_amplitude": amp[labels[1]],
-            },
-        },
+        "curvatures": RAVINE,
+        "learning_rate": a,
+        "beta": beta,
+        "measured_rate": measured,
+        "predicted_rate": predicted,
+        "zigzag_amplitude": zigzag,
     }
-
-
-def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
-    """Run both parts, write the figures, summary.json and report.md."""
-    import jax
-
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = SETTINGS[mode]
-    report = Report(TITLE, source="K. R. Mopuri, 'More on Gradient Descent' (IIT Tirupati)")
-    with jax.enable_x64(True):
-        logistic = _logistic_part(cfg, report)
-    ravine = _ravine_part(cfg, report)
-    _plot_logistic(
-        logistic["paths"],
-        logistic["x"],
-        logistic["y"],
-        logistic["w_star"],
-        out_dir / "logistic_trajectories.png",
-    )
-    report.figure(
-        "logistic_trajectories.png",
-        "Batch, mini-batch and stochastic GD on the logistic-loss contours",
-    )
-    _plot_ravine(ravine["paths"], out_dir / "ravine.png")
-    report.figure("ravine.png", "GD zig-zags across a ravine; momentum damps the oscillation")
-    summary = {
-        "logistic": {
-            "minimum_loss": logistic["loss_star"],
-            "minimum": logistic["w_star"],
-            "learning_rate": LEARNING_RATE,
-            "variants": logistic["rows"],
-        },
-        "ravine": ravine["summary"],
-    }
-    write_summary(out_dir, summary)
-    report.write(out_dir)
-    return summary

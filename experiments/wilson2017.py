@@ -24,69 +24,57 @@ separate validation split here), reported with its seed spread.
 
 from __future__ import annotations
 
-import pathlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from experiments import _training as tr
-from experiments._report import Report, write_summary
+from experiments._harness import Report
+from gdyn_jax.plotting import plot_mean_band
 
 TITLE = "Wilson et al. 2017: adaptive methods on the separable toy (~50% error) and tuned MNIST-1D"
-
+SOURCE = "Wilson, Roelofs, Stern, Srebro, Recht, NeurIPS 2017 (§3.3, §4)"
+#: toy optimizer -> (gdyn_jax.optimizers name, fixed hyperparameters, learning rates tried);
+#: SGD's and momentum's rates are in units of 1/lambda_max
 TOY_OPTIMIZERS = {
-    "sgd": ("sgd", {}),
-    "momentum": ("momentum", {"beta": 0.9}),
-    "adagrad": ("adagrad", {"initial_accumulator_value": 0.0}),  # Wilson et al.: delta -> 0
-    "rmsprop": ("rmsprop", {}),
-    "adam": ("adam", {}),
+    "sgd": ("sgd", {}, (0.5, 1.0)),
+    "momentum": ("momentum", {"beta": 0.9}, (0.05, 0.1)),
+    "adagrad": ("adagrad", {"initial_accumulator_value": 0.0}, (0.01, 0.1)),  # delta -> 0
+    "rmsprop": ("rmsprop", {}, (0.001, 0.01)),
+    "adam": ("adam", {}, (0.001, 0.01)),
 }
 ADAPTIVE = ("adagrad", "rmsprop", "adam")
-#: learning rates tried per optimizer on the toy (SGD/momentum scaled by 1/lambda_max)
-TOY_LRS = {
-    "sgd": [0.5, 1.0],
-    "momentum": [0.05, 0.1],
-    "adagrad": [0.01, 0.1],
-    "rmsprop": [0.001, 0.01],
-    "adam": [0.001, 0.01],
-}
-MNIST_LRS = {
-    "sgd": [0.1, 0.3, 1.0],
-    "momentum": [0.01, 0.03, 0.1],
-    "adam": [1e-3, 3e-3, 1e-2, 3e-2],
-}
+MNIST_LRS = (
+    ("sgd", (0.1, 0.3, 1.0)),
+    ("momentum", (0.01, 0.03, 0.1)),
+    ("adam", (1e-3, 3e-3, 1e-2, 3e-2)),
+)
 P_POSITIVE = 0.55
-SETTINGS = {
-    "tiny": {
-        "n": 20,
-        "instances": 2,
-        "toy_steps": 50,
-        "test": 200,
-        "steps": 20,
-        "eval_every": 10,
-        "seeds": 2,
-        "lrs": {"sgd": [0.1], "momentum": [0.01], "adam": [1e-3]},
-    },
-    "quick": {
-        "n": 100,
-        "instances": 8,
-        "toy_steps": 3000,
-        "test": 2000,
-        "steps": 3000,
-        "eval_every": 100,
-        "seeds": 3,
-        "lrs": MNIST_LRS,
-    },
-    "full": {
-        "n": 300,
-        "instances": 16,
-        "toy_steps": 10000,
-        "test": 5000,
-        "steps": 6000,
-        "eval_every": 100,
-        "seeds": 5,
-        "lrs": MNIST_LRS,
-    },
-}
+
+
+@dataclass(frozen=True)
+class Settings:
+    n: int = 100
+    instances: int = 8
+    toy_steps: int = 3000
+    test: int = 2000
+    steps: int = 3000
+    eval_every: int = 100
+    seeds: int = 3
+    lrs: tuple[tuple[str, tuple[float, ...]], ...] = MNIST_LRS
+
+    @classmethod
+    def tiny(cls):
+        lrs = (("sgd", (0.1,)), ("momentum", (0.01,)), ("adam", (1e-3,)))
+        return cls(20, 2, 50, 200, 20, 10, 2, lrs)
+
+    @classmethod
+    def quick(cls):
+        return cls()
+
+    @classmethod
+    def full(cls):
+        return cls(300, 16, 10000, 5000, 6000, 100, 5)
 
 
 def make_problem(n: int, test: int, seed: int, p: float = P_POSITIVE):
@@ -111,7 +99,7 @@ def train_toy(name: str, lrs: list[float], xs: np.ndarray, ys: np.ndarray, steps
 
     from gdyn_jax import optimizers
 
-    factory, fixed = TOY_OPTIMIZERS[name]
+    factory, fixed, _ = TOY_OPTIMIZERS[name]
     xs, ys = jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32)
 
     def loss(w, x, y):
@@ -134,174 +122,96 @@ def train_toy(name: str, lrs: list[float], xs: np.ndarray, ys: np.ndarray, steps
     return np.asarray(w), np.asarray(losses)
 
 
-def toy(settings: dict) -> dict:
-    """Part 1: per optimizer, the best learning rate by train loss; its test error."""
-    problems = [
-        make_problem(settings["n"], settings["test"], seed) for seed in range(settings["instances"])
-    ]
-    xs = np.stack([p[0] for p in problems])
-    ys = np.stack([p[1] for p in problems])
+def toy(s: Settings) -> dict:
+    """Part 1: per optimizer, the learning rate with the least train loss; its test error."""
+    problems = [make_problem(s.n, s.test, seed) for seed in range(s.instances)]
+    xs, ys = np.stack([p[0] for p in problems]), np.stack([p[1] for p in problems])
     lam = max(np.linalg.eigvalsh(x.T @ x / len(x))[-1] for x in xs)
-    out = {}
-    for name in TOY_OPTIMIZERS:
-        lrs = TOY_LRS[name]
-        if name in ("sgd", "momentum"):
-            lrs = [a / lam for a in lrs]
-        w, losses = train_toy(name, lrs, xs, ys, settings["toy_steps"])
-        best = int(np.argmin(np.nanmean(losses, axis=1)))
-        errors = []
-        for k, (_, _, y_test) in enumerate(problems):
-            score = w[best, k, 0] * y_test + w[best, k, 1] + w[best, k, 2]
-            errors.append(float(np.mean(np.sign(score) != y_test)))
+    out = {"negative_fraction": float(np.mean([np.mean(p[2] < 0) for p in problems]))}
+    for name, (_, _, lrs) in TOY_OPTIMIZERS.items():
+        lrs = [a / lam for a in lrs] if name in ("sgd", "momentum") else list(lrs)
+        w, losses = train_toy(name, lrs, xs, ys, s.toy_steps)
+        best = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf).mean(axis=1)))
+        wb = w[best]  # (instances, d): only the shared features decide a new sample
+        errors = [
+            np.mean(np.sign(wb[k, 0] * p[2] + wb[k, 1] + wb[k, 2]) != p[2])
+            for k, p in enumerate(problems)
+        ]
         out[name] = {
-            "learning_rate": float(lrs[best]),
+            "learning_rate": lrs[best],
             "train_loss": tr.mean_sd(losses[best]),
             "test_error": tr.mean_sd(errors),
-            "shared_weights": np.mean(w[best, :, :3], axis=0).tolist(),
-        }
-    out["negative_fraction"] = float(np.mean([np.mean(p[2] < 0) for p in problems]))
-    return out
-
-
-def mnist(settings: dict) -> dict:
-    """Part 2: the learning-rate grids on MNIST-1D; the best setting per optimizer."""
-    out = {}
-    for name, lrs in settings["lrs"].items():
-        ds, secs = tr.sweep(
-            {"learning_rate": lrs},
-            settings["seeds"],
-            dataset="mnist1d",
-            model="mlp",
-            optimizer=name,
-            loss="cross_entropy",
-            steps=settings["steps"],
-            batch_size=100,
-            eval_every=settings["eval_every"],
-            hparams={"beta": 0.9} if name == "momentum" else {},
-        )
-        final = ds["test_accuracy"].isel(step=-1).values  # (lr, seed)
-        # A diverged seed (NaN) counts as accuracy 0 when picking the best learning rate.
-        best = int(np.argmax(np.nan_to_num(final, nan=0.0).mean(axis=1)))
-        out[name] = {
-            "learning_rates": list(lrs),
-            "mean_test_accuracy_per_lr": np.nanmean(final, axis=1).tolist(),
-            "best_learning_rate": float(lrs[best]),
-            "test_accuracy": tr.mean_sd(final[best]),
-            "train_loss": tr.mean_sd(ds["train_loss"].isel(step=-1).values[best]),
-            "curve": ds["test_accuracy"].values[best],
-            "train_curve": ds["train_loss"].values[best],
-            "steps": ds["step"].values,
-            "seconds": secs,
+            "shared_weights": wb[:, :3].mean(0),
         }
     return out
 
 
-def _plot(out_dir, toy_res: dict, mnist_res: dict) -> list[str]:
-    fig, ax = tr.figure(figsize=(6.5, 4))
-    names = list(TOY_OPTIMIZERS)
-    means = [100 * toy_res[k]["test_error"]["mean"] for k in names]
-    sds = [100 * toy_res[k]["test_error"]["sd"] for k in names]
-    ax.bar(
-        names,
-        means,
-        yerr=sds,
-        capsize=4,
-        color=["C0" if k not in ADAPTIVE else "C3" for k in names],
-    )
-    ax.axhline(
-        100 * toy_res["negative_fraction"],
-        color="k",
-        ls="--",
-        label=f"fraction of negatives = {100 * toy_res['negative_fraction']:.0f}%",
-    )
-    ax.set_xlabel("optimizer")
-    ax.set_ylabel("test error (%)")
-    ax.set_title("Wilson et al. §3.3 separable problem: test error (mean ± sd over instances)")
-    ax.legend()
-    first = tr.save(fig, out_dir, "toy_test_error.png")
-
-    fig, axes = tr.figure(1, 2, figsize=(12, 4.5))
-    for name, r in mnist_res.items():
-        label = f"{name}, a={r['best_learning_rate']:g}"
-        tr.band(axes[0], r["steps"], 100 * r["curve"], label=label)
-        tr.band(axes[1], r["steps"], r["train_curve"], label=label)
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[1].set_ylabel("train loss (cross-entropy)")
-    axes[1].set_yscale("log")
-    for ax, what in zip(axes, ("test accuracy", "train loss"), strict=True):
-        ax.set_xlabel("optimizer step")
-        ax.set_title(f"MNIST-1D MLP, tuned learning rate: {what} (mean ± sd)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    return [first, tr.save(fig, out_dir, "mnist1d_tuned.png")]
-
-
-def run(out_dir: pathlib.Path, mode: str = "quick") -> dict:
-    """Both parts; writes figures, ``summary.json`` and ``report.md``."""
-    out_dir = pathlib.Path(out_dir)
-    settings = SETTINGS[mode]
-    toy_res = toy(settings)
-    mnist_res = mnist(settings)
-    figures = _plot(out_dir, toy_res, mnist_res)
-
-    report = Report(
-        TITLE,
-        source="Wilson, Roelofs, Stern, Srebro, Recht, The marginal value "
-        "of adaptive gradient methods in machine learning, NeurIPS 2017 (§3.3, §4)",
-    )
+def run(s: Settings, report: Report) -> None:
+    toy_res = toy(s)
     neg = toy_res["negative_fraction"]
     report.text(
-        f"Part 1 (mode `{mode}`): {settings['instances']} instances with n = {settings['n']} "
-        f"training samples, p = {P_POSITIVE}, {settings['toy_steps']} full-batch steps from "
-        f"w = 0, learning rate picked per optimizer by final train loss; test error on "
-        f"{settings['test']} new samples. Published: adaptive methods near 50% (exactly the "
-        f"fraction of negatives, here {100 * neg:.1f}%), SGD near 0%."
+        f"Part 1: {s.instances} instances with n = {s.n} training samples, p = {P_POSITIVE}, "
+        f"{s.toy_steps} full-batch steps from w = 0, the learning rate picked per optimizer by "
+        f"final train loss; test error on {s.test} new samples. Published: the adaptive methods "
+        f"near 50% (exactly the fraction of negatives, here {100 * neg:.1f}%), SGD near 0%."
     )
-    for name in TOY_OPTIMIZERS:
-        r = toy_res[name]
+    for name, r in ((k, toy_res[k]) for k in TOY_OPTIMIZERS):
         expected = neg if name in ADAPTIVE else 0.0
-        report.compare(
-            f"toy: {name} test error (%), {tr.pm(r['test_error'], 100)}; train loss "
-            f"{r['train_loss']['mean']:.2g}",
-            100 * r["test_error"]["mean"],
-            100 * expected,
-            atol=5.0,
-            expected_label=f"{100 * expected:.1f} (fraction of negatives)"
-            if name in ADAPTIVE
-            else "0",
-        )
+        label = "fraction of negatives" if name in ADAPTIVE else "published"
+        error = r["test_error"]
+        quantity = f"toy: {name} test error (%), {tr.pm(error, 100)}"
+        report.compare(quantity, 100 * error["mean"], 100 * expected, atol=5.0, label=label)
+    tuned, curves = {}, {}
+    for name, lrs in s.lrs:
+        config = dict(steps=s.steps, eval_every=s.eval_every, **tr.MNIST1D_MLP)
+        beta = {"beta": 0.9} if name == "momentum" else {}
+        ds = tr.sweep({"learning_rate": list(lrs)}, s.seeds, optimizer=name, hparams=beta, **config)
+        best = tr.best_accuracy(ds)
+        tuned[name] = {
+            "learning_rate": best.setting["learning_rate"],
+            "diverged": best.diverged,
+            "test_accuracy": tr.mean_sd(best.scores),
+        }
+        curves[name] = ds.isel(best.index)
+    adam = tuned["adam"]["test_accuracy"]
     report.text(
-        f"Part 2: MNIST-1D residual MLP, batch 100, {settings['steps']} steps, "
-        f"{settings['seeds']} seeds; learning-rate grids {settings['lrs']} (momentum β = 0.9); "
-        "best by mean final test accuracy. Published claim: tuned SGD / momentum generalise "
-        "as well as or better than tuned Adam."
+        f"Part 2: MNIST-1D residual MLP, batch 100, {s.steps} steps, {s.seeds} seeds, "
+        f"learning-rate grids {dict(s.lrs)} (momentum β = 0.9); the best by mean final test "
+        "accuracy, a diverged seed counted as 0. Published claim: tuned SGD and momentum "
+        f"generalise as well as tuned Adam or better; tuned Adam here: {tr.pm(adam, 100)}% at "
+        f"a = {tuned['adam']['learning_rate']:g}. Tolerance: two standard deviations (at least 0.5 "
+        "points)."
     )
-    adam = mnist_res.get("adam", {}).get("test_accuracy")
-    for name, r in mnist_res.items():
-        acc = r["test_accuracy"]
-        agrees = None
-        if name != "adam" and adam is not None:
-            agrees = bool(acc["mean"] + 2 * max(acc["sd"], adam["sd"], 0.005) >= adam["mean"])
-        report.compare(
-            f"MNIST-1D: tuned {name} (a={r['best_learning_rate']:g}) test accuracy "
-            f"(%), {tr.pm(acc, 100)}",
-            100 * acc["mean"],
-            100 * adam["mean"] if adam else float("nan"),
-            agrees=True if name == "adam" else agrees,
-            expected_label="reference" if name == "adam" else "≥ tuned Adam's (within 2 sd)",
-        )
-    report.figure(figures[0], "Test error on the constructed separable problem")
-    report.figure(figures[1], "Tuned SGD, momentum and Adam on MNIST-1D (mean ± sd over seeds)")
-    summary = {
-        "mode": mode,
-        "settings": settings,
-        "toy": toy_res,
-        "mnist1d": {
-            k: {kk: vv for kk, vv in v.items() if kk not in ("curve", "train_curve", "steps")}
-            for k, v in mnist_res.items()
-        },
-        "figures": figures,
-    }
-    write_summary(out_dir, summary)
-    report.write(out_dir)
-    return summary
+    for name in ("sgd", "momentum"):
+        acc = tuned[name]["test_accuracy"]
+        quantity = f"tuned {name} (a={tuned[name]['learning_rate']:g}), {tr.pm(acc, 100)}%"
+        lower = -200 * max(acc["sd"], adam["sd"], 0.005)
+        difference = 100 * (acc["mean"] - adam["mean"])
+        report.bound(f"{quantity}: test accuracy − tuned Adam's (points)", difference, lower=lower)
+    _figures(report, toy_res, tuned, curves)
+    report.record(toy=toy_res, mnist1d=tuned)
+
+
+def _figures(report: Report, toy_res: dict, tuned: dict, curves: dict) -> None:
+    neg = toy_res["negative_fraction"]
+    with report.figure(
+        "toy_test_error.png", "Test error on the constructed separable problem"
+    ) as fig:
+        ax = fig.subplots()
+        names = list(TOY_OPTIMIZERS)
+        mean, sd = ([100 * toy_res[k]["test_error"][m] for k in names] for m in ("mean", "sd"))
+        colors = ["C3" if k in ADAPTIVE else "C0" for k in names]
+        ax.bar(names, mean, capsize=4, yerr=sd, color=colors)
+        ax.axhline(100 * neg, color="k", ls="--", label=f"fraction of negatives {100 * neg:.0f}%")
+        ax.set(xlabel="optimizer", ylabel="test error (%)", title="Wilson et al. §3.3")
+        ax.legend()
+    caption = "Tuned SGD, momentum and Adam on MNIST-1D (mean ± sd over seeds)"
+    with report.figure("mnist1d_tuned.png", caption, (12, 4.5)) as fig:
+        left, right = fig.subplots(1, 2)
+        for name, ds in curves.items():
+            label = f"{name}, a={tuned[name]['learning_rate']:g}"
+            plot_mean_band(left, ds["step"], 100 * ds["test_accuracy"].values, label=label)
+            plot_mean_band(right, ds["step"], ds["train_loss"].values, label=label)
+        left.set(xlabel="step", ylabel="test accuracy (%)")
+        right.set(xlabel="step", ylabel="train loss", yscale="log")
+        left.legend()

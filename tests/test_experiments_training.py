@@ -2,9 +2,9 @@
 
 Each experiment runs once in ``mode='tiny'`` (a few steps on MNIST-1D) into a temp folder;
 the tests check that its outputs exist and that its summary has the promised keys, with
-values checked against independent oracles: the closed forms of REFERENCES.md for the
-stability limits, poles and zeros, numpy statistics for mean ± sd, and Wilson et al.'s
-analysis for the separable problem.
+values checked against independent oracles: the closed forms written out here for the
+stability limits, poles and zeros, numpy statistics for mean ± sd, two Lanczos runs from
+different starts, and Wilson et al.'s analysis for the separable problem.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_mnist1d_summary_has_four_models_with_mean_sd(mnist1d):
     assert set(summary["test_accuracy"]) == {"logistic", "mlp", "cnn", "gru"}
     for key, stats in summary["test_accuracy"].items():
         _check_stats(stats)
-        assert summary["seconds"][key] > 0
+        assert summary["seconds_per_model"][key] > 0
     # Published numbers are carried beside the measured ones.
     assert summary["published"] == {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91}
 
@@ -104,8 +104,6 @@ def test_cohen_thresholds_are_the_closed_form_limits(cohen):
 def test_wu_theory_rows_and_training_grid(wu):
     out, summary = wu
     _check_outputs(out, summary)
-    assert summary["theory"]["nag_zero"] == pytest.approx([0.5 / 1.5])
-    assert summary["theory"]["nag_overshoot_le_momentum_fraction_k_le_1"] == pytest.approx(1.0)
     rows = summary["grid"]
     assert {r["optimizer"] for r in rows} == {"sgd", "momentum", "nag"}
     for r in rows:
@@ -116,12 +114,19 @@ def test_wu_theory_rows_and_training_grid(wu):
         if r["predicted_stable"] and r["optimizer"] == "sgd" and r["K"] < 1:
             # First order, monotone: settling time = first k with (1-K)^k <= 0.02 (+-1 step).
             k_pred = math.log(0.02) / math.log(1 - r["K"])
-            assert abs(r["predicted_settling_steps"] - k_pred) <= 1.5
-            assert r["predicted_overshoot_pct"] == pytest.approx(0.0, abs=1e-6)
-        _check_stats(r["test_accuracy"])
+            assert abs(r["predicted_settling_at_h0"] - k_pred) <= 1.5
     assert set(summary["best"]) == {"sgd", "momentum", "nag"}
-    rho = summary["spearman_settling_vs_steps"]
-    assert math.isnan(rho) or -1.0 <= rho <= 1.0
+    for best in summary["best"].values():
+        _check_stats(best["test_accuracy"])
+    for c in summary["curvature"]:
+        # The top quadrature node (Lanczos from the gradient) and the sharpness (Lanczos from a
+        # random vector) are two lower estimates of the same largest eigenvalue.
+        assert max(c["nodes"]) == pytest.approx(c["sharpness"], rel=0.05)
+        assert c["loss"] == pytest.approx(math.log(10), rel=0.2)  # ~uniform at init, 10 classes
+        assert min(c["weights"]) >= 0
+    for key in ("spearman_quadratic_model", "spearman_settling_at_h0"):
+        rho = summary[key]
+        assert rho is None or -1.0 <= rho <= 1.0  # NaN is written as null
 
 
 def test_an_poles_match_closed_forms(an):
@@ -133,7 +138,7 @@ def test_an_poles_match_closed_forms(an):
     lr = settings["lrs"][len(settings["lrs"]) // 2]
     beta, K = 0.9, lr * h0
     got = np.array([complex(*p) for p in summary["poles_zeros"]["momentum"]["poles"]])
-    want = np.roots([1.0, -(1 + beta - K), beta])  # REFERENCES: heavy-ball denominator
+    want = np.roots([1.0, -(1 + beta - K), beta])  # the heavy-ball denominator
     assert np.sort_complex(got) == pytest.approx(np.sort_complex(want), abs=1e-8)
     assert set(summary["kd_design"]) <= set(settings["kds"])
     for row in summary["rows"]:
@@ -153,6 +158,7 @@ def test_wilson_toy_adaptive_near_half_sgd_zero(wilson):
         # Wilson et al. §3.3: every new sample is labelled positive.
         assert toy[name]["test_error"]["mean"] == pytest.approx(negatives, abs=0.02)
     assert set(summary["mnist1d"]) == {"sgd", "momentum", "adam"}
-    for r in summary["mnist1d"].values():
+    grids = dict(summary["settings"]["lrs"])
+    for name, r in summary["mnist1d"].items():
         _check_stats(r["test_accuracy"])
-        assert r["best_learning_rate"] in r["learning_rates"]
+        assert np.isclose(r["learning_rate"], grids[name], rtol=1e-6).any()

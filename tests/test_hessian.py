@@ -112,3 +112,36 @@ def test_sweep_sharpness_and_grad_norm_at_initialisation(mnist1d_data_dir):
     initial_loss = jax.jit(loss, static_argnums=1)(params, 200)
     np.testing.assert_allclose(out["train_loss"][0], initial_loss, rtol=1e-5)
     assert out["sharpness"].shape == out["grad_norm"].shape == (3,)
+
+
+def test_top_eigenpairs_equal_eigh():
+    loss, params, explicit = _problem()
+    values, vectors = np.linalg.eigh(explicit)
+    got_values, got_vectors = jax.jit(
+        lambda p, k: hessian.top_eigenpairs(loss, p, k, 3, num_iters=18)
+    )(params, jax.random.key(3))
+    np.testing.assert_allclose(got_values, values[::-1][:3], rtol=1e-4)
+    # The same directions up to sign: |<x_i, q_i>| = 1, and orthonormal rows.
+    overlap = np.abs(np.asarray(got_vectors, np.float64) @ vectors[:, ::-1][:, :3])
+    np.testing.assert_allclose(overlap, np.eye(3), atol=2e-3)
+    with pytest.raises(ValueError, match="^k: expected 1 <= k <= num_iters"):
+        hessian.top_eigenpairs(loss, params, jax.random.key(0), 5, num_iters=4)
+    with pytest.raises(ValueError, match="^num_iters: expected <= 18"):
+        hessian.top_eigenpairs(loss, params, jax.random.key(0), 2, num_iters=19)
+
+
+def test_spectral_measure_is_a_gauss_quadrature_of_the_gradient():
+    """sum_j w_j theta_j^p = g' H^p g for p < 2m (numpy matrix powers of the explicit H)."""
+    loss, params, explicit = _problem()
+    g = jax.grad(loss)(params)
+    flat = np.asarray(ravel_pytree(g)[0], np.float64)
+    m = 5
+    nodes, weights = jax.jit(lambda p, v: hessian.spectral_measure(loss, p, v, m))(params, g)
+    nodes, weights = np.asarray(nodes, np.float64), np.asarray(weights, np.float64)
+    for p in range(2 * m):
+        moment = flat @ np.linalg.matrix_power(explicit, p) @ flat
+        np.testing.assert_allclose(np.sum(weights * nodes**p), moment, rtol=2e-4)
+    values = np.linalg.eigvalsh(explicit)
+    assert values[0] - 1e-4 <= nodes.min() and nodes.max() <= values[-1] + 1e-4
+    with pytest.raises(ValueError, match="^num_iters: expected >= 1"):
+        hessian.spectral_measure(loss, params, g, 0)

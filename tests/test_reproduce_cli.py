@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import experiments
-from experiments._report import Report, write_summary
+from experiments._harness import Report
 from gdyn_jax import cli
 from gdyn_jax.commands import reproduce
 
@@ -64,14 +64,10 @@ def _fake_run(failing: str):
     def run(name, out_dir, mode="quick"):
         if name == failing:
             raise RuntimeError("boom: simulated failure")
-        out = pathlib.Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        report = Report(name)
+        report = Report(name, "", pathlib.Path(out_dir), mode)
         report.compare("a number", 1.0, 1.0, rtol=0.1)
         report.compare("another", 2.0, 1.0, rtol=0.1)
-        report.write(out)
-        write_summary(out, {"mode": mode})
-        return {"mode": mode}
+        return report.write(settings=None, seconds=0.0)
 
     return run
 
@@ -94,7 +90,7 @@ def test_all_writes_index_and_isolates_a_failure(tmp_path, monkeypatch, capsys):
         assert (out / name / "report.md").is_file()
         assert f"[{name}/report.md]({name}/report.md)" in text
         assert (rows[name]["agree"], rows[name]["compared"]) == (1, 2)
-        assert json.loads((out / name / "summary.json").read_text()) == {"mode": "quick"}
+        assert json.loads((out / name / "summary.json").read_text())["mode"] == "quick"
     assert "| cohen2021 | title of cohen2021 | quick | failed |" in text
     assert "Failed: cohen2021" in text
     assert "failed: cohen2021" in capsys.readouterr().out
@@ -118,10 +114,10 @@ def test_unknown_experiment_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_agreement_counts_only_table_rows(tmp_path):
-    report = Report("t")
+    report = Report("t", "", tmp_path, "tiny")
     report.text("| not | a | table | yes |? prose")
     report.compare("x", 1.0, 1.0, rtol=0.1)
     report.compare("y", 3.0, 1.0, rtol=0.1)
-    path = report.write(tmp_path)
-    assert reproduce.agreement(path) == (1, 2)
+    report.write(settings=None, seconds=0.0)
+    assert reproduce.agreement(tmp_path / "report.md") == (1, 2)
     assert reproduce.agreement(tmp_path / "missing.md") == (0, 0)

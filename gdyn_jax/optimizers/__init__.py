@@ -7,7 +7,15 @@ unchanged. ``register(name, factory)`` adds a user's factory under a name; ``get
 ``hyperparameters`` also take an import path ``"pkg.module:factory"`` or the factory itself.
 """
 
-from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgrad, rmsprop
+from gdyn_jax.optimizers._adaptive import (
+    adadelta,
+    adagrad,
+    adam,
+    adam_preconditioner,
+    adamw,
+    amsgrad,
+    rmsprop,
+)
 from gdyn_jax.optimizers._lars import lars
 from gdyn_jax.optimizers._momentum import (
     EmaMomentumState,
@@ -54,6 +62,7 @@ __all__ = [
     "adadelta",
     "adagrad",
     "adam",
+    "adam_preconditioner",
     "adamw",
     "amsgrad",
     "dynamic_state_mask",

@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from gdyn_jax.optimizers._checks import check_decay, check_learning_rate, check_range
 
-__all__ = ["adadelta", "adagrad", "adam", "adamw", "amsgrad", "rmsprop"]
+__all__ = ["adadelta", "adagrad", "adam", "adam_preconditioner", "adamw", "amsgrad", "rmsprop"]
 
 
 def _check_eps(name: str, value: Any) -> None:
@@ -327,3 +328,46 @@ def amsgrad(
         ),
         optax.scale_by_learning_rate(learning_rate),
     )
+
+
+def adam_preconditioner(
+    state: optax.OptState,
+    b2: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+    eps_root: jax.typing.ArrayLike = 0.0,
+) -> optax.Updates:
+    r"""Adam's preconditioner frozen at ``state``.
+
+    .. math::
+        P = \sqrt{\hat\nu + \epsilon_{\text{root}}} + \epsilon, \qquad
+        \hat\nu = \nu / (1 - \beta_2^c).
+
+    With :math:`\nu` and the count :math:`c` held (``linearize``'s ``freeze=('nu', 'count')``),
+    Adam is heavy ball on the preconditioned loss: its step is :math:`-a\,P^{-1}\hat m`, and the
+    loop is stable while :math:`\lambda_{\max}(P^{-1}H) < (2 + 2\beta_1)/(a(1-\beta_1))` (for
+    a late count; Cohen et al. 2022). Reads the one ``optax.ScaleByAdamState`` in ``state``
+    (Adam, AdamW, NAdam: :func:`adam`, :func:`adamw`, ``optax.adam``, ...); ``b2``, ``eps``,
+    ``eps_root`` are the rule's. NaN where :math:`c = 0` (no second moment yet).
+
+    Returns:
+      A pytree shaped like the parameters.
+
+    Raises:
+      ValueError: ``state`` holds no ``ScaleByAdamState``, or more than one.
+
+    References:
+      Cohen, Ghorbani, Krishnan, Agarwal, Medapati, Badura, Suo, Cardoze, Nado, Dahl, Gilmer,
+      "Adaptive gradient methods at the edge of stability", arXiv:2207.14484, 2022.
+    """
+    found = [
+        leaf
+        for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+        if isinstance(leaf, optax.ScaleByAdamState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"state: expected one Adam second moment (optax.ScaleByAdamState), found {len(found)}"
+        )
+    adam_state = found[0]
+    correction = 1 - jnp.asarray(b2) ** adam_state.count
+    return jax.tree.map(lambda nu: jnp.sqrt(nu / correction + eps_root) + eps, adam_state.nu)

@@ -37,7 +37,7 @@ SCHEDULES = (None, "constant", "cosine", "warmup_cosine", "linear")
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-    """Static settings of a sweep: everything that is not a swept number.
+    r"""Static settings of a sweep: everything that is not a swept number.
 
     Attributes:
       dataset: a ``gdyn_jax.data`` name, an import path ``"pkg.module:attr"`` to an
@@ -63,6 +63,11 @@ class SweepConfig:
       train_subset: train on the first N training examples only (Cohen et al. use 5000).
       track_grad_norm: also record the full-batch gradient norm at eval points.
       track_sharpness: also record the top Hessian eigenvalue at eval points.
+      track_preconditioned_sharpness: also record Adam's preconditioned sharpness
+        :math:`\lambda_{\max}(P^{-1}H)` at eval points, :math:`P` frozen at the current state
+        (``optimizers.adam_preconditioner``; NaN at step 0, before any second moment), by
+        Lanczos on :math:`P^{-1/2} H P^{-1/2}` on the sharpness subset. Needs an Adam-type
+        optimizer (one ``optax.ScaleByAdamState``, hyperparameters ``b2``, ``eps``).
       sharpness_subset: examples (the first ones of the training set) for the sharpness.
       sharpness_iters: Lanczos iterations for the sharpness.
       eval_batch_size: examples per evaluation chunk (bounds evaluation memory).
@@ -83,6 +88,7 @@ class SweepConfig:
     train_subset: int | None = None
     track_grad_norm: bool = False
     track_sharpness: bool = False
+    track_preconditioned_sharpness: bool = False
     sharpness_subset: int = 1000
     sharpness_iters: int = 20
     eval_batch_size: int = 5000

@@ -98,6 +98,26 @@ def check_model_and_loss(model: nn.Module, loss, arrays: data_lib.Arrays) -> jax
     return outputs
 
 
+def adam_preconditioner_of(optimizer, fixed: dict[str, float]) -> Callable:
+    """``(opt_state, hparams) -> P``: Adam's frozen preconditioner with the rule's ``b2``,
+    ``eps`` and ``eps_root`` (swept, fixed or the factory's defaults)."""
+    from gdyn_jax import optimizers
+
+    defaults = optimizers.hyperparameters(optimizer)
+    if defaults.get("b2") is None or defaults.get("eps") is None:
+        raise ValueError(
+            "track_preconditioned_sharpness: needs an Adam-type optimizer with numeric "
+            f"hyperparameters b2 and eps; {optimizer!r} has {', '.join(defaults) or 'none'}"
+        )
+
+    def preconditioner(opt_state, hparams):
+        hp = {**defaults, **fixed, **hparams}
+        eps_root = 0.0 if hp.get("eps_root") is None else hp["eps_root"]
+        return optimizers.adam_preconditioner(opt_state, hp["b2"], hp["eps"], eps_root)
+
+    return preconditioner
+
+
 def prepare(config: SweepConfig) -> tuple[Task, data_lib.DeviceData]:
     """(Task, device data) for ``config``: validated, resolved, data loaded once."""
     from gdyn_jax import optimizers
@@ -109,11 +129,13 @@ def prepare(config: SweepConfig) -> tuple[Task, data_lib.DeviceData]:
     model = build_model(config, arrays.outputs)
     outputs = check_model_and_loss(model, loss, arrays)
     n = len(arrays.x_train)
+    optimizer, fixed = optimizers.get(config.optimizer), config.fixed_hparams()
+    precondition = config.track_preconditioned_sharpness
     task = Task(
         model=model,
         loss=loss,
-        optimizer=optimizers.get(config.optimizer),
-        fixed=config.fixed_hparams(),
+        optimizer=optimizer,
+        fixed=fixed,
         schedule=unit_schedule(config.schedule, config.steps, config.warmup_steps),
         num_train=n,
         batch_size=n if config.batch_size is None else int(config.batch_size),
@@ -124,9 +146,11 @@ def prepare(config: SweepConfig) -> tuple[Task, data_lib.DeviceData]:
         track_sharpness=config.track_sharpness,
         sharpness_iters=config.sharpness_iters,
         kernels=cpu_speedups.kernels(cpu_speedups.enabled()),
+        preconditioner=adam_preconditioner_of(optimizer, fixed) if precondition else None,
     )
-    sharpness = config.sharpness_subset if config.track_sharpness else None
+    tracked = config.track_sharpness or precondition
+    sharpness = config.sharpness_subset if tracked else None
     return task, data_lib.device_arrays(arrays, config.eval_batch_size, sharpness)
 
 
-__all__ = ["build_model", "load_arrays", "prepare", "unit_schedule"]
+__all__ = ["adam_preconditioner_of", "build_model", "load_arrays", "prepare", "unit_schedule"]

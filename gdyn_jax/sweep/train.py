@@ -6,8 +6,8 @@ The pieces, each a pure function of its arguments (the PureJaxRL pattern):
 - ``draw_batch(task, data, state, t) -> (x, y, state)``: the mini-batch of step ``t``;
 - ``train_step(task, data, hparams, state, t) -> TrainState``: one optimizer step, with
   ``freeze_diverged`` (the divergence mask) applied to its result;
-- ``evaluate(task, data, state, step) -> metrics``: losses (and accuracy, gradient norm,
-  sharpness) on the evaluation sets;
+- ``evaluate(task, data, state, step, hparams) -> metrics``: losses (and accuracy, gradient
+  norm, sharpness, preconditioned sharpness) on the evaluation sets;
 - ``advance(task, data, hparams, state, start_step, num_intervals)``: a ``lax.scan`` over
   evaluation intervals, each a ``lax.scan`` over steps, then an evaluation.
 
@@ -54,7 +54,7 @@ HParams = Mapping[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Task:
-    """The static pieces of a training run (host objects; nothing here is traced).
+    r"""The static pieces of a training run (host objects; nothing here is traced).
 
     Attributes:
       model: the Flax module (``apply({'params': p, **model_state}, x) -> outputs``).
@@ -68,6 +68,9 @@ class Task:
       accuracy: whether the targets are class labels (``test_accuracy`` is recorded).
       track_grad_norm, track_sharpness, sharpness_iters: optional metrics.
       kernels: the operations ``cpu_speedups`` provides (fast or plain).
+      preconditioner: ``preconditioner(opt_state, hparams) -> P`` (a pytree like the
+        parameters) when the preconditioned sharpness :math:`\lambda_{\max}(P^{-1}H)` is
+        tracked, else None.
     """
 
     model: nn.Module
@@ -83,6 +86,7 @@ class Task:
     track_sharpness: bool
     sharpness_iters: int
     kernels: Kernels
+    preconditioner: Callable[[PyTree, HParams], PyTree] | None = None
 
     @property
     def full_batch(self) -> bool:
@@ -92,7 +96,8 @@ class Task:
     def metric_names(self) -> tuple[str, ...]:
         names = ("train_loss", "test_loss") + ("test_accuracy",) * self.accuracy
         names += ("grad_norm",) * self.track_grad_norm
-        return names + ("sharpness",) * self.track_sharpness
+        names += ("sharpness",) * self.track_sharpness
+        return names + ("preconditioned_sharpness",) * (self.preconditioner is not None)
 
 
 class TrainState(NamedTuple):
@@ -257,8 +262,11 @@ def dataset_stats(
     return loss_sum * inverse, (correct * inverse if task.accuracy else None), gnorm
 
 
-def evaluate(task: Task, data: DeviceData, state: TrainState, step: jax.Array) -> Metrics:
-    """The metrics of ``state`` (NaN for a diverged member) at ``step``."""
+def evaluate(
+    task: Task, data: DeviceData, state: TrainState, step: jax.Array, hparams: HParams | None = None
+) -> Metrics:
+    """The metrics of ``state`` (NaN for a diverged member) at ``step``; ``hparams`` (the
+    swept ones) are read by the preconditioned sharpness only."""
     from gdyn_jax import hessian
 
     params, model_state = state.params, state.model_state
@@ -271,13 +279,17 @@ def evaluate(task: Task, data: DeviceData, state: TrainState, step: jax.Array) -
         out["test_accuracy"] = test_acc
     if task.track_grad_norm:
         out["grad_norm"] = gnorm
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.sharpness_key), step)
+
+    def sharpness_loss(p):
+        return mean_loss(task, p, model_state, data.x_sharp, data.y_sharp)
+
     if task.track_sharpness:
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.sharpness_key), step)
-        out["sharpness"] = hessian.top_eigenvalue(
-            lambda p: mean_loss(task, p, model_state, data.x_sharp, data.y_sharp),
-            params,
-            key,
-            task.sharpness_iters,
+        out["sharpness"] = hessian.top_eigenvalue(sharpness_loss, params, key, task.sharpness_iters)
+    if task.preconditioner is not None:
+        p = task.preconditioner(state.opt_state, {} if hparams is None else hparams)
+        out["preconditioned_sharpness"] = hessian.top_eigenvalue(
+            sharpness_loss, params, key, task.sharpness_iters, preconditioner=p
         )
     nan = jnp.float32(jnp.nan)
     return {k: jnp.where(state.alive, v.astype(jnp.float32), nan) for k, v in out.items()}
@@ -305,13 +317,16 @@ def advance(
             return train_step(task, data, hparams, s, t), None
 
         state, _ = jax.lax.scan(step, state, s0 + jnp.arange(task.eval_every))
-        return state, evaluate(task, data, state, s0 + task.eval_every)
+        return state, evaluate(task, data, state, s0 + task.eval_every, hparams)
 
     # Metrics at the start of the run, computed only when the block starts at step 0
     # (start_step is shared by all members, so this cond stays a cond under vmap).
     nan = {k: jnp.full((), jnp.nan, jnp.float32) for k in task.metric_names}
     first = jax.lax.cond(
-        start_step == 0, lambda s: evaluate(task, data, s, start_step), lambda s: nan, state
+        start_step == 0,
+        lambda s: evaluate(task, data, s, start_step, hparams),
+        lambda s: nan,
+        state,
     )
     state, metrics = jax.lax.scan(interval, state, jnp.arange(num_intervals))
     return state, first, metrics
@@ -322,16 +337,27 @@ def as_hparams(hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
 
 
-def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], Metrics]:
+def make_train(config: SweepConfig, *, return_state: bool = False) -> Callable[..., Any]:
     r"""A pure, jit- and vmap-able ``train(hparams, key) -> metrics`` for ``config``.
 
     ``hparams`` maps optimizer hyperparameter names to scalars (they override
     ``config.hparams``); ``key`` is a PRNG key (it determines the initialisation, the order of
     the mini-batches and the sharpness start vectors). The result maps each metric name
     (``train_loss``, ``test_loss``, ``test_accuracy`` for class labels and, when tracked,
-    ``grad_norm`` and ``sharpness``) to an array over the ``config.num_evals`` evaluation
-    steps ``0, eval_every, ..., steps``, plus ``diverged_at`` (int32 scalar, -1 if never).
+    ``grad_norm``, ``sharpness`` and ``preconditioned_sharpness``) to an array over the
+    ``config.num_evals`` evaluation steps ``0, eval_every, ..., steps``, plus ``diverged_at``
+    (int32 scalar, -1 if never).
     ``config`` is validated and its data loaded here, once.
+
+    With ``return_state=True``, ``train`` returns ``(metrics, state)``: the final
+    :class:`TrainState` (its ``params`` are the trained parameters, the last finite ones for a
+    diverged member), e.g. to evaluate trained members in ways the metrics do not cover. Under
+    ``jax.vmap`` every member's state comes back, parameters included.
+
+    ``train(hparams, key, data)`` trains on ``data`` (a ``DeviceData`` with the shapes of the
+    config's, e.g. ``setup.prepare(other_config)[1]`` for the same inputs with other labels)
+    instead of the config's own; passed as an argument (``in_axes=None`` under vmap), it lets
+    one compiled program serve many datasets.
 
     Example::
 
@@ -347,7 +373,7 @@ def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], 
     known = set(optimizers.hyperparameters(task.optimizer))
     num_intervals = config.steps // config.eval_every
 
-    def train(hparams: Mapping[str, Any], key: jax.Array) -> Metrics:
+    def train(hparams: Mapping[str, Any], key: jax.Array, data: DeviceData = data) -> Metrics:
         unknown = sorted(set(hparams) - known)
         if unknown:
             raise ValueError(
@@ -358,6 +384,6 @@ def make_train(config: SweepConfig) -> Callable[[Mapping[str, Any], jax.Array], 
         state, first, rest = advance(task, data, hp, state, 0, num_intervals)
         out = {k: jnp.concatenate([first[k][None], rest[k]]) for k in task.metric_names}
         out["diverged_at"] = state.diverged_at
-        return out
+        return (out, state) if return_state else out
 
     return train
