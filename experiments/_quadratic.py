@@ -1,15 +1,33 @@
-r"""Optimizers run on a diagonal quadratic, and the figure of their error decay.
+r"""Optimizers run on explicit gradients and on a diagonal quadratic; their error decay.
 
-The loss is :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0), started from
-:math:`\theta_0 = \mathbf{1}`; the error after :math:`k` steps is :math:`\|\theta_k\|`, whose
-geometric tail decays at the loop's spectral radius over the curvatures :math:`h_i`
-(``gdyn_jax.analysis.tail_rate`` fits it).
+:func:`iterates` runs an optax transform on a gradient function (any loss; batches or noise as
+its inputs). On the quadratic :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0),
+started from :math:`\theta_0 = \mathbf{1}`, the error after :math:`k` steps is
+:math:`\|\theta_k\|`, whose geometric tail decays at the loop's spectral radius over the
+curvatures :math:`h_i` (``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_rate` predicts it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import optax
+
+
+def iterates(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):
+    """``θ_0, θ_1, ...`` under ``opt`` from ``start`` with the gradient ``grad(θ, input)`` for
+    each of ``inputs`` (or ``grad(θ, None)`` ``length`` times): one ``lax.scan``, vmappable."""
+    import jax
+    import jax.numpy as jnp
+
+    def step(carry, x):
+        params, state = carry
+        updates, state = opt.update(grad(params, x), state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), params
+
+    start = jnp.asarray(start)
+    _, path = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
+    return jnp.concatenate([start[None], path])
 
 
 def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> np.ndarray:
@@ -19,16 +37,17 @@ def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> n
 
     with jax.enable_x64(True):
         h = jnp.asarray(eigenvalues, dtype=jnp.float64)
-        theta0 = jnp.ones_like(h)
+        path = iterates(opt, lambda p, _: h * p, jnp.ones_like(h), length=steps)
+        return np.asarray(jnp.linalg.norm(path, axis=1))
 
-        def step(carry, _):
-            params, state = carry
-            updates, state = opt.update(h * params, state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, state), jnp.linalg.norm(params)
 
-        _, norms = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=steps)
-        return np.concatenate([[float(jnp.linalg.norm(theta0))], np.asarray(norms)])
+def worst_rate(factory, hyperparameters: dict, curvatures) -> float:
+    """``linearize.convergence_rate`` of one setting: the largest spectral radius over
+    ``curvatures``."""
+    from gdyn_jax import linearize
+
+    grid = {k: np.asarray([v], dtype=np.float64) for k, v in hyperparameters.items()}
+    return float(np.max(linearize.convergence_rate(factory, grid, curvatures)))
 
 
 def plot_error_decay(ax, errors: dict, rates: dict, title: str) -> None:
@@ -49,17 +68,12 @@ def tuned_runs(report, rules: dict, eigenvalues, steps: int, skip: int, title: s
     """Each rule ``name -> (factory, hyperparameters)`` run on the quadratic: its measured tail
     rate (``analysis.tail_rate`` after ``skip`` steps) scored against
     ``linearize.convergence_rate`` within 3%, and the figure ``quadratic_run.png``."""
-    import jax
-
-    from gdyn_jax import linearize
     from gdyn_jax.analysis import tail_rate
 
     errors, out = {}, {"measured": {}, "predicted": {}}
     for name, (factory, hp) in rules.items():
         errors[name] = error_norms(factory(**hp), eigenvalues, steps)
-        grid = {k: np.asarray([v], dtype=np.float64) for k, v in hp.items()}
-        with jax.enable_x64(True):
-            rate = float(np.max(linearize.convergence_rate(factory, grid, eigenvalues)))
+        rate = worst_rate(factory, hp, eigenvalues)
         out["predicted"][name], out["measured"][name] = rate, tail_rate(errors[name], skip=skip)
         measured = out["measured"][name]
         report.compare(

@@ -15,6 +15,22 @@ import numpy as np
 MNIST1D_MLP = {"dataset": "mnist1d", "model": "mlp", "loss": "cross_entropy", "batch_size": 100}
 
 
+def full_batch_fc(widths, examples: int, iters: int, dataset: str = "mnist1d") -> dict[str, Any]:
+    """The sweep configuration of the edge-of-stability runs (Cohen et al.): a fully connected
+    tanh network of ``widths``, square loss, full batch on the first ``examples`` training
+    examples, the sharpness by ``iters`` Lanczos steps on the same examples."""
+    return {
+        "dataset": dataset,
+        "model": "fc",
+        "model_kwargs": {"widths": widths, "activation": "tanh"},
+        "loss": "mse",
+        "batch_size": None,
+        "train_subset": examples,
+        "sharpness_subset": examples,
+        "sharpness_iters": iters,
+    }
+
+
 def sweep(grid: Mapping[str, Sequence[float]], seeds: int, **config: Any):
     """``run_sweep(SweepConfig(**config), grid, seeds)`` without a progress bar."""
     from gdyn_jax.sweep import SweepConfig, run_sweep
@@ -34,6 +50,15 @@ def mean_sd(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
 def pm(stats: Mapping[str, Any], scale: float = 1.0, digits: int = 1) -> str:
     """``'mean ± sd'`` of a :func:`mean_sd` dict, multiplied by ``scale``."""
     return f"{stats['mean'] * scale:.{digits}f} ± {stats['sd'] * scale:.{digits}f}"
+
+
+def best_accuracy(ds):
+    """``analysis.best_setting`` of a sweep by mean final test accuracy, a diverged seed counted
+    as 0 (so that a setting is not chosen on its surviving seeds alone)."""
+    from gdyn_jax.analysis import best_setting
+
+    final = ds["test_accuracy"].isel(step=-1)
+    return best_setting(final, diverged=ds["diverged_at"] >= 0, diverged_score=0.0)
 
 
 def initial_curvature(

@@ -89,25 +89,16 @@ def measure(ds, steps, target: float) -> dict:
 
 
 def run(s: Settings, report: Report) -> None:
-
-    curvature = tr.initial_curvature(
-        s.seeds, subset=s.sharpness_subset, iters=s.sharpness_iters, **tr.MNIST1D_MLP
-    )
-    h0s = [c["sharpness"] for c in curvature]
+    sharpness = dict(subset=s.sharpness_subset, iters=s.sharpness_iters, **tr.MNIST1D_MLP)
+    h0s = [c["sharpness"] for c in tr.initial_curvature(s.seeds, **sharpness)]
     h0 = float(np.mean(h0s))
     kd = design_kd(s.lrs, s.kds, h0)
     pred = step_metrics(s.lrs, s.kds, h0)
     train = {"steps": s.steps, "eval_every": s.eval_every, **tr.MNIST1D_MLP}
-    mom = tr.sweep(
-        {"learning_rate": s.lrs}, s.seeds, optimizer="momentum", hparams={"beta": BETA}, **train
-    )
-    pid = tr.sweep(
-        {"learning_rate": s.lrs, "kd": sorted(set(kd))},
-        s.seeds,
-        optimizer="pid",
-        hparams={"beta": BETA, "ki": KI},
-        **train,
-    )  # only the designed gains
+    lrs, beta = {"learning_rate": s.lrs}, {"beta": BETA}
+    mom = tr.sweep(lrs, s.seeds, optimizer="momentum", hparams=beta, **train)
+    designed = {"learning_rate": s.lrs, "kd": sorted(set(kd))}  # only the designed gains
+    pid = tr.sweep(designed, s.seeds, optimizer="pid", hparams={"beta": BETA, "ki": KI}, **train)
     report.text(
         f"MNIST-1D residual MLP, cross-entropy, batch 100, β = {BETA}, ki = {KI}; measured "
         f"initial sharpness h0 = {tr.pm(tr.mean_sd(h0s), digits=3)}. kd designed per learning "
@@ -125,32 +116,23 @@ def run(s: Settings, report: Report) -> None:
         row["pid"]["predicted_overshoot_pct"] = float(pred["pid"]["Overshoot"][i, j])
         rows.append(row)
         m, p = row["momentum"], row["pid"]
+        difference = p["predicted_overshoot_pct"] - m["predicted_overshoot_pct"]
         report.bound(
-            f"a={lr:g}: predicted overshoot on h0, PID − momentum (points)",
-            p["predicted_overshoot_pct"] - m["predicted_overshoot_pct"],
-            upper=0.0,
+            f"a={lr:g}: predicted overshoot on h0, PID − momentum (points)", difference, upper=0.0
         )
         for key, what in (
             ("overshoot_pct", "training-loss overshoot (%)"),
             ("steps_to_target", f"steps to {100 * s.target_accuracy:.0f}% test accuracy"),
         ):
-            report.bound(
-                f"a={lr:g}: {what}, PID {tr.pm(p[key])} − momentum {tr.pm(m[key])}",
-                p[key]["mean"] - m[key]["mean"],
-                upper=m[key]["sd"],
-                label="≤ momentum's sd",
-            )
+            quantity = f"a={lr:g}: {what}, PID {tr.pm(p[key])} − momentum {tr.pm(m[key])}"
+            difference = p[key]["mean"] - m[key]["mean"]
+            report.bound(quantity, difference, upper=m[key]["sd"], label="≤ momentum's sd")
         report.text(
             f"a={lr:g}: final test accuracy PID {tr.pm(p['final_test_accuracy'], 100)}% "
             f"vs momentum {tr.pm(m['final_test_accuracy'], 100)}%."
         )
     loops = _figures(report, s, kd, h0, mom, pid, steps)
-    report.record(
-        initial_sharpness=tr.mean_sd(h0s),
-        kd_design=kd,
-        rows=rows,
-        poles_zeros=loops,
-    )
+    report.record(initial_sharpness=tr.mean_sd(h0s), kd_design=kd, rows=rows, poles_zeros=loops)
 
 
 def _figures(report: Report, s: Settings, kd, h0, mom, pid, steps) -> dict:
@@ -165,39 +147,25 @@ def _figures(report: Report, s: Settings, kd, h0, mom, pid, steps) -> dict:
     }
     systems = {name: linearize.linearize(opt, h0) for name, opt in loops.items()}
     tfs = {name: linearize.transfer_function(system) for name, system in systems.items()}
-    with report.figure(
-        "pid_poles_zeros.png",
-        "Poles and zeros of momentum and PID at the measured "
-        "initial sharpness, and their step responses",
-        (15, 4.6),
-    ) as fig:
+    caption = "Poles and zeros of momentum and PID at the measured initial sharpness, and their"
+    with report.figure("pid_poles_zeros.png", f"{caption} step responses", (15, 4.6)) as fig:
         axes = fig.subplots(1, 3)
         for ax, (name, tf) in zip(axes, tfs.items(), strict=False):
-            plot_pole_zero(
-                ax, tf.poles(), tf.zeros(), title=f"{name}: a = {s.lrs[mid]:g}, h0 = {h0:.3g}"
-            )
+            title = f"{name}: a = {s.lrs[mid]:g}, h0 = {h0:.3g}"
+            plot_pole_zero(ax, tf.poles(), tf.zeros(), title=title)
         for name, system in systems.items():
             axes[2].plot(linearize.step_response(system, 120), label=name)
         axes[2].set(xlabel="step k", ylabel="θ_k", title="step responses on h0")
         axes[2].legend()
-    with report.figure(
-        "pid_vs_momentum.png",
-        "Training loss and test accuracy, PID vs momentum (mean ± sd)",
-        (5 * len(s.lrs), 8),
-    ) as fig:
+    caption = "Training loss and test accuracy, PID vs momentum (mean ± sd)"
+    with report.figure("pid_vs_momentum.png", caption, (5 * len(s.lrs), 8)) as fig:
         axes = fig.subplots(2, len(s.lrs), squeeze=False)
         for col, (lr, k) in enumerate(zip(s.lrs, kd, strict=True)):
-            for row, var in enumerate(("train_loss", "test_accuracy")):
-                plot_mean_band(
-                    axes[row, col], steps, mom[var].sel(learning_rate=lr).values, label="momentum"
-                )
-                plot_mean_band(
-                    axes[row, col],
-                    steps,
-                    pid[var].sel(learning_rate=lr, kd=k).values,
-                    label=f"PID kd={k:g}",
-                )
-                axes[row, col].set(xlabel="step", ylabel=var.replace("_", " "), title=f"a = {lr:g}")
+            for ax, var in zip(axes[:, col], ("train_loss", "test_accuracy"), strict=True):
+                plot_mean_band(ax, steps, mom[var].sel(learning_rate=lr).values, label="momentum")
+                pid_runs = pid[var].sel(learning_rate=lr, kd=k).values
+                plot_mean_band(ax, steps, pid_runs, label=f"PID kd={k:g}")
+                ax.set(xlabel="step", ylabel=var.replace("_", " "), title=f"a = {lr:g}")
             axes[1, col].axhline(s.target_accuracy, color="k", ls=":", lw=0.8)
             axes[0, col].legend(fontsize=8)
     return {k: {"poles": tf.poles(), "zeros": tf.zeros()} for k, tf in tfs.items()}

@@ -95,22 +95,10 @@ def run(s: Settings, report: Report) -> None:
     for optimizer, limits in s.limits:
         lrs = [limit(optimizer, 1.0) / target for target in limits]  # the limit is c / a
         name, fixed = OPTIMIZERS[optimizer]
+        setup = tr.full_batch_fc(s.widths, s.train_subset, s.sharpness_iters, s.dataset)
+        config = dict(steps=s.steps, eval_every=s.eval_every, track_sharpness=True, **setup)
         results[optimizer] = ds = tr.sweep(
-            {"learning_rate": lrs},
-            s.seeds,
-            dataset=s.dataset,
-            model="fc",
-            model_kwargs={"widths": s.widths, "activation": "tanh"},
-            optimizer=name,
-            loss="mse",
-            batch_size=None,
-            steps=s.steps,
-            eval_every=s.eval_every,
-            hparams=fixed,
-            train_subset=s.train_subset,
-            track_sharpness=True,
-            sharpness_subset=s.train_subset,
-            sharpness_iters=s.sharpness_iters,
+            {"learning_rate": lrs}, s.seeds, optimizer=name, hparams=fixed, **config
         )
         for i, lr in enumerate(lrs):
             sharp = ds["sharpness"].isel(learning_rate=i).values  # (seed, step)
@@ -134,36 +122,26 @@ def run(s: Settings, report: Report) -> None:
     for r in runs:
         beta = "" if r["beta"] is None else f", β={r['beta']}"
         r["ratio"] = r["final_sharpness"] / r["threshold"]
-        report.compare(
-            f"{r['optimizer']} a={r['learning_rate']:.4g}{beta}: final sharpness",
-            r["final_sharpness"],
-            r["threshold"],
-            rtol=RTOL,
-            label="max_stable_curvature",
-        )
+        quantity = f"{r['optimizer']} a={r['learning_rate']:.4g}{beta}: final sharpness"
+        measured, predicted = r["final_sharpness"], r["threshold"]
+        report.compare(quantity, measured, predicted, rtol=RTOL, label="max_stable_curvature")
     _figures(report, results)
     report.record(runs=runs, dataset=s.dataset)
 
 
 def _figures(report: Report, results: dict) -> None:
-    with report.figure(
-        "sharpness.png",
-        "Sharpness (top) and train loss (bottom); dashed: "
-        "max_stable_curvature at each learning rate",
-        (14, 7.5),
-    ) as fig:
+    caption = "Sharpness (top) and train loss (bottom); dashed: max_stable_curvature at each "
+    with report.figure("sharpness.png", f"{caption}learning rate", (14, 7.5)) as fig:
         axes = fig.subplots(2, len(results), sharex=True, squeeze=False)
         for col, (optimizer, ds) in enumerate(results.items()):
             steps = ds["step"].values
             for i, lr in enumerate(ds["learning_rate"].values):
                 threshold = limit(optimizer, float(lr))
                 axes[0, col].plot(steps, ds["sharpness"].isel(learning_rate=i).values.T, f"C{i}")
-                axes[0, col].axhline(
-                    threshold, ls="--", color=f"C{i}", label=f"a = {lr:.4g}: limit {threshold:.3g}"
-                )
-                axes[1, col].semilogy(
-                    steps, ds["train_loss"].isel(learning_rate=i).values.T, f"C{i}"
-                )
+                label = f"a = {lr:.4g}: limit {threshold:.3g}"
+                axes[0, col].axhline(threshold, ls="--", color=f"C{i}", label=label)
+                loss = ds["train_loss"].isel(learning_rate=i).values.T
+                axes[1, col].semilogy(steps, loss, f"C{i}")
             axes[0, col].set(title=f"{optimizer}: sharpness", ylabel="top Hessian eigenvalue")
             axes[1, col].set(title=f"{optimizer}: train loss", xlabel="step", ylabel="square loss")
             axes[0, col].legend(fontsize=8)

@@ -75,23 +75,10 @@ def late(curve: np.ndarray) -> float:
 
 
 def run(s: Settings, report: Report) -> None:
-    ds = tr.sweep(
-        {"learning_rate": list(s.learning_rates)},
-        1,
-        dataset="mnist1d",
-        model="fc",
-        model_kwargs={"widths": s.widths, "activation": "tanh"},
-        optimizer="adam",
-        loss="mse",
-        batch_size=None,
-        steps=s.steps,
-        eval_every=s.eval_every,
-        hparams={"b1": B1},
-        train_subset=s.examples,
-        track_preconditioned_sharpness=True,
-        sharpness_subset=s.examples,
-        sharpness_iters=s.lanczos_iters,
-    )
+    config = tr.full_batch_fc(s.widths, s.examples, s.lanczos_iters)
+    config |= dict(steps=s.steps, eval_every=s.eval_every, track_preconditioned_sharpness=True)
+    lrs = {"learning_rate": list(s.learning_rates)}
+    ds = tr.sweep(lrs, 1, optimizer="adam", hparams={"b1": B1}, **config)
     curves = ds.preconditioned_sharpness.isel(seed=0)
     limits = {lr: frozen_limit(lr) for lr in s.learning_rates}
     report.text(
@@ -104,13 +91,9 @@ def run(s: Settings, report: Report) -> None:
     )
     for i, lr in enumerate(s.learning_rates):
         value = late(curves.isel(learning_rate=i).values)
-        report.compare(
-            f"η = {lr:g}: frozen-Adam limit (max_stable_curvature)",
-            limits[lr],
-            (2 + 2 * B1) / (lr * (1 - B1)),
-            rtol=1e-6,
-            label="Cohen et al. 2022",
-        )
+        quantity = f"η = {lr:g}: frozen-Adam limit (max_stable_curvature)"
+        published = (2 + 2 * B1) / (lr * (1 - B1))
+        report.compare(quantity, limits[lr], published, rtol=1e-6, label="Cohen et al. 2022")
         report.compare(f"η = {lr:g}: late λ_max(P⁻¹H) / limit", value / limits[lr], 1.0, rtol=RTOL)
     caption = "Preconditioned sharpness (dashed: the frozen-Adam limit, linearize) and loss"
     with report.figure("preconditioned_sharpness.png", caption, (11, 4.2)) as fig:
@@ -122,11 +105,11 @@ def run(s: Settings, report: Report) -> None:
         left.set(xlabel="step", ylabel="λ_max(P⁻¹H)", yscale="log", title="full-batch Adam")
         right.set(xlabel="step", ylabel="train loss (square)", yscale="log")
         left.legend()
+    late_values = {lr: late(curves.sel(learning_rate=lr).values) for lr in s.learning_rates}
+    train_loss = ds.train_loss.isel(seed=0).values
     report.record(
         limits=limits,
-        late_preconditioned_sharpness={
-            lr: late(curves.sel(learning_rate=lr).values) for lr in s.learning_rates
-        },
+        late_preconditioned_sharpness=late_values,
         curves=curves.values,
-        train_loss=ds.train_loss.isel(seed=0).values,
+        train_loss=train_loss,
     )

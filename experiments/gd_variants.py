@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
+from experiments._quadratic import iterates, worst_rate
 from gdyn_jax.analysis import tail_rate
 
 TITLE = "Batch / stochastic / mini-batch GD on logistic loss; momentum in a ravine (Mopuri)"
@@ -64,23 +65,6 @@ def logistic_loss(params, x, y):
     return -jax.numpy.mean(jax.nn.log_sigmoid(y * (params[0] * x + params[1])))
 
 
-def trajectory(opt, grad, start, batches) -> np.ndarray:
-    """Iterates of ``opt`` from ``start`` with ``grad(params, batch)`` for each of ``batches``."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    def step(carry, batch):
-        params, state = carry
-        updates, state = opt.update(grad(params, batch), state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, state), params
-
-    start = jnp.asarray(start)
-    _, path = jax.lax.scan(step, (start, opt.init(start)), batches)
-    return np.concatenate([np.asarray(start)[None], np.asarray(path)])
-
-
 def sgd_path(x, y, batch_size: int, steps: int) -> np.ndarray:
     """SGD on mini-batches drawn without replacement in each epoch."""
     import jax
@@ -94,11 +78,9 @@ def sgd_path(x, y, batch_size: int, steps: int) -> np.ndarray:
     keys = jax.random.split(jax.random.key(0), steps // per_epoch)
     perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)[:, : per_epoch * batch_size]
     grad = jax.grad(logistic_loss)
-    return trajectory(
-        optimizers.sgd(LEARNING_RATE),
-        lambda p, idx: grad(p, x[idx], y[idx]),
-        START,
-        perms.reshape(-1, batch_size),
+    batches = perms.reshape(-1, batch_size)
+    return np.asarray(
+        iterates(optimizers.sgd(LEARNING_RATE), lambda p, i: grad(p, x[i], y[i]), START, batches)
     )
 
 
@@ -140,9 +122,8 @@ def logistic_part(s: Settings, report: Report) -> dict:
     )
     first = excess["batch"] / max(excess["stochastic"], excess["mini-batch"])
     report.bound("excess loss after one epoch: batch / the larger other", first, lower=1.0)
-    report.bound(
-        "roughness: stochastic / mini-batch", rough["stochastic"] / rough["mini-batch"], lower=1.0
-    )
+    ratio = rough["stochastic"] / rough["mini-batch"]
+    report.bound("roughness: stochastic / mini-batch", ratio, lower=1.0)
     report.bound("roughness: mini-batch / batch", rough["mini-batch"] / rough["batch"], lower=1.0)
     final = float(logistic_loss(long[-1], x, y))
     report.compare("batch, as many updates: final loss", final, best.fun, rtol=1e-3, label="scipy")
@@ -150,9 +131,8 @@ def logistic_part(s: Settings, report: Report) -> dict:
     w, b = np.meshgrid(np.linspace(-2.5, 4.0, 120), np.linspace(-2.5, 3.0, 120))
     loss = jax.vmap(lambda p: logistic_loss(p, x, y))(np.stack([w.ravel(), b.ravel()], 1))
     loss = np.asarray(loss).reshape(w.shape)
-    with report.figure(
-        "logistic_trajectories.png", "GD variants on the loss contours", (6.5, 5.2)
-    ) as fig:
+    caption = "GD variants on the loss contours"
+    with report.figure("logistic_trajectories.png", caption, (6.5, 5.2)) as fig:
         ax = fig.subplots()
         ax.contour(w, b, loss, levels=np.geomspace(loss.min() + 1e-3, loss.max(), 18))
         for (label, p), lw in zip(paths.items(), (2.5, 1.2, 0.8, 1.0), strict=True):
@@ -185,10 +165,9 @@ def ravine_part(s: Settings, report: Report) -> dict:
     }
     predicted, walks = {}, {}
     for k, (factory, hp) in rules.items():
-        grid = {n: np.asarray([v]) for n, v in hp.items()}
-        predicted[k] = float(np.ravel(linearize.convergence_rate(factory, grid, [h2, h1]))[0])
+        predicted[k] = worst_rate(factory, hp, [h2, h1])
         grad = lambda p, _: np.asarray(RAVINE) * p  # noqa: E731
-        walks[k] = trajectory(factory(**hp), grad, RAVINE_START, np.zeros(s.ravine_steps))
+        walks[k] = np.asarray(iterates(factory(**hp), grad, RAVINE_START, length=s.ravine_steps))
     norms = {k: np.linalg.norm(p, axis=1) for k, p in walks.items()}
     measured = {
         "GD": tail_rate(norms["GD"], skip=20, window=(1e-13, np.inf)),
@@ -201,37 +180,22 @@ def ravine_part(s: Settings, report: Report) -> dict:
         "this a. Predicted rates: `linearize.convergence_rate`; measured: the slope of "
         "log ||theta_k||. Zig-zag amplitude: max |theta_1| over steps 20-39."
     )
+    root = np.sqrt(a * h2)
     report.compare(
-        "heavy ball: tuned beta",
-        beta,
-        (1 - np.sqrt(a * h2)) ** 2,
-        rtol=0.01,
-        label="(1 - sqrt(a h2))^2",
+        "heavy ball: tuned beta", beta, (1 - root) ** 2, rtol=0.01, label="(1 - sqrt(a h2))^2"
     )
     for k, tol in (("GD", 0.01), ("heavy ball", 0.03)):
         report.compare(
             f"{k}: measured rate", measured[k], predicted[k], rtol=tol, label="linearize"
         )
-    report.compare(
-        "GD: linearize rate",
-        predicted["GD"],
-        max(abs(1 - a * h1), abs(1 - a * h2)),
-        rtol=1e-6,
-        label="max |1 - a h|",
-    )
-    report.compare(
-        "heavy ball: linearize rate",
-        predicted["heavy ball"],
-        1 - np.sqrt(a * h2),
-        rtol=0.01,
-        label="1 - sqrt(a h2)",
-    )
-    report.bound(
-        "zig-zag amplitude: heavy ball / GD", zigzag["heavy ball"] / zigzag["GD"], upper=1.0
-    )
-    with report.figure(
-        "ravine.png", "GD zig-zags across a ravine; momentum damps it", (11, 4.2)
-    ) as fig:
+    gd = max(abs(1 - a * h1), abs(1 - a * h2))
+    report.compare("GD: linearize rate", predicted["GD"], gd, rtol=1e-6, label="max |1 - a h|")
+    hb = predicted["heavy ball"]
+    report.compare("heavy ball: linearize rate", hb, 1 - root, rtol=0.01, label="1 - sqrt(a h2)")
+    ratio = zigzag["heavy ball"] / zigzag["GD"]
+    report.bound("zig-zag amplitude: heavy ball / GD", ratio, upper=1.0)
+    caption = "GD zig-zags across a ravine; momentum damps it"
+    with report.figure("ravine.png", caption, (11, 4.2)) as fig:
         left, right = fig.subplots(1, 2)
         u, v = np.meshgrid(np.linspace(-1.2, 1.2, 150), np.linspace(-0.3, 1.2, 150))
         left.contour(u, v, h1 * u**2 + h2 * v**2, levels=np.geomspace(2e-4, 2.0, 15), cmap="Greys")

@@ -50,25 +50,15 @@ class Settings:
     @classmethod
     def full(cls):
         search = (("grid_size", 81), ("rounds", 30))
-        return cls(
-            grid=400,
-            region_grid=300,
-            kappas=(10.0, 100.0, 1e3, 1e4),
-            dim=100,
-            steps=800,
-            search=search,
-        )
+        return cls(400, 300, (10.0, 100.0, 1e3, 1e4), 100, 800, search)
 
 
 def closed_form(kappa: float) -> dict:
     """Goh's optimal momentum and GD tunings and rates for curvatures in [1, kappa]."""
     sk = np.sqrt(kappa)
+    rate = (sk - 1) / (sk + 1)
     return {
-        "momentum": {
-            "learning_rate": (2 / (sk + 1)) ** 2,
-            "beta": ((sk - 1) / (sk + 1)) ** 2,
-            "rate": (sk - 1) / (sk + 1),
-        },
+        "momentum": {"learning_rate": (2 / (sk + 1)) ** 2, "beta": rate**2, "rate": rate},
         "gd": {"learning_rate": 2 / (kappa + 1), "rate": (kappa - 1) / (kappa + 1)},
     }
 
@@ -127,18 +117,12 @@ def run(s: Settings, report: Report) -> None:
         "closed loops of `linearize.linearize_grid` on a coarser grid. Goh prints the modulus of "
         "the complex poles as 2 sqrt(beta); their product is beta, so it is sqrt(beta)."
     )
-    report.compare(
-        "stability map = {a < 2(1+beta)}: fraction of points", boundary.mean(), 1.0, atol=0.005
-    )
+    quantity = "stability map = {a < 2(1+beta)}: fraction of points"
+    report.compare(quantity, boundary.mean(), 1.0, atol=0.005)
     report.compare("regions present (of 4)", sum(v > 0 for v in counts.values()), 4)
     for end, value in (("min", modulus[ripple].min()), ("max", modulus[ripple].max())):
-        report.compare(
-            f"ripple poles ({ripple.sum()} points): {end} modulus / sqrt(beta)",
-            value,
-            1.0,
-            atol=1e-9,
-            label="Goh prints 2",
-        )
+        quantity = f"ripple poles ({ripple.sum()} points): {end} modulus / sqrt(beta)"
+        report.compare(quantity, value, 1.0, atol=1e-9, label="Goh prints 2")
     table = []
     with jax.enable_x64(True):
         for kappa in s.kappas:
@@ -147,27 +131,20 @@ def run(s: Settings, report: Report) -> None:
                 ("momentum", optimizers.momentum, ("learning_rate", "beta")),
                 ("gd", optimizers.sgd, ("learning_rate",)),
             ):
-                hp, rate = linearize.optimal_hyperparameters(
-                    factory, 1.0, kappa, names=names, **dict(s.search)
-                )
+                search = dict(names=names, **dict(s.search))
+                hp, rate = linearize.optimal_hyperparameters(factory, 1.0, kappa, **search)
                 found[name] = {k: float(v) for k, v in hp.items()} | {"rate": float(rate)}
                 for key in (*names, "rate"):  # the rate to 0.5%, the tuning to 2%
+                    rtol = 0.005 if key == "rate" else 0.02
+                    quantity = f"kappa={kappa:g}: {name} {key}*"
                     report.compare(
-                        f"kappa={kappa:g}: {name} {key}*",
-                        found[name][key],
-                        cf[name][key],
-                        rtol=0.005 if key == "rate" else 0.02,
-                        label="Goh",
+                        quantity, found[name][key], cf[name][key], rtol=rtol, label="Goh"
                     )
             table.append({"kappa": kappa, "closed_form": cf, "library": found})
     eig, cf = np.geomspace(1.0, QUADRATIC_KAPPA, s.dim), closed_form(QUADRATIC_KAPPA)
-    rules = {
-        "momentum": (
-            optimizers.momentum,
-            {k: cf["momentum"][k] for k in ("learning_rate", "beta")},
-        ),
-        "gd": (optimizers.sgd, {"learning_rate": cf["gd"]["learning_rate"]}),
-    }
+    momentum = {k: cf["momentum"][k] for k in ("learning_rate", "beta")}
+    rules = {"momentum": (optimizers.momentum, momentum)}
+    rules["gd"] = (optimizers.sgd, {"learning_rate": cf["gd"]["learning_rate"]})
     quad = tuned_runs(report, rules, eig, s.steps, 10, f"quadratic kappa={QUADRATIC_KAPPA:g}")
     _figures(report, maps, table)
     report.record(
@@ -182,39 +159,23 @@ def run(s: Settings, report: Report) -> None:
 def _figures(report: Report, maps: dict, table: list) -> None:
     from matplotlib.colors import ListedColormap
 
-    with report.figure(
-        "rate_map.png", "Convergence rate over (a, beta) and Goh's four regions", (12, 4.8)
-    ) as fig:
+    caption = "Convergence rate over (a, beta) and Goh's four regions"
+    with report.figure("rate_map.png", caption, (12, 4.8)) as fig:
         left, right = fig.subplots(1, 2)
         rate = np.where(maps["stable"], maps["rate"], np.nan).T
         im = left.pcolormesh(maps["a"], maps["beta"], rate, vmin=0, vmax=1, shading="auto")
+        levels = [0.2, 0.4, 0.6, 0.8, 0.95]
         left.contour(
-            maps["a"],
-            maps["beta"],
-            maps["rate"].T,
-            levels=[0.2, 0.4, 0.6, 0.8, 0.95],
-            colors="w",
-            linewidths=0.6,
+            maps["a"], maps["beta"], maps["rate"].T, levels=levels, colors="w", linewidths=0.6
         )
         left.plot(maps["a"], np.clip(maps["a"] / 2 - 1, 0, None), "r--", label="a = 2(1+β)")
-        left.set(
-            ylim=(0, maps["beta"][-1]),
-            xlabel="learning rate a (λ = 1)",
-            ylabel="β",
-            title="Heavy-ball rate (white: divergence)",
-        )
+        left.set(ylim=(0, maps["beta"][-1]), xlabel="learning rate a (λ = 1)", ylabel="β")
+        left.set_title("Heavy-ball rate (white: divergence)")
         left.legend(loc="lower right", fontsize=8)
         fig.colorbar(im, ax=left, label="spectral radius per step")
         cmap = ListedColormap(["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
-        right.pcolormesh(
-            maps["region_a"],
-            maps["region_beta"],
-            maps["regions"].T,
-            cmap=cmap,
-            vmin=-0.5,
-            vmax=3.5,
-            shading="auto",
-        )
+        regions = (maps["region_a"], maps["region_beta"], maps["regions"].T)
+        right.pcolormesh(*regions, cmap=cmap, vmin=-0.5, vmax=3.5, shading="auto")
         for i, name in enumerate(REGIONS):
             right.plot([], [], "s", color=cmap(i), label=name)
         right.set(xlabel="learning rate a (λ = 1)", ylabel="β", title="Regions from the poles")

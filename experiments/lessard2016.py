@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
-from experiments._quadratic import tuned_runs
+from experiments._quadratic import iterates, tuned_runs, worst_rate
 
 TITLE = (
     "Worst-case rates of GD, heavy ball, Nesterov and Triple Momentum on quadratics and "
@@ -97,14 +97,10 @@ def tuning(method: str, kappa: float) -> tuple[str, dict, float | None]:
 
 def worst_case_rate(method: str, kappa: float, curvatures) -> float:
     """The largest spectral radius over ``curvatures`` (``linearize.convergence_rate``)."""
-    import jax
-
-    from gdyn_jax import linearize, optimizers
+    from gdyn_jax import optimizers
 
     name, hp, _ = tuning(method, kappa)
-    grid = {k: np.asarray([v], dtype=np.float64) for k, v in hp.items()}
-    with jax.enable_x64(True):
-        return float(np.max(linearize.convergence_rate(optimizers.get(name), grid, curvatures)))
+    return worst_rate(optimizers.get(name), hp, curvatures)
 
 
 def certified(method: str, kappa: float, iqc: str, tol: float = 1e-6):
@@ -127,34 +123,23 @@ def certification_threshold(method: str, iqc: str, rtol: float = 1e-3) -> float:
 def run(s: Settings, report: Report) -> None:
     from gdyn_jax import optimizers
 
-    rates = []
-    for kappa in s.kappas:
-        for m in METHODS:
-            name, hp, closed = tuning(m, kappa)
-            worst = worst_case_rate(m, kappa, np.linspace(1, kappa, s.curvatures))
-            rates.append(
-                {
-                    "kappa": kappa,
-                    "method": m,
-                    "optimizer": name,
-                    "hyperparameters": hp,
-                    "worst_case_rate": worst,
-                    "closed_form_rate": closed,
-                }
-            )
+    rates = [
+        dict(kappa=k, method=m, optimizer=name, hyperparameters=hp, closed_form_rate=closed)
+        | {"worst_case_rate": worst_case_rate(m, k, np.linspace(1, k, s.curvatures))}
+        for k in s.kappas
+        for m in METHODS
+        for name, hp, closed in [tuning(m, k)]
+    ]
     report.text(
         f"Worst case = the largest spectral radius of the closed loop over {s.curvatures} "
         "curvatures in [m, L] (m = 1, ends included), from `linearize.convergence_rate`; "
         "agreement within 0.1% of 1 - rate (the distance to 1 sets the iteration count)."
     )
     for r in rates:
-        gap = 1 - r["closed_form_rate"]
+        quantity = f"kappa={r['kappa']:g}: {r['method']} worst-case rate"
+        closed = r["closed_form_rate"]
         report.compare(
-            f"kappa={r['kappa']:g}: {r['method']} worst-case rate",
-            r["worst_case_rate"],
-            r["closed_form_rate"],
-            atol=1e-3 * gap,
-            label="Prop. 1",
+            quantity, r["worst_case_rate"], closed, atol=1e-3 * (1 - closed), label="Prop. 1"
         )
     report.table(
         ("kappa", *METHODS),
@@ -165,22 +150,16 @@ def run(s: Settings, report: Report) -> None:
         "theta_0 = 1; measured rate = slope of log ||theta_k|| from step 30 (a double pole at "
         "the worst curvature decays like k rho^k and biases the slope up by about 1%)."
     )
-    rules = {}
-    for m in METHODS:
-        name, hp, _ = tuning(m, QUADRATIC_KAPPA)
-        rules[m] = (optimizers.get(name), hp)
+    rules = {
+        m: (optimizers.get(name), hp)
+        for m in METHODS
+        for name, hp, _ in [tuning(m, QUADRATIC_KAPPA)]
+    }
     eig = np.linspace(1.0, QUADRATIC_KAPPA, s.dim)
     quad = tuned_runs(report, rules, eig, s.steps, 30, f"quadratic kappa={QUADRATIC_KAPPA:g}")
     robust = [
-        {
-            "kappa": k,
-            "method": m,
-            "iqc": iqc,
-            "certified_rate": r.rate,
-            "quadratic_rate": r.quadratic_rate,
-            "bracket": r.bracket,
-            "status": r.status,
-        }
+        dict(kappa=k, method=m, iqc=iqc, certified_rate=r.rate, quadratic_rate=r.quadratic_rate)
+        | {"bracket": r.bracket, "status": r.status}
         for k in s.robust_kappas
         for m in ROBUST_METHODS
         for iqc in ("sector", "off_by_one")
@@ -190,13 +169,13 @@ def run(s: Settings, report: Report) -> None:
     cycle = counterexample(s)
     _report_robust(report, s, robust, thresholds, cycle)
     _figures(report, rates, robust, cycle)
+    shown = {"iterates": cycle["iterates"][: COUNTEREXAMPLE["shown"]]}
     report.record(
         rates=rates,
         quadratic_run=quad,
         certified_rates=robust,
         certification_thresholds=thresholds,
-        counterexample={k: v for k, v in cycle.items() if k != "iterates"}
-        | {"iterates": cycle["iterates"][: COUNTEREXAMPLE["shown"]]},
+        counterexample={k: v for k, v in cycle.items() if k != "iterates"} | shown,
     )
 
 
@@ -220,7 +199,6 @@ def counterexample(s: Settings) -> dict:
     exact periodic orbit, and the interval of starts around 3.3 that end on the cycle."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     from gdyn_jax import optimizers
 
@@ -228,18 +206,7 @@ def counterexample(s: Settings) -> dict:
     opt = optimizers.get(name)(**hp)
 
     def one(x0):
-        def step(carry, _):
-            x, state = carry
-            updates, state = opt.update(_gradient(x), state, x)
-            x = optax.apply_updates(x, updates)
-            return (x, state), x
-
-        return jnp.concatenate(
-            [
-                x0[None],
-                jax.lax.scan(step, (x0, opt.init(x0)), None, length=COUNTEREXAMPLE["steps"])[1],
-            ]
-        )
+        return iterates(opt, lambda x, _: _gradient(x), x0, length=COUNTEREXAMPLE["steps"])
 
     lo, hi = COUNTEREXAMPLE["interval"]
     starts = np.linspace(lo - 0.1, hi + 0.1, s.starts)
@@ -274,12 +241,10 @@ def periodic_orbit(points: np.ndarray, a: float, beta: float) -> np.ndarray:
     z_{j+1} - (1 + beta - a s_j) z_j + beta z_{j-1} = -a c_j, indices mod p (numpy solve)."""
     slope = np.where((points >= 1) & (points < 2), 1.0, 25.0)
     offset = np.where(points < 1, 0.0, np.where(points < 2, 24.0, -24.0))
-    p = points.size
-    system = np.zeros((p, p))
-    for j in range(p):
-        system[j, (j + 1) % p] += 1.0
-        system[j, j] -= 1.0 + beta - a * slope[j]
-        system[j, (j - 1) % p] += beta
+    eye = np.eye(points.size)
+    system = (
+        np.roll(eye, 1, axis=1) - np.diag(1.0 + beta - a * slope) + beta * np.roll(eye, -1, axis=1)
+    )
     return np.linalg.solve(system, -a * offset)
 
 
@@ -292,94 +257,36 @@ def _report_robust(report: Report, s: Settings, rows: list, thresholds: dict, cy
     )
     for r in rows:
         kappa, method, iqc, rate = r["kappa"], r["method"], r["iqc"], r["certified_rate"]
-        gap, value = 1 / np.sqrt(kappa), np.nan if rate is None else rate
+        gap, value, at = 1 / np.sqrt(kappa), np.nan if rate is None else rate, f"kappa={kappa:g}"
         if method == "gd" and iqc == "sector":
-            report.compare(
-                f"kappa={kappa:g}: GD certified (sector)",
-                value,
-                (kappa - 1) / (kappa + 1),
-                atol=1e-4,
-                label="(kappa-1)/(kappa+1)",
-            )
+            closed, label = (kappa - 1) / (kappa + 1), "(kappa-1)/(kappa+1)"
+            report.compare(f"{at}: GD certified (sector)", value, closed, atol=1e-4, label=label)
         if method == "triple_momentum" and iqc == "off_by_one":
             excess = 1e-3 if kappa <= 100 else 5e-2  # certificates near-singular past 1e2
-            report.compare(
-                f"kappa={kappa:g}: Triple Momentum certified",
-                value,
-                1 - gap,
-                atol=excess * gap,
-                label="1 - 1/sqrt(kappa)",
-            )
+            quantity = f"{at}: Triple Momentum certified"
+            report.compare(quantity, value, 1 - gap, atol=excess * gap, label="1 - 1/sqrt(kappa)")
         if method == "heavy_ball" and kappa >= 25:
-            report.compare(
-                f"kappa={kappa:g}: heavy ball (Polyak), {iqc}: certificates found",
-                rate is not None,
-                0,
-                label=f"none, though its quadratic rate is {r['quadratic_rate']:.4f}",
-            )
+            quantity = f"{at}: heavy ball (Polyak), {iqc}: certificates found"
+            label = f"none, though its quadratic rate is {r['quadratic_rate']:.4f}"
+            report.compare(quantity, rate is not None, 0, label=label)
         if method == "nesterov" and iqc == "off_by_one" and kappa == 100:
-            report.compare(
-                "kappa=100: Nesterov certified / quadratic, in iterations",
-                np.log(r["quadratic_rate"]) / np.log(value),
-                1.4,
-                atol=0.05,
-                label="published",
-            )
+            quantity = "kappa=100: Nesterov certified / quadratic, in iterations"
+            ratio = np.log(r["quadratic_rate"]) / np.log(value)
+            report.compare(quantity, ratio, 1.4, atol=0.05, label="published")
     for (method, iqc), (published, rtol) in THRESHOLDS.items():
-        report.compare(
-            f"largest kappa certified: {method}, {iqc}",
-            thresholds[f"{method}/{iqc}"],
-            published,
-            rtol=rtol,
-            label="published",
-        )
-    lo, hi = COUNTEREXAMPLE["interval"]
-    tol = 0.01 + cycle["resolution"]  # the paper gives the interval to 0.01
-    report.bound(
-        "counterexample from x0 = 3.3: amplitude of the last 60 iterates",
-        cycle["amplitude"],
-        lower=1e-3,
-        label="a limit cycle",
-    )
-    report.compare(
-        "counterexample: cycle vs its exact periodic orbit (max error)",
-        cycle["orbit_error"],
-        0.0,
-        atol=1e-9,
-    )
-    report.compare(
-        f"counterexample: fraction of starts in [{lo}, {hi}] ending on the cycle",
-        cycle["fraction_of_paper_interval_on_cycle"],
-        1.0,
-        label="published",
-    )
-    for end, value, paper in (
-        ("lowest", cycle["interval"][0], lo),
-        ("highest", cycle["interval"][1], hi),
-    ):
-        report.compare(
-            f"counterexample: {end} start on the cycle", value, paper, atol=tol, label="published"
-        )
+        quantity, value = f"largest kappa certified: {method}, {iqc}", thresholds[f"{method}/{iqc}"]
+        report.compare(quantity, value, published, rtol=rtol, label="published")
+    _report_cycle(report, cycle)
     cell = {(r["kappa"], r["method"], r["iqc"]): r for r in rows}
 
-    def fmt(r):
-        return "none" if r["certified_rate"] is None else f"{r['certified_rate']:.5f}"
+    def text(k, m):
+        sector, off_by_one = (cell[k, m, iqc]["certified_rate"] for iqc in ("sector", "off_by_one"))
+        rates = " / ".join("none" if v is None else f"{v:.5f}" for v in (sector, off_by_one))
+        return f"{rates} ({cell[k, m, 'sector']['quadratic_rate']:.5f})"
 
     report.text("Certified rates, sector / off-by-one (quadratic rate), rows: kappa:")
-    report.table(
-        ("kappa", *ROBUST_METHODS),
-        [
-            (
-                k,
-                *(
-                    f"{fmt(cell[k, m, 'sector'])} / {fmt(cell[k, m, 'off_by_one'])} "
-                    f"({cell[k, m, 'sector']['quadratic_rate']:.5f})"
-                    for m in ROBUST_METHODS
-                ),
-            )
-            for k in s.robust_kappas
-        ],
-    )
+    table = [(k, *(text(k, m) for m in ROBUST_METHODS)) for k in s.robust_kappas]
+    report.table(("kappa", *ROBUST_METHODS), table)
     report.text(
         "Counterexample (§4.6): f = 25x²/2 (x < 1), x²/2 + 24x − 12 (1 ≤ x < 2), 25x²/2 − 24x + 36 "
         "(x ≥ 2); heavy ball with a = 1/9, beta = 4/9 (the package's `momentum`, x_-1 = x_0), "
@@ -390,45 +297,53 @@ def _report_robust(report: Report, s: Settings, rows: list, thresholds: dict, cy
     )
 
 
+def _report_cycle(report: Report, cycle: dict) -> None:
+    lo, hi = COUNTEREXAMPLE["interval"]
+    amplitude = "counterexample from x0 = 3.3: amplitude of the last 60 iterates"
+    report.bound(amplitude, cycle["amplitude"], lower=1e-3, label="a limit cycle")
+    orbit = "counterexample: cycle vs its exact periodic orbit (max error)"
+    report.compare(orbit, cycle["orbit_error"], 0.0, atol=1e-9)
+    fraction = f"counterexample: fraction of starts in [{lo}, {hi}] ending on the cycle"
+    report.compare(fraction, cycle["fraction_of_paper_interval_on_cycle"], 1.0, label="published")
+    tol = 0.01 + cycle["resolution"]  # the paper gives the interval to 0.01
+    for end, value, paper in zip(("lowest", "highest"), cycle["interval"], (lo, hi), strict=True):
+        quantity = f"counterexample: {end} start on the cycle"
+        report.compare(quantity, value, paper, atol=tol, label="published")
+
+
 def _figures(report: Report, rates: list, robust: list, cycle: dict) -> None:
+    def steps_per_efold(rows, key):
+        return [1 / (1 - (r[key] or np.nan)) for r in rows]
+
     with report.figure("rates_vs_kappa.png", "Worst-case rates on quadratics against kappa") as fig:
         ax = fig.subplots()
         for i, m in enumerate(METHODS):
             rows = [r for r in rates if r["method"] == m]
             k = [r["kappa"] for r in rows]
-            ax.loglog(
-                k,
-                [1 / (1 - r["closed_form_rate"]) for r in rows],
-                f"C{i}-",
-                label=f"{m}: closed form",
-            )
-            ax.loglog(
-                k, [1 / (1 - r["worst_case_rate"]) for r in rows], f"C{i}o", label=f"{m}: linearize"
-            )
+            for key, style, what in (
+                ("closed_form_rate", "-", "closed form"),
+                ("worst_case_rate", "o", "linearize"),
+            ):
+                ax.loglog(k, steps_per_efold(rows, key), f"C{i}{style}", label=f"{m}: {what}")
         ax.set(xlabel="κ = L/m", ylabel="steps per e-fold, 1/(1-ρ)")
         ax.legend(fontsize=7)
-    with report.figure(
-        "certified_rates.png",
-        "Rates certified over S(m, L) (solid, off-by-one IQC) and on quadratics (dotted)",
-        (7.2, 5.0),
-    ) as fig:
+    caption = "Rates certified over S(m, L) (solid, off-by-one IQC) and on quadratics (dotted)"
+    with report.figure("certified_rates.png", caption, (7.2, 5.0)) as fig:
         ax = fig.subplots()
         for i, m in enumerate(ROBUST_METHODS):
             rows = [r for r in robust if r["method"] == m and r["iqc"] == "off_by_one"]
-            k = np.array([r["kappa"] for r in rows])
-            ax.loglog(k, [1 / (1 - r["quadratic_rate"]) for r in rows], f"C{i}:")
-            cert = np.array([r["certified_rate"] or np.nan for r in rows], float)
-            ax.loglog(k, 1 / (1 - cert), f"C{i}o-", ms=4, label=f"{m}: certified")
+            k = [r["kappa"] for r in rows]
+            ax.loglog(k, steps_per_efold(rows, "quadratic_rate"), f"C{i}:")
+            certified_steps = steps_per_efold(rows, "certified_rate")
+            ax.loglog(k, certified_steps, f"C{i}o-", ms=4, label=f"{m}: certified")
         ax.set(xlabel="κ = L/m", ylabel="iterations per e-fold, 1/(1-ρ)")
         ax.legend(fontsize=7)
-    with report.figure(
-        "counterexample.png", "Heavy ball's limit cycle on LRP's counterexample", (10, 4.0)
-    ) as fig:
+    caption = "Heavy ball's limit cycle on LRP's counterexample"
+    with report.figure("counterexample.png", caption, (10, 4.0)) as fig:
         left, right = fig.subplots(1, 2)
         left.plot(cycle["iterates"][: COUNTEREXAMPLE["shown"]], "o-", ms=3)
-        left.set(
-            xlabel="iteration k", ylabel="x_k", title="heavy ball (a = 1/9, β = 4/9), x0 = 3.3"
-        )
+        left.set(xlabel="iteration k", ylabel="x_k")
+        left.set_title("heavy ball (a = 1/9, β = 4/9), x0 = 3.3")
         x = np.linspace(-2.5, 3.5, 400)
         right.plot(x, _function(x), "k-", lw=1)
         orbit = np.sort(cycle["orbit"])

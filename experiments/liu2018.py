@@ -26,11 +26,13 @@ steps show where and how it fails. Second part: on a quadratic with gradient noi
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from experiments._harness import Report
+from gdyn_jax.plotting import plot_bar_pairs
 
 TITLE = "Momentum SGD on streaming PCA: saddle escape vs stationary error (Liu et al. 2018)"
 SOURCE = "Liu, Chen, Zhou, Zhao, 'Toward deeper understanding of nonconvex stochastic "
@@ -68,16 +70,9 @@ class Settings:
 
     @classmethod
     def full(cls):
-        return cls(
-            (1.0, 0.5, 0.3, 0.2, 0.1, 0.05),
-            (0.0, 0.3, 0.6, 0.9),
-            (0.00025, 0.0005, 0.001, 0.0025, 0.005),
-            512,
-            200_000,
-            0.01,
-            8000,
-            2000,
-        )
+        eigenvalues, momenta = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05), (0.0, 0.3, 0.6, 0.9)
+        lrs = (0.00025, 0.0005, 0.001, 0.0025, 0.005)
+        return cls(eigenvalues, momenta, lrs, 512, 200_000, 0.01, 8000, 2000)
 
     @property
     def diffusion_constant(self) -> float:
@@ -152,35 +147,18 @@ def run(s: Settings, report: Report) -> None:
         p_esc, p_sta = fit_exponent(s.momenta, escape[:, j]), fit_exponent(s.momenta, err[:, j])
         report.compare(f"η={e:g}: escape-time exponent in 1/(1−μ)", p_esc, -1.0, atol=0.3)
         report.compare(f"η={e:g}: stationary-error exponent in 1/(1−μ)", p_sta, 1.0, atol=0.25)
-        report.bound(
-            f"η={e:g}: largest step of the escape time as μ grows",
-            np.max(np.diff(escape[:, j])),
-            upper=0.0,
-            label="decreasing",
-        )
-        report.bound(
-            f"η={e:g}: smallest step of the stationary error as μ grows",
-            np.min(np.diff(err[:, j])),
-            lower=0.0,
-            label="increasing",
-        )
-        for i, m in enumerate(s.momenta):
-            if regime[i, j] and m > 0:
-                report.compare(
-                    f"η={e:g}, μ={m:g}: stationary error / error at μ=0",
-                    err[i, j] / err[0, j],
-                    1 / (1 - m),
-                    rtol=0.1,
-                    label="1/(1−μ)",
-                )
-            if regime[i, j]:
-                report.compare(
-                    f"η={e:g}, μ={m:g}: stationary error",
-                    err[i, j],
-                    c * effective[i, j],
-                    rtol=0.1,
-                    label="C η/(1−μ)",
-                )
+        rise, drop = np.max(np.diff(escape[:, j])), np.min(np.diff(err[:, j]))
+        what = "largest step of the escape time as μ grows"
+        report.bound(f"η={e:g}: {what}", rise, upper=0.0, label="decreasing")
+        what = "smallest step of the stationary error as μ grows"
+        report.bound(f"η={e:g}: {what}", drop, lower=0.0, label="increasing")
+        for i in np.flatnonzero(regime[:, j]):
+            m, error, at = s.momenta[i], err[i, j], f"η={e:g}, μ={s.momenta[i]:g}"
+            if m > 0:
+                quantity = f"{at}: stationary error / error at μ=0"
+                report.compare(quantity, error / err[0, j], 1 / (1 - m), rtol=0.1, label="1/(1−μ)")
+            law = c * effective[i, j]
+            report.compare(f"{at}: stationary error", error, law, rtol=0.1, label="C η/(1−μ)")
     _effective_step_rows(report, s, escape, err, err_se)
     floor = noise_floor(s, report)
     _figures(report, s, overlap, escape, err, effective, floor)
@@ -197,51 +175,25 @@ def run(s: Settings, report: Report) -> None:
 def _effective_step_rows(report: Report, s: Settings, escape, err, err_se) -> None:
     """Equal eta/(1-mu), equal escape time and error; the error against the law, tabled."""
     effective = np.asarray(s.learning_rates)[None, :] / (1 - np.asarray(s.momenta)[:, None])
-    for (i, j), (k, l) in _same_effective_step(effective):
+    cells = list(np.ndindex(effective.shape))
+    for (i, j), (k, l) in itertools.combinations(cells, 2):
+        if not np.isclose(effective[i, j], effective[k, l], rtol=1e-9):
+            continue
         first, second = (s.momenta[i], s.learning_rates[j]), (s.momenta[k], s.learning_rates[l])
         tag = "(μ={:g}, η={:g}) vs (μ={:g}, η={:g})".format(*first, *second)
-        report.compare(
-            f"same η/(1−μ) = {effective[i, j]:g}, escape time: {tag}",
-            escape[i, j],
-            escape[k, l],
-            rtol=0.1,
-        )
-        report.compare(
-            f"same η/(1−μ) = {effective[i, j]:g}, stationary error: {tag}",
-            err[i, j],
-            err[k, l],
-            rtol=0.1,
-        )
+        for what, value in (("escape time", escape), ("stationary error", err)):
+            quantity = f"same η/(1−μ) = {effective[i, j]:g}, {what}: {tag}"
+            report.compare(quantity, value[i, j], value[k, l], rtol=0.1)
     report.text(
         "Measured stationary error / the diffusion law C η/(1−μ), against the effective "
         "step (scored above only in the diffusion regime; beyond it, the departure):"
     )
-    cells = sorted(np.ndindex(effective.shape), key=lambda ij: effective[ij])
-    report.table(
-        ("η/(1−μ)", "μ", "η", "error", "standard error", "error / law"),
-        [
-            (
-                effective[i, j],
-                s.momenta[i],
-                s.learning_rates[j],
-                err[i, j],
-                err_se[i, j],
-                err[i, j] / (s.diffusion_constant * effective[i, j]),
-            )
-            for i, j in cells
-        ],
-    )
-
-
-def _same_effective_step(effective: np.ndarray) -> list:
-    """Pairs of (momentum, learning rate) indices with equal eta/(1-mu)."""
-    cells = list(np.ndindex(effective.shape))
-    return [
-        (a, b)
-        for n, a in enumerate(cells)
-        for b in cells[n + 1 :]
-        if np.isclose(effective[a], effective[b], rtol=1e-9)
+    law = err / (s.diffusion_constant * effective)
+    rows = [
+        (effective[i, j], s.momenta[i], s.learning_rates[j], err[i, j], err_se[i, j], law[i, j])
+        for i, j in sorted(cells, key=lambda ij: effective[ij])
     ]
+    report.table(("η/(1−μ)", "μ", "η", "error", "standard error", "error / law"), rows)
 
 
 def noise_floor(s: Settings, report: Report) -> list[dict]:
@@ -268,28 +220,21 @@ def noise_floor(s: Settings, report: Report) -> list[dict]:
         return jax.lax.scan(step, init, jax.random.split(key, s.mc_steps))[0][0]
 
     keys = jax.random.split(jax.random.key(1), s.mc_seeds)
+    noise = QUAD_NOISE**2 * np.eye(h.size)
     with jax.enable_x64(True):
         run = jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))
         thetas = np.asarray(run(jnp.asarray(s.momenta), keys))
         rows = []
         for mu, theta in zip(s.momenta, thetas, strict=True):
             system = linearize.linearize(optimizers.momentum(QUAD_LEARNING_RATE, mu), np.diag(h))
-            cov = linearize.stationary_covariance(system, QUAD_NOISE**2 * np.eye(h.size))
+            cov = np.asarray(linearize.stationary_covariance(system, noise))
             excess = 0.5 * np.sum(h * theta**2, axis=1)
+            predicted = float(linearize.stationary_excess_loss(system, noise, np.diag(h)))
             rows.append(
-                {
-                    "momentum": mu,
-                    "learning_rate": QUAD_LEARNING_RATE,
-                    "predicted_variance": np.diag(np.asarray(cov))[: h.size],
-                    "monte_carlo_variance": theta.var(axis=0),
-                    "predicted_excess_loss": float(
-                        linearize.stationary_excess_loss(
-                            system, QUAD_NOISE**2 * np.eye(h.size), np.diag(h)
-                        )
-                    ),
-                    "monte_carlo_excess_loss": excess.mean(),
-                    "monte_carlo_excess_loss_se": excess.std() / np.sqrt(excess.size),
-                }
+                dict(momentum=mu, learning_rate=QUAD_LEARNING_RATE)
+                | dict(predicted_variance=np.diag(cov)[: h.size], monte_carlo_variance=theta.var(0))
+                | dict(predicted_excess_loss=predicted, monte_carlo_excess_loss=excess.mean())
+                | {"monte_carlo_excess_loss_se": excess.std() / np.sqrt(excess.size)}
             )
     tol = 4 * np.sqrt(2 / s.mc_seeds)  # 4 standard errors of a variance estimate
     report.text(
@@ -300,34 +245,23 @@ def noise_floor(s: Settings, report: Report) -> list[dict]:
     for r in rows:
         m = r["momentum"]
         for hi, mc, pred in zip(h, r["monte_carlo_variance"], r["predicted_variance"], strict=True):
-            report.compare(
-                f"μ={m:g}: Var θ along h={hi:g}, Monte-Carlo", mc, pred, rtol=tol, label="linearize"
-            )
-        report.compare(
-            f"μ={m:g}: excess loss, Monte-Carlo",
-            r["monte_carlo_excess_loss"],
-            r["predicted_excess_loss"],
-            rtol=tol,
-            label="linearize",
-        )
+            quantity = f"μ={m:g}: Var θ along h={hi:g}, Monte-Carlo"
+            report.compare(quantity, mc, pred, rtol=tol, label="linearize")
+        mc, pred = r["monte_carlo_excess_loss"], r["predicted_excess_loss"]
+        report.compare(f"μ={m:g}: excess loss, Monte-Carlo", mc, pred, rtol=tol, label="linearize")
         if m > 0 and rows[0]["momentum"] == 0:
-            report.compare(
-                f"μ={m:g}: predicted noise floor / floor at μ=0",
-                r["predicted_excess_loss"] / rows[0]["predicted_excess_loss"],
-                1 / (1 - m),
-                rtol=0.05,
-                label="1/(1−μ)",
-            )
+            quantity = f"μ={m:g}: predicted noise floor / floor at μ=0"
+            ratio = pred / rows[0]["predicted_excess_loss"]
+            report.compare(quantity, ratio, 1 / (1 - m), rtol=0.05, label="1/(1−μ)")
     return rows
 
 
 def _figures(report, s, overlap, escape, err, effective, floor) -> None:
     mus, etas = np.asarray(s.momenta), np.asarray(s.learning_rates)
-    with report.figure(
-        "pca_escape_stationary.png",
-        "Streaming PCA from a saddle: escape, and the stationary error against the effective step",
-        (15, 4.3),
-    ) as fig:
+    caption = (
+        "Streaming PCA from a saddle: escape, and the stationary error against the effective step"
+    )
+    with report.figure("pca_escape_stationary.png", caption, (15, 4.3)) as fig:
         left, middle, right = fig.subplots(1, 3)
         steps = BLOCK * np.arange(1, overlap.shape[-1] + 1)
         for i, mu in enumerate(mus):
@@ -348,25 +282,17 @@ def _figures(report, s, overlap, escape, err, effective, floor) -> None:
         )
         right.axhline(s.diffusion_constant, color="k", ls="--", label="diffusion law C")
         right.axvline(s.diffusion_limit, color="0.6", ls=":", label="scored up to here")
-        right.set(
-            xlabel="effective step η/(1−μ)",
-            ylabel="stationary error / (η/(1−μ))",
-            title="collapse onto the law, and the departure",
-        )
+        right.set(xlabel="effective step η/(1−μ)", ylabel="stationary error / (η/(1−μ))")
+        right.set_title("collapse onto the law, and the departure")
         for ax in (middle, right):
             ax.legend(fontsize=7)
     with report.figure("noise_floor.png", "Quadratic noise floor: linearize vs Monte-Carlo") as fig:
         ax = fig.subplots()
-        x = np.arange(len(floor))
-        ax.bar(x - 0.2, [r["predicted_excess_loss"] for r in floor], 0.4, label="linearize")
-        ax.bar(
-            x + 0.2,
-            [r["monte_carlo_excess_loss"] for r in floor],
-            0.4,
-            capsize=4,
-            yerr=[2 * r["monte_carlo_excess_loss_se"] for r in floor],
-            label="Monte-Carlo ± 2 se",
-        )
-        ax.set_xticks(x, [f"μ={r['momentum']:g}" for r in floor])
+        names = [f"μ={r['momentum']:g}" for r in floor]
+        predicted = [r["predicted_excess_loss"] for r in floor]
+        mc = [r["monte_carlo_excess_loss"] for r in floor]
+        se2 = [2 * r["monte_carlo_excess_loss_se"] for r in floor]
+        labels = ("linearize", "Monte-Carlo ± 2 se")
+        plot_bar_pairs(ax, names, predicted, mc, labels=labels, right_err=se2)
         ax.set(yscale="log", ylabel="stationary excess loss")
         ax.legend(fontsize=8)

@@ -12,11 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from experiments import _training as tr
 from experiments._harness import Report
-from gdyn_jax.plotting import plot_mean_band
+from gdyn_jax.plotting import plot_bar_pairs, plot_mean_band
 
 TITLE = "MNIST-1D: logistic / MLP / CNN / GRU test accuracy with Adam (Greydanus & Kobak 2024)"
 SOURCE = "Greydanus & Kobak, Scaling down deep learning with MNIST-1D, ICML 2024 (test accuracies)"
@@ -51,14 +49,8 @@ def run(s: Settings, report: Report) -> None:
     curves, accuracy, seconds = {}, {}, {}
     for key, model in MODELS.items():
         start = time.perf_counter()
-        ds = tr.sweep(
-            {"learning_rate": [LEARNING_RATE]},
-            s.seeds,
-            **tr.MNIST1D_MLP | {"model": model},
-            optimizer="adam",
-            steps=s.steps,
-            eval_every=s.eval_every,
-        )
+        config = tr.MNIST1D_MLP | {"model": model, "steps": s.steps, "eval_every": s.eval_every}
+        ds = tr.sweep({"learning_rate": [LEARNING_RATE]}, s.seeds, optimizer="adam", **config)
         seconds[key] = time.perf_counter() - start
         curves[key] = ds["test_accuracy"].isel(learning_rate=0)
         accuracy[key] = tr.mean_sd(curves[key].isel(step=-1).values)
@@ -70,13 +62,9 @@ def run(s: Settings, report: Report) -> None:
         + (" Tiny mode trains a few steps: far below the paper." if report.mode == "tiny" else "")
     )
     for key in MODELS:
-        report.compare(
-            f"{key} test accuracy (%), {tr.pm(accuracy[key], 100)} over {s.seeds} seeds",
-            100 * accuracy[key]["mean"],
-            100 * PUBLISHED[key],
-            atol=100 * ATOL,
-            label="published",
-        )
+        quantity = f"{key} test accuracy (%), {tr.pm(accuracy[key], 100)} over {s.seeds} seeds"
+        measured, published = 100 * accuracy[key]["mean"], 100 * PUBLISHED[key]
+        report.compare(quantity, measured, published, atol=100 * ATOL, label="published")
     report.text(
         "Wall time per model (compilation and all seeds, this machine): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
@@ -87,9 +75,8 @@ def run(s: Settings, report: Report) -> None:
 
 
 def _figures(report: Report, curves: dict, accuracy: dict) -> None:
-    with report.figure(
-        "test_accuracy_curves.png", "Test accuracy (mean ± sd); dashed: published", size=(7, 4.5)
-    ) as fig:
+    caption = "Test accuracy (mean ± sd); dashed: published"
+    with report.figure("test_accuracy_curves.png", caption, size=(7, 4.5)) as fig:
         ax = fig.subplots()
         for i, (key, curve) in enumerate(curves.items()):
             plot_mean_band(ax, curve["step"], 100 * curve.values, label=key, color=f"C{i}")
@@ -97,20 +84,11 @@ def _figures(report: Report, curves: dict, accuracy: dict) -> None:
         ax.set(xlabel="optimizer step", ylabel="test accuracy (%)", title="MNIST-1D, Adam")
         ax.legend(loc="lower right")
         ax.grid(alpha=0.3)
-    with report.figure(
-        "test_accuracy_bars.png", "Final test accuracy: measured and published", size=(6, 4)
-    ) as fig:
+    caption = "Final test accuracy: measured and published"
+    with report.figure("test_accuracy_bars.png", caption, size=(6, 4)) as fig:
         ax = fig.subplots()
-        x = np.arange(len(MODELS))
-        ax.bar(
-            x - 0.2,
-            [100 * accuracy[k]["mean"] for k in MODELS],
-            0.4,
-            yerr=[100 * accuracy[k]["sd"] for k in MODELS],
-            capsize=4,
-            label="measured",
-        )
-        ax.bar(x + 0.2, [100 * PUBLISHED[k] for k in MODELS], 0.4, label="published")
-        ax.set_xticks(x, list(MODELS))
+        mean, sd = ([100 * accuracy[k][m] for k in MODELS] for m in ("mean", "sd"))
+        published = [100 * PUBLISHED[k] for k in MODELS]
+        plot_bar_pairs(ax, MODELS, mean, published, labels=("measured", "published"), left_err=sd)
         ax.set(ylabel="final test accuracy (%)", ylim=(0, 100))
         ax.legend(loc="upper left")

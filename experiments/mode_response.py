@@ -117,12 +117,9 @@ def run(s: Settings, report: Report) -> None:
         for t in tests:
             a = t.hparams["learning_rate"]
             for i, (reg, err) in enumerate(zip(t.regimes, t.error, strict=True)):
-                report.bound(
-                    f"{name}, a = {a:.4g}: mode {i + 1} (a·λ = {a * values[i]:.3g}, {reg}) "
-                    "relative error",
-                    err,
-                    upper=UNSTABLE_RTOL if reg == "unstable" else STABLE_RTOL,
-                )
+                mode = f"{name}, a = {a:.4g}: mode {i + 1} (a·λ = {a * values[i]:.3g}, {reg})"
+                upper = UNSTABLE_RTOL if reg == "unstable" else STABLE_RTOL
+                report.bound(f"{mode} relative error", err, upper=upper)
                 if reg == "unstable":
                     report.bound(f"{name}: mode {i + 1} growth |p(T)|/c", t.growth[i], lower=10)
         seen = {reg for t in tests for reg in t.regimes}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments._harness import Report
+from gdyn_jax.plotting import plot_bar_pairs
 
 TITLE = "Optimizer state memory per parameter, measured from real states (Cui 2023 table)"
 SOURCE = "Cui 2023, 'Training Deep Neural Networks' (optimizer table, after P. Wirth)"
@@ -91,37 +92,24 @@ def run(s: Settings, report: Report) -> None:
     for row in rows:
         name = row["optimizer"]
         published, label = PUBLISHED[name]
-        report.compare(
-            f"{name}: state bytes per parameter",
-            row["bytes_per_param"],
-            published,
-            atol=0.5 if label.startswith("~") else 0.0,
-            label=f"published {label}",
-        )
-        report.compare(
-            f"{name}: library state_bytes_per_param",
-            row["library_bytes_per_param"],
-            row["bytes_per_param"],
-            atol=1e-6,
-            label="measured",
-        )
+        measured, atol = row["bytes_per_param"], 0.5 if label.startswith("~") else 0.0
+        quantity = f"{name}: state bytes per parameter"
+        report.compare(quantity, measured, published, atol=atol, label=f"published {label}")
+        quantity, library = f"{name}: library state_bytes_per_param", row["library_bytes_per_param"]
+        report.compare(quantity, library, measured, atol=1e-6, label="measured")
     report.text(
         "Tunable numeric hyperparameters (`optimizers.hyperparameters`; the paper counts only "
         "the commonly tuned ones, so these are listed, not scored):"
     )
-    report.table(
-        ("optimizer", "hyperparameters", "count"),
-        [
-            (r["optimizer"], ", ".join(r["hyperparameters"]), len(r["hyperparameters"]))
-            for r in rows
-        ],
-    )
+    table = [
+        (r["optimizer"], ", ".join(r["hyperparameters"]), len(r["hyperparameters"])) for r in rows
+    ]
+    report.table(("optimizer", "hyperparameters", "count"), table)
     with report.figure("state_memory.png", "Optimizer state per parameter", (7, 3.6)) as fig:
         ax = fig.subplots()
-        x = np.arange(len(rows))
-        ax.bar(x - 0.2, [r["bytes_per_param"] for r in rows], 0.4, label="measured")
-        ax.bar(x + 0.2, [PUBLISHED[r["optimizer"]][0] for r in rows], 0.4, label="published")
-        ax.set_xticks(x, [r["optimizer"] for r in rows])
+        names = [r["optimizer"] for r in rows]
+        measured, published = [r["bytes_per_param"] for r in rows], [PUBLISHED[k][0] for k in names]
+        plot_bar_pairs(ax, names, measured, published, labels=("measured", "published"))
         ax.set(ylabel="state bytes per parameter", title=f"float32 model, n = {n}")
         ax.legend()
     report.record(model=s.model, num_params=n, optimizers=rows)

@@ -148,23 +148,20 @@ def score(report: Report, results: dict, low: float, high: float) -> None:
     """The scored claims: label noise and FGSM cost accuracy; the noise floor's prediction."""
     for name, v in results.items():
         lost = 100 * (v[low]["accuracy"][:, 0].mean() - v[high]["accuracy"][:, 0].mean())
-        report.bound(
-            f"{name}: clean accuracy lost to {high:.0%} label noise (points)", lost, lower=5
-        )
+        quantity = f"{name}: clean accuracy lost to {high:.0%} label noise (points)"
+        report.bound(quantity, lost, lower=5)
         rises = sum(int(np.sum(np.diff(r["accuracy"].mean(0)) > 0)) for r in v.values())
         report.bound(f"{name}: times the FGSM accuracy rises with ε", rises, upper=0)
         ratio = v[high]["floor"].sigma2 / v[low]["floor"].sigma2
         report.bound(f"{name}: σ_q² at {high:.0%} / at {low:.0%} label noise", ratio, lower=1)
         for p, r in v.items():
             f, a_h = r["floor"], r["a"] * r["floor"].curvature
-            report.compare(
+            quantity = (
                 f"{name}, {p:.0%} noise, a·λ = {a_h:.3g}, q·∇L/σ_q = {f.gradient:.2g}: measured"
-                f" / predicted noise floor ({f.measured:.3g} / {f.predicted:.3g})",
-                f.measured / f.predicted,
-                1.0,
-                rtol=FLOOR_RTOL,
-                label="stationary_covariance",
+                f" / predicted noise floor ({f.measured:.3g} / {f.predicted:.3g})"
             )
+            ratio = f.measured / f.predicted
+            report.compare(quantity, ratio, 1.0, rtol=FLOOR_RTOL, label="stationary_covariance")
 
 
 def plot(report: Report, results: dict, eps: tuple[float, ...]) -> None:
@@ -177,13 +174,8 @@ def plot(report: Report, results: dict, eps: tuple[float, ...]) -> None:
                 ax.errorbar(eps, a.mean(0), a.std(0, ddof=1), capsize=3, label=f"{p:.0%} noise")
             ax.set(title=name, xlabel="FGSM ε", ylabel="test accuracy (%)")
         axes[0].legend(fontsize=8)
-        floors = np.array(
-            [
-                (r["floor"].predicted, r["floor"].measured)
-                for v in results.values()
-                for r in v.values()
-            ]
-        )
+        floors = [r["floor"] for v in results.values() for r in v.values()]
+        floors = np.array([(f.predicted, f.measured) for f in floors])
         axes[-1].loglog(*floors.T, "o")
         axes[-1].loglog(floors[:, 0], floors[:, 0], "k--", lw=1)
         axes[-1].set(xlabel="predicted (stationary_covariance)", ylabel="measured Var(q·θ)")

@@ -30,7 +30,6 @@ import numpy as np
 
 from experiments import _training as tr
 from experiments._harness import Report
-from gdyn_jax.analysis import best_setting
 from gdyn_jax.plotting import plot_mean_band
 
 TITLE = "Wilson et al. 2017: adaptive methods on the separable toy (~50% error) and tuned MNIST-1D"
@@ -158,27 +157,16 @@ def run(s: Settings, report: Report) -> None:
     )
     for name, r in ((k, toy_res[k]) for k in TOY_OPTIMIZERS):
         expected = neg if name in ADAPTIVE else 0.0
-        report.compare(
-            f"toy: {name} test error (%), {tr.pm(r['test_error'], 100)}",
-            100 * r["test_error"]["mean"],
-            100 * expected,
-            atol=5.0,
-            label="fraction of negatives" if name in ADAPTIVE else "published",
-        )
+        label = "fraction of negatives" if name in ADAPTIVE else "published"
+        error = r["test_error"]
+        quantity = f"toy: {name} test error (%), {tr.pm(error, 100)}"
+        report.compare(quantity, 100 * error["mean"], 100 * expected, atol=5.0, label=label)
     tuned, curves = {}, {}
     for name, lrs in s.lrs:
-        ds = tr.sweep(
-            {"learning_rate": list(lrs)},
-            s.seeds,
-            optimizer=name,
-            steps=s.steps,
-            eval_every=s.eval_every,
-            hparams={"beta": 0.9} if name == "momentum" else {},
-            **tr.MNIST1D_MLP,
-        )
-        best = best_setting(
-            ds["test_accuracy"].isel(step=-1), diverged=ds["diverged_at"] >= 0, diverged_score=0.0
-        )
+        config = dict(steps=s.steps, eval_every=s.eval_every, **tr.MNIST1D_MLP)
+        beta = {"beta": 0.9} if name == "momentum" else {}
+        ds = tr.sweep({"learning_rate": list(lrs)}, s.seeds, optimizer=name, hparams=beta, **config)
+        best = tr.best_accuracy(ds)
         tuned[name] = {
             "learning_rate": best.setting["learning_rate"],
             "diverged": best.diverged,
@@ -196,12 +184,10 @@ def run(s: Settings, report: Report) -> None:
     )
     for name in ("sgd", "momentum"):
         acc = tuned[name]["test_accuracy"]
-        report.bound(
-            f"tuned {name} (a={tuned[name]['learning_rate']:g}), {tr.pm(acc, 100)}%: "
-            "test accuracy − tuned Adam's (points)",
-            100 * (acc["mean"] - adam["mean"]),
-            lower=-200 * max(acc["sd"], adam["sd"], 0.005),
-        )
+        quantity = f"tuned {name} (a={tuned[name]['learning_rate']:g}), {tr.pm(acc, 100)}%"
+        lower = -200 * max(acc["sd"], adam["sd"], 0.005)
+        difference = 100 * (acc["mean"] - adam["mean"])
+        report.bound(f"{quantity}: test accuracy − tuned Adam's (points)", difference, lower=lower)
     _figures(report, toy_res, tuned, curves)
     report.record(toy=toy_res, mnist1d=tuned)
 
@@ -213,21 +199,14 @@ def _figures(report: Report, toy_res: dict, tuned: dict, curves: dict) -> None:
     ) as fig:
         ax = fig.subplots()
         names = list(TOY_OPTIMIZERS)
-        ax.bar(
-            names,
-            [100 * toy_res[k]["test_error"]["mean"] for k in names],
-            capsize=4,
-            yerr=[100 * toy_res[k]["test_error"]["sd"] for k in names],
-            color=["C3" if k in ADAPTIVE else "C0" for k in names],
-        )
+        mean, sd = ([100 * toy_res[k]["test_error"][m] for k in names] for m in ("mean", "sd"))
+        colors = ["C3" if k in ADAPTIVE else "C0" for k in names]
+        ax.bar(names, mean, capsize=4, yerr=sd, color=colors)
         ax.axhline(100 * neg, color="k", ls="--", label=f"fraction of negatives {100 * neg:.0f}%")
         ax.set(xlabel="optimizer", ylabel="test error (%)", title="Wilson et al. §3.3")
         ax.legend()
-    with report.figure(
-        "mnist1d_tuned.png",
-        "Tuned SGD, momentum and Adam on MNIST-1D (mean ± sd over seeds)",
-        (12, 4.5),
-    ) as fig:
+    caption = "Tuned SGD, momentum and Adam on MNIST-1D (mean ± sd over seeds)"
+    with report.figure("mnist1d_tuned.png", caption, (12, 4.5)) as fig:
         left, right = fig.subplots(1, 2)
         for name, ds in curves.items():
             label = f"{name}, a={tuned[name]['learning_rate']:g}"

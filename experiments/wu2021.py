@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments import _training as tr
 from experiments._harness import Report
-from gdyn_jax.analysis import best_setting, quadratic_model_loss, steps_to_target
+from gdyn_jax.analysis import quadratic_model_loss, steps_to_target
 from gdyn_jax.plotting import plot_mean_band, plot_root_locus, plot_step_response
 
 TITLE = "Wu et al. 2021: SGD / momentum / NAG step responses, root loci, settling maps, training"
@@ -76,9 +76,8 @@ def factory(name: str):
 
 
 def grid_of(name: str, s: Settings) -> dict:
-    return {"learning_rate": np.asarray(s.lrs)} | (
-        {} if name == "sgd" else {"beta": np.asarray(s.betas)}
-    )
+    betas = {} if name == "sgd" else {"beta": np.asarray(s.betas)}
+    return {"learning_rate": np.asarray(s.lrs)} | betas
 
 
 def run(s: Settings, report: Report) -> None:
@@ -88,13 +87,9 @@ def run(s: Settings, report: Report) -> None:
     rows, best = [], {}
     for name in FACTORIES:
         grid = grid_of(name, s)
+        config = dict(steps=s.steps, eval_every=s.eval_every, **tr.MNIST1D_MLP)
         ds = tr.sweep(
-            {k: list(v) for k, v in grid.items()},
-            s.seeds,
-            optimizer=FACTORIES[name],
-            steps=s.steps,
-            eval_every=s.eval_every,
-            **tr.MNIST1D_MLP,
+            {k: list(v) for k, v in grid.items()}, s.seeds, optimizer=FACTORIES[name], **config
         )
         loss = ds["train_loss"].transpose(*grid, "seed", "step").values
         measured = steps_to_target(ds["step"].values, loss, s.target_loss)
@@ -104,10 +99,8 @@ def run(s: Settings, report: Report) -> None:
         for index in np.ndindex(at_h0["stable"].shape):
             point = {k: float(v[i]) for (k, v), i in zip(grid.items(), index, strict=True)}
             rows.append(
-                {
-                    "optimizer": name,
-                    "beta": None,
-                    **point,
+                {"optimizer": name, "beta": None, **point}
+                | {
                     "K": float(grid["learning_rate"][index[0]] * h0),
                     "predicted_stable": bool(at_h0["stable"][index]),
                     "predicted_settling_at_h0": float(at_h0["settling"][index]),
@@ -116,9 +109,7 @@ def run(s: Settings, report: Report) -> None:
                     "diverged_fraction": float(diverged[index].mean()),
                 }
             )
-        top = best_setting(
-            ds["test_accuracy"].isel(step=-1), diverged=ds["diverged_at"] >= 0, diverged_score=0.0
-        )
+        top = tr.best_accuracy(ds)
         best[name] = {
             "setting": top.setting,
             "test_accuracy": tr.mean_sd(top.scores),
@@ -134,11 +125,8 @@ def predict_settling(name: str, grid: dict, curvature: float, steps: int = 20000
 
     info = linearize.step_info(linearize.linearize_grid(factory(name), grid, curvature), steps)
     stable = np.asarray(info["Stable"], bool)
-    return {
-        "stable": stable,
-        "settling": np.where(stable, info["SettlingTime"], np.inf),
-        "overshoot": np.where(stable, info["Overshoot"], np.inf),
-    }
+    settling, overshoot = (np.where(stable, info[k], np.inf) for k in ("SettlingTime", "Overshoot"))
+    return {"stable": stable, "settling": settling, "overshoot": overshoot}
 
 
 def predict_steps(name: str, grid: dict, curvature: list, s: Settings) -> np.ndarray:
@@ -146,10 +134,9 @@ def predict_steps(name: str, grid: dict, curvature: list, s: Settings) -> np.nda
     steps = np.arange(s.steps + 1)
     per_seed = []
     for c in curvature:
-        loss = c["loss"] + quadratic_model_loss(
-            factory(name), grid, c["nodes"], c["weights"], steps.size
-        )
-        per_seed.append(steps_to_target(steps, np.nan_to_num(loss, nan=np.inf), s.target_loss))
+        change = quadratic_model_loss(factory(name), grid, c["nodes"], c["weights"], steps.size)
+        loss = np.nan_to_num(c["loss"] + change, nan=np.inf)
+        per_seed.append(steps_to_target(steps, loss, s.target_loss))
     return np.median(per_seed, axis=0)
 
 
@@ -159,17 +146,18 @@ def spearman(x, y) -> tuple[float, int]:
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
-    return (float(spearmanr(x[keep], y[keep]).statistic) if keep.sum() >= 3 else np.nan), int(
-        keep.sum()
-    )
+    rho = float(spearmanr(x[keep], y[keep]).statistic) if keep.sum() >= 3 else np.nan
+    return rho, int(keep.sum())
 
 
 def training_rows(s, report: Report, rows: list, curvature: list, h0: float, best: dict) -> None:
-    measured = [r["measured_steps_to_target"] for r in rows]
-    rho_h0, n_h0 = spearman([r["predicted_settling_at_h0"] for r in rows], measured)
-    rho, n = spearman([r["predicted_steps_quadratic_model"] for r in rows], measured)
-    pairs = [(r["predicted_steps_quadratic_model"], r["measured_steps_to_target"]) for r in rows]
-    ratio = np.median([m / p for p, m in pairs if np.isfinite(p) and np.isfinite(m) and p > 0])
+    measured = np.array([r["measured_steps_to_target"] for r in rows])
+    at_h0 = np.array([r["predicted_settling_at_h0"] for r in rows])
+    model = np.array([r["predicted_steps_quadratic_model"] for r in rows])
+    rho_h0, n_h0 = spearman(at_h0, measured)
+    rho, n = spearman(model, measured)
+    both = np.isfinite(model) & np.isfinite(measured) & (model > 0)
+    ratio = np.median(measured[both] / model[both])
     flat = np.mean([c["weights"][c["nodes"] <= 0].sum() / c["weights"].sum() for c in curvature])
     report.text(
         f"Training: MNIST-1D residual MLP, cross-entropy, batch 100, β ∈ {s.betas} for momentum "
@@ -182,18 +170,12 @@ def training_rows(s, report: Report, rows: list, curvature: list, h0: float, bes
         "mini-batch noise ignored. Each Spearman correlation is over the grid points where both "
         "numbers are finite: settings that neither diverge nor stall within the run."
     )
-    report.bound(
-        f"Spearman, quadratic model over the gradient's spectrum vs measured steps ({n} points)",
-        rho,
-        lower=0.5,
-        label="same ordering",
-    )
-    report.bound(
-        f"Spearman, 2% settling at h0 vs measured steps ({n_h0} points)",
-        rho_h0,
-        lower=0.5,
-        label="same ordering",
-    )
+    for what, value, points in (
+        ("quadratic model over the gradient's spectrum", rho, n),
+        ("2% settling at h0", rho_h0, n_h0),
+    ):
+        quantity = f"Spearman, {what} vs measured steps ({points} points)"
+        report.bound(quantity, value, lower=0.5, label="same ordering")
     report.text(
         f"Median measured / predicted steps for the quadratic model: {ratio:.2g} (it ignores "
         "the mini-batch noise and the curvature that changes along the way). At h0, most "
@@ -201,16 +183,12 @@ def training_rows(s, report: Report, rows: list, curvature: list, h0: float, bes
         "set by the pole modulus √β whatever a is: the sharpest direction decides stability, "
         "not how fast the loss falls."
     )
-    groups = {"stable": [r for r in rows if r["predicted_stable"]]}
-    groups["unstable"] = [r for r in rows if not r["predicted_stable"]]
-    for kind, group in ((k, g) for k, g in groups.items() if g):
-        diverged = np.mean([r["diverged_fraction"] >= 0.5 for r in group])
-        outcome = "diverged" if kind == "unstable" else "trained without diverging"
-        report.compare(
-            f"predicted {kind} at h0 ({len(group)} points): fraction that {outcome} (most seeds)",
-            diverged if kind == "unstable" else 1 - diverged,
-            1.0,
-        )
+    for kind, stable in (("stable", True), ("unstable", False)):
+        group = [r["diverged_fraction"] >= 0.5 for r in rows if r["predicted_stable"] == stable]
+        if group:
+            outcome = "trained without diverging" if stable else "diverged"
+            quantity = f"predicted {kind} at h0 ({len(group)} points): fraction that {outcome}"
+            report.compare(f"{quantity} (most seeds)", abs(float(stable) - np.mean(group)), 1.0)
     report.text(
         "Where the stability rows fail, the linear loop at initialisation is not the whole story: "
         "a setting unstable at h0 can survive by lowering its sharpness (the catapult), and one "
@@ -222,58 +200,43 @@ def training_rows(s, report: Report, rows: list, curvature: list, h0: float, bes
         )
         + "."
     )
-    with report.figure(
-        "settling_vs_training.png", "Predicted vs measured steps to the target loss", (7.5, 5.5)
-    ) as fig:
-        ax = fig.subplots()
-        for i, name in enumerate(FACTORIES):
-            sel = [r for r in rows if r["optimizer"] == name]
-            y = [r["measured_steps_to_target"] for r in sel]
-            ax.scatter(
-                [r["predicted_steps_quadratic_model"] for r in sel],
-                y,
-                color=f"C{i}",
-                label=f"{name}: quadratic model",
-            )
-            ax.scatter(
-                [r["predicted_settling_at_h0"] for r in sel],
-                y,
-                color=f"C{i}",
-                marker="x",
-                label=f"{name}: settling at h0",
-            )
-        ax.plot([1, s.steps], [1, s.steps], "k:", lw=0.8, label="equal")
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="predicted steps",
-            ylabel="measured steps (median over seeds)",
-            title="MNIST-1D MLP (unreached or unstable points omitted)",
-        )
-        ax.legend(fontsize=7)
-    with report.figure(
-        "test_accuracy_sgd_momentum_nag.png",
-        "Test accuracy of the best settings (mean ± sd over seeds)",
-        (7, 4.5),
-    ) as fig:
-        ax = fig.subplots()
-        for name, b in best.items():
-            plot_mean_band(
-                ax, b["curve"]["step"], 100 * b["curve"].values, label=f"{name}: {b['label']}"
-            )
-        ax.set(xlabel="step", ylabel="test accuracy (%)")
-        ax.legend()
+    training_figures(report, s, rows, best)
     report.record(
         curvature=curvature,
         initial_sharpness=h0,
         grid=rows,
         spearman_quadratic_model=rho,
         spearman_settling_at_h0=rho_h0,
-        best={
-            k: {"setting": b["setting"], "test_accuracy": b["test_accuracy"]}
-            for k, b in best.items()
-        },
+        best={k: {key: b[key] for key in ("setting", "test_accuracy")} for k, b in best.items()},
     )
+
+
+def training_figures(report: Report, s: Settings, rows: list, best: dict) -> None:
+    caption = "Predicted vs measured steps to the target loss"
+    with report.figure("settling_vs_training.png", caption, (7.5, 5.5)) as fig:
+        ax = fig.subplots()
+        for i, name in enumerate(FACTORIES):
+            sel = [r for r in rows if r["optimizer"] == name]
+            y = [r["measured_steps_to_target"] for r in sel]
+            for key, marker, what in (
+                ("predicted_steps_quadratic_model", "o", "quadratic model"),
+                ("predicted_settling_at_h0", "x", "settling at h0"),
+            ):
+                x = [r[key] for r in sel]
+                ax.scatter(x, y, color=f"C{i}", marker=marker, label=f"{name}: {what}")
+        ax.plot([1, s.steps], [1, s.steps], "k:", lw=0.8, label="equal")
+        ax.set(xscale="log", yscale="log", xlabel="predicted steps")
+        ax.set_ylabel("measured steps (median over seeds)")
+        ax.set_title("MNIST-1D MLP (unreached or unstable points omitted)")
+        ax.legend(fontsize=7)
+    caption = "Test accuracy of the best settings (mean ± sd over seeds)"
+    with report.figure("test_accuracy_sgd_momentum_nag.png", caption, (7, 4.5)) as fig:
+        ax = fig.subplots()
+        for name, b in best.items():
+            curve = b["curve"]
+            plot_mean_band(ax, curve["step"], 100 * curve.values, label=f"{name}: {b['label']}")
+        ax.set(xlabel="step", ylabel="test accuracy (%)")
+        ax.legend()
 
 
 def theory(s: Settings, report: Report) -> None:
@@ -286,33 +249,22 @@ def theory(s: Settings, report: Report) -> None:
         n: linearize.transfer_function(linearize.linearize(factory(n)(A, BETA), 1.0)).zeros()
         for n in ("momentum", "nag")
     }
+    nag_zero, mom_zero = float(np.real(zeros["nag"][0])), float(np.abs(zeros["momentum"][0]))
+    expected = BETA / (1 + BETA)
     report.compare(
-        f"NAG closed-loop zero at β={BETA}",
-        float(np.real(zeros["nag"][0])),
-        BETA / (1 + BETA),
-        rtol=1e-6,
-        label="β/(1+β)",
+        f"NAG closed-loop zero at β={BETA}", nag_zero, expected, rtol=1e-6, label="β/(1+β)"
     )
-    report.compare(
-        f"momentum closed-loop zero at β={BETA}",
-        float(np.abs(zeros["momentum"][0])),
-        0.0,
-        atol=1e-9,
-        label="Kz numerator",
-    )
+    quantity = f"momentum closed-loop zero at β={BETA}"
+    report.compare(quantity, mom_zero, 0.0, atol=1e-9, label="Kz numerator")
     for name, formula, expected in (
         ("sgd", "2/a", 2 / A),
         ("momentum", "(2+2β)/a", (2 + 2 * BETA) / A),
         ("nag", "(2+2β)/((1+2β)a)", (2 + 2 * BETA) / ((1 + 2 * BETA) * A)),
     ):
         opt = factory(name)(A) if name == "sgd" else factory(name)(A, BETA)
-        report.compare(
-            f"{name} stability limit at a={A}" + ("" if name == "sgd" else f", β={BETA}"),
-            linearize.max_stable_curvature(opt),
-            expected,
-            rtol=1e-6,
-            label=formula,
-        )
+        quantity = f"{name} stability limit at a={A}" + ("" if name == "sgd" else f", β={BETA}")
+        limit = linearize.max_stable_curvature(opt)
+        report.compare(quantity, limit, expected, rtol=1e-6, label=formula)
     overshoot = linearize.step_info(linearize.linearize(factory("sgd")(0.3), 1.0))["Overshoot"]
     report.compare("SGD overshoot at K=0.3 (first order: monotone)", overshoot, 0.0, atol=1e-9)
     lrs, betas = np.linspace(0.02, 4.0, s.map_size), np.linspace(0.0, 0.98, s.map_size)
@@ -320,16 +272,11 @@ def theory(s: Settings, report: Report) -> None:
     maps = {n: predict_settling(n, plane, 1.0, 3000) for n in ("momentum", "nag")}
     mom, nag = maps["momentum"]["overshoot"], maps["nag"]["overshoot"]
     both = np.isfinite(mom) & np.isfinite(nag)  # stable in both
-    small = both & (lrs[:, None] <= 1.0)
-    report.compare(
-        "fraction of stable map points with K ≤ 1 where NAG overshoots no more than momentum",
-        np.mean(nag[small] <= mom[small] + 1e-9),
-        1.0,
-        atol=0.05,
-        label="Wu et al.",
-    )
+    small, no_more = both & (lrs[:, None] <= 1.0), nag <= mom + 1e-9
+    quantity = "fraction of stable map points with K ≤ 1 where NAG overshoots no more than momentum"
+    report.compare(quantity, np.mean(no_more[small]), 1.0, atol=0.05, label="Wu et al.")
     report.text(
-        f"Over the whole stable map the fraction is {np.mean(nag[both] <= mom[both] + 1e-9):.2f}: "
+        f"Over the whole stable map the fraction is {np.mean(no_more[both]):.2f}: "
         "for K > 1 NAG's poles turn negative real and it overshoots more than momentum, "
         "before its earlier stability limit (2+2β)/(1+2β) < 2+2β."
     )
@@ -339,59 +286,38 @@ def theory(s: Settings, report: Report) -> None:
 def theory_figures(report: Report, lrs, betas, maps: dict, zeros: dict) -> None:
     from gdyn_jax import linearize
 
-    with report.figure(
-        "step_responses.png", "Step responses of SGD, momentum and NAG (h = 1)", (15, 4.2)
-    ) as fig:
-        for ax, (name, cases) in zip(
-            fig.subplots(1, 3, sharey=True), STEP_CASES.items(), strict=True
-        ):
+    caption = "Step responses of SGD, momentum and NAG (h = 1)"
+    with report.figure("step_responses.png", caption, (15, 4.2)) as fig:
+        axes = fig.subplots(1, 3, sharey=True)
+        for ax, (name, cases) in zip(axes, STEP_CASES.items(), strict=True):
             for a, b in cases:
                 opt = factory(name)(a) if b is None else factory(name)(a, b)
-                plot_step_response(
-                    ax,
-                    linearize.step_response(linearize.linearize(opt, 1.0), 60),
-                    label=f"a={a:g}" + ("" if b is None else f", β={b:g}"),
-                )
+                label = f"a={a:g}" + ("" if b is None else f", β={b:g}")
+                response = linearize.step_response(linearize.linearize(opt, 1.0), 60)
+                plot_step_response(ax, response, label=label)
             ax.set(title=f"{name}: step response", ylim=(-0.5, 2.2))
             ax.legend(fontsize=8)
-    with report.figure(
-        "root_loci.png",
-        "Root loci in the learning rate (h = 1); circles: zeros at a = 0.5",
-        (17, 5),
-    ) as fig:
+    caption = "Root loci in the learning rate (h = 1); circles: zeros at a = 0.5"
+    with report.figure("root_loci.png", caption, (17, 5)) as fig:
         a = np.linspace(0.01, 4.0, 400)
         for ax, name in zip(fig.subplots(1, 3), FACTORIES, strict=True):
             fixed = {} if name == "sgd" else {"beta": BETA}
             poles = linearize.root_locus(factory(name), "learning_rate", a, 1.0, **fixed)
-            plot_root_locus(
-                ax,
-                a,
-                poles,
-                name="learning rate a",
-                title=f"{name}" + (f", β = {BETA}" if fixed else ""),
-            )
+            title = f"{name}" + (f", β = {BETA}" if fixed else "")
+            plot_root_locus(ax, a, poles, name="learning rate a", title=title)
             z = zeros.get(name, np.array([]))
             ax.plot(np.real(z), np.imag(z), "o", mfc="none", mec="r", ms=10)
-    with report.figure(
-        "settling_overshoot_maps.png",
-        "Settling time and overshoot over (a, β) at h = 1; white: unstable",
-        (12, 9),
-    ) as fig:
+    caption = "Settling time and overshoot over (a, β) at h = 1; white: unstable"
+    with report.figure("settling_overshoot_maps.png", caption, (12, 9)) as fig:
         axes = fig.subplots(2, 2)
         extent = [betas[0], betas[-1], lrs[0], lrs[-1]]
         for col, name in enumerate(("momentum", "nag")):
             m = {k: np.where(maps[name]["stable"], v, np.nan) for k, v in maps[name].items()}
             panels = (
-                (np.log10(np.maximum(m["settling"], 1)), "log10 2% settling time (steps)"),
-                (m["overshoot"], "overshoot (%, clipped at 100)"),
+                (np.log10(np.maximum(m["settling"], 1)), "log10 2% settling time (steps)", None),
+                (m["overshoot"], "overshoot (%, clipped at 100)", 100),
             )
-            for row, (value, label) in enumerate(panels):
-                im = axes[row, col].imshow(
-                    value,
-                    origin="lower",
-                    aspect="auto",
-                    extent=extent,
-                    vmax=None if row == 0 else 100,
-                )
-                fig.colorbar(im, ax=axes[row, col], label=label)
-                axes[row, col].set(title=name, xlabel="momentum β", ylabel="learning rate a (= K)")
+            for ax, (value, label, vmax) in zip(axes[:, col], panels, strict=True):
+                im = ax.imshow(value, origin="lower", aspect="auto", extent=extent, vmax=vmax)
+                fig.colorbar(im, ax=ax, label=label)
+                ax.set(title=name, xlabel="momentum β", ylabel="learning rate a (= K)")

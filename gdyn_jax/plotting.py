@@ -18,6 +18,7 @@ __all__ = [
     "plot_root_locus",
     "analysis_figure",
     "plot_mean_band",
+    "plot_bar_pairs",
 ]
 
 
@@ -119,4 +120,16 @@ def plot_mean_band(ax, steps, runs, *, label: str | None = None, color=None, **k
         sd = np.nanstd(runs, axis=0, ddof=1) if runs.shape[0] > 1 else np.zeros_like(mean)
     (line,) = ax.plot(steps, mean, label=label, color=color, **kwargs)
     ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+    return ax
+
+
+def plot_bar_pairs(
+    ax, names, left, right, *, labels: tuple[str, str], left_err=None, right_err=None
+):
+    """Two bars per name, side by side (e.g. measured beside published or predicted), each pair
+    of bars with optional symmetric error bars (``±err``); the names label the x axis."""
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, left, 0.4, yerr=left_err, capsize=4, label=labels[0])
+    ax.bar(x + 0.2, right, 0.4, yerr=right_err, capsize=4, label=labels[1])
+    ax.set_xticks(x, [str(n) for n in names])
     return ax
