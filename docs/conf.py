@@ -74,7 +74,7 @@ nitpick_ignore_regex = [
     (r"py:exc", r"(ValueError|TypeError|KeyError|RuntimeError|OSError|UsageError)"),
     # aliases of gdyn_jax.sweep.train; flax.linen
     (r"py:class", r"(Metrics|Kernels|HParams|nn\..*)"),
-    (r"py:.*", r"(importlib|functools|inspect|dataclasses|contextlib)(\..*)?"),
+    (r"py:.*", r"(importlib|functools|inspect|dataclasses|contextlib|os)(\..*)?"),
 ]
 
 #: Public modules of the API reference, in the order of the reference's table of contents.
@@ -85,10 +85,18 @@ PUBLIC_MODULES = (
     "gdyn_jax.models",
     "gdyn_jax.sweep",
     "gdyn_jax.hessian",
+    "gdyn_jax.modes",
+    "gdyn_jax.noise_floor",
+    "gdyn_jax.adversarial",
+    "gdyn_jax.analysis",
     "gdyn_jax.plotting",
+    "gdyn_jax.files",
     "gdyn_jax.errors",
     "gdyn_jax.imports",
 )
+
+#: Modules of the package that are not a library API: the command line.
+COMMAND_LINE_MODULES = ("gdyn_jax.cli", "gdyn_jax.commands")
 
 #: Modules of the implementation whose docstrings carry the maths and the proofs.
 INTERNAL_MODULES = (
@@ -102,6 +110,10 @@ INTERNAL_MODULES = (
     "gdyn_jax.sweep.train",
     "gdyn_jax.sweep.grid",
     "gdyn_jax.sweep.data",
+    "gdyn_jax.sweep.groups",
+    "gdyn_jax.sweep.outdir",
+    "gdyn_jax.sweep.storage",
+    "gdyn_jax.sweep.checkpoint",
 )
 
 

@@ -111,6 +111,24 @@ def test_api_reference_lists_every_public_name(site: pathlib.Path):
     assert not missing, missing
 
 
+def test_every_module_of_the_package_is_in_the_api_reference():
+    """A new module of ``gdyn_jax`` (or of one of its packages) cannot be left out."""
+    import pkgutil
+
+    import gdyn_jax
+
+    sys.path.insert(0, str(DOCS))
+    try:
+        conf = importlib.import_module("conf")
+    finally:
+        sys.path.remove(str(DOCS))
+    listed = set(conf.PUBLIC_MODULES + conf.INTERNAL_MODULES + conf.COMMAND_LINE_MODULES)
+    top = [f"gdyn_jax.{m.name}" for m in pkgutil.iter_modules(gdyn_jax.__path__)]
+    missing = [name for name in top if not name.split(".")[-1].startswith("_")]
+    missing = [name for name in missing if name not in listed]
+    assert not missing, f"add to PUBLIC_MODULES in docs/conf.py: {missing}"
+
+
 def test_notebooks_are_rendered_with_outputs(site: pathlib.Path):
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         page = (site / "notebooks" / f"{path.stem}.html").read_text(encoding="utf-8")
