@@ -110,6 +110,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def table_row(cells: Iterable[Any]) -> str:
+    """One markdown table row; a ``|`` inside a cell (as in ``|1 - a h|``) is escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
 def write_text_atomic(path: pathlib.Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, with the usual permissions (``gdyn_jax.files``)."""
     path = pathlib.Path(path)
@@ -188,8 +193,8 @@ class Report:
 
     def table(self, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Add a markdown table (cells formatted with :func:`fmt`); it is shown, not scored."""
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+        lines = [table_row(header), "|" + "---|" * len(header)]
+        lines += [table_row(fmt(c) for c in row) for row in rows]
         self.paragraphs.append("\n".join(lines))
 
     def compare(
@@ -278,9 +283,7 @@ class Report:
             ]
             for c in self.comparisons:
                 verdict = "yes" if c.agrees else "**no**"
-                lines.append(
-                    f"| {c.quantity} | {fmt(c.measured)} | {c.expected_cell()} | {verdict} |"
-                )
+                lines.append(table_row([c.quantity, fmt(c.measured), c.expected_cell(), verdict]))
             lines.append("")
         for filename, caption in self.figures:
             lines += [f"![{caption}]({filename})", "", f"*{caption}*", ""]

@@ -31,13 +31,11 @@ __all__ = [
 class Best(NamedTuple):
     """The best setting of a sweep.
 
-    Attributes:
-      setting: coordinate value of each setting dimension (a float, or what the coordinate
-        holds), e.g. ``{'learning_rate': 0.1, 'beta': 0.9}``.
-      index: the integer position along each setting dimension (for ``isel``).
-      score: the mean over seeds, diverged members counted at ``diverged_score``.
-      scores: the per-seed scores (NaN for a diverged member).
-      diverged: how many of its seeds diverged.
+    Its fields: ``setting``, the coordinate value of each setting dimension (a float, or what
+    the coordinate holds), e.g. ``{'learning_rate': 0.1, 'beta': 0.9}``; ``index``, the
+    integer position along each setting dimension (for ``isel``); ``score``, the mean over
+    seeds, diverged members counted at ``diverged_score``; ``scores``, the per-seed scores
+    (NaN for a diverged member); ``diverged``, how many of its seeds diverged.
     """
 
     setting: dict[str, Any]

@@ -50,9 +50,9 @@ __all__ = [
     "relative_error",
 ]
 
-#: the behaviours of a loop, from its dominant pole z: real in (0, 1) (monotone decay),
-#: complex inside the unit circle (decaying oscillation), real in (-1, 0) (sign flips every
-#: step), outside the unit circle (growth)
+#: The behaviours of a loop, named after its dominant pole z (in order, z real in (0, 1) for
+#: a monotone decay; complex inside the unit circle for a decaying oscillation; real in
+#: (-1, 0) for a sign flip every step; outside the unit circle for growth).
 REGIMES = ("damped", "underdamped", "oscillating", "unstable")
 PyTree = Any
 

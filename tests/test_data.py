@@ -149,3 +149,14 @@ def test_prepared_files_are_array_record(mnist1d_data_dir: Path):
 def test_tensorflow_never_imported(mnist1d_data_dir):
     data.load("mnist1d", "test", mnist1d_data_dir)
     assert "tensorflow" not in sys.modules
+
+
+def test_first_use_says_it_generates_offline(tmp_path, no_network, capfd):
+    """The first load of MNIST-1D announces an offline generation, never a download."""
+    x, _ = data.load("mnist1d", "test", tmp_path)
+    out, err = capfd.readouterr()
+    assert x.shape == (1000, 40)
+    assert f"gdyn_jax: generating MNIST-1D offline into {tmp_path}" in err
+    assert "ownload" not in out + err and "WARNING" not in out + err
+    data.load("mnist1d", "test", tmp_path)  # prepared: silent
+    assert capfd.readouterr() == ("", "")

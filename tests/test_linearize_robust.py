@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import subprocess
 import sys
 
@@ -376,33 +375,3 @@ def test_missing_extra_is_one_line():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().count("\n") == 0
     assert 'pip install -e ".[robust]"' in out.stdout
-
-
-def test_readme_section_runs_and_is_right(capsys):
-    """The README's user-written rule: its printed rates against a hand-derived closed loop."""
-    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-    section = text.split("### Certified rates beyond quadratics", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    printed = capsys.readouterr().out.strip()
-    expected = next(line for line in code.splitlines() if line.startswith("# quadratics"))
-    assert printed == expected.removeprefix("# ")
-    result = namespace["result"]
-    # QHM on f = h theta^2 / 2: [theta; v]' = [[1 - a h (1 - nu beta), -a nu beta],
-    # [(1 - beta) h, beta]] [theta; v] with a = 0.25, beta = nu = 0.7.
-    a, beta, nu = 0.25, 0.7, 0.7
-    radii = [
-        np.max(
-            np.abs(
-                np.linalg.eigvals(
-                    [[1 - a * h * (1 - nu * beta), -a * nu * beta], [(1 - beta) * h, beta]]
-                )
-            )
-        )
-        for h in np.linspace(1.0, 10.0, 2001)
-    ]
-    assert result.quadratic_rate == pytest.approx(max(radii), abs=1e-9)
-    assert result.rate >= result.quadratic_rate and result.lmi_residual() <= robust.LMI_RTOL
-    assert np.linalg.eigvalsh(result.P)[0] > 0
-    assert linearize.robust_rate(namespace["qhm"](0.25), 1.0, 10.0, iqc="sector").rate is None

@@ -2,7 +2,7 @@
 
 Each test writes the optimizer's update rule as equations between z-transforms (a state
 ``s_{k+1}`` becomes ``z S``), closes the loop with ``G = h (Theta - R) + W`` and solves for
-``Theta / R`` and ``Theta / W`` symbolically; nothing is typed in from REFERENCES.md.
+``Theta / R`` and ``Theta / W`` symbolically; no closed form is typed in.
 """
 
 from __future__ import annotations

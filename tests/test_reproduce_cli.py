@@ -113,11 +113,13 @@ def test_unknown_experiment_is_a_one_line_error(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_agreement_counts_only_table_rows(tmp_path):
+def test_agreement_is_read_from_the_summary_and_pipes_in_cells_are_escaped(tmp_path):
     report = Report("t", "", tmp_path, "tiny")
     report.text("| not | a | table | yes |? prose")
-    report.compare("x", 1.0, 1.0, rtol=0.1)
+    report.compare("rate vs max |1 - a h|", 1.0, 1.0, rtol=0.1)
     report.compare("y", 3.0, 1.0, rtol=0.1)
     report.write(settings=None, seconds=0.0)
-    assert reproduce.agreement(tmp_path / "report.md") == (1, 2)
-    assert reproduce.agreement(tmp_path / "missing.md") == (0, 0)
+    assert reproduce.agreement(tmp_path) == (1, 2)
+    assert reproduce.agreement(tmp_path / "missing") == (0, 0)
+    rows = [line for line in (tmp_path / "report.md").read_text().splitlines() if "max" in line]
+    assert rows == ["| rate vs max \\|1 - a h\\| | 1 | 1 ± 0.1 | yes |"]

@@ -47,17 +47,13 @@ def _selected(name: str) -> tuple[str, ...]:
     return (name,)
 
 
-def agreement(report_path: pathlib.Path) -> tuple[int, int]:
-    """(agreeing rows, compared rows) of a report.md's comparison table."""
-    if not report_path.exists():
+def agreement(out_dir: pathlib.Path) -> tuple[int, int]:
+    """(agreeing rows, compared rows) of an experiment's run, from its ``summary.json``."""
+    path = pathlib.Path(out_dir) / "summary.json"
+    if not path.is_file():
         return 0, 0
-    agree = total = 0
-    for line in report_path.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[3] in ("yes", "**no**"):
-            total += 1
-            agree += cells[3] == "yes"
-    return agree, total
+    counts = json.loads(path.read_text(encoding="utf-8"))["agreement"]
+    return counts["agree"], counts["compared"]
 
 
 def _index_markdown(mode: str, rows: list[dict]) -> str:
@@ -124,7 +120,7 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
     try:
         row["title"] = experiments.title(name)
         experiments.run(name, out / name, mode=mode)
-        row["agree"], row["compared"] = agreement(out / name / "report.md")
+        row["agree"], row["compared"] = agreement(out / name)
     except Exception as error:  # noqa: BLE001 - one failure must not lose the others
         row["status"] = "failed"
         message = " ".join(str(error).split()).replace("|", "/").replace("`", "'")

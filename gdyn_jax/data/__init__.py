@@ -5,7 +5,7 @@
 - :func:`prepare_mnist1d`: the offline MNIST-1D builder (the default dataset);
 - :func:`symmetric_label_noise`: a seeded, exact fraction of labels moved to other classes.
 
-See :mod:`gdyn_jax.data.loading` for normalisation and the network policy.
+See ``gdyn_jax.data.loading`` for normalisation and the network policy.
 """
 
 from gdyn_jax.data.catalogue import DEFAULT_DATASET, default_data_dir, info, names

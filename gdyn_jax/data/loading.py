@@ -2,7 +2,7 @@ r"""Load a whole dataset split into memory through tfds' ``data_source`` (array_
 
 TensorFlow is never imported: reading goes through ``tfds.data_source`` and the array_record
 random-access format, and the only dataset gdyn_jax prepares itself (MNIST-1D) is generated
-offline by :mod:`gdyn_jax.data.mnist1d_builder`.
+offline by ``gdyn_jax.data.mnist1d_builder``.
 
 Normalisation (what ``load`` returns):
 
@@ -22,6 +22,9 @@ the data.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,19 +150,39 @@ def prepare_mnist1d(data_dir: str | Path | None = None) -> Path:
     """Generate and write MNIST-1D into ``data_dir`` unless it is there already.
 
     Offline: the data come from ``mnist1d.make_dataset`` (see
-    :mod:`gdyn_jax.data.mnist1d_builder`). A file lock makes concurrent first uses (several
+    ``gdyn_jax.data.mnist1d_builder``). A file lock makes concurrent first uses (several
     processes, pytest-xdist) prepare it once. Returns the prepared version directory.
     """
     from gdyn_jax.data.mnist1d_builder import Mnist1d
 
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    builder = Mnist1d(data_dir=str(data_dir), file_format="array_record")
-    if not builder.is_prepared():
+    with _quiet_tfds():
+        builder = Mnist1d(data_dir=str(data_dir), file_format="array_record")
+        prepared = builder.is_prepared()
+    if not prepared:
         with _file_lock(data_dir / ".mnist1d.lock"):
-            builder = Mnist1d(data_dir=str(data_dir), file_format="array_record")
-            if not builder.is_prepared():
-                builder.download_and_prepare(file_format="array_record")
+            with _quiet_tfds():
+                builder = Mnist1d(data_dir=str(data_dir), file_format="array_record")
+                prepared = builder.is_prepared()
+            if not prepared:
+                print(f"gdyn_jax: generating MNIST-1D offline into {data_dir}", file=sys.stderr)
+                with _quiet_tfds():
+                    builder.download_and_prepare(file_format="array_record")
     return Path(str(builder.data_dir))
+
+
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """Silences tfds while it writes MNIST-1D: its "Downloading and preparing" banner (nothing
+    is downloaded), its progress bars and absl's warnings about the fresh folder."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        absl.setLevel(level)
 
 
 def _read_all(source: Sequence[Any]) -> list[dict[str, Any]]:

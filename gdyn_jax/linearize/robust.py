@@ -93,8 +93,9 @@ __all__ = [
 ]
 
 IQCS = ("sector", "off_by_one")
-#: Tolerance of the numpy check of a certificate: the LMI's largest eigenvalue must be at most
-#: ``LMI_RTOL`` times the scale of its terms (see :meth:`RobustRate.lmi_residual`).
+#: The numpy check of a certificate accepts it when the LMI's largest eigenvalue is at most
+#: ``LMI_RTOL`` times the scale of its terms
+#: (:meth:`~gdyn_jax.linearize.RobustRate.lmi_residual`).
 LMI_RTOL = 1e-9
 _NUM_CURVATURES = 257
 _MAX_COND = 1e4  # of the solver's coordinates: certificates stay verifiable in the rule's own
@@ -411,7 +412,7 @@ class RobustRate:
         return float(np.sqrt(self.multipliers["off_by_one"] / total)) if total > 0 else 0.0
 
     def augmented(self) -> tuple[np.ndarray, dict]:
-        """``(AB, forms)`` of :func:`iqc_system` for this result."""
+        """``(AB, forms)`` of :func:`~gdyn_jax.linearize.robust.iqc_system` for this result."""
         return iqc_system(self.A, self.B, self.C, self.mu, self.L, self.iqc)
 
     def lmi(self, rho: float | None = None) -> np.ndarray:
@@ -605,7 +606,8 @@ def robust_rate(
 
     Raises:
       ValueError: naming ``opt``, ``mu``, ``L``, ``iqc`` or ``tol`` for bad input;
-        :class:`MissingExtraError` (an ImportError) without the ``[robust]`` extra.
+        :class:`~gdyn_jax.linearize.robust.MissingExtraError` (an ImportError) without the
+        ``[robust]`` extra.
 
     Example: gradient descent with :math:`a = 2/(L+\mu)` is certified at
     :math:`(\kappa-1)/(\kappa+1)`, its rate on quadratics.

@@ -353,7 +353,8 @@ def linearize_grid(
     ``grid`` maps hyperparameter names to 1-D arrays; the result is a batched
     :class:`LinearSystem` whose ``A`` has shape ``grid_shape + (k, k)``, computed with one
     ``jax.jit(jax.vmap(jax.jacfwd(...)))``. ``fixed`` are further constant hyperparameters.
-    ``exact``/``reason`` come from :func:`grid_proof`: one structural proof for the whole grid.
+    ``exact``/``reason`` come from :func:`~gdyn_jax.linearize.system.grid_proof`: one
+    structural proof for the whole grid.
     """
     h = validate_hessian(hessian)
     names, _, _ = _grid_points(grid)
@@ -423,7 +424,7 @@ def grid_proof(factory, names: tuple[str, ...], n: int, fixed: dict) -> tuple[Ve
 
     The factory is called once with the grid's hyperparameters *traced* (``jax.eval_shape``),
     so its one-step program is the one the vectorised grid runs for every point, and a
-    structural proof on it (:func:`gdyn_jax.linearize.exactness.structural_verdict`: affinity,
+    structural proof on it (``gdyn_jax.linearize.exactness.structural_verdict``: affinity,
     dependence on an advancing clock, randomness) holds for all points at once. A value-based
     choice in Python cannot happen there (it would fail on a tracer), so no point can take
     another program. The numerical cross-check is :func:`linearize`'s, on single systems.

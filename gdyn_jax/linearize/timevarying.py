@@ -202,7 +202,8 @@ def linearize_periodic(
     1000 steps) or given (a multiple of the detected one; ``period=1`` on a time-invariant rule
     returns :func:`~gdyn_jax.linearize.linearize`'s system). The result is a
     :class:`~gdyn_jax.linearize.LinearSystem` with ``period = k``, ``A`` = :math:`\Phi_k`, the
-    reference block held over the period and ``k`` noise blocks (:func:`lift`); its state and
+    reference block held over the period and ``k`` noise blocks
+    (:func:`~gdyn_jax.linearize.timevarying.lift`); its state and
     output are sampled at t = 0, k, 2k, ... from the clock phase of ``state``. Everything that
     takes a LinearSystem applies (transfer function, step response in periods, spectral radius
     :math:`\rho(\Phi_k)`, ``spectral_radius(system, per_step=True)`` :math:`=\rho^{1/k}`,

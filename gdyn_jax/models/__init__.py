@@ -27,7 +27,7 @@ Module class or a function returning a module) for this process, and :func:`get`
 an import path ``"pkg.module:Net"`` or a module instance itself.
 
 The MNIST-1D models use PyTorch's default initialisation, as the reference code did
-(:mod:`gdyn_jax.models._layers`); ``cnn2d`` and ``resnet`` use flax/Kaiming initialisers.
+(``gdyn_jax.models._layers``); ``cnn2d`` and ``resnet`` use flax/Kaiming initialisers.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ class SweepConfig:
 
     @property
     def optimizer_label(self) -> str:
-        """How messages name the optimizer: its name or path, quoted."""
+        """The optimizer as error messages name it (its name or path, quoted)."""
         return repr(_record_callable(self.optimizer))
 
     def fixed_hparams(self) -> dict[str, float]:

@@ -135,7 +135,7 @@ class Grid:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The member axis unflattened: (len(values) per name..., seeds)."""
+        """The shape of the member axis unflattened, ``(len(values) per name..., seeds)``."""
         return tuple(len(v) for v in self.values) + (self.seeds,)
 
     @property
