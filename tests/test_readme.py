@@ -170,3 +170,44 @@ def test_certified_rate_example_against_a_hand_derived_loop(run):
     assert np.linalg.eigvalsh(result.P)[0] > 0
     qhm = namespace["qhm"]
     assert robust.robust_rate(qhm(0.25, beta=0.7, nu=0.7), 1.0, 10.0, iqc="sector").rate is None
+
+
+def test_main_job_installs_what_every_experiment_imports(tmp_path):
+    """The main job's install (its extras) must cover the experiments: run the experiments that
+    reach an optional extra's entry point with every module of the extras it does not install
+    made unimportable, as on a fresh machine."""
+    import subprocess
+    import tomllib
+
+    setup = [line for lang, code in blocks() if lang == "bash" for line in commands(code)]
+    main_job = next(line for line in setup if "gdyn reproduce all --quick" in line)
+    found = re.findall(r'pip install -e "?\.\[([\w,]+)\]', main_job)
+    installed = set(found[0].split(",")) if found else set()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    # the library's entry points behind an extra: linearize.robust_rate, TransferFunction.to_control
+    entry_points = {"robust_rate": "robust", "to_control": "control"}
+    absent = {
+        re.split(r"[<>=!~ \[]", requirement)[0].replace("-", "_")
+        for name in set(entry_points.values()) - installed
+        for requirement in extras[name]
+    }
+    import experiments
+
+    needing = [
+        name
+        for name in experiments.names()
+        if any(call in Path(experiments.get(name).__file__).read_text() for call in entry_points)
+    ]
+    assert needing, "no experiment uses an extra: the check would check nothing"
+    blocker = (
+        "import sys\n"
+        f"for m in {sorted(absent)!r}: sys.modules[m] = None\n"
+        "import experiments\n"
+        f"for n in {needing!r}: experiments.run(n, {str(tmp_path)!r} + '/' + n, 'tiny')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
