@@ -3,7 +3,8 @@
 Build (offline, warnings are errors), from the repository root:
 ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
 
-At start-up this file writes two generated folders, both ignored by git:
+When a build starts (Sphinx's ``builder-inited`` event) this file writes generated folders,
+all ignored by git:
 
 - ``api/_generated/``: one page per public module, listing every name of its ``__all__``
   (so the API reference can never miss a public function);
@@ -11,7 +12,8 @@ At start-up this file writes two generated folders, both ignored by git:
   their tiny mode (``GDYN_NOTEBOOK_MODE=tiny``) while building;
 - ``results/_generated/``: one page per experiment (found by ``experiments.names()``): its
   docstring, its settings in each mode, and the report and figures of its last stored quick
-  run (``results/stored/NAME/``, written by ``python docs/store_results.py RUN_DIR``).
+  run (``results/stored/NAME/``, written by ``python docs/store_results.py RUN_DIR``), and
+  ``results/index.md``, the table of them all.
 """
 
 from __future__ import annotations
@@ -220,6 +222,12 @@ figures are those the run drew. Full citations are on the [references](../refere
 """
 
 
-write_api_pages()
-copy_notebooks()
-write_result_pages()
+def generate(app) -> None:
+    """Write the generated folders before Sphinx reads the sources."""
+    write_api_pages()
+    copy_notebooks()
+    write_result_pages()
+
+
+def setup(app) -> None:
+    app.connect("builder-inited", generate)

@@ -17,15 +17,11 @@ import json
 import pathlib
 import shutil
 import sys
-from importlib import metadata
+
+from gdyn_jax.sweep import results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STORED = ROOT / "docs" / "results" / "stored"
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages behind a run (those installed now, when it is stored)."""
-    return {name: metadata.version(name) for name in ("gdyn_jax", "jax", "optax", "flax")}
 
 
 def store(run_dir: pathlib.Path, name: str) -> pathlib.Path:
@@ -41,7 +37,7 @@ def store(run_dir: pathlib.Path, name: str) -> pathlib.Path:
     for figure in summary["figures"]:
         shutil.copy2(source / figure, target / figure)
     record = {k: summary[k] for k in ("mode", "settings", "seconds", "agreement")}
-    record["versions"] = versions()
+    record["versions"] = results.versions()  # installed now, when the run is stored
     (target / "run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return target
 

@@ -15,10 +15,10 @@ import time
 from types import ModuleType
 from typing import Any
 
-from experiments._harness import Report, write_text_atomic
+from experiments._harness import Report
 
 MODES = ("tiny", "quick", "full")
-__all__ = ["MODES", "Report", "get", "names", "run", "settings", "title", "write_text_atomic"]
+__all__ = ["MODES", "Report", "get", "names", "run", "settings", "title"]
 
 
 def names() -> tuple[str, ...]:

@@ -115,13 +115,6 @@ def table_row(cells: Iterable[Any]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
-def write_text_atomic(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, with the usual permissions (``gdyn_jax.files``)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    files.write_text(path, text)
-
-
 def fmt(value: Any) -> str:
     """A number as the report prints it (4 significant digits)."""
     if isinstance(value, (float, np.floating)):
@@ -312,6 +305,7 @@ class Report:
     def write(self, settings: Any, seconds: float) -> dict[str, Any]:
         """Write ``report.md`` and ``summary.json``; return the summary."""
         summary = self.summary(settings, seconds)
-        write_text_atomic(self.out_dir / "report.md", self.markdown(settings))
-        write_text_atomic(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        files.write_text(self.out_dir / "report.md", self.markdown(settings))
+        files.write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
