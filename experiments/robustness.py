@@ -63,8 +63,9 @@ def train_all(name: str, datasets: dict, s: Settings, evaluate) -> dict:
     """Per noise level: the best learning rate's FGSM scores (seed × ε) and noise floor."""
     import jax
     import jax.numpy as jnp
+    import xarray as xr
 
-    from gdyn_jax import noise_floor, optimizers
+    from gdyn_jax import analysis, noise_floor, optimizers
     from gdyn_jax.sweep import SweepConfig, make_train, setup, train
 
     opt, beta = OPTIMIZERS[name]
@@ -88,7 +89,8 @@ def train_all(name: str, datasets: dict, s: Settings, evaluate) -> dict:
         data = setup.prepare(dataclasses.replace(config, dataset=arrays))[1]
         metrics, state = members(hp, keys, data)
         accuracy = np.asarray(evaluate(state.params)[0]).reshape(len(lrs), s.seeds, -1)
-        best = int(np.argmax(np.nan_to_num(accuracy[..., 0]).mean(1)))  # diverged counts as 0
+        clean = xr.DataArray(accuracy[..., 0], dims=("learning_rate", "seed"))
+        best = analysis.best_setting(clean, diverged_score=0.0).index["learning_rate"]
         params = jax.tree.map(lambda x, m=best * s.seeds: x[m], state.params)  # its seed 0
         rule, kw = {"learning_rate": lrs[best], **fixed}, {"steps": s.horizon, "runs": s.runs}
         kw["key"] = jax.random.key(2)
