@@ -86,7 +86,7 @@ PUBLIC_MODULES = (
     "gdyn_jax.data",
     "gdyn_jax.models",
     "gdyn_jax.sweep",
-    "gdyn_jax.hessian",
+    "gdyn_jax.measurements",
     "gdyn_jax.modes",
     "gdyn_jax.noise_floor",
     "gdyn_jax.adversarial",
@@ -94,8 +94,12 @@ PUBLIC_MODULES = (
     "gdyn_jax.plotting",
     "gdyn_jax.files",
     "gdyn_jax.errors",
+    "gdyn_jax.extras",
     "gdyn_jax.imports",
 )
+
+#: Old import paths of moved modules (a DeprecationWarning, gone in the next release).
+DEPRECATED_MODULES = ("gdyn_jax.hessian",)
 
 #: Modules of the package that are not a library API: the command line.
 COMMAND_LINE_MODULES = ("gdyn_jax.cli", "gdyn_jax.commands")

@@ -72,7 +72,7 @@ def initial_curvature(
     """
     import jax
 
-    from gdyn_jax import hessian
+    from gdyn_jax.measurements import hessian
     from gdyn_jax.sweep import SweepConfig, setup, train
 
     full = {"optimizer": "sgd", "steps": 1, "eval_every": 1, **config}

@@ -88,7 +88,8 @@ def run(s: Settings, report: Report) -> None:
     import jax
     from jax.flatten_util import ravel_pytree
 
-    from gdyn_jax import hessian, modes
+    from gdyn_jax import modes
+    from gdyn_jax.measurements import hessian
 
     with jax.enable_x64(True):
         loss, params = problem(s)

@@ -194,9 +194,10 @@ def quadratic_model_loss(
         \approx \sum_j w_j \big(y_k(\theta_j) + \tfrac12 \theta_j\, y_k(\theta_j)^2\big),
 
     with the gradient's spectral measure as nodes :math:`\theta_j` and weights :math:`w_j`
-    (:func:`gdyn_jax.hessian.spectral_measure`; the sum is exact for :math:`k` up to the number
-    of nodes, since the summand is a polynomial of degree :math:`2k-1` in :math:`\lambda`). A
-    node :math:`\theta_j \le 0` is taken as flat (:math:`\theta_j = 0`, the open loop): the
+    (:func:`gdyn_jax.measurements.hessian.spectral_measure`; the sum is exact for :math:`k` up to
+    the number of nodes, since the summand is a polynomial of degree :math:`2k-1` in
+    :math:`\lambda`).
+    A node :math:`\theta_j \le 0` is taken as flat (:math:`\theta_j = 0`, the open loop): the
     quadratic model is unbounded below along a negative curvature, and only its first-order
     descent is kept.
 

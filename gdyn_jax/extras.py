@@ -48,7 +48,7 @@ def __getattr__(name: str) -> ModuleType:
         if extra is None:
             raise
         raise MissingExtraError(
-            f"{module} is missing: install the [{extra}] extra (pip install -e \".[{extra}]\")"
+            f'{module} is missing: install the [{extra}] extra (pip install -e ".[{extra}]")'
         ) from err
 
 

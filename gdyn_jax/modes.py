@@ -229,7 +229,7 @@ def projected_trajectory(
     The run starts at ``params`` with ``opt.init(params)`` and takes ``steps`` steps on
     ``loss_fn(params)`` (full batch) or, with ``batches`` (a pytree with a leading axis of
     ``steps``), on ``loss_fn(params, batch_t)``. ``vectors`` are rows in the order of
-    ``ravel_pytree(params)`` (as :func:`gdyn_jax.hessian.top_eigenpairs` gives them).
+    ``ravel_pytree(params)`` (as :func:`gdyn_jax.measurements.hessian.top_eigenpairs` gives them).
     Pure: ``jax.jit`` and ``jax.vmap`` take it (over starting points or hyperparameters).
 
     Returns shape ``(steps + 1, len(vectors))``.
@@ -345,7 +345,7 @@ def kick_test(
 def eigen_residuals(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, values, vectors):
     r""":math:`\|H q_i - \lambda_i q_i\| / |\lambda_i|` for eigenpairs of the Hessian of ``loss_fn``
     (``vectors`` as rows in ``ravel_pytree`` order): how far each is from an exact pair."""
-    from gdyn_jax import hessian
+    from gdyn_jax.measurements import hessian
 
     flat, unravel = ravel_pytree(params)
     hq = jax.vmap(lambda q: ravel_pytree(hessian.hvp(loss_fn, params, unravel(q)))[0])(

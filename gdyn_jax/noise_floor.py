@@ -139,7 +139,7 @@ class FloorTest:
     jax.jit, static_argnames=("batch_loss", "example_losses", "factory", "sizes", "iters")
 )
 def _measure(batch_loss, example_losses, factory, sizes, iters, params, data, hparams, key):
-    from gdyn_jax import hessian
+    from gdyn_jax.measurements import hessian
 
     batch_size, steps, runs = sizes
     k1, k2 = jax.random.split(key)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from gdyn_jax import hessian
+from gdyn_jax.measurements import hessian
 
 
 def _problem(seed: int = 0):

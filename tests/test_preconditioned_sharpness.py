@@ -11,7 +11,8 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from gdyn_jax import hessian, optimizers
+from gdyn_jax import optimizers
+from gdyn_jax.measurements import hessian
 from gdyn_jax.sweep import Arrays, SweepConfig, make_train, setup, train
 
 B2, EPS = 0.99, 1e-3

@@ -267,7 +267,7 @@ def evaluate(
 ) -> Metrics:
     """The metrics of ``state`` (NaN for a diverged member) at ``step``; ``hparams`` (the
     swept ones) are read by the preconditioned sharpness only."""
-    from gdyn_jax import hessian
+    from gdyn_jax.measurements import hessian
 
     params, model_state = state.params, state.model_state
     train_loss, _, gnorm = dataset_stats(
