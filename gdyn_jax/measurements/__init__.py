@@ -1,11 +1,11 @@
 """Measurements of a real network: the network side of the library.
 
 What a network does, measured: curvature (Hessian-vector products, Lanczos, the sharpness and
-the spectral measure; :mod:`~gdyn_jax.measurements.hessian`), kicks along Hessian eigenvectors
-(:mod:`~gdyn_jax.measurements.modes`), minibatch gradient noise along a direction
-(:mod:`~gdyn_jax.measurements.noise`), adversarial probes
-(:mod:`~gdyn_jax.measurements.adversarial`) and statistics of training curves
-(:mod:`~gdyn_jax.measurements.curves`).
+the spectral measure; ``gdyn_jax.measurements.hessian``), kicks along Hessian eigenvectors
+(``gdyn_jax.measurements.modes``), minibatch gradient noise along a direction
+(``gdyn_jax.measurements.noise``), adversarial probes
+(``gdyn_jax.measurements.adversarial``) and statistics of training curves
+(``gdyn_jax.measurements.curves``).
 
 This layer may import the foundation (``errors``, ``extras``, ``files``, ``imports``,
 ``state_structure``), the rules (``optimizers``), ``data`` and ``models``; never the exact

@@ -9,7 +9,7 @@ q_i`) a rule whose update reads the parameters only through the gradient moves t
 kicked run minus an unkicked run from the same point, so a residual gradient cancels to first
 order), and :func:`eigen_residuals` says how exact the eigenpairs used are. The prediction to
 set beside these, :math:`p_i(k) = c\,(1 - y_k(\lambda_i))` from the rule's exact closed loop,
-is :func:`gdyn_jax.predictions.modes.predicted_kick_response`.
+is :func:`gdyn_jax.predictions.predicted_kick_response`.
 
 References: Wu, Jing, Du, Chen, Sci. China Inf. Sci. 64(5):150102, 2021 (optimizers as control
 systems); Cohen et al., ICLR 2021 (the top Hessian direction at the stability limit).
@@ -72,7 +72,7 @@ def projected_trajectory(
     The run starts at ``params`` with ``opt.init(params)`` and takes ``steps`` steps on
     ``loss_fn(params)`` (full batch) or, with ``batches`` (a pytree with a leading axis of
     ``steps``), on ``loss_fn(params, batch_t)``. ``vectors`` are rows in the order of
-    ``ravel_pytree(params)`` (as :func:`gdyn_jax.measurements.hessian.top_eigenpairs` gives them).
+    ``ravel_pytree(params)`` (as :func:`~gdyn_jax.measurements.top_eigenpairs` gives them).
     Pure: ``jax.jit`` and ``jax.vmap`` take it (over starting points or hyperparameters).
 
     Returns shape ``(steps + 1, len(vectors))``.

@@ -15,7 +15,7 @@ for batches of :math:`b` of the :math:`N` examples drawn without replacement.
 spread of :math:`q^\top\theta_k` across independent minibatch runs from :math:`\theta_0` (the
 deterministic drift that all runs share drops out of the variance across runs). The noise floor
 these are set beside, the stationary variance of the rule's closed loop driven by that noise,
-is :func:`gdyn_jax.predictions.noise_floor.floor_test`.
+is :func:`gdyn_jax.predictions.floor_test`.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Each function here computes what :mod:`gdyn_jax.linearize` says a rule does on the quadratic
 model of a real loss, usually beside what :mod:`gdyn_jax.measurements` measured on it: kicks
 along Hessian eigenvectors and the regime of each mode's loop
-(:mod:`~gdyn_jax.predictions.modes`), the noise floor along the top eigenvector
-(:mod:`~gdyn_jax.predictions.noise_floor`), and the loss on the quadratic model whose curvature
-is a measured spectral measure (:mod:`~gdyn_jax.predictions.spectral`).
+(``gdyn_jax.predictions.modes``), the noise floor along the top eigenvector
+(``gdyn_jax.predictions.noise_floor``), and the loss on the quadratic model whose curvature
+is a measured spectral measure (``gdyn_jax.predictions.spectral``).
 
 This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
 ``data``, ``models``, ``measurements`` and ``sweep``; only ``plotting``, the command line and

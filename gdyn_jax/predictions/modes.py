@@ -14,7 +14,7 @@ the other side:
 
 :func:`predicted_kick_response` computes the right-hand side and :func:`kick_test` sets it
 beside the response measured on the real loss
-(:func:`gdyn_jax.measurements.modes.kick_responses`); :func:`regime` names the loop's
+(:func:`gdyn_jax.measurements.kick_responses`); :func:`regime` names the loop's
 behaviour from its dominant pole, and :func:`regime_learning_rates` finds step sizes that put a
 curvature in each regime.
 
@@ -195,7 +195,7 @@ class KickTest:
       hparams: the optimizer's hyperparameters.
       regimes: the regime of each mode's loop (:func:`regimes_of`), shape ``(k,)``.
       measured, predicted: :math:`p_i(t)/c`, shape ``(k, steps + 1)``.
-      error: :func:`relative_error` of each mode, shape ``(k,)``.
+      error: :func:`~gdyn_jax.measurements.relative_error` of each mode, shape ``(k,)``.
       growth: :math:`|p_i(T)|/c` at the last step, shape ``(k,)``.
     """
 
@@ -217,7 +217,7 @@ def kick_test(
     amplitude: float,
     steps: int,
 ) -> list[KickTest]:
-    """:func:`kick_responses` (one program for all ``settings``) beside
+    """:func:`~gdyn_jax.measurements.kick_responses` (one program for all ``settings``) beside
     :func:`predicted_kick_response` at ``curvatures``, one :class:`KickTest` per setting."""
     names = list(settings[0])
     grid = {k: np.array([float(hp[k]) for hp in settings]) for k in names}

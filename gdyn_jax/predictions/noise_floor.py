@@ -3,12 +3,12 @@ r"""The noise floor along the top Hessian eigenvector: predicted beside measured
 A rotation-equivariant linear rule (SGD, heavy ball, Nesterov) moves the coordinate
 :math:`q^\top\theta` along an eigenvector :math:`q` of the Hessian (curvature :math:`\lambda`)
 as its scalar closed loop driven by the minibatch gradient noise :math:`q^\top w`, white of
-variance :math:`\sigma_q^2` (:func:`gdyn_jax.measurements.noise.projected_gradient_noise`).
+variance :math:`\sigma_q^2` (:func:`gdyn_jax.measurements.projected_gradient_noise`).
 :func:`gdyn_jax.linearize.stationary_covariance` of the loop at :math:`h = \lambda` gives the
 stationary variance of :math:`q^\top\theta` (the noise floor; Mandt, Hoffman, Blei, JMLR 2017
 for SGD: :math:`a\sigma^2/(\lambda(2 - a\lambda))`); :func:`floor_test` sets it beside the
 spread measured across minibatch runs
-(:func:`gdyn_jax.measurements.noise.noise_ensemble`).
+(:func:`gdyn_jax.measurements.noise_ensemble`).
 """
 
 from __future__ import annotations
@@ -104,13 +104,13 @@ def floor_test(
     r"""The noise floor of ``factory(**hparams)`` along the top Hessian eigenvector at ``params``.
 
     Lanczos (``lanczos_iters``) on the loss ``mean(example_losses(params, data))`` gives
-    :math:`(\lambda_{\max}, q)`; :func:`projected_gradient_noise` gives :math:`\sigma_q^2`
-    for batches of ``batch_size``; :func:`noise_ensemble` (``runs`` runs of ``steps`` steps on
-    ``batch_loss(params, data, indices)``) the measured spread, and
-    :func:`gdyn_jax.linearize.stationary_covariance` the prediction. ``data`` is a pytree
-    passed through to the losses: with the same ``batch_loss``, ``example_losses`` and
-    ``factory`` objects, one compiled program serves every ``params``, ``data`` and
-    ``hparams`` of the same shapes.
+    :math:`(\lambda_{\max}, q)`; :func:`~gdyn_jax.measurements.projected_gradient_noise` gives
+    :math:`\sigma_q^2` for batches of ``batch_size``; :func:`~gdyn_jax.measurements.noise_ensemble`
+    (``runs`` runs of ``steps`` steps on ``batch_loss(params, data, indices)``) the measured
+    spread, and :func:`gdyn_jax.linearize.stationary_covariance` the prediction. ``data`` is a
+    pytree passed through to the losses: with the same ``batch_loss``, ``example_losses`` and
+    ``factory`` objects, one compiled program serves every ``params``, ``data`` and ``hparams``
+    of the same shapes.
     """
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
     sizes = (int(batch_size), int(steps), int(runs))

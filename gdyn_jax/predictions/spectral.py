@@ -2,7 +2,7 @@ r"""A rule's closed loops joined to a network's curvature: the loss on the quadr
 
 :func:`quadratic_model_loss` is the loss an optimizer reaches on the quadratic model of a loss
 whose gradient sees the Hessian spectrum as a measure (nodes, weights; measured by
-:func:`gdyn_jax.measurements.hessian.spectral_measure`), from the exact closed loops of
+:func:`gdyn_jax.measurements.spectral_measure`), from the exact closed loops of
 :mod:`gdyn_jax.linearize`.
 """
 
@@ -40,7 +40,7 @@ def quadratic_model_loss(
         \approx \sum_j w_j \big(y_k(\theta_j) + \tfrac12 \theta_j\, y_k(\theta_j)^2\big),
 
     with the gradient's spectral measure as nodes :math:`\theta_j` and weights :math:`w_j`
-    (:func:`gdyn_jax.measurements.hessian.spectral_measure`; the sum is exact for :math:`k` up to
+    (:func:`gdyn_jax.measurements.spectral_measure`; the sum is exact for :math:`k` up to
     the number of nodes, since the summand is a polynomial of degree :math:`2k-1` in
     :math:`\lambda`).
     A node :math:`\theta_j \le 0` is taken as flat (:math:`\theta_j = 0`, the open loop): the
