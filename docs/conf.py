@@ -87,10 +87,7 @@ PUBLIC_MODULES = (
     "gdyn_jax.models",
     "gdyn_jax.sweep",
     "gdyn_jax.measurements",
-    "gdyn_jax.modes",
-    "gdyn_jax.noise_floor",
-    "gdyn_jax.adversarial",
-    "gdyn_jax.analysis",
+    "gdyn_jax.predictions",
     "gdyn_jax.plotting",
     "gdyn_jax.files",
     "gdyn_jax.errors",
@@ -99,7 +96,13 @@ PUBLIC_MODULES = (
 )
 
 #: Old import paths of moved modules (a DeprecationWarning, gone in the next release).
-DEPRECATED_MODULES = ("gdyn_jax.hessian",)
+DEPRECATED_MODULES = (
+    "gdyn_jax.hessian",
+    "gdyn_jax.modes",
+    "gdyn_jax.noise_floor",
+    "gdyn_jax.adversarial",
+    "gdyn_jax.analysis",
+)
 
 #: Modules of the package that are not a library API: the command line.
 COMMAND_LINE_MODULES = ("gdyn_jax.cli", "gdyn_jax.commands")

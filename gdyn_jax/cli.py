@@ -1,7 +1,9 @@
 """The ``gdyn`` command: ``list``, ``analyze``, ``sweep`` and ``reproduce``.
 
 Each subcommand lives in ``gdyn_jax.commands.<name>`` and exposes ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports happen inside ``run`` so
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import only light modules
+at their top, and reach numpy, jax and matplotlib when ``run`` runs (through ``gdyn_jax``'s lazy
+subpackage attributes, :mod:`gdyn_jax.extras` or a helper of :mod:`gdyn_jax.commands`), so
 that ``gdyn --help`` is instant. While a command runs, the working directory is at the front
 of ``sys.path`` (as with ``python -m``), so import paths such as ``--optimizer rules:qhm``
 find a ``rules.py`` beside the user. User errors (``ValueError``, ``KeyError``,

@@ -25,10 +25,12 @@ __all__ = ["MODULES"]
 MODULES: dict[str, tuple[str, str | None]] = {
     "control": ("control", "control"),
     "cvxpy": ("cvxpy", "robust"),
+    "experiments": ("experiments", None),  # the repository's experiments (gdyn reproduce, list)
     "fcntl": ("fcntl", None),
     "figure": ("matplotlib.figure", None),
     "flax": ("flax", None),
     "linen": ("flax.linen", None),
+    "mnist1d_data": ("mnist1d.data", None),
     "multihost_utils": ("jax.experimental.multihost_utils", None),
     "scipy_linalg": ("scipy.linalg", None),
     "tfds": ("tensorflow_datasets", None),

@@ -8,9 +8,12 @@ Experiments may append their own functions at the end of this file.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+
+from gdyn_jax import extras
 
 __all__ = [
     "plot_step_response",
@@ -90,9 +93,7 @@ def analysis_figure(
     title: str | None = None,
 ):
     """One figure: step response, pole-zero map and root locus (as ``gdyn analyze --plot``)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(15, 4.6), layout="constrained")
+    fig = extras.figure.Figure(figsize=(15, 4.6), layout="constrained")
     axes = fig.subplots(1, 3)
     step = np.asarray(step)
     if step.ndim == 1:
@@ -111,8 +112,6 @@ def analysis_figure(
 
 def plot_mean_band(ax, steps, runs, *, label: str | None = None, color=None, **kwargs):
     """The mean over the first axis of ``runs`` (seeds × steps) with a ± sd band (NaN-aware)."""
-    import warnings
-
     runs = np.asarray(runs, dtype=float)
     with warnings.catch_warnings():  # a step where every seed diverged is NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdyn_jax import adversarial
+from gdyn_jax.measurements import adversarial
 from gdyn_jax.sweep import losses
 
 

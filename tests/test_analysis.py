@@ -1,5 +1,6 @@
-"""gdyn_jax.analysis against independent references: loops written out in plain Python, the
-real optax trajectories, numpy roots of the characteristic polynomials."""
+"""gdyn_jax.measurements.curves and gdyn_jax.predictions.spectral against independent
+references: loops written out in plain Python, the real optax trajectories, numpy roots of the
+characteristic polynomials."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import optax
 import pytest
 import xarray as xr
 
-from gdyn_jax import analysis, optimizers
+from gdyn_jax import measurements, optimizers, predictions
 
 
 def _scores():
@@ -44,7 +45,9 @@ def _reference_best(values, diverged, fill, maximize):
 @pytest.mark.parametrize(("fill", "maximize"), [(0.0, True), (1.0, True), (2.0, False)])
 def test_best_setting_counts_diverged_members(fill, maximize):
     scores, diverged = _scores()
-    best = analysis.best_setting(scores, diverged=diverged, diverged_score=fill, maximize=maximize)
+    best = measurements.best_setting(
+        scores, diverged=diverged, diverged_score=fill, maximize=maximize
+    )
     mean, i, j = _reference_best(scores.values, diverged.values, fill, maximize)
     assert best.index == {"learning_rate": i, "beta": j}
     assert best.setting == {
@@ -59,17 +62,17 @@ def test_best_setting_counts_diverged_members(fill, maximize):
 
 def test_best_setting_with_zero_for_accuracy_avoids_sometimes_diverging_settings():
     scores, diverged = _scores()
-    best = analysis.best_setting(scores, diverged=diverged, diverged_score=0.0)
+    best = measurements.best_setting(scores, diverged=diverged, diverged_score=0.0)
     # (1.0, 0.9) has the best surviving seeds but one NaN; (0.01, 0.5) one flagged member.
     assert best.setting == {"learning_rate": 0.1, "beta": 0.5}
-    transposed = analysis.best_setting(
+    transposed = measurements.best_setting(
         scores.transpose("seed", "beta", "learning_rate"),
         diverged=diverged,
         diverged_score=0.0,
     )
     assert transposed.setting == best.setting and transposed.score == best.score
     with pytest.raises(ValueError, match="^seed_dim"):
-        analysis.best_setting(scores, diverged_score=0.0, seed_dim="seeds")
+        measurements.best_setting(scores, diverged_score=0.0, seed_dim="seeds")
 
 
 def test_steps_to_target_is_the_first_crossing():
@@ -89,11 +92,11 @@ def test_steps_to_target_is_the_first_crossing():
         return np.inf
 
     for below in (True, False):
-        got = analysis.steps_to_target(steps, curves, 1.0, below=below)
+        got = measurements.steps_to_target(steps, curves, 1.0, below=below)
         np.testing.assert_array_equal(got, [reference(c, below) for c in curves])
-    assert analysis.steps_to_target(steps, curves[0], 1.0) == 20.0
+    assert measurements.steps_to_target(steps, curves[0], 1.0) == 20.0
     with pytest.raises(ValueError, match="^curves"):
-        analysis.steps_to_target(steps, curves[:, :3], 1.0)
+        measurements.steps_to_target(steps, curves[:, :3], 1.0)
 
 
 def _run(opt, h, steps):
@@ -110,15 +113,15 @@ def _run(opt, h, steps):
 
 def test_tail_rate_of_geometric_sequences_and_real_runs():
     k = np.arange(200)
-    np.testing.assert_allclose(analysis.tail_rate(3.0 * 0.9**k), 0.9, rtol=1e-12)
+    np.testing.assert_allclose(measurements.tail_rate(3.0 * 0.9**k), 0.9, rtol=1e-12)
     mixed = 0.95**k + 5.0 * 0.5**k  # the slower mode wins the tail
-    np.testing.assert_allclose(analysis.tail_rate(mixed, skip=50), 0.95, rtol=1e-6)
+    np.testing.assert_allclose(measurements.tail_rate(mixed, skip=50), 0.95, rtol=1e-6)
     h, a, beta = np.array([1.0, 0.1]), 0.5, 0.6
     errors = _run(optimizers.momentum(a, beta), h, 400)
     radius = max(np.max(np.abs(np.roots([1.0, -(1 + beta - a * hi), beta]))) for hi in h)
-    np.testing.assert_allclose(analysis.tail_rate(errors, skip=20), radius, rtol=5e-3)
+    np.testing.assert_allclose(measurements.tail_rate(errors, skip=20), radius, rtol=5e-3)
     with pytest.raises(ValueError, match="^errors"):
-        analysis.tail_rate([0.0, 1.0])
+        measurements.tail_rate([0.0, 1.0])
 
 
 @pytest.mark.parametrize(
@@ -131,7 +134,7 @@ def test_tail_rate_of_geometric_sequences_and_real_runs():
     ],
 )
 def test_curve_overshoot(curve, expected):
-    assert analysis.curve_overshoot(curve) == expected
+    assert measurements.curve_overshoot(curve) == expected
 
 
 @pytest.mark.parametrize(
@@ -147,7 +150,7 @@ def test_quadratic_model_loss_is_the_real_run(factory, hparams):
     nodes = np.array([3.0, 1.0, 0.2, 0.0, -0.4])
     weights = np.array([0.5, 0.2, 1.0, 0.3, 0.1])  # g_i^2
     steps = 40
-    got = analysis.quadratic_model_loss(factory, hparams, nodes, weights, steps)
+    got = predictions.quadratic_model_loss(factory, hparams, nodes, weights, steps)
     assert got.shape == tuple(len(v) for v in hparams.values()) + (steps,)
     curvature = np.maximum(nodes, 0.0)  # negative curvature is taken as flat
     g = np.sqrt(weights)
@@ -164,4 +167,4 @@ def test_quadratic_model_loss_is_the_real_run(factory, hparams):
                 delta = optax.apply_updates(delta, updates)
             np.testing.assert_allclose(got[index], losses, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="^weights"):
-        analysis.quadratic_model_loss(optimizers.sgd, {"learning_rate": [0.1]}, nodes, [1.0], 5)
+        predictions.quadratic_model_loss(optimizers.sgd, {"learning_rate": [0.1]}, nodes, [1.0], 5)

@@ -1,6 +1,6 @@
-"""gdyn_jax.noise_floor against independent references: every minibatch enumerated, and a Monte
-Carlo of minibatch SGD / heavy ball on a quadratic with additive noise against the Lyapunov
-floor of linearize.stationary_covariance."""
+"""gdyn_jax.measurements.noise and gdyn_jax.predictions.noise_floor against independent
+references: every minibatch enumerated, and a Monte Carlo of minibatch SGD / heavy ball on a
+quadratic with additive noise against the Lyapunov floor of linearize.stationary_covariance."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gdyn_jax import linearize, noise_floor, optimizers
+from gdyn_jax import linearize, measurements, optimizers, predictions
 
 
 def test_projected_gradient_noise_equals_the_variance_over_every_minibatch():
@@ -20,7 +20,7 @@ def test_projected_gradient_noise_equals_the_variance_over_every_minibatch():
     q = rng.normal(size=3)
     q /= np.linalg.norm(q)
     with jax.enable_x64(True):
-        mean, variance = noise_floor.projected_gradient_noise(
+        mean, variance = measurements.projected_gradient_noise(
             lambda t: 0.5 * (jnp.asarray(x) @ t - y) ** 2, jnp.asarray(theta), q, 3
         )
         mean, variance = float(mean), float(variance)
@@ -29,7 +29,7 @@ def test_projected_gradient_noise_equals_the_variance_over_every_minibatch():
     np.testing.assert_allclose(mean, d.mean(), rtol=1e-12)
     np.testing.assert_allclose(variance, np.mean((np.array(batches) - d.mean()) ** 2), rtol=1e-10)
     with pytest.raises(ValueError, match=r"^batch_size: expected an integer in \[1, 7\]"):
-        noise_floor.projected_gradient_noise(lambda t: (jnp.asarray(x) @ t) ** 2, theta, q, 8)
+        measurements.projected_gradient_noise(lambda t: (jnp.asarray(x) @ t) ** 2, theta, q, 8)
 
 
 @pytest.mark.parametrize(
@@ -52,8 +52,8 @@ def test_ensemble_variance_reaches_the_stationary_covariance(factory, hp):
             return 0.5 * t @ (jnp.asarray(h) @ t) - jnp.asarray(xi)[idx] @ t
 
         q = np.eye(dim)[0]
-        _, sigma2 = noise_floor.projected_gradient_noise(example_losses, jnp.zeros(dim), q, b)
-        mean, variance = noise_floor.noise_ensemble(
+        _, sigma2 = measurements.projected_gradient_noise(example_losses, jnp.zeros(dim), q, b)
+        mean, variance = measurements.noise_ensemble(
             lambda t, idx: jnp.mean(example_losses(t, idx)),
             jnp.zeros(dim),
             factory(**hp),
@@ -85,7 +85,7 @@ def test_floor_test_finds_the_top_direction_and_its_floor():
             return jnp.mean(example_losses(t, data[idx]))
 
         kwargs = {"batch_size": 8, "steps": 120, "runs": 400, "key": jax.random.key(3)}
-        test = noise_floor.floor_test(
+        test = predictions.floor_test(
             batch_loss,
             example_losses,
             jnp.zeros(dim),

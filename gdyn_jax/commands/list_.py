@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+import gdyn_jax
+from gdyn_jax import extras
+
 HELP = "list the optimizers (with hyperparameters), models, datasets and experiments"
 
 
@@ -18,8 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimizer_lines() -> list[str]:
-    from gdyn_jax import optimizers
-
+    optimizers = gdyn_jax.optimizers
     lines = [f"{'name':<14} {'state bytes/param':>17}  hyperparameters (defaults)"]
     for name in optimizers.names():
         defaults = optimizers.hyperparameters(name)
@@ -29,20 +31,15 @@ def _optimizer_lines() -> list[str]:
 
 
 def _model_lines() -> list[str]:
-    from gdyn_jax import models
-
-    return list(models.names())
+    return list(gdyn_jax.models.names())
 
 
 def _dataset_lines() -> list[str]:
-    from gdyn_jax import data
-
-    return list(data.names())
+    return list(gdyn_jax.data.names())
 
 
 def _experiment_lines() -> list[str]:
-    import experiments
-
+    experiments = extras.experiments
     return [f"{name:<18} {experiments.title(name)}" for name in experiments.names()]
 
 

@@ -14,7 +14,7 @@ import pathlib
 import time
 import traceback
 
-from gdyn_jax import files
+from gdyn_jax import extras, files
 
 HELP = "reproduce published figures (experiments) into --out DIR, with an index.md"
 
@@ -39,8 +39,7 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def _selected(name: str) -> tuple[str, ...]:
-    import experiments
-
+    experiments = extras.experiments
     if name == "all":
         return experiments.names()
     experiments.get(name)  # raises ValueError naming `experiment` if unknown
@@ -97,16 +96,14 @@ def _previous_rows(out: pathlib.Path) -> list[dict]:
 
 def _merged(previous: list[dict], rows: list[dict]) -> list[dict]:
     """Earlier rows overridden by this run's, in the registry's order."""
-    import experiments
-
+    experiments = extras.experiments
     by_name = {row["name"]: row for row in previous} | {row["name"]: row for row in rows}
     order = {name: i for i, name in enumerate(experiments.names())}
     return sorted(by_name.values(), key=lambda row: order.get(row["name"], len(order)))
 
 
 def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
-    import experiments
-
+    experiments = extras.experiments
     start = time.perf_counter()
     row = {
         "name": name,
@@ -132,8 +129,7 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
+    tqdm = extras.tqdm.tqdm
     mode = _mode(args)
     names = _selected(args.name)
     out = files.output_directory(args.out, "out")

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from gdyn_jax import extras
+from gdyn_jax.data import mnist1d_builder
 from gdyn_jax.data.catalogue import check_name, default_data_dir, info
 
 _READ_CHUNK = 10_000  # examples per __getitems__ call
@@ -72,8 +74,6 @@ def load(
 
 
 def _data_source(name: str, split: str, data_dir: Path, download: bool) -> Sequence[Any]:
-    import tensorflow_datasets as tfds
-
     if name == "mnist1d":
         prepare_mnist1d(data_dir)
     kwargs: dict[str, Any] = dict(split=split, data_dir=str(data_dir), try_gcs=False)
@@ -90,7 +90,7 @@ def _data_source(name: str, split: str, data_dir: Path, download: bool) -> Seque
     # ours after a look at data_dir. (Checking `is_prepared()` first would reject
     # tfds.testing.mock_data's builders, which are never prepared.)
     try:
-        return tfds.data_source(name, **kwargs)
+        return extras.tfds.data_source(name, **kwargs)
     except Exception as err:  # tfds raises several types here; diagnose from the disk
         if not download and not _prepared_dirs(name, data_dir):
             raise FileNotFoundError(_not_prepared_message(name, split, data_dir)) from err
@@ -133,7 +133,7 @@ def _not_prepared_message(name: str, split: str, data_dir: Path) -> str:
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (no-op where ``fcntl`` is missing)."""
     try:
-        import fcntl
+        fcntl = extras.fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
@@ -153,16 +153,16 @@ def prepare_mnist1d(data_dir: str | Path | None = None) -> Path:
     ``gdyn_jax.data.mnist1d_builder``). A file lock makes concurrent first uses (several
     processes, pytest-xdist) prepare it once. Returns the prepared version directory.
     """
-    from gdyn_jax.data.mnist1d_builder import Mnist1d
-
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     with _quiet_tfds():
-        builder = Mnist1d(data_dir=str(data_dir), file_format="array_record")
+        builder = mnist1d_builder.Mnist1d(data_dir=str(data_dir), file_format="array_record")
         prepared = builder.is_prepared()
     if not prepared:
         with _file_lock(data_dir / ".mnist1d.lock"):
             with _quiet_tfds():
-                builder = Mnist1d(data_dir=str(data_dir), file_format="array_record")
+                builder = mnist1d_builder.Mnist1d(
+                    data_dir=str(data_dir), file_format="array_record"
+                )
                 prepared = builder.is_prepared()
             if not prepared:
                 print(f"gdyn_jax: generating MNIST-1D offline into {data_dir}", file=sys.stderr)

@@ -1,9 +1,26 @@
-"""Measurements of a real network: curvature (Hessian-vector products, Lanczos), sharpness.
+"""Measurements of a real network: the network side of the library.
 
-The network side of the library: it imports the rules (``optimizers``), data and models, never
-the exact analysis (``linearize``); predictions join the two.
+What a network does, measured: curvature (Hessian-vector products, Lanczos, the sharpness and
+the spectral measure; ``gdyn_jax.measurements.hessian``), kicks along Hessian eigenvectors
+(``gdyn_jax.measurements.modes``), minibatch gradient noise along a direction
+(``gdyn_jax.measurements.noise``), adversarial probes
+(``gdyn_jax.measurements.adversarial``) and statistics of training curves
+(``gdyn_jax.measurements.curves``).
+
+This layer may import the foundation (``errors``, ``extras``, ``files``, ``imports``,
+``state_structure``), the rules (``optimizers``), ``data`` and ``models``; never the exact
+analysis (``linearize``), the sweep or the predictions. Predictions
+(:mod:`gdyn_jax.predictions`) set a rule's exact analysis beside these measurements.
 """
 
+from gdyn_jax.measurements.adversarial import fgsm, fgsm_evaluate
+from gdyn_jax.measurements.curves import (
+    Best,
+    best_setting,
+    curve_overshoot,
+    steps_to_target,
+    tail_rate,
+)
 from gdyn_jax.measurements.hessian import (
     METHODS,
     hvp,
@@ -11,5 +28,33 @@ from gdyn_jax.measurements.hessian import (
     top_eigenpairs,
     top_eigenvalue,
 )
+from gdyn_jax.measurements.modes import (
+    eigen_residuals,
+    kick_responses,
+    minimize,
+    projected_trajectory,
+    relative_error,
+)
+from gdyn_jax.measurements.noise import noise_ensemble, projected_gradient_noise
 
-__all__ = ["METHODS", "hvp", "spectral_measure", "top_eigenpairs", "top_eigenvalue"]
+__all__ = [
+    "METHODS",
+    "Best",
+    "best_setting",
+    "curve_overshoot",
+    "eigen_residuals",
+    "fgsm",
+    "fgsm_evaluate",
+    "hvp",
+    "kick_responses",
+    "minimize",
+    "noise_ensemble",
+    "projected_gradient_noise",
+    "projected_trajectory",
+    "relative_error",
+    "spectral_measure",
+    "steps_to_target",
+    "tail_rate",
+    "top_eigenpairs",
+    "top_eigenvalue",
+]

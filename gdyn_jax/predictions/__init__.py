@@ -1,0 +1,40 @@
+"""Predictions: a rule's exact analysis on quadratics joined to a network's measurements.
+
+Each function here computes what :mod:`gdyn_jax.linearize` says a rule does on the quadratic
+model of a real loss, usually beside what :mod:`gdyn_jax.measurements` measured on it: kicks
+along Hessian eigenvectors and the regime of each mode's loop
+(``gdyn_jax.predictions.modes``), the noise floor along the top eigenvector
+(``gdyn_jax.predictions.noise_floor``), and the loss on the quadratic model whose curvature
+is a measured spectral measure (``gdyn_jax.predictions.spectral``).
+
+This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
+``data``, ``models``, ``measurements`` and ``sweep``; only ``plotting``, the command line and
+the experiments sit above it.
+"""
+
+from gdyn_jax.predictions.modes import (
+    REGIMES,
+    KickTest,
+    kick_test,
+    mode_loops,
+    predicted_kick_response,
+    regime,
+    regime_learning_rates,
+    regimes_of,
+)
+from gdyn_jax.predictions.noise_floor import FloorTest, floor_test
+from gdyn_jax.predictions.spectral import quadratic_model_loss
+
+__all__ = [
+    "REGIMES",
+    "FloorTest",
+    "KickTest",
+    "floor_test",
+    "kick_test",
+    "mode_loops",
+    "predicted_kick_response",
+    "quadratic_model_loss",
+    "regime",
+    "regime_learning_rates",
+    "regimes_of",
+]
