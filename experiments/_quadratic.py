@@ -9,15 +9,18 @@ curvatures :math:`h_i` (``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_ra
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+
+from gdyn_jax import linearize
+from gdyn_jax.analysis import tail_rate
 
 
 def iterates(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):
     """``θ_0, θ_1, ...`` under ``opt`` from ``start`` with the gradient ``grad(θ, input)`` for
     each of ``inputs`` (or ``grad(θ, None)`` ``length`` times): one ``lax.scan``, vmappable."""
-    import jax
-    import jax.numpy as jnp
 
     def step(carry, x):
         params, state = carry
@@ -32,9 +35,6 @@ def iterates(opt: optax.GradientTransformation, grad, start, inputs=None, length
 
 def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> np.ndarray:
     """``||θ_k||`` for k = 0..steps under ``opt`` on the quadratic, in float64."""
-    import jax
-    import jax.numpy as jnp
-
     with jax.enable_x64(True):
         h = jnp.asarray(eigenvalues, dtype=jnp.float64)
         path = iterates(opt, lambda p, _: h * p, jnp.ones_like(h), length=steps)
@@ -44,8 +44,6 @@ def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> n
 def worst_rate(factory, hyperparameters: dict, curvatures) -> float:
     """``linearize.convergence_rate`` of one setting: the largest spectral radius over
     ``curvatures``."""
-    from gdyn_jax import linearize
-
     grid = {k: np.asarray([v], dtype=np.float64) for k, v in hyperparameters.items()}
     return float(np.max(linearize.convergence_rate(factory, grid, curvatures)))
 
@@ -68,8 +66,6 @@ def tuned_runs(report, rules: dict, eigenvalues, steps: int, skip: int, title: s
     """Each rule ``name -> (factory, hyperparameters)`` run on the quadratic: its measured tail
     rate (``analysis.tail_rate`` after ``skip`` steps) scored against
     ``linearize.convergence_rate`` within 3%, and the figure ``quadratic_run.png``."""
-    from gdyn_jax.analysis import tail_rate
-
     errors, out = {}, {"measured": {}, "predicted": {}}
     for name, (factory, hp) in rules.items():
         errors[name] = error_norms(factory(**hp), eigenvalues, steps)
