@@ -24,10 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from experiments._harness import Report
+from experiments._harness import Modes, Report
 from experiments._quadratic import iterates, tuned_runs, worst_rate
+from gdyn_jax import linearize, optimizers
 
 TITLE = (
     "Worst-case rates of GD, heavy ball, Nesterov and Triple Momentum on quadratics and "
@@ -48,7 +51,7 @@ QUADRATIC_KAPPA = 100.0
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     kappas: tuple[float, ...] = (2.0, 10.0, 100.0, 1e3, 1e4)
     curvatures: int = 2000
     dim: int = 40
@@ -56,18 +59,22 @@ class Settings:
     robust_kappas: tuple[float, ...] = (2.0, 4.0, 10.0, 25.0, 50.0, 100.0, 300.0, 1e3)
     starts: int = 1301
 
-    @classmethod
-    def tiny(cls):
-        return cls((10.0, 100.0), 200, 8, 200, (4.0, 25.0, 100.0), 131)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        kappas = tuple(float(k) for k in np.geomspace(1.5, 1e3, 25))
-        return cls((2.0, 10.0, 100.0, 1e3, 1e4, 1e5), 10000, 100, 1000, kappas, 6501)
+    TINY = dict(
+        kappas=(10.0, 100.0),
+        curvatures=200,
+        dim=8,
+        steps=200,
+        robust_kappas=(4.0, 25.0, 100.0),
+        starts=131,
+    )
+    FULL = dict(
+        kappas=(2.0, 10.0, 100.0, 1e3, 1e4, 1e5),
+        curvatures=10000,
+        dim=100,
+        steps=1000,
+        robust_kappas=tuple(float(k) for k in np.geomspace(1.5, 1e3, 25)),
+        starts=6501,
+    )
 
 
 def tuning(method: str, kappa: float) -> tuple[str, dict, float | None]:
@@ -97,16 +104,12 @@ def tuning(method: str, kappa: float) -> tuple[str, dict, float | None]:
 
 def worst_case_rate(method: str, kappa: float, curvatures) -> float:
     """The largest spectral radius over ``curvatures`` (``linearize.convergence_rate``)."""
-    from gdyn_jax import optimizers
-
     name, hp, _ = tuning(method, kappa)
     return worst_rate(optimizers.get(name), hp, curvatures)
 
 
 def certified(method: str, kappa: float, iqc: str, tol: float = 1e-6):
     """``linearize.robust_rate`` of the tuned method over S(1, kappa)."""
-    from gdyn_jax import linearize, optimizers
-
     name, hp, _ = tuning(method, kappa)
     return linearize.robust_rate(optimizers.get(name)(**hp), 1.0, kappa, iqc=iqc, tol=tol)
 
@@ -121,8 +124,6 @@ def certification_threshold(method: str, iqc: str, rtol: float = 1e-3) -> float:
 
 
 def run(s: Settings, report: Report) -> None:
-    from gdyn_jax import optimizers
-
     rates = [
         dict(kappa=k, method=m, optimizer=name, hyperparameters=hp, closed_form_rate=closed)
         | {"worst_case_rate": worst_case_rate(m, k, np.linspace(1, k, s.curvatures))}
@@ -188,8 +189,6 @@ def _function(x: np.ndarray) -> np.ndarray:
 
 def _gradient(x):
     """The gradient of LRP's §4.6 counterexample: 25x (x < 1), x + 24 (1 <= x < 2), 25x - 24."""
-    import jax.numpy as jnp
-
     return jnp.where(x < 1, 25.0 * x, jnp.where(x < 2, x + 24.0, 25.0 * x - 24.0))
 
 
@@ -197,11 +196,6 @@ def counterexample(s: Settings) -> dict:
     """Heavy ball (Polyak's tuning for [1, 25], the package's ``momentum``, zero initial velocity)
     on the §4.6 function from x0 = 3.3 and from a grid of starts: the cycle, its period, the
     exact periodic orbit, and the interval of starts around 3.3 that end on the cycle."""
-    import jax
-    import jax.numpy as jnp
-
-    from gdyn_jax import optimizers
-
     name, hp, _ = tuning("heavy_ball", COUNTEREXAMPLE["L"])
     opt = optimizers.get(name)(**hp)
 

@@ -29,9 +29,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import linearize, optimizers
 from gdyn_jax.plotting import plot_bar_pairs
 
 TITLE = "Momentum SGD on streaming PCA: saddle escape vs stationary error (Liu et al. 2018)"
@@ -43,7 +47,7 @@ QUAD_CURVATURES, QUAD_NOISE, QUAD_LEARNING_RATE = (1.0, 0.2), 0.1, 0.05
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     eigenvalues: tuple[float, ...] = (1.0, 0.5, 0.3, 0.2)
     momenta: tuple[float, ...] = (0.0, 0.5, 0.9)
     learning_rates: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005)
@@ -53,26 +57,23 @@ class Settings:
     mc_seeds: int = 2000
     mc_steps: int = 1000
 
-    @classmethod
-    def tiny(cls):
-        return cls(
-            learning_rates=(0.01, 0.02),
-            seeds=16,
-            steps=4000,
-            diffusion_limit=0.05,
-            mc_seeds=256,
-            mc_steps=300,
-        )
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        eigenvalues, momenta = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05), (0.0, 0.3, 0.6, 0.9)
-        lrs = (0.00025, 0.0005, 0.001, 0.0025, 0.005)
-        return cls(eigenvalues, momenta, lrs, 512, 200_000, 0.01, 8000, 2000)
+    TINY = dict(
+        learning_rates=(0.01, 0.02),
+        seeds=16,
+        steps=4000,
+        diffusion_limit=0.05,
+        mc_seeds=256,
+        mc_steps=300,
+    )
+    FULL = dict(
+        eigenvalues=(1.0, 0.5, 0.3, 0.2, 0.1, 0.05),
+        momenta=(0.0, 0.3, 0.6, 0.9),
+        learning_rates=(0.00025, 0.0005, 0.001, 0.0025, 0.005),
+        seeds=512,
+        steps=200_000,
+        mc_seeds=8000,
+        mc_steps=2000,
+    )
 
     @property
     def diffusion_constant(self) -> float:
@@ -84,12 +85,6 @@ class Settings:
 def simulate_pca(s: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every (momentum, learning rate, seed): the escape step (-1 if never), the overlap
     (w.e1)^2 at the end of each block of BLOCK steps, and the summed error over each block."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from gdyn_jax import optimizers
-
     scale = jnp.sqrt(jnp.asarray(s.eigenvalues))
     w0 = jnp.zeros(scale.size).at[1].set(1.0)  # the saddle e2
 
@@ -198,12 +193,6 @@ def _effective_step_rows(report: Report, s: Settings, escape, err, err_se) -> No
 
 def noise_floor(s: Settings, report: Report) -> list[dict]:
     """linearize.stationary_covariance against Monte-Carlo on a 2-D quadratic."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from gdyn_jax import linearize, optimizers
-
     h = np.asarray(QUAD_CURVATURES)
 
     def one(mu, key):

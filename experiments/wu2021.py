@@ -27,9 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from experiments import _training as tr
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import linearize, optimizers
 from gdyn_jax.analysis import quadratic_model_loss, steps_to_target
 from gdyn_jax.plotting import plot_mean_band, plot_root_locus, plot_step_response
 
@@ -45,7 +47,7 @@ BETA, A = 0.5, 0.5  # the zeros and stability limits are checked at this (a, bet
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     map_size: int = 41
     lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
     betas: tuple[float, ...] = (0.5, 0.9)
@@ -55,23 +57,26 @@ class Settings:
     nodes: int = 40  # quadrature nodes of the gradient's spectral measure
     target_loss: float = 1.0
 
-    @classmethod
-    def tiny(cls):
-        return cls(8, (0.01, 0.1), (0.9,), 20, 10, 2, 10, 2.2)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        lrs = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-        return cls(81, lrs, (0.5, 0.8, 0.9, 0.95), 6000, 50, 5)
+    TINY = dict(
+        map_size=8,
+        lrs=(0.01, 0.1),
+        betas=(0.9,),
+        steps=20,
+        eval_every=10,
+        seeds=2,
+        nodes=10,
+        target_loss=2.2,
+    )
+    FULL = dict(
+        map_size=81,
+        lrs=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        betas=(0.5, 0.8, 0.9, 0.95),
+        steps=6000,
+        seeds=5,
+    )
 
 
 def factory(name: str):
-    from gdyn_jax import optimizers
-
     return optimizers.get(FACTORIES[name])
 
 
@@ -121,8 +126,6 @@ def run(s: Settings, report: Report) -> None:
 
 def predict_settling(name: str, grid: dict, curvature: float, steps: int = 20000) -> dict:
     """Stability, 2% settling time and overshoot (inf where unstable) of every grid loop."""
-    from gdyn_jax import linearize
-
     info = linearize.step_info(linearize.linearize_grid(factory(name), grid, curvature), steps)
     stable = np.asarray(info["Stable"], bool)
     settling, overshoot = (np.where(stable, info[k], np.inf) for k in ("SettlingTime", "Overshoot"))
@@ -142,8 +145,6 @@ def predict_steps(name: str, grid: dict, curvature: list, s: Settings) -> np.nda
 
 def spearman(x, y) -> tuple[float, int]:
     """Spearman's rank correlation over the pairs where both are finite, and their number."""
-    from scipy.stats import spearmanr
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     rho = float(spearmanr(x[keep], y[keep]).statistic) if keep.sum() >= 3 else np.nan
@@ -240,8 +241,6 @@ def training_figures(report: Report, s: Settings, rows: list, best: dict) -> Non
 
 
 def theory(s: Settings, report: Report) -> None:
-    from gdyn_jax import linearize
-
     report.text(
         "Theory at h = 1 (so K = a), computed by `linearize` and set beside the closed forms."
     )
@@ -284,8 +283,6 @@ def theory(s: Settings, report: Report) -> None:
 
 
 def theory_figures(report: Report, lrs, betas, maps: dict, zeros: dict) -> None:
-    from gdyn_jax import linearize
-
     caption = "Step responses of SGD, momentum and NAG (h = 1)"
     with report.figure("step_responses.png", caption, (15, 4.2)) as fig:
         axes = fig.subplots(1, 3, sharey=True)
