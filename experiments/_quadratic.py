@@ -1,10 +1,11 @@
 r"""Optimizers run on explicit gradients and on a diagonal quadratic; their error decay.
 
 :func:`iterates` runs an optax transform on a gradient function (any loss; batches or noise as
-its inputs). On the quadratic :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0),
-started from :math:`\theta_0 = \mathbf{1}`, the error after :math:`k` steps is
-:math:`\|\theta_k\|`, whose geometric tail decays at the loop's spectral radius over the
-curvatures :math:`h_i` (``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_rate` predicts it).
+its inputs; :func:`final` keeps only the last iterate). On the quadratic
+:math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0), started from
+:math:`\theta_0 = \mathbf{1}`, the error after :math:`k` steps is :math:`\|\theta_k\|`, whose
+geometric tail decays at the loop's spectral radius over the curvatures :math:`h_i`
+(``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_rate` predicts it).
 """
 
 from __future__ import annotations
@@ -21,16 +22,30 @@ from gdyn_jax.analysis import tail_rate
 def iterates(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):
     """``θ_0, θ_1, ...`` under ``opt`` from ``start`` with the gradient ``grad(θ, input)`` for
     each of ``inputs`` (or ``grad(θ, None)`` ``length`` times): one ``lax.scan``, vmappable."""
+    start = jnp.asarray(start)
+    step = _step(opt, grad, keep=True)
+    _, path = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
+    return jnp.concatenate([start[None], path])
+
+
+def final(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):
+    """The last of :func:`iterates`, without keeping the path."""
+    start = jnp.asarray(start)
+    step = _step(opt, grad, keep=False)
+    (params, _), _ = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
+    return params
+
+
+def _step(opt: optax.GradientTransformation, grad, keep: bool):
+    """One step of ``opt`` on ``grad`` as a ``lax.scan`` body (emitting θ if ``keep``)."""
 
     def step(carry, x):
         params, state = carry
         updates, state = opt.update(grad(params, x), state, params)
         params = optax.apply_updates(params, updates)
-        return (params, state), params
+        return (params, state), (params if keep else None)
 
-    start = jnp.asarray(start)
-    _, path = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
-    return jnp.concatenate([start[None], path])
+    return step
 
 
 def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 
 from experiments import _training as tr
 from experiments._harness import Modes, Report
+from experiments._quadratic import final
 from gdyn_jax import optimizers
 from gdyn_jax.plotting import plot_mean_band
 
@@ -104,14 +105,7 @@ def train_toy(name: str, lrs: list[float], xs: np.ndarray, ys: np.ndarray, steps
 
     def one(lr, x, y):
         opt = optimizers.get(factory)(lr, **fixed)
-        w = jnp.zeros(x.shape[1])
-
-        def step(carry, _):
-            w, state = carry
-            updates, state = opt.update(jax.grad(loss)(w, x, y), state, w)
-            return (w + updates, state), None
-
-        (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), None, length=steps)
+        w = final(opt, lambda w, _: jax.grad(loss)(w, x, y), jnp.zeros(x.shape[1]), length=steps)
         return w, loss(w, x, y)
 
     run = jax.jit(jax.vmap(jax.vmap(one, (None, 0, 0)), (0, None, None)))
