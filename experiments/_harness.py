@@ -48,9 +48,13 @@ expresses it (a ratio, a count, a largest difference) and ``bound`` it. ``report
 rows)`` adds a table that is shown, not scored; ``report.mode`` is ``'tiny'``, ``'quick'`` or
 ``'full'``. Shared pieces: ``experiments._training`` (one sweep call, seed statistics, the
 curvature at the sweep's own initialisation), ``experiments._quadratic`` (runs on a quadratic),
-``gdyn_jax.analysis`` and ``gdyn_jax.plotting`` (which draw on a given ``Axes``). Imports
-stand at a module's top; heavy or optional third-party modules come through
-``gdyn_jax.extras``.
+``gdyn_jax.analysis`` and ``gdyn_jax.plotting`` (which draw on a given ``Axes``). An
+experiment stays a short script (under about 250 lines): a self-contained part of a longer
+paper (its computation, scored rows and figure) goes into a helper module of its own that
+``run`` calls, as ``_counterexample`` (lessard2016, §4.6), ``_quadratic_floor`` (liu2018) and
+``_control`` (wu2021's theory). Imports stand at a module's top; heavy or optional third-party
+modules come through ``gdyn_jax.extras``. Keep ``TITLE`` a literal string: ``gdyn list`` then
+reads it without importing the module.
 
 ``tests/test_harness.py`` checks every module against this contract (and that none calls
 pyplot or cites a file outside the repository); give the experiment its own test of its numbers
