@@ -3,12 +3,15 @@
 Every public module of this package (``experiments/NAME.py``, a name without a leading ``_``)
 is an experiment; how to write one is in ``experiments/_harness.py``. ``run(name, out_dir,
 mode)`` runs one into ``out_dir`` and returns its summary (also written as ``summary.json``);
-``gdyn reproduce`` adds the index.
+``gdyn reproduce`` adds the index. ``title(name)`` reads a literal ``TITLE`` from the module's
+source, so that listing the experiments (``gdyn list experiments``) imports none of them.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import pathlib
 import pkgutil
 import time
@@ -29,15 +32,32 @@ def names() -> tuple[str, ...]:
 
 def get(name: str) -> ModuleType:
     """The experiment module called ``name``."""
-    known = names()
-    if name not in known:
-        raise ValueError(f"experiment: unknown name {name!r}; expected one of {', '.join(known)}")
-    return importlib.import_module(f"experiments.{name}")
+    return importlib.import_module(_known(name))
 
 
 def title(name: str) -> str:
-    """The one-line title of experiment ``name``."""
+    """The one-line title of experiment ``name``: its ``TITLE``, read from the source when it is
+    assigned once, as a literal; otherwise from the imported module."""
+    source = pathlib.Path(importlib.util.find_spec(_known(name)).origin).read_text("utf-8")
+    found = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "TITLE" for t in targets):
+            found.append(node)
+    if len(found) == 1 and isinstance(found[0], ast.Assign):
+        try:
+            return ast.literal_eval(found[0].value)
+        except ValueError:
+            pass
     return get(name).TITLE
+
+
+def _known(name: str) -> str:
+    """The module path of experiment ``name`` (a ValueError naming the known ones if unknown)."""
+    known = names()
+    if name not in known:
+        raise ValueError(f"experiment: unknown name {name!r}; expected one of {', '.join(known)}")
+    return f"experiments.{name}"
 
 
 def settings(name: str, mode: str) -> Any:

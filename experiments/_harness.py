@@ -8,8 +8,11 @@ Write one module ``experiments/NAME.py`` (a name without a leading ``_``: module
 
 - ``TITLE`` (one line) and ``SOURCE`` (the publication), and the published numbers as module
   constants, so that every number a report sets beside a measurement lives in the module;
-- ``Settings``: a frozen dataclass with three classmethods, ``tiny()`` (seconds: the tests),
-  ``quick()`` (minutes on a laptop CPU) and ``full()`` (the paper's size);
+- ``Settings``: a frozen dataclass deriving from :class:`Modes`. Its field defaults are the
+  ``quick`` mode (minutes on a laptop CPU); the class attributes ``TINY`` (seconds: the tests)
+  and ``FULL`` (the paper's size) hold only what those modes change, as Flax's example configs
+  start from the default one and override a few entries. ``Settings.tiny()``, ``quick()`` and
+  ``full()`` build the three;
 - ``run(settings, report) -> None``: the script. It computes and tells ``report`` what to show;
   it never builds paths, writes files or decides by hand whether a number agrees.
 
@@ -20,16 +23,12 @@ Write one module ``experiments/NAME.py`` (a name without a leading ``_``: module
     PUBLISHED = 0.68
 
     @dataclass(frozen=True)
-    class Settings:
-        steps: int
+    class Settings(Modes):
+        steps: int = 6000
         seeds: int = 3
 
-        @classmethod
-        def tiny(cls): return cls(steps=20, seeds=2)
-        @classmethod
-        def quick(cls): return cls(steps=6000)
-        @classmethod
-        def full(cls): return cls(steps=6000, seeds=5)
+        TINY = dict(steps=20, seeds=2)
+        FULL = dict(seeds=5)
 
     def run(s: Settings, report: Report) -> None:
         accuracy = ...                                        # train, measure
@@ -49,7 +48,13 @@ expresses it (a ratio, a count, a largest difference) and ``bound`` it. ``report
 rows)`` adds a table that is shown, not scored; ``report.mode`` is ``'tiny'``, ``'quick'`` or
 ``'full'``. Shared pieces: ``experiments._training`` (one sweep call, seed statistics, the
 curvature at the sweep's own initialisation), ``experiments._quadratic`` (runs on a quadratic),
-``gdyn_jax.analysis`` and ``gdyn_jax.plotting`` (which draw on a given ``Axes``).
+``gdyn_jax.analysis`` and ``gdyn_jax.plotting`` (which draw on a given ``Axes``). An
+experiment stays a short script (under about 250 lines): a self-contained part of a longer
+paper (its computation, scored rows and figure) goes into a helper module of its own that
+``run`` calls, as ``_counterexample`` (lessard2016, §4.6), ``_quadratic_floor`` (liu2018) and
+``_control`` (wu2021's theory). Imports stand at a module's top; heavy or optional third-party
+modules come through ``gdyn_jax.extras``. Keep ``TITLE`` a literal string: ``gdyn list`` then
+reads it without importing the module.
 
 ``tests/test_harness.py`` checks every module against this contract (and that none calls
 pyplot or cites a file outside the repository); give the experiment its own test of its numbers
@@ -69,12 +74,12 @@ import dataclasses
 import json
 import math
 import pathlib
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from gdyn_jax import files
+from gdyn_jax import extras, files
 
 #: keys of summary.json that the harness writes (``record`` may not use them)
 RESERVED = (
@@ -87,6 +92,32 @@ RESERVED = (
     "comparisons",
     "figures",
 )
+
+
+class Modes:
+    """The three modes of an experiment's ``Settings`` from one set of defaults.
+
+    A subclass is a frozen dataclass whose field defaults are the ``quick`` mode; ``TINY`` and
+    ``FULL`` map field names to the values those modes change (the rest stay the defaults).
+    """
+
+    TINY: ClassVar[Mapping[str, Any]] = {}
+    FULL: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def tiny(cls):
+        """Seconds: the tests' setting."""
+        return cls(**cls.TINY)
+
+    @classmethod
+    def quick(cls):
+        """Minutes on a laptop CPU: the field defaults."""
+        return cls()
+
+    @classmethod
+    def full(cls):
+        """The paper's size."""
+        return cls(**cls.FULL)
 
 
 def jsonable(value: Any) -> Any:
@@ -233,11 +264,9 @@ class Report:
     ) -> Iterator[Any]:
         """A ``matplotlib.figure.Figure`` (constrained layout) saved as ``filename`` (PNG,
         110 dpi) into the output folder when the block ends, and linked with ``caption``."""
-        from matplotlib.figure import Figure
-
         if pathlib.Path(filename).name != filename or not filename.endswith(".png"):
             raise ValueError(f"filename: expected a plain 'name.png', got {filename!r}")
-        fig = Figure(figsize=size, layout="constrained")
+        fig = extras.figure.Figure(figsize=size, layout="constrained")
         yield fig
         self.out_dir.mkdir(parents=True, exist_ok=True)
         files.save_figure(fig, self.out_dir / filename, dpi=110)

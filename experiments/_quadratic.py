@@ -1,40 +1,55 @@
 r"""Optimizers run on explicit gradients and on a diagonal quadratic; their error decay.
 
 :func:`iterates` runs an optax transform on a gradient function (any loss; batches or noise as
-its inputs). On the quadratic :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0),
-started from :math:`\theta_0 = \mathbf{1}`, the error after :math:`k` steps is
-:math:`\|\theta_k\|`, whose geometric tail decays at the loop's spectral radius over the
-curvatures :math:`h_i` (``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_rate` predicts it).
+its inputs; :func:`final` keeps only the last iterate). On the quadratic
+:math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0), started from
+:math:`\theta_0 = \mathbf{1}`, the error after :math:`k` steps is :math:`\|\theta_k\|`, whose
+geometric tail decays at the loop's spectral radius over the curvatures :math:`h_i`
+(``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_rate` predicts it).
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+
+from gdyn_jax import linearize
+from gdyn_jax.analysis import tail_rate
 
 
 def iterates(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):
     """``θ_0, θ_1, ...`` under ``opt`` from ``start`` with the gradient ``grad(θ, input)`` for
     each of ``inputs`` (or ``grad(θ, None)`` ``length`` times): one ``lax.scan``, vmappable."""
-    import jax
-    import jax.numpy as jnp
+    start = jnp.asarray(start)
+    step = _step(opt, grad, keep=True)
+    _, path = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
+    return jnp.concatenate([start[None], path])
+
+
+def final(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):
+    """The last of :func:`iterates`, without keeping the path."""
+    start = jnp.asarray(start)
+    step = _step(opt, grad, keep=False)
+    (params, _), _ = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
+    return params
+
+
+def _step(opt: optax.GradientTransformation, grad, keep: bool):
+    """One step of ``opt`` on ``grad`` as a ``lax.scan`` body (emitting θ if ``keep``)."""
 
     def step(carry, x):
         params, state = carry
         updates, state = opt.update(grad(params, x), state, params)
         params = optax.apply_updates(params, updates)
-        return (params, state), params
+        return (params, state), (params if keep else None)
 
-    start = jnp.asarray(start)
-    _, path = jax.lax.scan(step, (start, opt.init(start)), inputs, length=length)
-    return jnp.concatenate([start[None], path])
+    return step
 
 
 def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> np.ndarray:
     """``||θ_k||`` for k = 0..steps under ``opt`` on the quadratic, in float64."""
-    import jax
-    import jax.numpy as jnp
-
     with jax.enable_x64(True):
         h = jnp.asarray(eigenvalues, dtype=jnp.float64)
         path = iterates(opt, lambda p, _: h * p, jnp.ones_like(h), length=steps)
@@ -44,8 +59,6 @@ def error_norms(opt: optax.GradientTransformation, eigenvalues, steps: int) -> n
 def worst_rate(factory, hyperparameters: dict, curvatures) -> float:
     """``linearize.convergence_rate`` of one setting: the largest spectral radius over
     ``curvatures``."""
-    from gdyn_jax import linearize
-
     grid = {k: np.asarray([v], dtype=np.float64) for k, v in hyperparameters.items()}
     return float(np.max(linearize.convergence_rate(factory, grid, curvatures)))
 
@@ -68,8 +81,6 @@ def tuned_runs(report, rules: dict, eigenvalues, steps: int, skip: int, title: s
     """Each rule ``name -> (factory, hyperparameters)`` run on the quadratic: its measured tail
     rate (``analysis.tail_rate`` after ``skip`` steps) scored against
     ``linearize.convergence_rate`` within 3%, and the figure ``quadratic_run.png``."""
-    from gdyn_jax.analysis import tail_rate
-
     errors, out = {}, {"measured": {}, "predicted": {}}
     for name, (factory, hp) in rules.items():
         errors[name] = error_norms(factory(**hp), eigenvalues, steps)

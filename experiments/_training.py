@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
+
+from gdyn_jax.analysis import best_setting
+from gdyn_jax.measurements import hessian
+from gdyn_jax.sweep import SweepConfig, run_sweep, setup, train
 
 MNIST1D_MLP = {"dataset": "mnist1d", "model": "mlp", "loss": "cross_entropy", "batch_size": 100}
 
@@ -33,8 +38,6 @@ def full_batch_fc(widths, examples: int, iters: int, dataset: str = "mnist1d") -
 
 def sweep(grid: Mapping[str, Sequence[float]], seeds: int, **config: Any):
     """``run_sweep(SweepConfig(**config), grid, seeds)`` without a progress bar."""
-    from gdyn_jax.sweep import SweepConfig, run_sweep
-
     return run_sweep(SweepConfig(**config), dict(grid), seeds=seeds, progress=False)
 
 
@@ -55,8 +58,6 @@ def pm(stats: Mapping[str, Any], scale: float = 1.0, digits: int = 1) -> str:
 def best_accuracy(ds):
     """``analysis.best_setting`` of a sweep by mean final test accuracy, a diverged seed counted
     as 0 (so that a setting is not chosen on its surviving seeds alone)."""
-    from gdyn_jax.analysis import best_setting
-
     final = ds["test_accuracy"].isel(step=-1)
     return best_setting(final, diverged=ds["diverged_at"] >= 0, diverged_score=0.0)
 
@@ -70,11 +71,6 @@ def initial_curvature(
     measure of the gradient (``hessian.spectral_measure``: ``nodes``, ``weights``). Seed ``s``
     starts from the parameters of member seed ``s`` of any sweep with this ``config``.
     """
-    import jax
-
-    from gdyn_jax.measurements import hessian
-    from gdyn_jax.sweep import SweepConfig, setup, train
-
     full = {"optimizer": "sgd", "steps": 1, "eval_every": 1, **config}
     task, data = setup.prepare(SweepConfig(**full))
     x, y = data.x_train[:subset], data.y_train[:subset]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments import _training as tr
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import linearize, optimizers
 from gdyn_jax.analysis import curve_overshoot, steps_to_target
 from gdyn_jax.plotting import plot_mean_band, plot_pole_zero
 
@@ -35,7 +36,7 @@ BETA, KI = 0.9, 1.0
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
     kds: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     steps: int = 2000
@@ -45,23 +46,28 @@ class Settings:
     sharpness_subset: int = 1000
     sharpness_iters: int = 20
 
-    @classmethod
-    def tiny(cls):
-        return cls((0.03,), (1.0, 10.0), 20, 10, 2, 0.15, 200, 5)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls((0.003, 0.01, 0.03, 0.1), (1.0, 3.0, 10.0, 30.0, 100.0), 6000, 20, 5, 0.6)
+    TINY = dict(
+        lrs=(0.03,),
+        kds=(1.0, 10.0),
+        steps=20,
+        eval_every=10,
+        seeds=2,
+        target_accuracy=0.15,
+        sharpness_subset=200,
+        sharpness_iters=5,
+    )
+    FULL = dict(
+        lrs=(0.003, 0.01, 0.03, 0.1),
+        kds=(1.0, 3.0, 10.0, 30.0, 100.0),
+        steps=6000,
+        eval_every=20,
+        seeds=5,
+        target_accuracy=0.6,
+    )
 
 
 def step_metrics(lrs, kds, curvature: float, steps: int = 5000) -> dict:
     """``linearize.step_info`` of momentum (over a) and PID (over a × kd) at ``curvature``."""
-    from gdyn_jax import linearize, optimizers
-
     grid = {"learning_rate": np.asarray(lrs, float)}
     mom = linearize.linearize_grid(optimizers.momentum, grid, curvature, beta=BETA)
     grid["kd"] = np.asarray(kds, float)
@@ -138,8 +144,6 @@ def run(s: Settings, report: Report) -> None:
 def _figures(report: Report, s: Settings, kd, h0, mom, pid, steps) -> dict:
     """The pole-zero maps and step responses at h0 and the training curves; returns the poles
     and zeros of the two loops at the middle learning rate."""
-    from gdyn_jax import linearize, optimizers
-
     mid = len(s.lrs) // 2
     loops = {
         "momentum": optimizers.momentum(s.lrs[mid], BETA),

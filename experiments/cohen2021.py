@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments import _training as tr
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import data, linearize, optimizers
 
 TITLE = "Edge of stability: sharpness hovers at max_stable_curvature for GD, heavy ball, Nesterov"
 SOURCE = "Cohen et al., ICLR 2021 (Figs. 1, 2 and the momentum appendix)"
@@ -40,7 +41,7 @@ RTOL = 0.1  # agreement band on final sharpness / limit
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     # GD sharpens slowest per step, so it gets the lower limits (larger steps); heavy ball at
     # limit 20 is thrown out of the basin on this network, so the momentum methods use 30, 40.
     limits: tuple[tuple[str, tuple[float, ...]], ...] = (
@@ -56,24 +57,20 @@ class Settings:
     widths: tuple[int, ...] = (200, 200)
     dataset: str = "mnist1d"
 
-    @classmethod
-    def tiny(cls):
-        limits = tuple((k, (20.0,)) for k in OPTIMIZERS)
-        return cls(limits, 20, 10, 200, 5, 1, (32, 32))
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):  # the paper's CIFAR-10 when it is prepared in the data dir
-        return cls(steps=10000, train_subset=5000, seeds=2, dataset="cifar10")
+    TINY = dict(
+        limits=tuple((k, (20.0,)) for k in OPTIMIZERS),
+        steps=20,
+        eval_every=10,
+        train_subset=200,
+        sharpness_iters=5,
+        widths=(32, 32),
+    )
+    # the paper's CIFAR-10 when it is prepared in the data dir
+    FULL = dict(steps=10000, train_subset=5000, seeds=2, dataset="cifar10")
 
 
 def limit(optimizer: str, learning_rate: float) -> float:
     """The stability limit of ``optimizer`` from ``linearize.max_stable_curvature``."""
-    from gdyn_jax import linearize, optimizers
-
     name, fixed = OPTIMIZERS[optimizer]
     return float(linearize.max_stable_curvature(optimizers.get(name)(learning_rate, **fixed)))
 
@@ -85,8 +82,6 @@ def final_sharpness(curve: np.ndarray) -> float:
 
 
 def run(s: Settings, report: Report) -> None:
-    from gdyn_jax import data
-
     try:
         data.load(s.dataset, "test[:1]")
     except FileNotFoundError:  # CIFAR-10 not prepared here: the quick setting's data

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import numpy as np
 
 from experiments import _training as tr
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import linearize, optimizers
 
 TITLE = "Adaptive edge of stability: Adam's preconditioned sharpness hovers at 38/η"
 SOURCE = "Cohen et al., 'Adaptive gradient methods at the edge of stability', arXiv:2207.14484"
@@ -30,7 +32,7 @@ RTOL = 0.1  # declared band on late preconditioned sharpness / limit
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     learning_rates: tuple[float, ...] = (1e-3, 3e-3)
     steps: int = 1000
     eval_every: int = 50
@@ -38,25 +40,12 @@ class Settings:
     widths: tuple[int, ...] = (100, 100)
     lanczos_iters: int = 20
 
-    @classmethod
-    def tiny(cls):
-        return cls(learning_rates=(1e-2,), steps=20, eval_every=10, examples=100, widths=(16,))
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls(learning_rates=(3e-4, 1e-3, 3e-3), steps=3000, widths=(200, 200))
+    TINY = dict(learning_rates=(1e-2,), steps=20, eval_every=10, examples=100, widths=(16,))
+    FULL = dict(learning_rates=(3e-4, 1e-3, 3e-3), steps=3000, widths=(200, 200))
 
 
 def frozen_limit(learning_rate: float) -> float:
     """``max_stable_curvature`` of the package's Adam with ν and the count frozen at P = 1."""
-    import jax
-
-    from gdyn_jax import linearize, optimizers
-
     defaults = optimizers.hyperparameters("adam")
     opt = optimizers.adam(learning_rate, b1=B1)
     count, b2, eps = 10_000, defaults["b2"], defaults["eps"]

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 
-from experiments._harness import Report
+from experiments._harness import Modes, Report
 from experiments._quadratic import iterates, worst_rate
+from gdyn_jax import linearize, optimizers
 from gdyn_jax.analysis import tail_rate
 
 TITLE = "Batch / stochastic / mini-batch GD on logistic loss; momentum in a ravine (Mopuri)"
@@ -33,23 +37,14 @@ RAVINE, RAVINE_START, RAVINE_STEP = (1.0, 0.02), (1.0, 1.0), 1.9  # h1, h2; a h1
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     n: int = 64
     epochs: int = 20
     minibatch: int = 8
     ravine_steps: int = 300
 
-    @classmethod
-    def tiny(cls):
-        return cls(n=32, epochs=5, ravine_steps=150)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls(n=128, epochs=50, minibatch=16, ravine_steps=400)
+    TINY = dict(n=32, epochs=5, ravine_steps=150)
+    FULL = dict(n=128, epochs=50, minibatch=16, ravine_steps=400)
 
 
 def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,18 +55,11 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def logistic_loss(params, x, y):
     r"""Mean logistic loss :math:`-\frac1N\sum\log\sigma(y(wx+b))`, ``params = (w, b)``."""
-    import jax
-
-    return -jax.numpy.mean(jax.nn.log_sigmoid(y * (params[0] * x + params[1])))
+    return -jnp.mean(jax.nn.log_sigmoid(y * (params[0] * x + params[1])))
 
 
 def sgd_path(x, y, batch_size: int, steps: int) -> np.ndarray:
     """SGD on mini-batches drawn without replacement in each epoch."""
-    import jax
-    import jax.numpy as jnp
-
-    from gdyn_jax import optimizers
-
     n = x.size
     x, y = jnp.asarray(x), jnp.asarray(y)
     per_epoch = n // batch_size
@@ -91,8 +79,6 @@ def roughness(path: np.ndarray) -> float:
 
 
 def run(s: Settings, report: Report) -> None:
-    import jax
-
     with jax.enable_x64(True):
         logistic = logistic_part(s, report)
         ravine = ravine_part(s, report)
@@ -100,9 +86,6 @@ def run(s: Settings, report: Report) -> None:
 
 
 def logistic_part(s: Settings, report: Report) -> dict:
-    import jax
-    import scipy.optimize
-
     x, y = make_data(s.n)
     fun = jax.jit(jax.value_and_grad(logistic_loss))
     best = scipy.optimize.minimize(lambda p: fun(p, x, y), np.zeros(2), jac=True, tol=1e-12)
@@ -151,8 +134,6 @@ def logistic_part(s: Settings, report: Report) -> dict:
 
 
 def ravine_part(s: Settings, report: Report) -> dict:
-    from gdyn_jax import linearize, optimizers
-
     h1, h2 = RAVINE
     a = RAVINE_STEP / h1
     tuned, _ = linearize.optimal_hyperparameters(
@@ -194,6 +175,19 @@ def ravine_part(s: Settings, report: Report) -> dict:
     report.compare("heavy ball: linearize rate", hb, 1 - root, rtol=0.01, label="1 - sqrt(a h2)")
     ratio = zigzag["heavy ball"] / zigzag["GD"]
     report.bound("zig-zag amplitude: heavy ball / GD", ratio, upper=1.0)
+    _ravine_figure(report, walks, norms)
+    return {
+        "curvatures": RAVINE,
+        "learning_rate": a,
+        "beta": beta,
+        "measured_rate": measured,
+        "predicted_rate": predicted,
+        "zigzag_amplitude": zigzag,
+    }
+
+
+def _ravine_figure(report: Report, walks: dict, norms: dict) -> None:
+    h1, h2 = RAVINE
     caption = "GD zig-zags across a ravine; momentum damps it"
     with report.figure("ravine.png", caption, (11, 4.2)) as fig:
         left, right = fig.subplots(1, 2)
@@ -205,11 +199,3 @@ def ravine_part(s: Settings, report: Report) -> dict:
         left.set(xlabel="steep θ1", ylabel="flat θ2", title="the first 60 steps")
         right.set(xlabel="step", ylabel="‖θ_k‖", title="distance to the minimum")
         left.legend(fontsize=8)
-    return {
-        "curvatures": RAVINE,
-        "learning_rate": a,
-        "beta": beta,
-        "measured_rate": measured,
-        "predicted_rate": predicted,
-        "zigzag_amplitude": zigzag,
-    }

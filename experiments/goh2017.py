@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import numpy as np
 
-from experiments._harness import Report
+from experiments._harness import Modes, Report
 from experiments._quadratic import tuned_runs
+from gdyn_jax import extras, linearize, optimizers
 
 TITLE = "Momentum's convergence rate over (a, beta), its regions and optimal tuning (Goh 2017)"
 SOURCE = "G. Goh, 'Why Momentum Really Works', Distill 2017"
@@ -30,7 +32,7 @@ QUADRATIC_KAPPA = 100.0
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     grid: int = 200
     region_grid: int = 120
     kappas: tuple[float, ...] = (10.0, 100.0, 1000.0)
@@ -38,19 +40,22 @@ class Settings:
     steps: int = 400
     search: tuple[tuple[str, int], ...] = ()  # optimal_hyperparameters' search options
 
-    @classmethod
-    def tiny(cls):
-        search = (("grid_size", 15), ("rounds", 12), ("num_curvatures", 17))
-        return cls(grid=40, region_grid=24, kappas=(10.0, 100.0), dim=8, steps=150, search=search)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        search = (("grid_size", 81), ("rounds", 30))
-        return cls(400, 300, (10.0, 100.0, 1e3, 1e4), 100, 800, search)
+    TINY = dict(
+        grid=40,
+        region_grid=24,
+        kappas=(10.0, 100.0),
+        dim=8,
+        steps=150,
+        search=(("grid_size", 15), ("rounds", 12), ("num_curvatures", 17)),
+    )
+    FULL = dict(
+        grid=400,
+        region_grid=300,
+        kappas=(10.0, 100.0, 1e3, 1e4),
+        dim=100,
+        steps=800,
+        search=(("grid_size", 81), ("rounds", 30)),
+    )
 
 
 def closed_form(kappa: float) -> dict:
@@ -74,10 +79,6 @@ def classify(poles: np.ndarray, tol: float = 1e-9) -> str:
 
 def rate_maps(s: Settings) -> dict:
     """Rate, stability and regions over the (a, beta) plane for the eigenvalue 1."""
-    import jax
-
-    from gdyn_jax import linearize, optimizers
-
     a, beta = np.linspace(0.0, 4.2, s.grid + 1)[1:], np.linspace(0.0, 0.995, s.grid)
     ra, rb = np.linspace(0.0, 4.2, s.region_grid + 1)[1:], np.linspace(0.0, 0.99, s.region_grid)
     with jax.enable_x64(True):
@@ -101,10 +102,6 @@ def rate_maps(s: Settings) -> dict:
 
 
 def run(s: Settings, report: Report) -> None:
-    import jax
-
-    from gdyn_jax import linearize, optimizers
-
     maps = rate_maps(s)
     boundary = maps["stable"] == (maps["a"][:, None] < 2 * (1 + maps["beta"][None]))
     counts = {name: int(np.sum(maps["regions"] == i)) for i, name in enumerate(REGIONS)}
@@ -157,8 +154,6 @@ def run(s: Settings, report: Report) -> None:
 
 
 def _figures(report: Report, maps: dict, table: list) -> None:
-    from matplotlib.colors import ListedColormap
-
     caption = "Convergence rate over (a, beta) and Goh's four regions"
     with report.figure("rate_map.png", caption, (12, 4.8)) as fig:
         left, right = fig.subplots(1, 2)
@@ -173,7 +168,7 @@ def _figures(report: Report, maps: dict, table: list) -> None:
         left.set_title("Heavy-ball rate (white: divergence)")
         left.legend(loc="lower right", fontsize=8)
         fig.colorbar(im, ax=left, label="spectral radius per step")
-        cmap = ListedColormap(["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
+        cmap = extras.colors.ListedColormap(["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
         regions = (maps["region_a"], maps["region_beta"], maps["regions"].T)
         right.pcolormesh(*regions, cmap=cmap, vmin=-0.5, vmax=3.5, shading="auto")
         for i, name in enumerate(REGIONS):

@@ -20,8 +20,9 @@ variance :math:`\eta^2\lambda_1\lambda_j/(1-\mu)^2` per step) gives the level to
     C = \sum_{j>1} \frac{\lambda_1 \lambda_j}{2(\lambda_1 - \lambda_j)}.
 
 The law is a small-step limit: it is scored where :math:`\eta/(1-\mu)` is small, and the larger
-steps show where and how it fails. Second part: on a quadratic with gradient noise,
-``linearize.stationary_covariance`` against a Monte-Carlo run of the same loop.
+steps show where and how it fails. Second part (``experiments/_quadratic_floor.py``): on a
+quadratic with gradient noise, ``linearize.stationary_covariance`` against a Monte-Carlo run of
+the same loop.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-from experiments._harness import Report
-from gdyn_jax.plotting import plot_bar_pairs
+from experiments import _quadratic_floor as quadratic_floor
+from experiments._harness import Modes, Report
+from gdyn_jax import optimizers
 
 TITLE = "Momentum SGD on streaming PCA: saddle escape vs stationary error (Liu et al. 2018)"
 SOURCE = "Liu, Chen, Zhou, Zhao, 'Toward deeper understanding of nonconvex stochastic "
@@ -43,7 +48,7 @@ QUAD_CURVATURES, QUAD_NOISE, QUAD_LEARNING_RATE = (1.0, 0.2), 0.1, 0.05
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     eigenvalues: tuple[float, ...] = (1.0, 0.5, 0.3, 0.2)
     momenta: tuple[float, ...] = (0.0, 0.5, 0.9)
     learning_rates: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005)
@@ -53,26 +58,23 @@ class Settings:
     mc_seeds: int = 2000
     mc_steps: int = 1000
 
-    @classmethod
-    def tiny(cls):
-        return cls(
-            learning_rates=(0.01, 0.02),
-            seeds=16,
-            steps=4000,
-            diffusion_limit=0.05,
-            mc_seeds=256,
-            mc_steps=300,
-        )
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        eigenvalues, momenta = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05), (0.0, 0.3, 0.6, 0.9)
-        lrs = (0.00025, 0.0005, 0.001, 0.0025, 0.005)
-        return cls(eigenvalues, momenta, lrs, 512, 200_000, 0.01, 8000, 2000)
+    TINY = dict(
+        learning_rates=(0.01, 0.02),
+        seeds=16,
+        steps=4000,
+        diffusion_limit=0.05,
+        mc_seeds=256,
+        mc_steps=300,
+    )
+    FULL = dict(
+        eigenvalues=(1.0, 0.5, 0.3, 0.2, 0.1, 0.05),
+        momenta=(0.0, 0.3, 0.6, 0.9),
+        learning_rates=(0.00025, 0.0005, 0.001, 0.0025, 0.005),
+        seeds=512,
+        steps=200_000,
+        mc_seeds=8000,
+        mc_steps=2000,
+    )
 
     @property
     def diffusion_constant(self) -> float:
@@ -84,12 +86,6 @@ class Settings:
 def simulate_pca(s: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every (momentum, learning rate, seed): the escape step (-1 if never), the overlap
     (w.e1)^2 at the end of each block of BLOCK steps, and the summed error over each block."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from gdyn_jax import optimizers
-
     scale = jnp.sqrt(jnp.asarray(s.eigenvalues))
     w0 = jnp.zeros(scale.size).at[1].set(1.0)  # the saddle e2
 
@@ -160,8 +156,10 @@ def run(s: Settings, report: Report) -> None:
             law = c * effective[i, j]
             report.compare(f"{at}: stationary error", error, law, rtol=0.1, label="C η/(1−μ)")
     _effective_step_rows(report, s, escape, err, err_se)
-    floor = noise_floor(s, report)
-    _figures(report, s, overlap, escape, err, effective, floor)
+    _figures(report, s, overlap, escape, err, effective)
+    floor = quadratic_floor.part(
+        report, s.momenta, QUAD_LEARNING_RATE, QUAD_CURVATURES, QUAD_NOISE, s.mc_seeds, s.mc_steps
+    )
     report.record(
         diffusion_constant=c,
         effective_step=effective,
@@ -196,67 +194,7 @@ def _effective_step_rows(report: Report, s: Settings, escape, err, err_se) -> No
     report.table(("η/(1−μ)", "μ", "η", "error", "standard error", "error / law"), rows)
 
 
-def noise_floor(s: Settings, report: Report) -> list[dict]:
-    """linearize.stationary_covariance against Monte-Carlo on a 2-D quadratic."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from gdyn_jax import linearize, optimizers
-
-    h = np.asarray(QUAD_CURVATURES)
-
-    def one(mu, key):
-        opt = optimizers.momentum(QUAD_LEARNING_RATE, mu)
-
-        def step(carry, k):
-            theta, state = carry
-            g = h * theta + QUAD_NOISE * jax.random.normal(k, h.shape)
-            updates, state = opt.update(g, state, theta)
-            return (optax.apply_updates(theta, updates), state), None
-
-        theta0 = jnp.zeros(h.size)
-        init = (theta0, opt.init(theta0))
-        return jax.lax.scan(step, init, jax.random.split(key, s.mc_steps))[0][0]
-
-    keys = jax.random.split(jax.random.key(1), s.mc_seeds)
-    noise = QUAD_NOISE**2 * np.eye(h.size)
-    with jax.enable_x64(True):
-        run = jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))
-        thetas = np.asarray(run(jnp.asarray(s.momenta), keys))
-        rows = []
-        for mu, theta in zip(s.momenta, thetas, strict=True):
-            system = linearize.linearize(optimizers.momentum(QUAD_LEARNING_RATE, mu), np.diag(h))
-            cov = np.asarray(linearize.stationary_covariance(system, noise))
-            excess = 0.5 * np.sum(h * theta**2, axis=1)
-            predicted = float(linearize.stationary_excess_loss(system, noise, np.diag(h)))
-            rows.append(
-                dict(momentum=mu, learning_rate=QUAD_LEARNING_RATE)
-                | dict(predicted_variance=np.diag(cov)[: h.size], monte_carlo_variance=theta.var(0))
-                | dict(predicted_excess_loss=predicted, monte_carlo_excess_loss=excess.mean())
-                | {"monte_carlo_excess_loss_se": excess.std() / np.sqrt(excess.size)}
-            )
-    tol = 4 * np.sqrt(2 / s.mc_seeds)  # 4 standard errors of a variance estimate
-    report.text(
-        f"Noise floor: momentum SGD, a = {QUAD_LEARNING_RATE}, on ½ Σ h θ² with h = "
-        f"{QUAD_CURVATURES} and gradient noise sd {QUAD_NOISE}; `linearize.stationary_covariance`"
-        f" against {s.mc_seeds} vmapped runs of {s.mc_steps} steps (tolerance 4 standard errors)."
-    )
-    for r in rows:
-        m = r["momentum"]
-        for hi, mc, pred in zip(h, r["monte_carlo_variance"], r["predicted_variance"], strict=True):
-            quantity = f"μ={m:g}: Var θ along h={hi:g}, Monte-Carlo"
-            report.compare(quantity, mc, pred, rtol=tol, label="linearize")
-        mc, pred = r["monte_carlo_excess_loss"], r["predicted_excess_loss"]
-        report.compare(f"μ={m:g}: excess loss, Monte-Carlo", mc, pred, rtol=tol, label="linearize")
-        if m > 0 and rows[0]["momentum"] == 0:
-            quantity = f"μ={m:g}: predicted noise floor / floor at μ=0"
-            ratio = pred / rows[0]["predicted_excess_loss"]
-            report.compare(quantity, ratio, 1 / (1 - m), rtol=0.05, label="1/(1−μ)")
-    return rows
-
-
-def _figures(report, s, overlap, escape, err, effective, floor) -> None:
+def _figures(report, s, overlap, escape, err, effective) -> None:
     mus, etas = np.asarray(s.momenta), np.asarray(s.learning_rates)
     caption = (
         "Streaming PCA from a saddle: escape, and the stationary error against the effective step"
@@ -286,13 +224,3 @@ def _figures(report, s, overlap, escape, err, effective, floor) -> None:
         right.set_title("collapse onto the law, and the departure")
         for ax in (middle, right):
             ax.legend(fontsize=7)
-    with report.figure("noise_floor.png", "Quadratic noise floor: linearize vs Monte-Carlo") as fig:
-        ax = fig.subplots()
-        names = [f"μ={r['momentum']:g}" for r in floor]
-        predicted = [r["predicted_excess_loss"] for r in floor]
-        mc = [r["monte_carlo_excess_loss"] for r in floor]
-        se2 = [2 * r["monte_carlo_excess_loss_se"] for r in floor]
-        labels = ("linearize", "Monte-Carlo ± 2 se")
-        plot_bar_pairs(ax, names, predicted, mc, labels=labels, right_err=se2)
-        ax.set(yscale="log", ylabel="stationary excess loss")
-        ax.legend(fontsize=8)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from experiments import _training as tr
-from experiments._harness import Report
+from experiments._harness import Modes, Report
 from gdyn_jax.plotting import plot_bar_pairs, plot_mean_band
 
 TITLE = "MNIST-1D: logistic / MLP / CNN / GRU test accuracy with Adam (Greydanus & Kobak 2024)"
@@ -27,22 +27,13 @@ ATOL = 0.05  # agreement band around the published accuracy (absolute)
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     steps: int = 6000
     eval_every: int = 500
     seeds: int = 3
 
-    @classmethod
-    def tiny(cls):
-        return cls(steps=20, eval_every=10, seeds=2)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls(eval_every=250, seeds=5)
+    TINY = dict(steps=20, eval_every=10, seeds=2)
+    FULL = dict(eval_every=250, seeds=5)
 
 
 def run(s: Settings, report: Report) -> None:

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import data, models, modes, optimizers
+from gdyn_jax.measurements import hessian
 
 TITLE = "Mode by mode on a real network: kicked Hessian directions follow linearize's responses"
 SOURCE = "Wu et al. 2021 (optimizers as control systems); Cohen et al. 2021 (stability limit)"
@@ -34,7 +39,7 @@ GROWTH = 100.0  # free-response growth of the sharpest mode over the horizon (un
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     examples: int = 200
     widths: tuple[int, ...] = (16, 16)
     lbfgs_steps: int = 4000
@@ -43,26 +48,12 @@ class Settings:
     kick: float = 1e-5
     steps: int = 60
 
-    @classmethod
-    def tiny(cls):
-        return cls(examples=50, widths=(8,), lbfgs_steps=300, modes=3, lanczos_iters=30, steps=30)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls(examples=500, widths=(32, 32), lbfgs_steps=8000, modes=10, lanczos_iters=100)
+    TINY = dict(examples=50, widths=(8,), lbfgs_steps=300, modes=3, lanczos_iters=30, steps=30)
+    FULL = dict(examples=500, widths=(32, 32), lbfgs_steps=8000, modes=10, lanczos_iters=100)
 
 
 def problem(s: Settings):
     """(loss, initial float64 params): square loss of fc-tanh on the first examples."""
-    import jax
-    import jax.numpy as jnp
-
-    from gdyn_jax import data, models
-
     x, y = data.load("mnist1d", f"train[:{s.examples}]")
     x, y = jnp.asarray(x, jnp.float64), jax.nn.one_hot(y, 10, dtype=jnp.float64)
     model = models.get("fc", 10, widths=s.widths, activation="tanh")
@@ -76,8 +67,6 @@ def problem(s: Settings):
 
 def kicks(name: str, values, vectors, loss, params, s: Settings) -> list:
     """``modes.kick_test`` of optimizer ``name`` at one step size per regime of the top mode."""
-    from gdyn_jax import modes, optimizers
-
     factory, fixed = optimizers.get(OPTIMIZERS[name][0]), OPTIMIZERS[name][1]
     lrs = modes.regime_learning_rates(factory, values[0], growth=GROWTH, steps=s.steps, **fixed)
     settings = [{"learning_rate": lr, **fixed} for lr in lrs.values()]
@@ -85,12 +74,6 @@ def kicks(name: str, values, vectors, loss, params, s: Settings) -> list:
 
 
 def run(s: Settings, report: Report) -> None:
-    import jax
-    from jax.flatten_util import ravel_pytree
-
-    from gdyn_jax import modes
-    from gdyn_jax.measurements import hessian
-
     with jax.enable_x64(True):
         loss, params = problem(s)
         params, losses = modes.minimize(loss, params, s.lbfgs_steps)

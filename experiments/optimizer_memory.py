@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import models, optimizers
 from gdyn_jax.plotting import plot_bar_pairs
 
 TITLE = "Optimizer state memory per parameter, measured from real states (Cui 2023 table)"
@@ -34,28 +37,14 @@ PUBLISHED = {
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     model: str = "mlp"
 
-    @classmethod
-    def tiny(cls):
-        return cls(model="logistic")
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls()
+    TINY = dict(model="logistic")
 
 
 def measure(name: str, params) -> dict:
     """Dynamic-state bytes per parameter of optimizer ``name`` initialised on ``params``."""
-    import jax
-
-    from gdyn_jax import optimizers
-
     defaults = optimizers.hyperparameters(name)
     kwargs = {k: (0.01 if v is None else v) for k, v in defaults.items()}
     state = optimizers.get(name)(**kwargs).init(params)
@@ -75,11 +64,6 @@ def measure(name: str, params) -> dict:
 
 
 def run(s: Settings, report: Report) -> None:
-    import jax
-    import jax.numpy as jnp
-
-    from gdyn_jax import models
-
     model = models.get(s.model, num_classes=10)
     params = model.init(jax.random.key(0), jnp.zeros((1, 40), jnp.float32))
     rows = [measure(name, params) for name in PUBLISHED]

@@ -22,9 +22,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from gdyn_jax import adversarial, analysis, data, extras, models, noise_floor, optimizers
+from gdyn_jax.sweep import SweepConfig, losses, make_train, setup, train
+from gdyn_jax.sweep.data import resolve
 
 TITLE = "Robustness: SGD, momentum and NAG on MNIST-1D with label noise and FGSM inputs"
 SOURCE = "Project report on Wu et al. 2021 (robustness objective); FGSM: Goodfellow et al. 2015"
@@ -35,7 +40,7 @@ BATCH = 100
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     noise: tuple[float, ...] = (0.0, 0.2, 0.4)
     effective_lrs: tuple[float, ...] = (0.1, 0.3)  # a / (1 - beta)
     seeds: int = 3
@@ -46,28 +51,21 @@ class Settings:
     horizon: int = 200
     model: str = "mlp"
 
-    @classmethod
-    def tiny(cls):
-        return cls((0.0, 0.4), (0.1,), 2, 20, 500, runs=4, horizon=60, model="logistic")
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls(effective_lrs=(0.03, 0.1, 0.3), seeds=5, steps=6000, runs=32, horizon=400)
+    TINY = dict(
+        noise=(0.0, 0.4),
+        effective_lrs=(0.1,),
+        seeds=2,
+        steps=20,
+        examples=500,
+        runs=4,
+        horizon=60,
+        model="logistic",
+    )
+    FULL = dict(effective_lrs=(0.03, 0.1, 0.3), seeds=5, steps=6000, runs=32, horizon=400)
 
 
 def train_all(name: str, datasets: dict, s: Settings, evaluate) -> dict:
     """Per noise level: the best learning rate's FGSM scores (seed × ε) and noise floor."""
-    import jax
-    import jax.numpy as jnp
-    import xarray as xr
-
-    from gdyn_jax import analysis, noise_floor, optimizers
-    from gdyn_jax.sweep import SweepConfig, make_train, setup, train
-
     opt, beta = OPTIMIZERS[name]
     fixed = {} if beta is None else {"beta": beta}
     lrs = np.array(s.effective_lrs) * (1 - (beta or 0.0))
@@ -86,16 +84,16 @@ def train_all(name: str, datasets: dict, s: Settings, evaluate) -> dict:
 
     out = {}
     for p, arrays in datasets.items():
-        data = setup.prepare(dataclasses.replace(config, dataset=arrays))[1]
-        metrics, state = members(hp, keys, data)
+        noisy = setup.prepare(dataclasses.replace(config, dataset=arrays))[1]
+        metrics, state = members(hp, keys, noisy)
         accuracy = np.asarray(evaluate(state.params)[0]).reshape(len(lrs), s.seeds, -1)
-        clean = xr.DataArray(accuracy[..., 0], dims=("learning_rate", "seed"))
+        clean = extras.xarray.DataArray(accuracy[..., 0], dims=("learning_rate", "seed"))
         best = analysis.best_setting(clean, diverged_score=0.0).index["learning_rate"]
         params = jax.tree.map(lambda x, m=best * s.seeds: x[m], state.params)  # its seed 0
         rule, kw = {"learning_rate": lrs[best], **fixed}, {"steps": s.horizon, "runs": s.runs}
         kw["key"] = jax.random.key(2)
         floor = noise_floor.floor_test(
-            batch, examples, params, data, optimizers.get(opt), rule, batch_size=BATCH, **kw
+            batch, examples, params, noisy, optimizers.get(opt), rule, batch_size=BATCH, **kw
         )
         engine = np.asarray(metrics["test_accuracy"][:, -1]).reshape(len(lrs), s.seeds)[best]
         out[p] = {"a": lrs[best], "accuracy": accuracy[best], "engine": engine, "floor": floor}
@@ -103,13 +101,6 @@ def train_all(name: str, datasets: dict, s: Settings, evaluate) -> dict:
 
 
 def run(s: Settings, report: Report) -> None:
-    import jax
-    import jax.numpy as jnp
-
-    from gdyn_jax import adversarial, data, models
-    from gdyn_jax.sweep import losses
-    from gdyn_jax.sweep.data import resolve
-
     arrays = resolve("mnist1d", None).first(s.examples)
     datasets = {
         p: dataclasses.replace(arrays, y_train=data.symmetric_label_noise(arrays.y_train, p, 10)[0])

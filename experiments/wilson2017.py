@@ -26,10 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import _training as tr
-from experiments._harness import Report
+from experiments._harness import Modes, Report
+from experiments._quadratic import final
+from gdyn_jax import optimizers
 from gdyn_jax.plotting import plot_mean_band
 
 TITLE = "Wilson et al. 2017: adaptive methods on the separable toy (~50% error) and tuned MNIST-1D"
@@ -53,7 +57,7 @@ P_POSITIVE = 0.55
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     n: int = 100
     instances: int = 8
     toy_steps: int = 3000
@@ -63,18 +67,17 @@ class Settings:
     seeds: int = 3
     lrs: tuple[tuple[str, tuple[float, ...]], ...] = MNIST_LRS
 
-    @classmethod
-    def tiny(cls):
-        lrs = (("sgd", (0.1,)), ("momentum", (0.01,)), ("adam", (1e-3,)))
-        return cls(20, 2, 50, 200, 20, 10, 2, lrs)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        return cls(300, 16, 10000, 5000, 6000, 100, 5)
+    TINY = dict(
+        n=20,
+        instances=2,
+        toy_steps=50,
+        test=200,
+        steps=20,
+        eval_every=10,
+        seeds=2,
+        lrs=(("sgd", (0.1,)), ("momentum", (0.01,)), ("adam", (1e-3,))),
+    )
+    FULL = dict(n=300, instances=16, toy_steps=10000, test=5000, steps=6000, seeds=5)
 
 
 def make_problem(n: int, test: int, seed: int, p: float = P_POSITIVE):
@@ -94,11 +97,6 @@ def make_problem(n: int, test: int, seed: int, p: float = P_POSITIVE):
 def train_toy(name: str, lrs: list[float], xs: np.ndarray, ys: np.ndarray, steps: int):
     """Full-batch training from w = 0 of every (learning rate, instance); returns the final
     weights (lrs, instances, d) and train losses (lrs, instances)."""
-    import jax
-    import jax.numpy as jnp
-
-    from gdyn_jax import optimizers
-
     factory, fixed, _ = TOY_OPTIMIZERS[name]
     xs, ys = jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32)
 
@@ -107,14 +105,7 @@ def train_toy(name: str, lrs: list[float], xs: np.ndarray, ys: np.ndarray, steps
 
     def one(lr, x, y):
         opt = optimizers.get(factory)(lr, **fixed)
-        w = jnp.zeros(x.shape[1])
-
-        def step(carry, _):
-            w, state = carry
-            updates, state = opt.update(jax.grad(loss)(w, x, y), state, w)
-            return (w + updates, state), None
-
-        (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), None, length=steps)
+        w = final(opt, lambda w, _: jax.grad(loss)(w, x, y), jnp.zeros(x.shape[1]), length=steps)
         return w, loss(w, x, y)
 
     run = jax.jit(jax.vmap(jax.vmap(one, (None, 0, 0)), (0, None, None)))

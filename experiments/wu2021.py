@@ -27,25 +27,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from experiments import _training as tr
-from experiments._harness import Report
+from experiments._control import FACTORIES, factory, predict_settling, theory
+from experiments._harness import Modes, Report
 from gdyn_jax.analysis import quadratic_model_loss, steps_to_target
-from gdyn_jax.plotting import plot_mean_band, plot_root_locus, plot_step_response
+from gdyn_jax.plotting import plot_mean_band
 
 TITLE = "Wu et al. 2021: SGD / momentum / NAG step responses, root loci, settling maps, training"
 SOURCE = "Wu, Jing, Du, Chen, Sci. China Inf. Sci. 64(5):150102, 2021"
-FACTORIES = {"sgd": "sgd", "momentum": "momentum", "nag": "nesterov"}
-STEP_CASES = {
-    "sgd": ((0.3, None), (1.0, None), (1.6, None)),
-    "momentum": ((0.1, 0.5), (0.1, 0.9), (0.5, 0.5), (0.5, 0.9)),
-    "nag": ((0.1, 0.5), (0.1, 0.9), (0.5, 0.5), (0.5, 0.9)),
-}
-BETA, A = 0.5, 0.5  # the zeros and stability limits are checked at this (a, beta)
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     map_size: int = 41
     lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
     betas: tuple[float, ...] = (0.5, 0.9)
@@ -55,24 +50,23 @@ class Settings:
     nodes: int = 40  # quadrature nodes of the gradient's spectral measure
     target_loss: float = 1.0
 
-    @classmethod
-    def tiny(cls):
-        return cls(8, (0.01, 0.1), (0.9,), 20, 10, 2, 10, 2.2)
-
-    @classmethod
-    def quick(cls):
-        return cls()
-
-    @classmethod
-    def full(cls):
-        lrs = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-        return cls(81, lrs, (0.5, 0.8, 0.9, 0.95), 6000, 50, 5)
-
-
-def factory(name: str):
-    from gdyn_jax import optimizers
-
-    return optimizers.get(FACTORIES[name])
+    TINY = dict(
+        map_size=8,
+        lrs=(0.01, 0.1),
+        betas=(0.9,),
+        steps=20,
+        eval_every=10,
+        seeds=2,
+        nodes=10,
+        target_loss=2.2,
+    )
+    FULL = dict(
+        map_size=81,
+        lrs=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        betas=(0.5, 0.8, 0.9, 0.95),
+        steps=6000,
+        seeds=5,
+    )
 
 
 def grid_of(name: str, s: Settings) -> dict:
@@ -81,52 +75,60 @@ def grid_of(name: str, s: Settings) -> dict:
 
 
 def run(s: Settings, report: Report) -> None:
-    theory(s, report)
+    theory(report, s.map_size)
     curvature = tr.initial_curvature(s.seeds, nodes=s.nodes, **tr.MNIST1D_MLP)
     h0 = float(np.mean([c["sharpness"] for c in curvature]))
     rows, best = [], {}
     for name in FACTORIES:
-        grid = grid_of(name, s)
-        config = dict(steps=s.steps, eval_every=s.eval_every, **tr.MNIST1D_MLP)
-        ds = tr.sweep(
-            {k: list(v) for k, v in grid.items()}, s.seeds, optimizer=FACTORIES[name], **config
+        grid_rows, best[name] = train(name, s, curvature, h0)
+        rows += grid_rows
+    rho, rho_h0 = training_rows(s, report, rows, curvature, best)
+    training_figures(report, s, rows, best)
+    report.record(
+        curvature=curvature,
+        initial_sharpness=h0,
+        grid=rows,
+        spearman_quadratic_model=rho,
+        spearman_settling_at_h0=rho_h0,
+        best={k: {key: b[key] for key in ("setting", "test_accuracy")} for k, b in best.items()},
+    )
+
+
+def train(name: str, s: Settings, curvature: list, h0: float) -> tuple[list, dict]:
+    """One sweep of optimizer ``name`` over its grid: per grid point, the two predictions beside
+    the measured steps to the target loss; and the best setting by final test accuracy."""
+    grid = grid_of(name, s)
+    config = dict(steps=s.steps, eval_every=s.eval_every, **tr.MNIST1D_MLP)
+    ds = tr.sweep(
+        {k: list(v) for k, v in grid.items()}, s.seeds, optimizer=FACTORIES[name], **config
+    )
+    loss = ds["train_loss"].transpose(*grid, "seed", "step").values
+    measured = steps_to_target(ds["step"].values, loss, s.target_loss)
+    diverged = (ds["diverged_at"] >= 0).transpose(*grid, "seed").values
+    at_h0 = predict_settling(name, grid, h0)
+    model = predict_steps(name, grid, curvature, s)
+    rows = []
+    for index in np.ndindex(at_h0["stable"].shape):
+        point = {k: float(v[i]) for (k, v), i in zip(grid.items(), index, strict=True)}
+        rows.append(
+            {"optimizer": name, "beta": None, **point}
+            | {
+                "K": float(grid["learning_rate"][index[0]] * h0),
+                "predicted_stable": bool(at_h0["stable"][index]),
+                "predicted_settling_at_h0": float(at_h0["settling"][index]),
+                "predicted_steps_quadratic_model": float(model[index]),
+                "measured_steps_to_target": float(np.median(measured[index])),
+                "diverged_fraction": float(diverged[index].mean()),
+            }
         )
-        loss = ds["train_loss"].transpose(*grid, "seed", "step").values
-        measured = steps_to_target(ds["step"].values, loss, s.target_loss)
-        diverged = (ds["diverged_at"] >= 0).transpose(*grid, "seed").values
-        at_h0 = predict_settling(name, grid, h0)
-        model = predict_steps(name, grid, curvature, s)
-        for index in np.ndindex(at_h0["stable"].shape):
-            point = {k: float(v[i]) for (k, v), i in zip(grid.items(), index, strict=True)}
-            rows.append(
-                {"optimizer": name, "beta": None, **point}
-                | {
-                    "K": float(grid["learning_rate"][index[0]] * h0),
-                    "predicted_stable": bool(at_h0["stable"][index]),
-                    "predicted_settling_at_h0": float(at_h0["settling"][index]),
-                    "predicted_steps_quadratic_model": float(model[index]),
-                    "measured_steps_to_target": float(np.median(measured[index])),
-                    "diverged_fraction": float(diverged[index].mean()),
-                }
-            )
-        top = tr.best_accuracy(ds)
-        best[name] = {
-            "setting": top.setting,
-            "test_accuracy": tr.mean_sd(top.scores),
-            "curve": ds["test_accuracy"].isel(top.index),
-            "label": ", ".join(f"{k}={v:g}" for k, v in top.setting.items()),
-        }
-    training_rows(s, report, rows, curvature, h0, best)
-
-
-def predict_settling(name: str, grid: dict, curvature: float, steps: int = 20000) -> dict:
-    """Stability, 2% settling time and overshoot (inf where unstable) of every grid loop."""
-    from gdyn_jax import linearize
-
-    info = linearize.step_info(linearize.linearize_grid(factory(name), grid, curvature), steps)
-    stable = np.asarray(info["Stable"], bool)
-    settling, overshoot = (np.where(stable, info[k], np.inf) for k in ("SettlingTime", "Overshoot"))
-    return {"stable": stable, "settling": settling, "overshoot": overshoot}
+    top = tr.best_accuracy(ds)
+    best = {
+        "setting": top.setting,
+        "test_accuracy": tr.mean_sd(top.scores),
+        "curve": ds["test_accuracy"].isel(top.index),
+        "label": ", ".join(f"{k}={v:g}" for k, v in top.setting.items()),
+    }
+    return rows, best
 
 
 def predict_steps(name: str, grid: dict, curvature: list, s: Settings) -> np.ndarray:
@@ -142,15 +144,15 @@ def predict_steps(name: str, grid: dict, curvature: list, s: Settings) -> np.nda
 
 def spearman(x, y) -> tuple[float, int]:
     """Spearman's rank correlation over the pairs where both are finite, and their number."""
-    from scipy.stats import spearmanr
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     rho = float(spearmanr(x[keep], y[keep]).statistic) if keep.sum() >= 3 else np.nan
     return rho, int(keep.sum())
 
 
-def training_rows(s, report: Report, rows: list, curvature: list, h0: float, best: dict) -> None:
+def training_rows(s: Settings, report: Report, rows: list, curvature: list, best: dict):
+    """The training part's paragraphs and scored rows; returns the two Spearman correlations
+    (quadratic model, settling at h0)."""
     measured = np.array([r["measured_steps_to_target"] for r in rows])
     at_h0 = np.array([r["predicted_settling_at_h0"] for r in rows])
     model = np.array([r["predicted_steps_quadratic_model"] for r in rows])
@@ -200,15 +202,7 @@ def training_rows(s, report: Report, rows: list, curvature: list, h0: float, bes
         )
         + "."
     )
-    training_figures(report, s, rows, best)
-    report.record(
-        curvature=curvature,
-        initial_sharpness=h0,
-        grid=rows,
-        spearman_quadratic_model=rho,
-        spearman_settling_at_h0=rho_h0,
-        best={k: {key: b[key] for key in ("setting", "test_accuracy")} for k, b in best.items()},
-    )
+    return rho, rho_h0
 
 
 def training_figures(report: Report, s: Settings, rows: list, best: dict) -> None:
@@ -237,87 +231,3 @@ def training_figures(report: Report, s: Settings, rows: list, best: dict) -> Non
             plot_mean_band(ax, curve["step"], 100 * curve.values, label=f"{name}: {b['label']}")
         ax.set(xlabel="step", ylabel="test accuracy (%)")
         ax.legend()
-
-
-def theory(s: Settings, report: Report) -> None:
-    from gdyn_jax import linearize
-
-    report.text(
-        "Theory at h = 1 (so K = a), computed by `linearize` and set beside the closed forms."
-    )
-    zeros = {
-        n: linearize.transfer_function(linearize.linearize(factory(n)(A, BETA), 1.0)).zeros()
-        for n in ("momentum", "nag")
-    }
-    nag_zero, mom_zero = float(np.real(zeros["nag"][0])), float(np.abs(zeros["momentum"][0]))
-    expected = BETA / (1 + BETA)
-    report.compare(
-        f"NAG closed-loop zero at β={BETA}", nag_zero, expected, rtol=1e-6, label="β/(1+β)"
-    )
-    quantity = f"momentum closed-loop zero at β={BETA}"
-    report.compare(quantity, mom_zero, 0.0, atol=1e-9, label="Kz numerator")
-    for name, formula, expected in (
-        ("sgd", "2/a", 2 / A),
-        ("momentum", "(2+2β)/a", (2 + 2 * BETA) / A),
-        ("nag", "(2+2β)/((1+2β)a)", (2 + 2 * BETA) / ((1 + 2 * BETA) * A)),
-    ):
-        opt = factory(name)(A) if name == "sgd" else factory(name)(A, BETA)
-        quantity = f"{name} stability limit at a={A}" + ("" if name == "sgd" else f", β={BETA}")
-        limit = linearize.max_stable_curvature(opt)
-        report.compare(quantity, limit, expected, rtol=1e-6, label=formula)
-    overshoot = linearize.step_info(linearize.linearize(factory("sgd")(0.3), 1.0))["Overshoot"]
-    report.compare("SGD overshoot at K=0.3 (first order: monotone)", overshoot, 0.0, atol=1e-9)
-    lrs, betas = np.linspace(0.02, 4.0, s.map_size), np.linspace(0.0, 0.98, s.map_size)
-    plane = {"learning_rate": lrs, "beta": betas}
-    maps = {n: predict_settling(n, plane, 1.0, 3000) for n in ("momentum", "nag")}
-    mom, nag = maps["momentum"]["overshoot"], maps["nag"]["overshoot"]
-    both = np.isfinite(mom) & np.isfinite(nag)  # stable in both
-    small, no_more = both & (lrs[:, None] <= 1.0), nag <= mom + 1e-9
-    quantity = "fraction of stable map points with K ≤ 1 where NAG overshoots no more than momentum"
-    report.compare(quantity, np.mean(no_more[small]), 1.0, atol=0.05, label="Wu et al.")
-    report.text(
-        f"Over the whole stable map the fraction is {np.mean(no_more[both]):.2f}: "
-        "for K > 1 NAG's poles turn negative real and it overshoots more than momentum, "
-        "before its earlier stability limit (2+2β)/(1+2β) < 2+2β."
-    )
-    theory_figures(report, lrs, betas, maps, zeros)
-
-
-def theory_figures(report: Report, lrs, betas, maps: dict, zeros: dict) -> None:
-    from gdyn_jax import linearize
-
-    caption = "Step responses of SGD, momentum and NAG (h = 1)"
-    with report.figure("step_responses.png", caption, (15, 4.2)) as fig:
-        axes = fig.subplots(1, 3, sharey=True)
-        for ax, (name, cases) in zip(axes, STEP_CASES.items(), strict=True):
-            for a, b in cases:
-                opt = factory(name)(a) if b is None else factory(name)(a, b)
-                label = f"a={a:g}" + ("" if b is None else f", β={b:g}")
-                response = linearize.step_response(linearize.linearize(opt, 1.0), 60)
-                plot_step_response(ax, response, label=label)
-            ax.set(title=f"{name}: step response", ylim=(-0.5, 2.2))
-            ax.legend(fontsize=8)
-    caption = "Root loci in the learning rate (h = 1); circles: zeros at a = 0.5"
-    with report.figure("root_loci.png", caption, (17, 5)) as fig:
-        a = np.linspace(0.01, 4.0, 400)
-        for ax, name in zip(fig.subplots(1, 3), FACTORIES, strict=True):
-            fixed = {} if name == "sgd" else {"beta": BETA}
-            poles = linearize.root_locus(factory(name), "learning_rate", a, 1.0, **fixed)
-            title = f"{name}" + (f", β = {BETA}" if fixed else "")
-            plot_root_locus(ax, a, poles, name="learning rate a", title=title)
-            z = zeros.get(name, np.array([]))
-            ax.plot(np.real(z), np.imag(z), "o", mfc="none", mec="r", ms=10)
-    caption = "Settling time and overshoot over (a, β) at h = 1; white: unstable"
-    with report.figure("settling_overshoot_maps.png", caption, (12, 9)) as fig:
-        axes = fig.subplots(2, 2)
-        extent = [betas[0], betas[-1], lrs[0], lrs[-1]]
-        for col, name in enumerate(("momentum", "nag")):
-            m = {k: np.where(maps[name]["stable"], v, np.nan) for k, v in maps[name].items()}
-            panels = (
-                (np.log10(np.maximum(m["settling"], 1)), "log10 2% settling time (steps)", None),
-                (m["overshoot"], "overshoot (%, clipped at 100)", 100),
-            )
-            for ax, (value, label, vmax) in zip(axes[:, col], panels, strict=True):
-                im = ax.imshow(value, origin="lower", aspect="auto", extent=extent, vmax=vmax)
-                fig.colorbar(im, ax=ax, label=label)
-                ax.set(title=name, xlabel="momentum β", ylabel="learning rate a (= K)")

@@ -11,10 +11,16 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 import numpy as np
+import optax
 import pytest
+import scipy.linalg
+import scipy.special
 
 import experiments
+from experiments import _quadratic, gd_variants, liu2018
+from gdyn_jax import optimizers
 
 MINE = ("goh2017", "lessard2016", "liu2018", "optimizer_memory", "gd_variants")
 
@@ -138,8 +144,6 @@ def test_lessard2016_counterexample_is_the_papers_recursion(outputs):
 
 
 def test_liu2018_trends_and_diffusion_constant(outputs):
-    from experiments import liu2018
-
     _, s = outputs["liu2018"]
     escape = np.asarray(s["escape_median"], float)  # (momenta, learning rates)
     error = np.asarray(s["stationary_error"], float)
@@ -155,10 +159,6 @@ def test_liu2018_trends_and_diffusion_constant(outputs):
 
 
 def test_liu2018_noise_floor_matches_lyapunov(outputs):
-    import scipy.linalg
-
-    from experiments import liu2018
-
     _, s = outputs["liu2018"]
     h = np.asarray(liu2018.QUAD_CURVATURES)
     sigma = liu2018.QUAD_NOISE
@@ -175,9 +175,6 @@ def test_liu2018_noise_floor_matches_lyapunov(outputs):
 
 
 def test_optimizer_memory_matches_optax_states(outputs):
-    import jax
-    import optax
-
     _, s = outputs["optimizer_memory"]
     rows = {r["optimizer"]: r for r in s["optimizers"]}
     n = s["num_params"]
@@ -203,10 +200,6 @@ def test_optimizer_memory_matches_optax_states(outputs):
 
 
 def test_gd_variants(outputs):
-    import scipy.special
-
-    from experiments import gd_variants
-
     _, s = outputs["gd_variants"]
     x, y = gd_variants.make_data(16)
     p = np.array([0.7, -0.3])
@@ -231,17 +224,20 @@ def test_gd_variants(outputs):
 
 
 def test_liu2018_exponent_fit():
-    from experiments import liu2018
-
     mu = np.array([0.0, 0.5, 0.9])
     np.testing.assert_allclose(liu2018.fit_exponent(mu, 7.0 * (1 - mu)), -1.0, rtol=1e-9)
     np.testing.assert_allclose(liu2018.fit_exponent(mu, 3.0 / (1 - mu)), 1.0, rtol=1e-9)
 
 
 def test_gd_variants_roughness_on_known_paths():
-    from experiments import gd_variants
-
     straight = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
     np.testing.assert_allclose(gd_variants.roughness(straight), 1.0)
     zigzag = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
     np.testing.assert_allclose(gd_variants.roughness(zigzag), np.sqrt(2))
+
+
+def test_final_is_the_last_iterate_of_gradient_descent_on_a_quadratic():
+    h, a, k = np.array([0.5, 1.0, 3.0]), 0.3, 25
+    with jax.enable_x64(True):
+        last = _quadratic.final(optimizers.sgd(a), lambda p, _: h * p, np.ones(3), length=k)
+    np.testing.assert_allclose(last, (1 - a * h) ** k, rtol=1e-12)  # theta_k = (1 - a h)^k

@@ -7,15 +7,17 @@ checked against the tolerance arithmetic written out by hand here.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
 import pathlib
+import sys
 
 import pytest
 
 import experiments
-from experiments._harness import Comparison, Report
+from experiments._harness import Comparison, Modes, Report
 from gdyn_jax import cli
 from gdyn_jax.commands import reproduce
 
@@ -23,19 +25,17 @@ TOY = '''
 """A toy experiment for the harness tests."""
 from dataclasses import dataclass
 
+from experiments._harness import Modes
+
 TITLE = "toy experiment"
 SOURCE = "nobody, 2024"
 PUBLISHED = 2.0
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Modes):
     value: float = 2.05
-    @classmethod
-    def tiny(cls): return cls(value=1.0)
-    @classmethod
-    def quick(cls): return cls()
-    @classmethod
-    def full(cls): return cls(value=2.0)
+    TINY = dict(value=1.0)
+    FULL = dict(value=2.0)
 
 def run(s, report):
     report.text("one paragraph")
@@ -55,8 +55,6 @@ def toy(tmp_path, monkeypatch) -> str:
     (folder / "_helper.py").write_text("X = 1\n")
     monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(folder)])
     yield "zz_toy"
-    import sys
-
     sys.modules.pop("experiments.zz_toy", None)
 
 
@@ -85,6 +83,40 @@ def test_a_new_module_is_an_experiment_without_editing_a_list(toy, tmp_path):
     tiny = experiments.run(toy, tmp_path / "tiny", mode="tiny")  # |1 - 2| > 0.1: no
     assert tiny["agreement"] == {"agree": 1, "compared": 2}
     assert [c["agrees"] for c in tiny["comparisons"]] == [False, True]
+
+
+def test_modes_change_only_the_listed_fields():
+    @dataclasses.dataclass(frozen=True)
+    class Settings(Modes):
+        steps: int = 100
+        seeds: int = 3
+        widths: tuple[int, ...] = (8, 8)
+        TINY = dict(steps=2)
+        FULL = dict(seeds=5, widths=(64,))
+
+    assert [f.name for f in dataclasses.fields(Settings)] == ["steps", "seeds", "widths"]
+    assert Settings.quick() == Settings(100, 3, (8, 8))
+    assert Settings.tiny() == Settings(2, 3, (8, 8))
+    assert Settings.full() == Settings(100, 5, (64,))
+    assert Settings.TINY == {"steps": 2}  # building a mode leaves its table alone
+
+    class Typo(Settings):
+        TINY = dict(step=2)
+
+    with pytest.raises(TypeError, match="step"):
+        Typo.tiny()
+
+
+def test_titles_are_read_without_importing(toy, tmp_path):
+    assert experiments.title(toy) == "toy experiment" and f"experiments.{toy}" not in sys.modules
+    computed = tmp_path / "more_experiments" / "zz_computed.py"
+    computed.write_text(TOY.replace('TITLE = "toy experiment"', 'TITLE = "toy" + " computed"'))
+    try:
+        assert experiments.title("zz_computed") == "toy computed"  # not a literal: imported
+    finally:
+        sys.modules.pop("experiments.zz_computed", None)
+    with pytest.raises(ValueError, match="^experiment: unknown name 'nope'"):
+        experiments.title("nope")
 
 
 def test_reproduce_runs_a_new_module(toy, tmp_path):
@@ -152,10 +184,27 @@ def test_report_rejects_what_it_cannot_score_or_write(tmp_path):
 def test_every_experiment_follows_the_contract(name):
     module = experiments.get(name)
     assert module.TITLE and module.SOURCE and callable(module.run)
+    assert issubclass(module.Settings, Modes)  # the quick defaults, TINY and FULL
     for mode in experiments.MODES:
         settings = getattr(module.Settings, mode)()
         assert dataclasses.is_dataclass(settings) and type(settings) is module.Settings
+    assert experiments.title(name) == module.TITLE
     source = pathlib.Path(module.__file__).read_text()
     # (no file cites a document outside the repository: tests/test_docs.py checks every file)
     for banned in ('matplotlib.use("Agg")', "pyplot"):
         assert banned not in source, f"{name} mentions {banned}"
+
+
+@pytest.mark.parametrize("path", sorted(pathlib.Path(experiments.__file__).parent.glob("*.py")))
+def test_imports_stand_at_module_top(path):
+    """No experiment or helper imports inside a function (deferred imports go through
+    ``gdyn_jax.extras``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    inside = [
+        f"{path.name}:{node.lineno}"
+        for function in ast.walk(tree)
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(function)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert not inside, inside
