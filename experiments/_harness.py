@@ -48,7 +48,7 @@ expresses it (a ratio, a count, a largest difference) and ``bound`` it. ``report
 rows)`` adds a table that is shown, not scored; ``report.mode`` is ``'tiny'``, ``'quick'`` or
 ``'full'``. Shared pieces: ``experiments._training`` (one sweep call, seed statistics, the
 curvature at the sweep's own initialisation), ``experiments._quadratic`` (runs on a quadratic),
-``gdyn_jax.analysis`` and ``gdyn_jax.plotting`` (which draw on a given ``Axes``). An
+``gdyn_jax.measurements`` and ``gdyn_jax.plotting`` (which draw on a given ``Axes``). An
 experiment stays a short script (under about 250 lines): a self-contained part of a longer
 paper (its computation, scored rows and figure) goes into a helper module of its own that
 ``run`` calls, as ``_counterexample`` (lessard2016, §4.6), ``_quadratic_floor`` (liu2018) and

@@ -5,7 +5,7 @@ its inputs; :func:`final` keeps only the last iterate). On the quadratic
 :math:`f(\theta) = \tfrac12 \sum_i h_i \theta_i^2` (optimum at 0), started from
 :math:`\theta_0 = \mathbf{1}`, the error after :math:`k` steps is :math:`\|\theta_k\|`, whose
 geometric tail decays at the loop's spectral radius over the curvatures :math:`h_i`
-(``gdyn_jax.analysis.tail_rate`` fits it; :func:`worst_rate` predicts it).
+(``gdyn_jax.measurements.tail_rate`` fits it; :func:`worst_rate` predicts it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from gdyn_jax import linearize
-from gdyn_jax.analysis import tail_rate
+from gdyn_jax.measurements import tail_rate
 
 
 def iterates(opt: optax.GradientTransformation, grad, start, inputs=None, length=None):

@@ -2,7 +2,7 @@
 
 Every training run goes through the sweep engine (``gdyn_jax.sweep.run_sweep``: one jit + vmap
 program per model and optimizer over hyperparameters × seeds); the analyses of its results
-live in :mod:`gdyn_jax.analysis`.
+live in :mod:`gdyn_jax.measurements`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gdyn_jax.analysis import best_setting
-from gdyn_jax.measurements import hessian
+from gdyn_jax.measurements import best_setting, hessian
 from gdyn_jax.sweep import SweepConfig, run_sweep, setup, train
 
 MNIST1D_MLP = {"dataset": "mnist1d", "model": "mlp", "loss": "cross_entropy", "batch_size": 100}

@@ -27,7 +27,7 @@ import numpy as np
 from experiments import _training as tr
 from experiments._harness import Modes, Report
 from gdyn_jax import linearize, optimizers
-from gdyn_jax.analysis import curve_overshoot, steps_to_target
+from gdyn_jax.measurements import curve_overshoot, steps_to_target
 from gdyn_jax.plotting import plot_mean_band, plot_pole_zero
 
 TITLE = "An et al. 2018: PID vs momentum on MNIST-1D; overshoot, steps to target, poles/zeros"

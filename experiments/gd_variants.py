@@ -28,7 +28,7 @@ import scipy.optimize
 from experiments._harness import Modes, Report
 from experiments._quadratic import iterates, worst_rate
 from gdyn_jax import linearize, optimizers
-from gdyn_jax.analysis import tail_rate
+from gdyn_jax.measurements import tail_rate
 
 TITLE = "Batch / stochastic / mini-batch GD on logistic loss; momentum in a ravine (Mopuri)"
 SOURCE = "K. R. Mopuri, 'More on Gradient Descent' (lecture, IIT Tirupati)"

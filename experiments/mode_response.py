@@ -7,10 +7,10 @@ are found there by Lanczos on Hessian-vector products, and the parameters are ki
 package's optimizers, the state starting at zero), and the coordinate :math:`p_i(k) =
 q_i^\top(\theta^{\text{kicked}}_k - \theta^{\text{unkicked}}_k)` is set beside
 :math:`c\,(1 - y_k(\lambda_i))`, with :math:`y` the step response of
-``linearize(opt, lambda_i)`` (``gdyn_jax.modes``). For each optimizer the step sizes put the
-sharpest mode in each regime the loop has (damped, underdamped, oscillating, and unstable with
-a growth of about 100 over the horizon: ``modes.regime_learning_rates``); the other modes fall
-where their curvature puts them, and every (setting, mode) is classified from its own poles.
+``linearize(opt, lambda_i)`` (``gdyn_jax.predictions.modes``). For each optimizer the step sizes
+put the sharpest mode in each regime the loop has (damped, underdamped, oscillating, and unstable
+with a growth of about 100 over the horizon: ``predictions.regime_learning_rates``); the other
+modes fall where their curvature puts them, and every (setting, mode) is classified from its own poles.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from experiments._harness import Modes, Report
-from gdyn_jax import data, models, modes, optimizers
+from gdyn_jax import data, measurements, models, optimizers, predictions
 from gdyn_jax.measurements import hessian
 
 TITLE = "Mode by mode on a real network: kicked Hessian directions follow linearize's responses"
@@ -66,21 +66,23 @@ def problem(s: Settings):
 
 
 def kicks(name: str, values, vectors, loss, params, s: Settings) -> list:
-    """``modes.kick_test`` of optimizer ``name`` at one step size per regime of the top mode."""
+    """``predictions.kick_test`` of optimizer ``name``, one step size per regime of the top mode."""
     factory, fixed = optimizers.get(OPTIMIZERS[name][0]), OPTIMIZERS[name][1]
-    lrs = modes.regime_learning_rates(factory, values[0], growth=GROWTH, steps=s.steps, **fixed)
+    lrs = predictions.regime_learning_rates(
+        factory, values[0], growth=GROWTH, steps=s.steps, **fixed
+    )
     settings = [{"learning_rate": lr, **fixed} for lr in lrs.values()]
-    return modes.kick_test(loss, params, factory, settings, values, vectors, s.kick, s.steps)
+    return predictions.kick_test(loss, params, factory, settings, values, vectors, s.kick, s.steps)
 
 
 def run(s: Settings, report: Report) -> None:
     with jax.enable_x64(True):
         loss, params = problem(s)
-        params, losses = modes.minimize(loss, params, s.lbfgs_steps)
+        params, losses = measurements.minimize(loss, params, s.lbfgs_steps)
         key = jax.random.key(1)
         eig = jax.jit(lambda p: hessian.top_eigenpairs(loss, p, key, s.modes, s.lanczos_iters))
         values, vectors = (np.asarray(v) for v in eig(params))
-        residual = modes.eigen_residuals(loss, params, values, vectors)
+        residual = measurements.eigen_residuals(loss, params, values, vectors)
         flat = ravel_pytree(params)[0]
         grad_norm = float(np.linalg.norm(ravel_pytree(jax.grad(loss)(params))[0]))
         results = {k: kicks(k, values, vectors, loss, params, s) for k in OPTIMIZERS}

@@ -5,16 +5,16 @@ or adversarial data. Each optimizer trains the MNIST-1D MLP (batch 100) on label
 and 40% symmetric noise (``data.symmetric_label_noise``: that fraction moved to another class),
 learning rate × seeds in one vmapped program per optimizer (``make_train(return_state=True)``,
 the noisy labels passed as data), and every trained member is evaluated on the clean test set
-and under FGSM (``adversarial.fgsm_evaluate``, input gradients through the same model) at a few
+and under FGSM (``measurements.fgsm_evaluate``, input gradients through the same model) at a few
 :math:`\epsilon` (the inputs have unit standard deviation). Momentum and NAG use
 :math:`\beta = 0.9` and the same effective step :math:`a/(1-\beta)` as SGD.
 
 The gradient noise at the end of training is set beside the noise floor: along the top Hessian
 eigenvector :math:`q` of the (noisy) training loss, the minibatch gradient variance
-:math:`\sigma_q^2` (``noise_floor.projected_gradient_noise``) and the loop of the same optimizer
+:math:`\sigma_q^2` (``measurements.projected_gradient_noise``) and the loop of the same optimizer
 at :math:`h = \lambda_{\max}` give ``linearize.stationary_covariance``; it is compared with the
 variance of :math:`q^\top\theta_k` across independent continuations with i.i.d. minibatches
-(``noise_floor.noise_ensemble``), after the loop has settled (:math:`\rho^{2k} < 0.01`).
+(``measurements.noise_ensemble``), after the loop has settled (:math:`\rho^{2k} < 0.01`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments._harness import Modes, Report
-from gdyn_jax import adversarial, analysis, data, extras, models, noise_floor, optimizers
+from gdyn_jax import data, extras, measurements, models, optimizers, predictions
 from gdyn_jax.sweep import SweepConfig, losses, make_train, setup, train
 from gdyn_jax.sweep.data import resolve
 
@@ -88,11 +88,11 @@ def train_all(name: str, datasets: dict, s: Settings, evaluate) -> dict:
         metrics, state = members(hp, keys, noisy)
         accuracy = np.asarray(evaluate(state.params)[0]).reshape(len(lrs), s.seeds, -1)
         clean = extras.xarray.DataArray(accuracy[..., 0], dims=("learning_rate", "seed"))
-        best = analysis.best_setting(clean, diverged_score=0.0).index["learning_rate"]
+        best = measurements.best_setting(clean, diverged_score=0.0).index["learning_rate"]
         params = jax.tree.map(lambda x, m=best * s.seeds: x[m], state.params)  # its seed 0
         rule, kw = {"learning_rate": lrs[best], **fixed}, {"steps": s.horizon, "runs": s.runs}
         kw["key"] = jax.random.key(2)
-        floor = noise_floor.floor_test(
+        floor = predictions.floor_test(
             batch, examples, params, noisy, optimizers.get(opt), rule, batch_size=BATCH, **kw
         )
         engine = np.asarray(metrics["test_accuracy"][:, -1]).reshape(len(lrs), s.seeds)[best]
@@ -111,7 +111,7 @@ def run(s: Settings, report: Report) -> None:
 
     def fgsm(params):
         apply = lambda z: model.apply({"params": params}, z)  # noqa: E731
-        return adversarial.fgsm_evaluate(apply, ce, x, y, jnp.asarray(eps))
+        return measurements.fgsm_evaluate(apply, ce, x, y, jnp.asarray(eps))
 
     results = {name: train_all(name, datasets, s, jax.jit(jax.vmap(fgsm))) for name in OPTIMIZERS}
     report.text(

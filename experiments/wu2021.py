@@ -32,8 +32,9 @@ from scipy.stats import spearmanr
 from experiments import _training as tr
 from experiments._control import FACTORIES, factory, predict_settling, theory
 from experiments._harness import Modes, Report
-from gdyn_jax.analysis import quadratic_model_loss, steps_to_target
+from gdyn_jax.measurements import steps_to_target
 from gdyn_jax.plotting import plot_mean_band
+from gdyn_jax.predictions import quadratic_model_loss
 
 TITLE = "Wu et al. 2021: SGD / momentum / NAG step responses, root loci, settling maps, training"
 SOURCE = "Wu, Jing, Du, Chen, Sci. China Inf. Sci. 64(5):150102, 2021"
