@@ -10,7 +10,8 @@ q_i^\top(\theta^{\text{kicked}}_k - \theta^{\text{unkicked}}_k)` is set beside
 ``linearize(opt, lambda_i)`` (``gdyn_jax.predictions.modes``). For each optimizer the step sizes
 put the sharpest mode in each regime the loop has (damped, underdamped, oscillating, and unstable
 with a growth of about 100 over the horizon: ``predictions.regime_learning_rates``); the other
-modes fall where their curvature puts them, and every (setting, mode) is classified from its own poles.
+modes fall where their curvature puts them, and every (setting, mode) is classified
+from its own poles.
 """
 
 from __future__ import annotations
