@@ -2,8 +2,9 @@
 
 Runs four small sweeps through the public API and saves every resulting array to one
 ``.npz`` (``OUT``), plus, beside it (``OUT`` with ``.hlo.json``), the optimised HLO of one
-compiled training block: its instruction count per opcode and a SHA-256 of its text with
-the metadata (source lines, op names) stripped. Run it before and after a change of the
+compiled training block: its instruction count per opcode and a SHA-256 of its computations
+(without the metadata and the tables of source files and stack frames, which name the
+package's files and functions). Run it before and after a change of the
 engine and compare with ``--compare``: every array with ``np.array_equal`` (NaNs equal),
 the opcode counts exactly.
 
@@ -37,8 +38,9 @@ import numpy as np
 
 from gdyn_jax.sweep import SweepConfig, make_train, run_sweep
 
-try:  # after the refactoring: the program cache in its own module
-    from gdyn_jax.sweep.programs import compiled, put
+try:  # after the refactoring: the program cache and the mesh in their own modules
+    from gdyn_jax.sweep.cache import compiled
+    from gdyn_jax.sweep.mesh import put
 except ImportError:  # before
     from gdyn_jax.sweep.execute import _put as put
     from gdyn_jax.sweep.execute import compiled
@@ -149,16 +151,19 @@ def block_hlo() -> str:
 
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?[%\w.\-]+\s*=\s*.*?\s([a-z][a-z0-9\-]*)\(", re.M)
+_COMPUTATION = re.compile(r"^\s*(?:ROOT\s+)?%\S+ = |^(?:ENTRY\s+)?%\S+ .*\{$|^\}")
 
 
 def hlo_summary(text: str) -> dict:
-    """Instruction counts per opcode, and a SHA-256 of the text without metadata."""
+    """Instruction counts per opcode, and a SHA-256 of the computations (their instructions,
+    names and operands; without the metadata and the tables of source files and frames)."""
     stripped = re.sub(r",?\s*metadata=\{[^}]*\}", "", text)
     counts = collections.Counter(_INSTRUCTION.findall(stripped))
+    program = "\n".join(l for l in stripped.splitlines() if _COMPUTATION.match(l))
     return {
         "opcodes": dict(sorted(counts.items())),
         "instructions": sum(counts.values()),
-        "sha256_without_metadata": hashlib.sha256(stripped.encode()).hexdigest(),
+        "sha256_computations": hashlib.sha256(program.encode()).hexdigest(),
     }
 
 
@@ -188,10 +193,11 @@ def compare(before: Path, after: Path) -> int:
     ha = json.loads(before.with_suffix(".hlo.json").read_text())
     hb = json.loads(after.with_suffix(".hlo.json").read_text())
     print(f"{len(a.files)} arrays, {values} values compared; differing: {bad or 'none'}")
-    same_text = ha["sha256_without_metadata"] == hb["sha256_without_metadata"]
+    same_text = ha["sha256_computations"] == hb["sha256_computations"]
     print(
         f"HLO: {ha['instructions']} -> {hb['instructions']} instructions; opcode counts "
-        f"{'equal' if ha['opcodes'] == hb['opcodes'] else 'DIFFER'}; text without metadata "
+        f"{'equal' if ha['opcodes'] == hb['opcodes'] else 'DIFFER'}; computations (instructions, "
+        "names, operands) "
         f"{'equal' if same_text else 'differs'}"
     )
     return 1 if bad or ha["opcodes"] != hb["opcodes"] else 0
