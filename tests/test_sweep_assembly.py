@@ -18,8 +18,10 @@ Run as a script (``python tests/test_sweep_assembly.py``) it prints them, with t
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,3 +139,33 @@ if __name__ == "__main__":
         print(f"calls from main {key}: {len(result[key]) - 1}")
         for name in result[key]:
             print(f"  {name}")
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("gdyn_jax.sweep.train", "make_train", "gdyn_jax.sweep.assembly"),
+        ("gdyn_jax.sweep.grid", "to_float", "gdyn_jax.sweep.checks"),
+        ("gdyn_jax.sweep.grid", "check_int", "gdyn_jax.sweep.checks"),
+        ("gdyn_jax.sweep.execute", "compiled", "gdyn_jax.sweep.cache"),
+        ("gdyn_jax.sweep.execute", "Compiled", "gdyn_jax.sweep.cache"),
+        ("gdyn_jax.sweep.execute", "block_intervals", "gdyn_jax.sweep.chunks"),
+        ("gdyn_jax.sweep.execute", "sweep_mesh", "gdyn_jax.sweep.mesh"),
+    ],
+)
+def test_moved_names_keep_their_old_path_for_one_release(old, name, new):
+    old_module, new_module = importlib.import_module(old), importlib.import_module(new)
+    with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to {new}.{name}"):
+        assert getattr(old_module, name) is getattr(new_module, name)
+    assert not hasattr(old_module, "no_such_name")
+
+
+def test_the_sweep_imports_no_analysis_of_rules():
+    """The sweep (and `gdyn sweep`) may import the rules, data, models and measurements,
+    never linearize or predictions."""
+    code = "import sys, gdyn_jax.sweep, gdyn_jax.commands.sweep; print(sorted(sys.modules))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(PACKAGE).parent)]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = out.stdout
+    assert "gdyn_jax.linearize" not in loaded and "gdyn_jax.predictions" not in loaded

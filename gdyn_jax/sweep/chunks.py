@@ -81,6 +81,7 @@ class Plan:
     intervals: int
     identity: dict[str, Any]
     layout: dict[str, int]
+    state: Any = None  # the TrainState of the chunk being trained
 
     @classmethod
     def of(cls, program: Program, chunk_size, devices, member_group, checkpoint_every) -> Plan:
@@ -150,23 +151,23 @@ class Plan:
         return jax.eval_shape(self.programs.init, self.data, hp, keys)
 
     def blocks(self, start: tuple[int, int], leaves) -> Iterator[tuple]:
-        """``(chunk, block, hparams, state, start_step)`` of every block from ``start``;
-        ``state`` is the chunk's initial state at its first block (``leaves``, the
-        checkpointed state of chunk ``start[0]``, if given), None at the others."""
+        """``(chunk, block, hparams, start_step)`` of every block from ``start``; ``state``
+        is set to each chunk's initial state before its first block (``leaves``, the
+        checkpointed state of chunk ``start[0]``, if given), and is the caller's to advance."""
         for c in range(start[0], self.num_chunks):
             hp, keys = self.chunk_inputs(c)
             b0 = start[1] if leaves is not None and c == start[0] else 0
             if b0:
                 structure = jax.tree.structure(self.state_shapes())
-                state = jax.tree.unflatten(structure, [put(x, self.member) for x in leaves])
+                self.state = jax.tree.unflatten(structure, [put(x, self.member) for x in leaves])
             else:
-                state = self.programs.init(self.data, hp, keys)
+                self.state = self.programs.init(self.data, hp, keys)
             for b in range(b0, self.num_blocks):
-                step = b * self.intervals * self.program.config.eval_every
-                yield c, b, hp, (state if b == b0 else None), np.int32(step)
+                yield c, b, hp, np.int32(b * self.intervals * self.program.config.eval_every)
 
-    def record(self, c: int, b: int, first, metrics, state, buffers) -> None:
-        """Writes block ``b`` of chunk ``c`` (its outputs gathered to the host) in ``buffers``."""
+    def record(self, c: int, b: int, first, metrics, buffers) -> None:
+        """Writes block ``b`` of chunk ``c`` (its outputs and the state's ``diverged_at``,
+        gathered to the host) in ``buffers``."""
         rows, names = slice(c * self.chunk, (c + 1) * self.chunk), self.programs.task.metric_names
         if b == 0:
             for k in names:
@@ -174,7 +175,7 @@ class Plan:
         cols = slice(1 + b * self.intervals, 1 + (b + 1) * self.intervals)
         for k in names:
             buffers[k][rows, cols] = gather(metrics[k])
-        buffers["diverged_at"][rows] = gather(state.diverged_at)
+        buffers["diverged_at"][rows] = gather(self.state.diverged_at)
 
     def progress(self, position: tuple[int, int]) -> dict[str, int]:
         """What ``run_sweep``'s callback receives after the block ending at ``position``."""

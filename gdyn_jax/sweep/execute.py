@@ -74,23 +74,23 @@ def run_sweep(
       grid: hyperparameter name -> values (their product is swept), or a ``Grid``.
       seeds: seeds per grid point (member seeds 0..seeds-1); default 1, or the ``Grid``'s.
       out: the sweep's directory (see the module doc); None writes nothing.
-      chunk_size: members trained at once (bounds memory); default all; rounded up to a
+      chunk_size: members trained at once (bounds memory; default all), rounded up to a
         multiple of the device count times ``member_group``.
       devices: number of devices to shard members over (default: all of ``jax.devices()``).
       member_group: members computed side by side on a device (default 4 on CPU, 256 on
         accelerators); a member's numbers depend on it alone, not on the chunking.
-      resume: None: resume or return this sweep's work in ``out`` if there is some;
-        True: there must be some; False: there must be none.
+      resume: None resumes (or returns) this sweep's work in ``out`` if there is some; True
+        requires some, False none.
       overwrite: delete the results and checkpoint in ``out`` and start afresh.
       progress: show a tqdm progress bar over (chunk, block) pairs.
-      checkpoint_every: steps per block (a multiple of ``eval_every`` dividing ``steps``);
-        default about a tenth of the run.
+      checkpoint_every: steps per block, a multiple of ``eval_every`` dividing ``steps``
+        (default: about a tenth of the run).
       callback: called after each block with ``chunk, block, num_chunks, num_blocks, step``.
 
     Returns:
-      ``xarray.Dataset``: the metrics over ``(*grid names, seed, step)``, ``diverged_at``
-      over ``(*grid names, seed)``; ``attrs``: the config record (JSON), grid, seeds, member
-      group width, platform and library versions.
+      ``xarray.Dataset``: ``train_loss``, ``test_loss`` (``test_accuracy``, ``grad_norm``,
+      ``sharpness`` where they apply) over ``(*grid names, seed, step)``, ``diverged_at`` over
+      ``(*grid names, seed)``; ``attrs``: config record, grid, seeds, member group, versions.
     """
     program = assemble(config, grid, seeds)
     _check_options(chunk_size, out, resume, overwrite)
@@ -102,17 +102,13 @@ def run_sweep(
             return output.finished(plan)
         plan.compile()  # loads the data, once
         start, leaves, buffers = output.start(plan)
-        state = None
         with _reporter(plan, start, progress, callback) as report:
-            for c, b, hparams, initial, step in plan.blocks(start, leaves):
-                state = state if initial is None else initial  # a chunk's first block
-                state, first, metrics = plan.advance(plan.data, hparams, state, step)
-                plan.record(c, b, first, metrics, state, buffers)
-                output.save((c, b + 1), state, buffers)
+            for c, b, hparams, step in plan.blocks(start, leaves):
+                plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
+                plan.record(c, b, first, metrics, buffers)
+                output.save((c, b + 1), plan.state, buffers)
                 report((c, b + 1))
-        ds = plan.dataset(buffers)
-        output.finish(ds)
-        return ds
+        return output.finish(plan.dataset(buffers))
     finally:
         output.close()
 

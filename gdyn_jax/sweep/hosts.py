@@ -170,11 +170,12 @@ class Output:
             file = checkpoint.path(self.out)
             checkpoint.write(file, self.identity, self.layout, position, leaves, buffers)
 
-    def finish(self, ds) -> None:
-        """The results, then the checkpoint is no longer needed."""
+    def finish(self, ds):
+        """Saves the results ``ds`` (then the checkpoint is no longer needed); returns ``ds``."""
         if self.out is not None and self.writer:
             results_lib.save_results(ds, self.out)
             outdir.remove_checkpoint(self.out)
+        return ds
 
     def close(self) -> None:
         if self.lock is not None:
