@@ -71,6 +71,9 @@ class Plan:
 
     ``identity`` is what makes two sweeps the same (``results.identity``) and ``layout`` how
     this one is cut: a checkpoint is resumed only by a sweep of the same identity cut alike.
+    ``compile`` (once the output directory is claimed) sets ``programs`` (``cache.Compiled``)
+    and its ``advance``, ``data`` (replicated on the mesh), and ``hparams`` and ``keys`` (the
+    member table padded to whole chunks).
     """
 
     program: Program
