@@ -116,8 +116,9 @@ def sweep_runner(arrays, members: int, steps: int, num_devices: int, width: int 
     (default: the engine's; the padding members are not counted), compiled and warmed up."""
     import jax
 
-    from gdyn_jax.sweep import SweepConfig, execute, groups
+    from gdyn_jax.sweep import SweepConfig, assemble, cache, groups
     from gdyn_jax.sweep import grid as grid_lib
+    from gdyn_jax.sweep.mesh import put, sweep_mesh
 
     config = SweepConfig(
         dataset=arrays,
@@ -130,15 +131,15 @@ def sweep_runner(arrays, members: int, steps: int, num_devices: int, width: int 
     )
     devices = tuple(jax.devices()[:num_devices])
     width = groups.default_width(devices) if width is None else width
-    programs = execute.compiled(config, 1, devices, width)
+    programs = cache.compiled(assemble(config), 1, devices, width)
     chunk, _ = groups.chunk_layout(members, None, num_devices, width)
-    mesh = execute.sweep_mesh(num_devices)
+    mesh = sweep_mesh(num_devices)
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
     replicated = jax.sharding.NamedSharding(mesh, jax.P())
-    data = jax.tree.map(lambda x: execute._put(x, replicated), programs.data)
+    data = jax.tree.map(lambda x: put(x, replicated), programs.data)
     lrs = grid_lib.pad(np.geomspace(1e-3, 1e-1, members).astype(np.float32), chunk)
-    hp = {"learning_rate": execute._put(lrs, member)}
-    keys = execute._put(grid_lib.pad(grid_lib.seed_keys(np.arange(members)), chunk), member)
+    hp = {"learning_rate": put(lrs, member)}
+    keys = put(grid_lib.pad(grid_lib.seed_keys(np.arange(members)), chunk), member)
     state = {"train": programs.init(data, hp, keys)}
     compiled = programs.advance.lower(data, hp, state["train"], np.int32(0)).compile()
 

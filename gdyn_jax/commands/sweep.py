@@ -35,6 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The sweep is reached as gdyn_jax.sweep when the command runs (PEP 562: importing it, and
+# jax with it, only then), so that `gdyn --help` stays instant.
+import gdyn_jax
+
 HELP = "train a hyperparameter grid × seeds in one jit + vmap program (sharded, resumable)"
 
 _RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "member_group", "checkpoint_every")
@@ -125,12 +129,10 @@ def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
 
 def parse_hp(items: list[str] | None) -> dict[str, float]:
     """``['beta=0.9', ...]`` -> ``{'beta': 0.9}``."""
-    from gdyn_jax.sweep.grid import to_float
-
     out: dict[str, float] = {}
     for item in items or []:
         name, value = _split_assignment("hp", item)
-        out[name] = to_float(f"hp: {name}", value)
+        out[name] = gdyn_jax.sweep.checks.to_float(f"hp: {name}", value)
     return out
 
 
@@ -219,31 +221,19 @@ def _distributed(args: argparse.Namespace) -> None:
         coordinator = None  # jax.distributed.initialize asks the job scheduler
     elif num is None or pid is None:
         raise ValueError("coordinator: needs --num-processes and --process-id (or 'auto')")
-    import jax
-
-    if jax.config.jax_cpu_collectives_implementation in (None, "none"):
-        # CPU processes exchange the gathered metrics and checkpoints through gloo.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    try:
-        jax.distributed.initialize(
-            coordinator_address=coordinator, num_processes=num, process_id=pid
-        )
-    except (RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"coordinator: jax.distributed.initialize failed: {first}") from None
+    gdyn_jax.sweep.hosts.initialize(coordinator, num, pid)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gdyn_jax.sweep import SweepConfig, run_sweep
-
+    """Builds the config from the flags, joins the processes, runs the sweep (which validates
+    and assembles it, once) and prints a summary."""
     cfg, options = settings(args)
-    config = SweepConfig.from_dict(cfg)
-    config.validate()
+    config = gdyn_jax.sweep.SweepConfig.from_dict(cfg)
     _distributed(args)
     grid = options.pop("grid", {})
     seeds = options.pop("seeds", 1)
     start = time.perf_counter()
-    ds = run_sweep(
+    ds = gdyn_jax.sweep.run_sweep(
         config,
         grid,
         seeds,
@@ -254,9 +244,7 @@ def run(args: argparse.Namespace) -> int:
         **options,
     )
     elapsed = time.perf_counter() - start
-    import jax
-
-    if jax.process_index() != 0:  # process 0 speaks for the group
+    if not gdyn_jax.sweep.hosts.is_main_process():  # process 0 speaks for the group
         return 0
     members = int(ds["diverged_at"].size)
     diverged = int((ds["diverged_at"] >= 0).sum())

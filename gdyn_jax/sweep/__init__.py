@@ -6,9 +6,11 @@
   ``optax.GradientTransformation``, a per-example loss ``loss(outputs, targets)``.
 - ``Grid.build(config, values, seeds)``: the swept hyperparameters, validated once (names
   against the factory's signature, every grid point through the factory's own checks).
-- ``make_train(config) -> train(hparams, key)``: one pure, jit/vmap-able training run, wired
-  from the pure pieces in ``gdyn_jax.sweep.train`` (``TrainState``, ``init``, ``train_step``,
-  ``evaluate``, ...).
+- ``assemble(config, grid, seeds) -> Program``: the sweep put together once (config and grid
+  validated, optimizer resolved, data loaded on first use), with the pure per-member
+  ``init`` and ``advance`` of ``gdyn_jax.sweep.train`` (``TrainState``, ``train_step``,
+  ``evaluate``, ...) bound to its task; both entry points below are built from it.
+- ``make_train(config) -> train(hparams, key)``: one pure, jit/vmap-able training run.
 - ``run_sweep(config, grid, seeds, ...)``: grid × seeds flattened, chunked, computed in
   member groups of one fixed width (so a member's numbers do not depend on the sweep around
   it), sharded over a ``'sweep'`` mesh axis across devices and processes, checkpointed per
@@ -16,20 +18,24 @@
 - ``load_results(dir)``: the Dataset a finished sweep wrote.
 """
 
+from gdyn_jax.sweep.assembly import Program, assemble, make_train
 from gdyn_jax.sweep.config import LOSSES, SCHEDULES, SweepConfig
 from gdyn_jax.sweep.data import Arrays
-from gdyn_jax.sweep.execute import run_sweep, sweep_mesh
+from gdyn_jax.sweep.execute import run_sweep
 from gdyn_jax.sweep.grid import Grid
+from gdyn_jax.sweep.mesh import sweep_mesh
 from gdyn_jax.sweep.results import load_results, save_results
-from gdyn_jax.sweep.train import TrainState, make_train
+from gdyn_jax.sweep.train import TrainState
 
 __all__ = [
     "LOSSES",
     "SCHEDULES",
     "Arrays",
     "Grid",
+    "Program",
     "SweepConfig",
     "TrainState",
+    "assemble",
     "load_results",
     "make_train",
     "run_sweep",

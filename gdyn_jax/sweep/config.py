@@ -20,16 +20,21 @@ record of the objects it is given now with the one it saved.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gdyn_jax import imports
+import flax.linen as nn
+import optax
+
+from gdyn_jax import data as datasets
+from gdyn_jax import imports, models, optimizers
 from gdyn_jax.sweep import data as data_lib
 from gdyn_jax.sweep import losses
-from gdyn_jax.sweep.grid import check_int, to_float
+from gdyn_jax.sweep.checks import check_int, to_float
 
 LOSSES = losses.LOSSES
 SCHEDULES = (None, "constant", "cosine", "warmup_cosine", "linear")
@@ -139,10 +144,14 @@ class SweepConfig:
             raise ValueError(f"config: unknown field(s) {unknown}; known: {sorted(names)}")
         return cls(**dict(d))
 
+    @functools.cached_property
+    def _rule(self) -> Rule:
+        """The optimizer, resolved (and its signature read) once per config."""
+        factory = optimizers.get(self.optimizer)
+        return Rule(factory, self.optimizer_label, optimizers.hyperparameters(factory))
+
     def validate(self) -> SweepConfig:
         """Checks the static fields and that every name resolves (no data loaded); ``self``."""
-        from gdyn_jax import optimizers
-
         check_int("steps", self.steps, 1)
         check_int("eval_every", self.eval_every, 1)
         if self.steps % self.eval_every:
@@ -161,13 +170,9 @@ class SweepConfig:
         data_lib.check_name(self.dataset)
         self._check_data_dir()
         _check_model(self.model, self.model_kwargs)
-        known = optimizers.hyperparameters(self.optimizer)
+        rule = self._rule
         for name, value in self.hparams.items():
-            if name not in known:
-                raise ValueError(
-                    f"{name}: not a numeric hyperparameter of optimizer {self.optimizer_label}; "
-                    f"known: {', '.join(known)}"
-                )
+            rule.check_names([name])
             to_float(f"hparams: {name}", value)
         return self
 
@@ -190,11 +195,44 @@ class SweepConfig:
             raise ValueError(f"data_dir: expected a path, got {self.data_dir!r}")
         if not isinstance(self.dataset, str) or imports.is_import_path(self.dataset):
             return
-        from gdyn_jax.data import default_data_dir
-
-        path = Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+        path = Path(self.data_dir).expanduser() if self.data_dir else datasets.default_data_dir()
         if path.exists() and not path.is_dir():
             raise ValueError(f"data_dir: {path} is not a directory")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Rule:
+    """A config's optimizer, resolved once: the factory, its label in error messages, and its
+    numeric hyperparameters with their defaults (``optimizers.hyperparameters``)."""
+
+    factory: Callable[..., optax.GradientTransformation]
+    label: str
+    defaults: Mapping[str, float | None]
+
+    def check_names(self, names: Iterable[str]) -> None:
+        """A one-line ``ValueError`` for the first name that is not a hyperparameter."""
+        for name in names:
+            if name not in self.defaults:
+                raise ValueError(
+                    f"{name}: not a numeric hyperparameter of optimizer {self.label}; "
+                    f"known: {', '.join(self.defaults)}"
+                )
+
+    def missing(self, given: Iterable[str]) -> list[str]:
+        """The required hyperparameters (no default) not in ``given``, in signature order.
+
+        Only a hyperparameter without a numeric default can be required, so the signature is
+        read again only when such a one is not given.
+        """
+        given = set(given)
+        if all(v is not None or k in given for k, v in self.defaults.items()):
+            return []
+        return [k for k in optimizers.required_hyperparameters(self.factory) if k not in given]
+
+
+def rule_of(config: SweepConfig) -> Rule:
+    """The optimizer ``Rule`` of ``config`` (resolved on first use, then kept)."""
+    return config._rule
 
 
 def _record_callable(obj: Any) -> Any:
@@ -216,8 +254,6 @@ def _jsonable(value: Any) -> Any:
 
 def _record_model(model: Any) -> tuple[Any, dict[str, Any] | None]:
     """(model record, fields of a module instance or None)."""
-    import flax.linen as nn
-
     if isinstance(model, str):
         return model, None
     if isinstance(model, nn.Module):
@@ -231,10 +267,6 @@ def _record_model(model: Any) -> tuple[Any, dict[str, Any] | None]:
 
 
 def _check_model(model: Any, model_kwargs: Mapping[str, Any]) -> None:
-    import flax.linen as nn
-
-    from gdyn_jax import models
-
     if isinstance(model, nn.Module):
         if model_kwargs:
             raise ValueError(

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdyn_jax import data as datasets
 from gdyn_jax import imports
 
 
@@ -127,16 +128,14 @@ class Arrays:
 
 def load_named(name: str, data_dir: str | None) -> Arrays:
     """A ``gdyn_jax.data`` dataset as ``Arrays`` (float32 inputs, int32 labels)."""
-    from gdyn_jax import data
-
-    x_train, y_train = data.load(name, "train", data_dir)
-    x_test, y_test = data.load(name, "test", data_dir)
+    x_train, y_train = datasets.load(name, "train", data_dir)
+    x_test, y_test = datasets.load(name, "test", data_dir)
     return Arrays(
         np.asarray(x_train, np.float32),
         np.asarray(y_train, np.int32),
         np.asarray(x_test, np.float32),
         np.asarray(y_test, np.int32),
-        num_outputs=int(data.info(name)["num_classes"]),
+        num_outputs=int(datasets.info(name)["num_classes"]),
         name=name,
     )
 
@@ -167,13 +166,11 @@ def resolve(dataset: str | Arrays | dict, data_dir: str | None) -> Arrays:
 
 def check_name(dataset: Any) -> None:
     """A one-line ``ValueError`` naming ``dataset`` unless it can be resolved (nothing loaded)."""
-    from gdyn_jax import data
-
     if isinstance(dataset, Arrays | dict) or imports.is_import_path(dataset):
         return
-    if dataset not in data.names():
+    if dataset not in datasets.names():
         raise ValueError(
-            f"dataset: unknown dataset {dataset!r}; known: {', '.join(data.names())}, or "
+            f"dataset: unknown dataset {dataset!r}; known: {', '.join(datasets.names())}, or "
             "gdyn_jax.sweep.Arrays, or an import path 'pkg.module:arrays'"
         )
 

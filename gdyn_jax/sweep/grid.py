@@ -25,43 +25,21 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
+import optax
 
-if TYPE_CHECKING:
-    from gdyn_jax.sweep.config import SweepConfig
-
-
-def to_float(what: str, value: Any) -> float:
-    """``float(value)`` for finite real numbers (and numeric strings); a named ValueError else."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what}: expected a number, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}: expected a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{what}: expected a finite number, got {value!r}")
-    return out
-
-
-INT32_MAX = 2**31 - 1
-
-
-def check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> None:
-    """A one-line ``ValueError`` naming ``name`` unless ``value`` is an int in
-    [``minimum``, ``maximum``] (default: the largest int32, the type of steps and indices in
-    the compiled program)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise ValueError(f"{name}: expected an integer in [{minimum}, {maximum}], got {value!r}")
+from gdyn_jax._deprecated import forwarder
+from gdyn_jax.sweep import checks
+from gdyn_jax.sweep.config import Rule, SweepConfig, rule_of
 
 
 def _value_list(name: str, values: Any) -> tuple[float, ...]:
     if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
         raise ValueError(f"grid: {name}: expected a list of numbers, got {values!r}")
-    floats = tuple(to_float(f"grid: {name}", v) for v in values)
+    floats = tuple(checks.to_float(f"grid: {name}", v) for v in values)
     if not floats:
         raise ValueError(f"grid: {name}: empty list of values")
     if len(set(floats)) != len(floats):
@@ -88,50 +66,40 @@ class Grid:
     @classmethod
     def build(cls, config: SweepConfig, values: Mapping[str, Sequence[Any]], seeds: int = 1):
         """Validates ``values`` (name -> list of numbers) and ``seeds`` against ``config``."""
-        from gdyn_jax import optimizers
-
-        check_int("seeds", seeds, 1)
+        checks.check_int("seeds", seeds, 1)
         if not isinstance(values, Mapping):
             raise ValueError(f"grid: expected a mapping name -> values, got {values!r}")
         if not values:
             raise ValueError("grid: empty; give at least one hyperparameter with its values")
-        factory = optimizers.get(config.optimizer)
-        known = optimizers.hyperparameters(factory)
-        label = config.optimizer_label
-        for name in values:
-            if name not in known:
-                raise ValueError(
-                    f"{name}: not a numeric hyperparameter of optimizer {label}; "
-                    f"known: {', '.join(known)}"
-                )
+        rule = rule_of(config)
+        rule.check_names(values)
         grid = cls(tuple(values), tuple(_value_list(k, v) for k, v in values.items()), seeds)
-        for name in optimizers.required_hyperparameters(factory):
-            if name not in values and name not in config.hparams:
-                raise ValueError(
-                    f"{name}: required by optimizer {label}; give it with "
-                    f"--grid {name}=... or --hp {name}=..."
-                )
+        for name in rule.missing([*values, *config.hparams]):
+            raise ValueError(
+                f"{name}: required by optimizer {rule.label}; give it with "
+                f"--grid {name}=... or --hp {name}=..."
+            )
         if config.schedule not in (None, "constant"):
-            if "learning_rate" not in known:
-                raise ValueError(f"schedule: optimizer {label} has no learning_rate")
+            if "learning_rate" not in rule.defaults:
+                raise ValueError(f"schedule: optimizer {rule.label} has no learning_rate")
             if "learning_rate" not in values and "learning_rate" not in config.hparams:
                 raise ValueError(
                     f"schedule: {config.schedule!r} scales learning_rate, which is neither "
                     "in the grid nor in hparams"
                 )
-        grid._check_points(factory, label, config.fixed_hparams())
+        grid._check_points(rule, config.fixed_hparams())
         return grid
 
-    def _check_points(self, factory, label: str, fixed: Mapping[str, float]) -> None:
-        """Calls ``factory`` once per grid point, with the values as given and, where float32
+    def _check_points(self, rule: Rule, fixed: Mapping[str, float]) -> None:
+        """Calls the factory once per grid point, with the values as given and, where float32
         rounds them (training's precision), once more with the rounded values."""
         for point in itertools.product(*self.values):
             given = dict(zip(self.names, point, strict=True))
             where = ", ".join(f"{k}={v!r}" for k, v in given.items())
-            _call(factory, label, {**fixed, **given}, where)
+            _call(rule, {**fixed, **given}, where)
             rounded = {k: float(np.float32(v)) for k, v in given.items()}
             if rounded != given:
-                _call(factory, label, {**fixed, **rounded}, f"{where} (rounded to float32)")
+                _call(rule, {**fixed, **rounded}, f"{where} (rounded to float32)")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -153,18 +121,17 @@ class Grid:
         return table, np.array([r[-1] for r in rows], np.int64)
 
 
-def _call(factory, label: str, kwargs: Mapping[str, float], where: str) -> None:
-    """``factory(**kwargs)`` must return a transform; its error, if any, in one line."""
-    import optax
-
+def _call(rule: Rule, kwargs: Mapping[str, float], where: str) -> None:
+    """``rule.factory(**kwargs)`` must return a transform; its error, if any, in one line."""
     try:
-        tx = factory(**kwargs)
+        tx = rule.factory(**kwargs)
     except Exception as error:  # the factory's own check, reported in one line
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"grid: optimizer {label} rejects {where}: {text}") from None
+        raise ValueError(f"grid: optimizer {rule.label} rejects {where}: {text}") from None
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(
-            f"optimizer: {label} returned {type(tx).__name__}, not an optax.GradientTransformation"
+            f"optimizer: {rule.label} returned {type(tx).__name__}, not an "
+            "optax.GradientTransformation"
         )
 
 
@@ -184,3 +151,7 @@ def pad(x: np.ndarray, total: int) -> np.ndarray:
     if extra <= 0:
         return x
     return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
+
+
+# to_float, check_int and INT32_MAX moved to gdyn_jax.sweep.checks (one release).
+__getattr__ = forwarder("gdyn_jax.sweep.grid", "gdyn_jax.sweep.checks")

@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gdyn_jax import files
+from gdyn_jax import extras, files
 from gdyn_jax.sweep import checkpoint
 from gdyn_jax.sweep import results as results_lib
 
@@ -96,7 +96,7 @@ def _flock(fd: int) -> bool | None:
     """Takes an exclusive ``flock``: True if taken, False if another holds it, None if the
     filesystem does not support it."""
     try:
-        import fcntl
+        fcntl = extras.fcntl
     except ImportError:  # not POSIX
         return None
     try:

@@ -15,8 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import flax
+import jax
+import jaxlib
 import numpy as np
+import optax
 
+import gdyn_jax
+from gdyn_jax import extras
 from gdyn_jax.sweep import storage
 
 RESULTS_FILE = "results.npz"
@@ -25,13 +31,6 @@ KIND = "gdyn sweep results"
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that produced a result."""
-    import flax
-    import jax
-    import jaxlib
-    import optax
-
-    import gdyn_jax
-
     return {
         "gdyn_jax": gdyn_jax.__version__,
         "jax": jax.__version__,
@@ -53,8 +52,6 @@ def to_dataset(
     platform: str,
 ):
     """Labels flat per-member arrays ((M, E) metrics, (M,) diverged_at) with the grid axes."""
-    import xarray as xr
-
     names = list(grid)
     shape = tuple(len(grid[k]) for k in names) + (seeds,)
     dims = tuple(names) + ("seed",)
@@ -75,7 +72,7 @@ def to_dataset(
         "versions": json.dumps(versions(), sort_keys=True),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return extras.xarray.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def save_results(ds, out: str | Path) -> Path:
@@ -126,8 +123,6 @@ def load_results(out: str | Path):
     as JSON), ``grid`` (JSON), ``seeds``, ``member_group``, ``platform``, ``versions`` (JSON
     of gdyn_jax/jax/jaxlib/optax/flax/numpy versions) and ``created``.
     """
-    import xarray as xr
-
     path = Path(out) / RESULTS_FILE
     if not path.exists():
         raise FileNotFoundError(f"out: no results in {out} (expected {path})")
@@ -135,7 +130,7 @@ def load_results(out: str | Path):
     _check_layout(path, meta, arrays)
     coords = {k: (tuple(d), arrays[f"coord/{k}"]) for k, d in meta["coords"]}
     data_vars = {k: (tuple(d), arrays[f"var/{k}"]) for k, d in meta["variables"]}
-    return xr.Dataset(data_vars, coords=coords, attrs=meta["attrs"])
+    return extras.xarray.Dataset(data_vars, coords=coords, attrs=meta["attrs"])
 
 
 def identity(

@@ -1,27 +1,25 @@
 r"""From a ``SweepConfig`` to the static ``Task`` and the device data, on the host, once.
 
-``prepare(config)`` validates the config, loads (or takes) the data, resolves the model,
+``build(config, fast)`` loads (or takes) the data of a validated config, resolves the model,
 loss and optimizer from names, import paths or objects, and checks that they fit together
 (``eval_shape`` of the model on two examples and of the loss on its outputs), so that a
-mismatch is a one-line ``ValueError`` before anything compiles.
+mismatch is a one-line ``ValueError`` before anything compiles. ``prepare(config)``
+validates the config first (the sweep's ``assembly`` validates once and calls ``build``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
+import flax.linen as nn
 import jax
 import optax
 
+from gdyn_jax import models, optimizers
 from gdyn_jax.sweep import cpu_speedups, losses
 from gdyn_jax.sweep import data as data_lib
+from gdyn_jax.sweep.config import SweepConfig, rule_of
 from gdyn_jax.sweep.train import Task
-
-if TYPE_CHECKING:
-    import flax.linen as nn
-
-    from gdyn_jax.sweep.config import SweepConfig
 
 
 def unit_schedule(name: str | None, steps: int, warmup_steps: int = 0) -> Callable | None:
@@ -61,10 +59,6 @@ def load_arrays(config: SweepConfig) -> data_lib.Arrays:
 
 def build_model(config: SweepConfig, num_outputs: int) -> nn.Module:
     """The Flax module of ``config``: an instance as it is, else built by ``models.get``."""
-    import flax.linen as nn
-
-    from gdyn_jax import models
-
     if isinstance(config.model, nn.Module):
         return config.model
     # JSON turns tuples (e.g. input_shape) into lists; flax module fields want tuples.
@@ -98,12 +92,14 @@ def check_model_and_loss(model: nn.Module, loss, arrays: data_lib.Arrays) -> jax
     return outputs
 
 
-def adam_preconditioner_of(optimizer, fixed: dict[str, float]) -> Callable:
+def adam_preconditioner_of(
+    optimizer, fixed: dict[str, float], defaults: Mapping[str, float | None] | None = None
+) -> Callable:
     """``(opt_state, hparams) -> P``: Adam's frozen preconditioner with the rule's ``b2``,
-    ``eps`` and ``eps_root`` (swept, fixed or the factory's defaults)."""
-    from gdyn_jax import optimizers
-
-    defaults = optimizers.hyperparameters(optimizer)
+    ``eps`` and ``eps_root`` (swept, fixed or the factory's defaults: ``defaults``, else
+    ``optimizers.hyperparameters(optimizer)``)."""
+    if defaults is None:
+        defaults = optimizers.hyperparameters(optimizer)
     if defaults.get("b2") is None or defaults.get("eps") is None:
         raise ValueError(
             "track_preconditioned_sharpness: needs an Adam-type optimizer with numeric "
@@ -120,21 +116,23 @@ def adam_preconditioner_of(optimizer, fixed: dict[str, float]) -> Callable:
 
 def prepare(config: SweepConfig) -> tuple[Task, data_lib.DeviceData]:
     """(Task, device data) for ``config``: validated, resolved, data loaded once."""
-    from gdyn_jax import optimizers
+    return build(config.validate(), cpu_speedups.enabled())
 
-    config.validate()
+
+def build(config: SweepConfig, fast: bool) -> tuple[Task, data_lib.DeviceData]:
+    """(Task, device data) for a validated ``config``, with the ``fast`` kernels or not."""
     arrays = load_arrays(config)
     losses.check_targets(config.loss, arrays.class_labels, arrays.y_train)
     loss = losses.resolve(config.loss)
     model = build_model(config, arrays.outputs)
     outputs = check_model_and_loss(model, loss, arrays)
     n = len(arrays.x_train)
-    optimizer, fixed = optimizers.get(config.optimizer), config.fixed_hparams()
+    rule, fixed = rule_of(config), config.fixed_hparams()
     precondition = config.track_preconditioned_sharpness
     task = Task(
         model=model,
         loss=loss,
-        optimizer=optimizer,
+        optimizer=rule.factory,
         fixed=fixed,
         schedule=unit_schedule(config.schedule, config.steps, config.warmup_steps),
         num_train=n,
@@ -145,12 +143,21 @@ def prepare(config: SweepConfig) -> tuple[Task, data_lib.DeviceData]:
         track_grad_norm=config.track_grad_norm,
         track_sharpness=config.track_sharpness,
         sharpness_iters=config.sharpness_iters,
-        kernels=cpu_speedups.kernels(cpu_speedups.enabled()),
-        preconditioner=adam_preconditioner_of(optimizer, fixed) if precondition else None,
+        kernels=cpu_speedups.kernels(fast),
+        preconditioner=(
+            adam_preconditioner_of(rule.factory, fixed, rule.defaults) if precondition else None
+        ),
     )
     tracked = config.track_sharpness or precondition
     sharpness = config.sharpness_subset if tracked else None
     return task, data_lib.device_arrays(arrays, config.eval_batch_size, sharpness)
 
 
-__all__ = ["adam_preconditioner_of", "build_model", "load_arrays", "prepare", "unit_schedule"]
+__all__ = [
+    "adam_preconditioner_of",
+    "build",
+    "build_model",
+    "load_arrays",
+    "prepare",
+    "unit_schedule",
+]

@@ -1,4 +1,4 @@
-r"""One training run as small pure functions, and ``make_train(config) -> train(hparams, key)``.
+r"""One training run as small pure functions (``assembly.make_train`` joins them).
 
 The pieces, each a pure function of its arguments (the PureJaxRL pattern):
 
@@ -11,7 +11,7 @@ The pieces, each a pure function of its arguments (the PureJaxRL pattern):
 - ``advance(task, data, hparams, state, start_step, num_intervals)``: a ``lax.scan`` over
   evaluation intervals, each a ``lax.scan`` over steps, then an evaluation.
 
-``task`` (a ``Task``, built on the host by ``setup.prepare``) holds everything static: the
+``task`` (a ``Task``, built on the host by ``setup``) holds everything static: the
 Flax model, the per-example loss, the optimizer factory and its fixed hyperparameters, sizes
 and flags. ``data`` is the ``DeviceData`` pytree. The optimizer is built *inside* the step
 from the traced hyperparameters, ``factory(**fixed, **hparams)``, so any numeric
@@ -39,13 +39,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gdyn_jax._deprecated import forwarder
+from gdyn_jax.measurements import hessian
 from gdyn_jax.sweep.cpu_speedups import Kernels
 from gdyn_jax.sweep.data import DeviceData, EvalChunks
 
 if TYPE_CHECKING:
     import flax.linen as nn
-
-    from gdyn_jax.sweep.config import SweepConfig
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -267,8 +267,6 @@ def evaluate(
 ) -> Metrics:
     """The metrics of ``state`` (NaN for a diverged member) at ``step``; ``hparams`` (the
     swept ones) are read by the preconditioned sharpness only."""
-    from gdyn_jax.measurements import hessian
-
     params, model_state = state.params, state.model_state
     train_loss, _, gnorm = dataset_stats(
         task, params, model_state, data.eval_train, task.track_grad_norm
@@ -337,53 +335,5 @@ def as_hparams(hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
 
 
-def make_train(config: SweepConfig, *, return_state: bool = False) -> Callable[..., Any]:
-    r"""A pure, jit- and vmap-able ``train(hparams, key) -> metrics`` for ``config``.
-
-    ``hparams`` maps optimizer hyperparameter names to scalars (they override
-    ``config.hparams``); ``key`` is a PRNG key (it determines the initialisation, the order of
-    the mini-batches and the sharpness start vectors). The result maps each metric name
-    (``train_loss``, ``test_loss``, ``test_accuracy`` for class labels and, when tracked,
-    ``grad_norm``, ``sharpness`` and ``preconditioned_sharpness``) to an array over the
-    ``config.num_evals`` evaluation steps ``0, eval_every, ..., steps``, plus ``diverged_at``
-    (int32 scalar, -1 if never).
-    ``config`` is validated and its data loaded here, once.
-
-    With ``return_state=True``, ``train`` returns ``(metrics, state)``: the final
-    :class:`TrainState` (its ``params`` are the trained parameters, the last finite ones for a
-    diverged member), e.g. to evaluate trained members in ways the metrics do not cover. Under
-    ``jax.vmap`` every member's state comes back, parameters included.
-
-    ``train(hparams, key, data)`` trains on ``data`` (a ``DeviceData`` with the shapes of the
-    config's, e.g. ``setup.prepare(other_config)[1]`` for the same inputs with other labels)
-    instead of the config's own; passed as an argument (``in_axes=None`` under vmap), it lets
-    one compiled program serve many datasets.
-
-    Example::
-
-        train = make_train(SweepConfig(optimizer="momentum", steps=200, eval_every=50))
-        lrs = jnp.array([0.01, 0.1])
-        keys = jax.random.split(jax.random.key(0), 2)
-        out = jax.jit(jax.vmap(train))({"learning_rate": lrs}, keys)
-    """
-    from gdyn_jax import optimizers
-    from gdyn_jax.sweep import setup
-
-    task, data = setup.prepare(config)
-    known = set(optimizers.hyperparameters(task.optimizer))
-    num_intervals = config.steps // config.eval_every
-
-    def train(hparams: Mapping[str, Any], key: jax.Array, data: DeviceData = data) -> Metrics:
-        unknown = sorted(set(hparams) - known)
-        if unknown:
-            raise ValueError(
-                f"{unknown[0]}: not a numeric hyperparameter of optimizer {config.optimizer_label}"
-            )
-        hp = as_hparams(hparams)
-        state = init(task, data, hp, key)
-        state, first, rest = advance(task, data, hp, state, 0, num_intervals)
-        out = {k: jnp.concatenate([first[k][None], rest[k]]) for k in task.metric_names}
-        out["diverged_at"] = state.diverged_at
-        return (out, state) if return_state else out
-
-    return train
+# make_train moved to gdyn_jax.sweep.assembly (one release; gdyn_jax.sweep.make_train stays).
+__getattr__ = forwarder("gdyn_jax.sweep.train", "gdyn_jax.sweep.assembly")

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from gdyn_jax.sweep import SweepConfig, run_sweep, sweep_mesh
+from gdyn_jax.sweep import SweepConfig, assemble, cache, run_sweep, sweep_mesh
+from gdyn_jax.sweep.mesh import put
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 4,
@@ -73,15 +74,13 @@ def test_a_members_numbers_do_not_depend_on_the_sweep_around_it(mnist1d_data_dir
 
 
 def test_member_axis_is_sharded(mnist1d_data_dir):
-    from gdyn_jax.sweep import execute
-
-    programs = execute.compiled(CONFIG, 1, tuple(jax.devices()[:4]), 1)
+    programs = cache.compiled(assemble(CONFIG), 1, tuple(jax.devices()[:4]), 1)
     mesh = sweep_mesh(4)
     member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
-    keys = execute._put(
+    keys = put(
         np.stack([np.asarray(jax.random.key_data(jax.random.key(i))) for i in range(4)]), member
     )
-    hp = {"learning_rate": execute._put(np.full(4, 0.1, np.float32), member)}
+    hp = {"learning_rate": put(np.full(4, 0.1, np.float32), member)}
     state = programs.init(programs.data, hp, keys)
     leaf = jax.tree.leaves(state.params)[0]
     assert leaf.sharding.spec[0] == "sweep"
