@@ -116,7 +116,6 @@ def test_leaves_are_classified_by_what_they_do_not_by_their_names():
         params = jnp.zeros(3)
         state = opt.init(params)
         by_behaviour = optimizers.dynamic_state_mask(state, opt, params=params)
-        assert lz.dynamic_mask(state, opt, params=params) == [True, False]
     assert by_behaviour == _DecayState(count=True, velocity=False)
     assert optimizers.dynamic_state_mask(state) == _DecayState(count=False, velocity=True)
     np.testing.assert_allclose(lz.step_response(lz.linearize(opt, 2.0), 30), real_run(opt, 2.0, 30))

@@ -13,12 +13,13 @@ so with :math:`x = [\theta; s]` (flattened) the loop is
 :math:`x_{k+1} = A x_k + B [r_k; w_k]`, :math:`y_k = C x_k = \theta_k`, :math:`D = 0`.
 :math:`A` and :math:`B` are ``jax.jacfwd`` of the one-step map, in float64.
 
-Which state leaves are dynamic is read from what the step does (:mod:`.structure`): a leaf
-whose next value depends on the parameters or gradient (directly or through other dynamic
-leaves) is a state; the rest is the rule's *clock* (step counts, schedule states, weight sums,
-injected hyperparameters, random keys), advanced by the rule and never linearised, so it never
-shows up as a false pole at :math:`z = 1`. ``LinearSystem.exact`` is True only when the map is
-proven affine, time-invariant and deterministic (:mod:`.exactness`); ``reason`` says what fails.
+Which state leaves are dynamic is read from what the step does
+(:mod:`gdyn_jax.state_structure`): a leaf whose next value depends on the parameters or
+gradient (directly or through other dynamic leaves) is a state; the rest is the rule's *clock*
+(step counts, schedule states, weight sums, injected hyperparameters, random keys), advanced by
+the rule and never linearised, so it never shows up as a false pole at :math:`z = 1`.
+``LinearSystem.exact`` is True only when the map is proven affine, time-invariant and
+deterministic (:mod:`.exactness`); ``reason`` says what fails.
 
 References: Wu, Jing, Du, Chen, Sci. China Inf. Sci. 64(5):150102, 2021 (optimizers as
 control systems); Lessard, Recht, Packard, SIAM J. Optim. 26(1), 2016.
@@ -27,6 +28,7 @@ control systems); Lessard, Recht, Packard, SIAM J. Optim. 26(1), 2016.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +40,7 @@ import optax
 from gdyn_jax.linearize import _compile
 from gdyn_jax.linearize.exactness import Verdict, structural_verdict, verdict
 from gdyn_jax.linearize.loop import build_loop
+from gdyn_jax.state_structure import dynamic_state_mask
 
 __all__ = [
     "LinearSystem",
@@ -208,14 +211,24 @@ def hessian_modes(hessian) -> tuple[np.ndarray, np.ndarray]:
 def dynamic_mask(state, opt=None, *, params=None, freeze=None) -> list[bool]:
     """Flat list (in ``jax.tree.leaves`` order) of which state leaves are loop states.
 
+    .. deprecated:: 0.1.0
+       Use :func:`gdyn_jax.state_structure.dynamic_state_mask` (re-exported as
+       ``gdyn_jax.optimizers.dynamic_state_mask``), the one mask: a pytree of bools whose
+       ``jax.tree.leaves`` are this list. ``dynamic_mask`` goes in the next release.
+
     With the rule ``opt`` and the ``params`` the state is for: the leaves whose next value
     depends on the parameters, the gradient or another dynamic leaf, read from one update
-    step's jaxpr (see :mod:`gdyn_jax.linearize.structure`); ``freeze`` holds leaves fixed.
-    Without the rule: the name-based fallback of :func:`gdyn_jax.optimizers.dynamic_state_mask`.
+    step's jaxpr, in the loop :func:`linearize` builds (``freeze`` holds leaves fixed there).
+    Without the rule: the name-based fallback.
     """
+    warnings.warn(
+        "gdyn_jax.linearize.dynamic_mask is deprecated: use gdyn_jax.optimizers."
+        "dynamic_state_mask (a pytree; jax.tree.leaves of it is this list); it goes in the "
+        "next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if opt is None:
-        from gdyn_jax.optimizers import dynamic_state_mask
-
         return [bool(m) for m in jax.tree.leaves(dynamic_state_mask(state))]
     if params is None:
         raise ValueError("params: the structural mask needs the parameters the state is for")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from gdyn_jax.optimizers._checks import check_decay, check_learning_rate, check_range
-from gdyn_jax.optimizers.state import register_bookkeeping
+from gdyn_jax.state_structure import register_bookkeeping
 
 __all__ = ["PIDState", "pid", "scale_by_pid"]
 

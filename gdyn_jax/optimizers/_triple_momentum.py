@@ -15,7 +15,7 @@ import optax
 
 from gdyn_jax.errors import UsageError
 from gdyn_jax.optimizers._checks import _concrete_values, check_range
-from gdyn_jax.optimizers.state import register_bookkeeping
+from gdyn_jax.state_structure import register_bookkeeping
 
 __all__ = [
     "TripleMomentumState",
