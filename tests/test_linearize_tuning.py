@@ -28,3 +28,11 @@ def test_hyperparameters_of_any_factory_from_its_signature():
 
     assert optimizers.hyperparameters(rule) == {"learning_rate": None, "beta": 0.5, "gain": 2.0}
     assert optimizers.hyperparameters(optimizers.pid) == optimizers.hyperparameters("pid")
+
+
+def test_old_path_in_stability_forwards_with_a_warning():
+    from gdyn_jax.linearize import stability, tuning
+
+    with pytest.warns(DeprecationWarning, match="gdyn_jax.linearize.tuning"):
+        assert stability.optimal_hyperparameters is tuning.optimal_hyperparameters
+    assert lz.optimal_hyperparameters is tuning.optimal_hyperparameters
