@@ -131,3 +131,11 @@ def test_stationary_covariance_sgd_closed_form():
     assert np.all(np.isinf(linearize.stationary_covariance(unstable, s2)))
     with pytest.raises(ValueError, match="^noise_cov"):
         linearize.stationary_covariance(unstable, -1.0)
+
+
+def test_grid_functions_moved_to_grid_keep_their_old_path_one_release():
+    from gdyn_jax.linearize import grid, system
+
+    with pytest.warns(DeprecationWarning, match="gdyn_jax.linearize.grid.grid_proof"):
+        assert system.grid_proof is grid.grid_proof
+    assert linearize.linearize_grid is grid.linearize_grid

@@ -32,18 +32,19 @@ it random (never silently exact). ``freeze=`` holds chosen leaves fixed. Worked 
     >>> lz.linearize(free, 2.0).A.shape  # theta and z; b1, weight_sum, max_lr are clock
     (2, 2)
 
-Modules: ``system`` (closed loop -> LinearSystem), ``loop`` (the rule closed around a
-quadratic), ``exactness`` (the verdict), ``freeze`` (leaves held fixed), ``timevarying``
-(time-varying and lifted periodic systems), ``transfer`` (TransferFunction, open loop),
-``response`` (responses, step_info, damping) and ``response_fast`` (step_info's fast path),
-``stability`` (spectral radius, limits, grids, root locus), ``tuning`` (optimal
-hyperparameters), ``noise`` (Lyapunov), ``eig`` (batched small eigenvalue kernels), ``robust``
-(rates certified over all smooth strongly convex losses: IQCs and an SDP, needs the
-``[robust]`` extra; its pieces in ``iqc``, ``lmi`` and ``rate_search``). Which state leaves
-are states and which are the clock, and the jaxpr analysis behind it, is
-:mod:`gdyn_jax.state_structure`'s.
+Modules: ``system`` (closed loop -> LinearSystem), ``grid`` (grids of them, vectorised),
+``loop`` (the rule closed around a quadratic), ``exactness`` (the verdict), ``freeze`` (leaves
+held fixed), ``timevarying`` (time-varying and lifted periodic systems), ``transfer``
+(TransferFunction, open loop), ``response`` (responses, step_info, damping) and
+``response_fast`` (step_info's fast path), ``stability`` (spectral radius, limits, grids, root
+locus), ``tuning`` (optimal hyperparameters), ``noise`` (Lyapunov), ``eig`` (batched small
+eigenvalue kernels), ``robust`` (rates certified over all smooth strongly convex losses: IQCs
+and an SDP, needs the ``[robust]`` extra; its pieces in ``iqc``, ``lmi`` and
+``rate_search``). Which state leaves are states and which are the clock, and the jaxpr
+analysis behind it, is :mod:`gdyn_jax.state_structure`'s.
 """
 
+from gdyn_jax.linearize.grid import linearize_grid
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
 from gdyn_jax.linearize.response import (
     STEP_INFO_KEYS,
@@ -76,7 +77,6 @@ from gdyn_jax.linearize.system import (
     dynamic_mask,
     hessian_modes,
     linearize,
-    linearize_grid,
     mode_systems,
     state_space,
     validate_hessian,

@@ -80,6 +80,7 @@ import numpy as np
 import optax
 
 from gdyn_jax.errors import MissingExtraError
+from gdyn_jax.linearize.grid import linearize_grid
 from gdyn_jax.linearize.iqc import (
     IQCS,
     check_class,
@@ -91,7 +92,6 @@ from gdyn_jax.linearize.iqc import (
 )
 from gdyn_jax.linearize.lmi import require_cvxpy
 from gdyn_jax.linearize.rate_search import LMI_RTOL, RobustRate, search_rate
-from gdyn_jax.linearize.system import linearize_grid
 
 __all__ = [
     "IQCS",

@@ -29,17 +29,9 @@ from gdyn_jax._deprecated import forwarder
 from gdyn_jax.linearize import _compile
 from gdyn_jax.linearize.eig import eigvals, spectral_radius_of
 from gdyn_jax.linearize.exactness import clock_run, structural_verdict, verdict
+from gdyn_jax.linearize.grid import cache_key, cached, grid_matrices, grid_points, grid_proof
 from gdyn_jax.linearize.loop import build_loop
-from gdyn_jax.linearize.system import (
-    LinearSystem,
-    _grid_points,
-    cache_key,
-    cached,
-    grid_matrices,
-    grid_proof,
-    state_space,
-    validate_hessian,
-)
+from gdyn_jax.linearize.system import LinearSystem, state_space, validate_hessian
 from gdyn_jax.linearize.timevarying import TimeVaryingSystem
 from gdyn_jax.linearize.transfer import TransferFunction
 
@@ -253,7 +245,7 @@ def stability_region(
     r"""Boolean array over the cartesian ``grid`` (shape ``(len(v1), len(v2), ...)``): is the
     loop of ``factory(**point, **fixed)`` on ``hessian`` stable there?"""
     h = validate_hessian(hessian)
-    names, _, _ = _grid_points(grid)
+    names, _, _ = grid_points(grid)
     _require_time_invariant(factory, names, h.shape[0], fixed)
     A, _ = grid_matrices(factory, grid, h, **fixed)
     return np.asarray(spectral_radius(A)) < 1.0
@@ -330,7 +322,7 @@ def convergence_rate(
     about half a million systems.
     """
     lams = _check_eigenvalues(eigenvalues)
-    names, shape, flat = _grid_points(grid)
+    names, shape, flat = grid_points(grid)
     _require_time_invariant(factory, names, 1, fixed)
     with jax.enable_x64(True):
         rate = _rate_fn(factory, tuple(names), fixed)
