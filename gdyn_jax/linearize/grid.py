@@ -30,8 +30,9 @@ def linearize_grid(
     r"""Closed loops for every point of a cartesian grid of hyperparameters, vectorised.
 
     ``grid`` maps hyperparameter names to 1-D arrays; the result is a batched
-    :class:`LinearSystem` whose ``A`` has shape ``grid_shape + (k, k)``, computed with one
-    ``jax.jit(jax.vmap(jax.jacfwd(...)))``. ``fixed`` are further constant hyperparameters.
+    :class:`~gdyn_jax.linearize.LinearSystem` whose ``A`` has shape ``grid_shape + (k, k)``,
+    computed with one ``jax.jit(jax.vmap(jax.jacfwd(...)))``. ``fixed`` are further constant
+    hyperparameters.
     ``exact``/``reason`` come from :func:`~gdyn_jax.linearize.grid.grid_proof`: one
     structural proof for the whole grid.
     """
@@ -106,7 +107,8 @@ def grid_proof(factory, names: tuple[str, ...], n: int, fixed: dict) -> tuple[Ve
     structural proof on it (``gdyn_jax.linearize.exactness.structural_verdict``: affinity,
     dependence on an advancing clock, randomness) holds for all points at once. A value-based
     choice in Python cannot happen there (it would fail on a tracer), so no point can take
-    another program. The numerical cross-check is :func:`linearize`'s, on single systems.
+    another program. The numerical cross-check is :func:`~gdyn_jax.linearize.linearize`'s, on
+    single systems.
     """
     found: list = []
 

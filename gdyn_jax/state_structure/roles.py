@@ -149,13 +149,14 @@ def dynamic_state_mask(state: Any, opt: Any = None, *, params: Any = None) -> An
 
     With the rule (``opt`` and the ``params`` its state was made for), a leaf is dynamic when
     one update step makes its next value depend on the parameters, the gradient or another
-    dynamic leaf, read from the step's jaxpr (:func:`analyse`): optax's own states,
-    ``inject_hyperparams``, ``MultiSteps``, schedule-free, lookahead and user-written rules
-    alike, whatever their field names. Without the rule, the name-based fallback: a non-float
-    leaf or one under a :data:`~gdyn_jax.state_structure.BOOKKEEPING_FIELDS` entry is False. In
-    both cases fields declared with :func:`~gdyn_jax.state_structure.register_bookkeeping` are
-    False. Works on arrays and on ``jax.ShapeDtypeStruct`` leaves (e.g. from
-    ``jax.eval_shape(opt.init, params)``).
+    dynamic leaf, read from the step's jaxpr (:func:`~gdyn_jax.state_structure.analyse`):
+    optax's own states, ``inject_hyperparams``, ``MultiSteps``, schedule-free, lookahead and
+    user-written rules alike, whatever their field names. Without the rule, the name-based
+    fallback: a non-float leaf or one under a
+    :data:`~gdyn_jax.state_structure.BOOKKEEPING_FIELDS` entry is False. In both cases fields
+    declared with :func:`~gdyn_jax.state_structure.register_bookkeeping` are False. Works on
+    arrays and on ``jax.ShapeDtypeStruct`` leaves (e.g. from ``jax.eval_shape(opt.init,
+    params)``).
 
     Raises:
       ValueError: naming ``params`` when ``opt`` is given without them.
