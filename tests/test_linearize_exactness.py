@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching
 from quadratic_run import real_run
 
 from gdyn_jax import linearize as lz
@@ -178,9 +180,6 @@ def test_state_bytes_by_behaviour_equal_the_registry(name):
 
 def _user_primitive():
     """A primitive the affinity tables cannot know (a user's own): x -> 2 x."""
-    from jax.extend.core import Primitive
-    from jax.interpreters import ad, batching
-
     double = Primitive("users_double")
     double.def_impl(lambda x: 2.0 * x)
     double.def_abstract_eval(lambda x: x)

@@ -9,6 +9,8 @@ import optax
 import pytest
 
 from gdyn_jax import linearize, optimizers
+from gdyn_jax.linearize import grid as grid_module
+from gdyn_jax.linearize import system as system_module
 
 
 @pytest.mark.parametrize(
@@ -134,8 +136,6 @@ def test_stationary_covariance_sgd_closed_form():
 
 
 def test_grid_functions_moved_to_grid_keep_their_old_path_one_release():
-    from gdyn_jax.linearize import grid, system
-
     with pytest.warns(DeprecationWarning, match="gdyn_jax.linearize.grid.grid_proof"):
-        assert system.grid_proof is grid.grid_proof
-    assert linearize.linearize_grid is grid.linearize_grid
+        assert system_module.grid_proof is grid_module.grid_proof
+    assert linearize.linearize_grid is grid_module.linearize_grid
