@@ -9,6 +9,7 @@ import pytest
 import scipy.signal
 
 from gdyn_jax import linearize, optimizers
+from gdyn_jax.linearize import response_fast
 
 STEPS = 400
 
@@ -142,3 +143,39 @@ def test_second_order_view_of_heavy_ball():
     assert view["wn"] == pytest.approx(abs(s))
     assert view["zeta"] == pytest.approx(-s.real / abs(s))
     assert view["settling_estimate"] == pytest.approx(np.log(0.02) / np.log(np.sqrt(beta)))
+
+
+def _random_systems(rng, m: int, k: int, radius: tuple[float, float]):
+    """m random (A, cols, C) with k states, 2 inputs, 2 outputs, spectral radius in ``radius``."""
+    A = rng.normal(size=(m, k, k))
+    scale = np.linspace(*radius, m) / np.max(np.abs(np.linalg.eigvals(A)), axis=-1)
+    A *= scale[:, None, None]
+    return A, rng.normal(size=(m, k, 2)), rng.normal(size=(m, 2, k))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6])  # closed-form steady states, unrolled rows, matmuls
+def test_fast_step_info_equals_its_plain_twin(k):
+    """The fast path (metrics accumulated while simulating) against the definition on stored
+    responses, simulated here in numpy: the same metrics, unstable systems included."""
+    steps, settling, rise = 80, 0.02, (0.1, 0.9)
+    A, cols, C = _random_systems(np.random.default_rng(k), 24, k, (0.3, 1.05))
+    with jax.enable_x64(True):
+        fast = np.asarray(response_fast.step_info_batch(A, cols, C, steps, settling, rise))
+        x, ys = np.zeros_like(cols), []
+        for _ in range(steps):
+            ys.append(C @ x)
+            x = A @ x + cols
+        y = np.moveaxis(np.stack(ys), 0, -1)  # (m, out, in, steps)
+        yinf = C @ np.linalg.solve(np.eye(k) - A, cols)
+        stable = (np.max(np.abs(np.linalg.eigvals(A)), axis=-1) < 1.0)[:, None, None]
+        plain = linearize.step_info_from_response(y, yinf, stable=stable)
+    assert 0 < stable.sum() < stable.size
+    np.testing.assert_array_equal(fast[-1].astype(bool), np.broadcast_to(stable, yinf.shape))
+    for key, ours in zip(linearize.STEP_INFO_KEYS, fast[:-1], strict=True):
+        theirs = np.asarray(plain[key])
+        if key == "PeakTime":  # the same peak, where a tie at rounding level may pick either
+            at = np.take_along_axis(y, np.nan_to_num(ours).astype(int)[..., None], -1)[..., 0]
+            peak = np.abs(np.where(np.isnan(ours), np.nan, at))
+            np.testing.assert_allclose(peak, plain["Peak"], rtol=1e-12)
+            continue
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12, err_msg=key)

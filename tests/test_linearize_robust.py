@@ -20,8 +20,9 @@ import numpy as np
 import optax
 import pytest
 
-from gdyn_jax import linearize, optimizers
+from gdyn_jax import errors, linearize, optimizers
 from gdyn_jax.linearize import robust
+from gdyn_jax.linearize.lmi import sdp
 
 M = np.array([[0.0, 1.0], [1.0, 0.0]])
 LMI_TOL = 1e-9  # largest eigenvalue of the LMI over the scale of its terms
@@ -317,8 +318,8 @@ def test_grid_equals_single_points():
 
 
 def test_compiled_problem_is_dpp():
-    assert robust._sdp(3, ("sector", "off_by_one")).problem.is_dpp()
-    assert robust._sdp(2, ("sector",)).problem.is_dpp()
+    assert sdp(3, ("sector", "off_by_one")).problem.is_dpp()
+    assert sdp(2, ("sector",)).problem.is_dpp()
 
 
 def _coupled(a: float = 0.1) -> optax.GradientTransformation:
@@ -375,3 +376,4 @@ def test_missing_extra_is_one_line():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().count("\n") == 0
     assert 'pip install -e ".[robust]"' in out.stdout
+    assert robust.MissingExtraError is errors.MissingExtraError  # one class, re-exported

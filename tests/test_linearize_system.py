@@ -9,6 +9,8 @@ import optax
 import pytest
 
 from gdyn_jax import linearize, optimizers
+from gdyn_jax.linearize import grid as grid_module
+from gdyn_jax.linearize import system as system_module
 
 
 @pytest.mark.parametrize(
@@ -52,7 +54,7 @@ def test_bookkeeping_is_held_fixed():
     adam = linearize.linearize(optax.adam(0.01), 1.0)
     assert adam.A.shape == (3, 3)  # theta, mu, nu; the int32 count is bookkeeping
     state = optax.inject_hyperparams(optax.adam)(learning_rate=0.01).init(jnp.zeros(1))
-    assert sum(linearize.dynamic_mask(state)) == 2
+    assert sum(jax.tree.leaves(optimizers.dynamic_state_mask(state))) == 2
 
 
 @pytest.mark.parametrize(
@@ -131,3 +133,9 @@ def test_stationary_covariance_sgd_closed_form():
     assert np.all(np.isinf(linearize.stationary_covariance(unstable, s2)))
     with pytest.raises(ValueError, match="^noise_cov"):
         linearize.stationary_covariance(unstable, -1.0)
+
+
+def test_grid_functions_moved_to_grid_keep_their_old_path_one_release():
+    with pytest.warns(DeprecationWarning, match="gdyn_jax.linearize.grid.grid_proof"):
+        assert system_module.grid_proof is grid_module.grid_proof
+    assert linearize.linearize_grid is grid_module.linearize_grid

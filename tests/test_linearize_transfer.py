@@ -7,6 +7,7 @@ Each test writes the optimizer's update rule as equations between z-transforms (
 
 from __future__ import annotations
 
+import control as ct
 import numpy as np
 import optax
 import pytest
@@ -152,8 +153,6 @@ def test_optax_transforms_give_the_same_loops():
 
 
 def test_exports_agree_with_control_and_scipy():
-    import control as ct
-
     tf = linearize.transfer_function(linearize.linearize(optimizers.nesterov(0.1, 0.9), 2.0))
     ctf = tf.to_control()
     assert ct.isdtime(ctf) and ctf.dt == 1

@@ -6,6 +6,7 @@ import pytest
 
 from gdyn_jax import linearize as lz
 from gdyn_jax import optimizers
+from gdyn_jax.linearize import stability, tuning
 
 
 def test_sgd_without_names_tunes_its_learning_rate():
@@ -28,3 +29,9 @@ def test_hyperparameters_of_any_factory_from_its_signature():
 
     assert optimizers.hyperparameters(rule) == {"learning_rate": None, "beta": 0.5, "gain": 2.0}
     assert optimizers.hyperparameters(optimizers.pid) == optimizers.hyperparameters("pid")
+
+
+def test_old_path_in_stability_forwards_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="gdyn_jax.linearize.tuning"):
+        assert stability.optimal_hyperparameters is tuning.optimal_hyperparameters
+    assert lz.optimal_hyperparameters is tuning.optimal_hyperparameters

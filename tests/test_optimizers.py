@@ -6,6 +6,7 @@ compiled once for the module and reused by the comparison, loop and trace-count 
 
 from __future__ import annotations
 
+import doctest
 import functools
 import inspect
 from typing import Any, NamedTuple
@@ -17,6 +18,7 @@ import optax
 import pytest
 
 from gdyn_jax import optimizers
+from gdyn_jax.optimizers import _triple_momentum
 
 NAMES = optimizers.names()
 STEPS = 30
@@ -266,10 +268,6 @@ def test_triple_momentum_family_contains_heavy_ball_and_nesterov(gamma, nesterov
 
 
 def test_triple_momentum_docstring_example():
-    import doctest
-
-    from gdyn_jax.optimizers import _triple_momentum
-
     result = doctest.testmod(_triple_momentum, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 

@@ -32,15 +32,19 @@ it random (never silently exact). ``freeze=`` holds chosen leaves fixed. Worked 
     >>> lz.linearize(free, 2.0).A.shape  # theta and z; b1, weight_sum, max_lr are clock
     (2, 2)
 
-Modules: ``system`` (closed loop -> LinearSystem), ``loop`` (the rule closed around a
-quadratic), ``structure`` (the jaxpr analysis), ``exactness`` (the verdict), ``freeze`` (leaves
+Modules: ``system`` (closed loop -> LinearSystem), ``grid`` (grids of them, vectorised),
+``loop`` (the rule closed around a quadratic), ``exactness`` (the verdict), ``freeze`` (leaves
 held fixed), ``timevarying`` (time-varying and lifted periodic systems), ``transfer``
-(TransferFunction, open loop), ``response`` (responses, step_info, damping), ``stability``
-(spectral radius, limits, grids, root locus, tuning), ``noise`` (Lyapunov), ``eig`` (batched
-small eigenvalue kernels), ``robust`` (rates certified over all smooth strongly convex losses:
-IQCs and an SDP, needs the ``[robust]`` extra).
+(TransferFunction, open loop), ``response`` (responses, step_info, damping) and
+``response_fast`` (step_info's fast path), ``stability`` (spectral radius, limits, grids, root
+locus), ``tuning`` (optimal hyperparameters), ``noise`` (Lyapunov), ``eig`` (batched small
+eigenvalue kernels), ``robust`` (rates certified over all smooth strongly convex losses: IQCs
+and an SDP, needs the ``[robust]`` extra; its pieces in ``iqc``, ``lmi`` and
+``rate_search``). Which state leaves are states and which are the clock, and the jaxpr
+analysis behind it, is :mod:`gdyn_jax.state_structure`'s.
 """
 
+from gdyn_jax.linearize.grid import linearize_grid
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
 from gdyn_jax.linearize.response import (
     STEP_INFO_KEYS,
@@ -64,7 +68,6 @@ from gdyn_jax.linearize.stability import (
     convergence_rate,
     is_stable,
     max_stable_curvature,
-    optimal_hyperparameters,
     root_locus,
     spectral_radius,
     stability_region,
@@ -74,7 +77,6 @@ from gdyn_jax.linearize.system import (
     dynamic_mask,
     hessian_modes,
     linearize,
-    linearize_grid,
     mode_systems,
     state_space,
     validate_hessian,
@@ -86,6 +88,7 @@ from gdyn_jax.linearize.timevarying import (
     transition_contraction,
 )
 from gdyn_jax.linearize.transfer import TransferFunction, open_loop, transfer_function
+from gdyn_jax.linearize.tuning import optimal_hyperparameters
 
 __all__ = [
     "IQCS",

@@ -1,7 +1,7 @@
 r"""Is the linear system the *exact* closed loop? Affine, time-invariant and deterministic.
 
 ``exact`` is True only when all three hold, each proven on the jaxpr of the one-step map
-(:mod:`gdyn_jax.linearize.structure`) and cross-checked numerically:
+(:mod:`gdyn_jax.state_structure.interpret`) and cross-checked numerically:
 
 - **affine**: the map :math:`z = [x; r; w] \mapsto x'` is affine. Proof: the abstract
   interpretation. Cross-check: its Jacobian is the same, and :math:`f(z) = f(0) + J z`, at
@@ -194,6 +194,28 @@ def _evaluate(loop: ClosedLoop, hessian, zs, clock):
     return np.asarray(values), np.asarray(jacs), jax.tree.map(lambda c: c[0], clocks)
 
 
+def _run_clock(loop: ClosedLoop, hessian, z0, jac0, rtol: float, varying, relevant, notes):
+    """Run the advancing clock of an affine loop: the period (None: time-varying), with
+    ``notes`` told why (the A, B of later steps; a clock that returns)."""
+    trajectory = clock_run(loop, jnp.asarray(hessian), jnp.asarray(z0), MAX_PERIOD)
+    moved = _moves(loop, hessian, z0, jac0, trajectory, rtol)
+    if varying:
+        period = _period(loop, trajectory, relevant)
+        if moved is None:
+            notes["time-varying"] += " (numerically the same A, B after 1, 10, 1000 steps)"
+        if period is not None:
+            del notes["time-varying"]
+            notes["periodic"] = (
+                f"the clock leaves {_names(loop, relevant)} return every {period} steps; "
+                f"linearize_periodic gives the exact {period}-step lifted system"
+            )
+        return period
+    if moved is not None:
+        notes["time-varying"] = f"A, B change after {moved} steps of the clock"
+        return None
+    return 1
+
+
 def verdict(loop: ClosedLoop, hessian, z0) -> tuple[Verdict, np.ndarray]:
     """The :class:`Verdict` for ``loop`` closed with ``hessian``, and the Jacobian ``[A, B]`` of
     the map at ``z0`` (computed on the way)."""
@@ -230,21 +252,7 @@ def verdict(loop: ClosedLoop, hessian, z0) -> tuple[Verdict, np.ndarray]:
             "use linearize_time_varying"
         )
     if affine and advancing:
-        trajectory = clock_run(loop, jnp.asarray(hessian), jnp.asarray(z0), MAX_PERIOD)
-        moved = _moves(loop, hessian, z0, jacs[0], trajectory, rtol)
-        if varying:
-            period = _period(loop, trajectory, relevant)
-            if moved is None:
-                notes["time-varying"] += " (numerically the same A, B after 1, 10, 1000 steps)"
-            if period is not None:
-                del notes["time-varying"]
-                notes["periodic"] = (
-                    f"the clock leaves {_names(loop, relevant)} return every {period} steps; "
-                    f"linearize_periodic gives the exact {period}-step lifted system"
-                )
-        elif moved is not None:
-            period = None
-            notes["time-varying"] = f"A, B change after {moved} steps of the clock"
+        period = _run_clock(loop, hessian, z0, jacs[0], rtol, varying, relevant, notes)
     reason = tuple(tag for tag in REASONS if tag in notes)
     proof = Verdict(
         exact=not reason,

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 import jax
 from jax.extend import core
 
-from gdyn_jax.linearize.structure import _call_jaxpr, trace_update
+from gdyn_jax.state_structure.interpret import call_jaxpr
+from gdyn_jax.state_structure.roles import trace_update
 
 __all__ = ["frozen_update", "inline"]
 
@@ -45,7 +46,7 @@ def inline(closed: core.ClosedJaxpr) -> core.ClosedJaxpr:
 
         for eqn in jaxpr.eqns:
             ins = [read(a) for a in eqn.invars]
-            sub = _call_jaxpr(eqn)
+            sub = call_jaxpr(eqn)
             if sub is None:
                 outs = [fresh(v) for v in eqn.outvars]
                 eqns.append(

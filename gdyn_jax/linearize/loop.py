@@ -1,7 +1,7 @@
 r"""The closed loop of an update rule on a quadratic, as a flat map ``(z, clock) -> (x', clock')``.
 
 With :math:`g = H(\theta - r) + w` and ``(u, s') = update(g, s, p)``, ``p' = p + u``, the state
-leaves are split by what they do (:mod:`gdyn_jax.linearize.structure`): the *dynamic* leaves
+leaves are split by what they do (:mod:`gdyn_jax.state_structure`): the *dynamic* leaves
 join the parameters in the loop state :math:`x`; the *clock* (step counts, schedule states,
 weight sums, injected hyperparameters, random keys) is carried beside it and advanced by the
 rule itself, never linearised; *frozen* leaves (on request) and *held* leaves (integers that
@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from gdyn_jax.linearize.freeze import frozen_update
-from gdyn_jax.linearize.structure import RuleStructure, analyse
+from gdyn_jax.state_structure import RuleStructure, analyse, entry_name, registered_mask
 
 __all__ = ["ClosedLoop", "build_loop", "check_transform", "freeze_mask"]
 
@@ -123,26 +123,12 @@ def freeze_mask(state, freeze) -> list[bool]:
             f"bools shaped like the state, got {freeze!r}"
         )
     names = set(freeze)
-    mask = [any(_entry_name(e) in names for e in path) for path, _ in paths]
-    found = {_entry_name(e) for path, _ in paths for e in path}
+    mask = [any(entry_name(e) in names for e in path) for path, _ in paths]
+    found = {entry_name(e) for path, _ in paths for e in path}
     unknown = sorted(names - found)
     if unknown:
         raise ValueError(f"freeze: {unknown} name no field of the optimizer state")
     return mask
-
-
-def _entry_name(entry) -> Any:
-    for attr in ("name", "key"):
-        if hasattr(entry, attr):
-            return getattr(entry, attr)
-    return None
-
-
-def _registered_bookkeeping(state) -> list[bool]:
-    """Leaves that :func:`gdyn_jax.optimizers.register_bookkeeping` declares bookkeeping."""
-    from gdyn_jax.optimizers.state import registered_mask
-
-    return registered_mask(state)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -306,8 +292,7 @@ def build_loop(opt, n: int, *, params=None, state=None, freeze=None) -> ClosedLo
         jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]
     )
     frozen = [
-        f or r
-        for f, r in zip(freeze_mask(state, freeze), _registered_bookkeeping(state), strict=True)
+        f or r for f, r in zip(freeze_mask(state, freeze), registered_mask(state), strict=True)
     ]
     update = frozen_update(opt.update, grads, state, params, frozen) or opt.update
     structure = analyse(update, grads, state, params, frozen, names)

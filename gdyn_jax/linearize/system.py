@@ -13,12 +13,13 @@ so with :math:`x = [\theta; s]` (flattened) the loop is
 :math:`x_{k+1} = A x_k + B [r_k; w_k]`, :math:`y_k = C x_k = \theta_k`, :math:`D = 0`.
 :math:`A` and :math:`B` are ``jax.jacfwd`` of the one-step map, in float64.
 
-Which state leaves are dynamic is read from what the step does (:mod:`.structure`): a leaf
-whose next value depends on the parameters or gradient (directly or through other dynamic
-leaves) is a state; the rest is the rule's *clock* (step counts, schedule states, weight sums,
-injected hyperparameters, random keys), advanced by the rule and never linearised, so it never
-shows up as a false pole at :math:`z = 1`. ``LinearSystem.exact`` is True only when the map is
-proven affine, time-invariant and deterministic (:mod:`.exactness`); ``reason`` says what fails.
+Which state leaves are dynamic is read from what the step does
+(:mod:`gdyn_jax.state_structure`): a leaf whose next value depends on the parameters or
+gradient (directly or through other dynamic leaves) is a state; the rest is the rule's *clock*
+(step counts, schedule states, weight sums, injected hyperparameters, random keys), advanced by
+the rule and never linearised, so it never shows up as a false pole at :math:`z = 1`.
+``LinearSystem.exact`` is True only when the map is proven affine, time-invariant and
+deterministic (:mod:`.exactness`); ``reason`` says what fails.
 
 References: Wu, Jing, Du, Chen, Sci. China Inf. Sci. 64(5):150102, 2021 (optimizers as
 control systems); Lessard, Recht, Packard, SIAM J. Optim. 26(1), 2016.
@@ -27,7 +28,7 @@ control systems); Lessard, Recht, Packard, SIAM J. Optim. 26(1), 2016.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import warnings
 from typing import Any
 
 import jax
@@ -35,9 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdyn_jax.linearize import _compile
-from gdyn_jax.linearize.exactness import Verdict, structural_verdict, verdict
+from gdyn_jax._deprecated import forwarder
+from gdyn_jax.linearize.exactness import verdict
 from gdyn_jax.linearize.loop import build_loop
+from gdyn_jax.state_structure import dynamic_state_mask
 
 __all__ = [
     "LinearSystem",
@@ -47,9 +49,6 @@ __all__ = [
     "validate_hessian",
     "hessian_modes",
     "mode_systems",
-    "linearize_grid",
-    "grid_matrices",
-    "grid_proof",
 ]
 
 INPUTS = ("reference", "noise")
@@ -208,14 +207,24 @@ def hessian_modes(hessian) -> tuple[np.ndarray, np.ndarray]:
 def dynamic_mask(state, opt=None, *, params=None, freeze=None) -> list[bool]:
     """Flat list (in ``jax.tree.leaves`` order) of which state leaves are loop states.
 
+    .. deprecated:: 0.1.0
+       Use :func:`gdyn_jax.state_structure.dynamic_state_mask` (re-exported as
+       ``gdyn_jax.optimizers.dynamic_state_mask``), the one mask: a pytree of bools whose
+       ``jax.tree.leaves`` are this list. ``dynamic_mask`` goes in the next release.
+
     With the rule ``opt`` and the ``params`` the state is for: the leaves whose next value
     depends on the parameters, the gradient or another dynamic leaf, read from one update
-    step's jaxpr (see :mod:`gdyn_jax.linearize.structure`); ``freeze`` holds leaves fixed.
-    Without the rule: the name-based fallback of :func:`gdyn_jax.optimizers.dynamic_state_mask`.
+    step's jaxpr, in the loop :func:`linearize` builds (``freeze`` holds leaves fixed there).
+    Without the rule: the name-based fallback.
     """
+    warnings.warn(
+        "gdyn_jax.linearize.dynamic_mask is deprecated: use gdyn_jax.optimizers."
+        "dynamic_state_mask (a pytree; jax.tree.leaves of it is this list); it goes in the "
+        "next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if opt is None:
-        from gdyn_jax.optimizers import dynamic_state_mask
-
         return [bool(m) for m in jax.tree.leaves(dynamic_state_mask(state))]
     if params is None:
         raise ValueError("params: the structural mask needs the parameters the state is for")
@@ -345,128 +354,5 @@ def mode_systems(opt: optax.GradientTransformation, hessian) -> list[tuple[float
     ]
 
 
-def linearize_grid(
-    factory: Callable[..., optax.GradientTransformation], grid: dict, hessian, **fixed
-) -> LinearSystem:
-    r"""Closed loops for every point of a cartesian grid of hyperparameters, vectorised.
-
-    ``grid`` maps hyperparameter names to 1-D arrays; the result is a batched
-    :class:`LinearSystem` whose ``A`` has shape ``grid_shape + (k, k)``, computed with one
-    ``jax.jit(jax.vmap(jax.jacfwd(...)))``. ``fixed`` are further constant hyperparameters.
-    ``exact``/``reason`` come from :func:`~gdyn_jax.linearize.system.grid_proof`: one
-    structural proof for the whole grid.
-    """
-    h = validate_hessian(hessian)
-    names, _, _ = _grid_points(grid)
-    proof, C = grid_proof(factory, tuple(names), h.shape[0], fixed)
-    A, B = grid_matrices(factory, grid, h, **fixed)
-    n = h.shape[0]
-    batch = A.shape[:-2]
-    C = np.broadcast_to(C, batch + C.shape).copy()
-    D = np.zeros(batch + (n, 2 * n))
-    return LinearSystem(
-        A,
-        B,
-        C,
-        D,
-        exact=proof.exact,
-        inputs=INPUTS,
-        num_params=n,
-        hessian=h,
-        reason=proof.reason,
-        notes=proof.notes,
-    )
-
-
-def _grid_points(grid: dict) -> tuple[list[str], tuple[int, ...], list[np.ndarray]]:
-    if not isinstance(grid, dict) or not grid:
-        raise ValueError("grid: expected a non-empty dict name -> 1-D array of values")
-    names = list(grid)
-    axes = []
-    for name in names:
-        values = np.asarray(grid[name], dtype=np.float64)
-        if values.ndim != 1 or values.size == 0:
-            raise ValueError(f"grid: {name!r} must be a non-empty 1-D array of values")
-        axes.append(values)
-    mesh = np.meshgrid(*axes, indexing="ij")
-    shape = mesh[0].shape
-    return names, shape, [m.ravel() for m in mesh]
-
-
-def cache_key(factory, names: tuple[str, ...], fixed: dict) -> tuple | None:
-    """A hashable key for (factory, names, fixed values), or None when there is none."""
-    try:
-        key = (factory, names, tuple(sorted((k, float(v)) for k, v in fixed.items())))
-        hash(key)
-    except (TypeError, ValueError):
-        return None
-    return key
-
-
-def cached(cache: dict, key, make: Callable):
-    """``cache[key]``, made by ``make()`` on a miss (no caching when ``key`` is None)."""
-    if key is not None and key in cache:
-        return cache[key]
-    value = make()
-    if key is not None:
-        if len(cache) > 32:
-            cache.clear()
-        cache[key] = value
-    return value
-
-
-_GRID_CACHE: dict = {}
-_PROOF_CACHE: dict = {}
-
-
-def grid_proof(factory, names: tuple[str, ...], n: int, fixed: dict) -> tuple[Verdict, np.ndarray]:
-    r"""The exactness proof and the output matrix C shared by every point of a grid.
-
-    The factory is called once with the grid's hyperparameters *traced* (``jax.eval_shape``),
-    so its one-step program is the one the vectorised grid runs for every point, and a
-    structural proof on it (``gdyn_jax.linearize.exactness.structural_verdict``: affinity,
-    dependence on an advancing clock, randomness) holds for all points at once. A value-based
-    choice in Python cannot happen there (it would fail on a tracer), so no point can take
-    another program. The numerical cross-check is :func:`linearize`'s, on single systems.
-    """
-    found: list = []
-
-    def trace(values):
-        hp = dict(fixed)
-        hp.update(zip(names, values, strict=True))
-        loop = build_loop(factory(**hp), n)
-        found.append((structural_verdict(loop), loop.output_matrix()))
-        return jnp.zeros(())
-
-    def make():
-        with jax.enable_x64(True):
-            jax.eval_shape(trace, jax.ShapeDtypeStruct((len(names),), jnp.float64))
-        return found[0]
-
-    key = cache_key(factory, names, fixed)
-    return cached(_PROOF_CACHE, None if key is None else (*key, n), make)
-
-
-def _grid_fn(factory, names: tuple[str, ...], fixed: dict):
-    """``jit(vmap(state_space))`` over grid points, cached per (factory, names, fixed)."""
-
-    def one(values, hessian):
-        hp = dict(fixed)
-        hp.update(zip(names, values, strict=True))
-        return state_space(factory(**hp), hessian)
-
-    return cached(
-        _GRID_CACHE,
-        cache_key(factory, names, fixed),
-        lambda: _compile.jit(jax.vmap(one, in_axes=(0, None))),
-    )
-
-
-def grid_matrices(factory, grid: dict, hessian: np.ndarray, **fixed):
-    """(A, B) as float64 numpy arrays of shape ``grid_shape + (k, k)`` / ``(k, 2n)``."""
-    names, shape, flat = _grid_points(grid)
-    with jax.enable_x64(True):
-        fn = _grid_fn(factory, tuple(names), fixed)
-        A, B = fn(np.stack(flat, axis=1), np.asarray(hessian, np.float64))  # numpy: no eager ops
-        A, B = np.asarray(A), np.asarray(B)
-    return A.reshape(shape + A.shape[1:]), B.reshape(shape + B.shape[1:])
+# linearize_grid, grid_matrices and grid_proof moved to gdyn_jax.linearize.grid
+__getattr__ = forwarder("gdyn_jax.linearize.system", "gdyn_jax.linearize.grid")

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import scipy.signal
 
+from gdyn_jax import extras
 from gdyn_jax.linearize.system import LinearSystem, _linearize
 
 __all__ = ["TransferFunction", "transfer_function", "open_loop"]
@@ -62,10 +63,9 @@ class TransferFunction:
         return np.polyval(self.num, z) / np.polyval(self.den, z)
 
     def to_control(self):
-        """The same function as a ``control.TransferFunction`` with ``dt = 1``."""
-        import control
-
-        return control.tf(self.num.tolist(), self.den.tolist(), dt=self.dt)
+        """The same function as a ``control.TransferFunction`` with ``dt = 1`` (needs the
+        ``[control]`` extra: python-control)."""
+        return extras.control.tf(self.num.tolist(), self.den.tolist(), dt=self.dt)
 
     def to_scipy(self):
         """The same function as a ``scipy.signal.dlti`` with ``dt = 1``."""

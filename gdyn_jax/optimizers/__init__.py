@@ -5,6 +5,8 @@ numeric hyperparameters may be traced (jit / vmap over them), so
 ``optax.chain``, ``optax.inject_hyperparams`` and ``optax.apply_updates`` work
 unchanged. ``register(name, factory)`` adds a user's factory under a name; ``get`` and
 ``hyperparameters`` also take an import path ``"pkg.module:factory"`` or the factory itself.
+Which state leaves are dynamic (:func:`dynamic_state_mask`, :func:`register_bookkeeping`) is
+answered by :mod:`gdyn_jax.state_structure` and re-exported here.
 """
 
 from gdyn_jax.optimizers._adaptive import (
@@ -45,7 +47,7 @@ from gdyn_jax.optimizers.registry import (
     required_hyperparameters,
     state_bytes_per_param,
 )
-from gdyn_jax.optimizers.state import (
+from gdyn_jax.state_structure import (
     BOOKKEEPING_FIELDS,
     dynamic_state_mask,
     register_bookkeeping,

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from gdyn_jax.optimizers._checks import check_decay, check_learning_rate
-from gdyn_jax.optimizers.state import register_bookkeeping
+from gdyn_jax.state_structure import register_bookkeeping
 
 __all__ = [
     "EmaMomentumState",

@@ -15,7 +15,7 @@ import optax
 
 from gdyn_jax.errors import UsageError
 from gdyn_jax.optimizers._checks import _concrete_values, check_range
-from gdyn_jax.optimizers.state import register_bookkeeping
+from gdyn_jax.state_structure import register_bookkeeping
 
 __all__ = [
     "TripleMomentumState",
@@ -83,6 +83,15 @@ def scale_by_triple_momentum(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _check_class(mu, L) -> None:
+    """``0 < mu <= L`` (checked on concrete values; traced ones pass)."""
+    check_range("mu", mu, 0.0, low_open=True)
+    check_range("L", L, 0.0, low_open=True)
+    mu_value, L_value = _concrete_values(mu), _concrete_values(L)
+    if mu_value is not None and L_value is not None and bool(np.any(L_value < mu_value)):
+        raise UsageError(f"L: expected a value >= mu = {mu_value.item():g}, got {L_value.item():g}")
+
+
 def triple_momentum(
     mu: jax.typing.ArrayLike, L: jax.typing.ArrayLike
 ) -> optax.GradientTransformationExtraArgs:
@@ -134,11 +143,7 @@ def triple_momentum(
       for Minimizing Strongly Convex Functions <https://doi.org/10.1109/LCSYS.2017.2722406>`_,
       IEEE Control Systems Letters 2(1):49-54, 2018
     """
-    check_range("mu", mu, 0.0, low_open=True)
-    check_range("L", L, 0.0, low_open=True)
-    mu_value, L_value = _concrete_values(mu), _concrete_values(L)
-    if mu_value is not None and L_value is not None and bool(np.any(L_value < mu_value)):
-        raise UsageError(f"L: expected a value >= mu = {mu_value.item():g}, got {L_value.item():g}")
+    _check_class(mu, L)
     p = triple_momentum_parameters(mu, L)
     return optax.chain(
         scale_by_triple_momentum(p["beta"], p["gamma"]),

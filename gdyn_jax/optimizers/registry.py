@@ -24,7 +24,7 @@ from gdyn_jax.optimizers._lars import lars
 from gdyn_jax.optimizers._momentum import ema_momentum, momentum, nesterov, sgd
 from gdyn_jax.optimizers._pid import pid
 from gdyn_jax.optimizers._triple_momentum import triple_momentum
-from gdyn_jax.optimizers.state import dynamic_state_mask
+from gdyn_jax.state_structure import dynamic_state_mask
 
 __all__ = [
     "get",

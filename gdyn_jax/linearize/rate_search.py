@@ -1,0 +1,239 @@
+r"""The search for the smallest certified rate, and its result with the certificate.
+
+Between the quadratic rate (a lower bound) and 1, by false position on the SDP's margins with
+a bisection fallback; every certificate is verified in numpy before it is kept
+(:mod:`gdyn_jax.linearize.lmi`). The maths and the references are in
+:mod:`gdyn_jax.linearize.robust`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+
+from gdyn_jax.linearize.iqc import iqc_system, quadratic_rate
+from gdyn_jax.linearize.lmi import Coordinates, sdp, verified_rate2
+
+__all__ = ["LMI_RTOL", "RobustRate", "Search", "search_rate"]
+
+#: The numpy check of a certificate accepts it when the LMI's largest eigenvalue is at most
+#: ``LMI_RTOL`` times the scale of its terms
+#: (:meth:`~gdyn_jax.linearize.RobustRate.lmi_residual`).
+LMI_RTOL = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustRate:
+    r"""A certified rate over :math:`S(\mu, L)` and its certificate.
+
+    Attributes:
+      rate: the certified :math:`\rho` (:math:`\|\xi_k - \xi_\star\| \le \sqrt{\operatorname{cond}
+        P}\,\rho^k \|\xi_0 - \xi_\star\|` for every :math:`f \in S(\mu, L)`), or None when no
+        certificate of convergence (:math:`\rho < 1`) was found with this IQC: ``status`` says
+        whether the SDP was infeasible (its largest margin is negative) or failed numerically.
+      P: the certificate matrix (:math:`\hat n \times \hat n`, over the rule's state and, for
+        ``off_by_one``, the filter state :math:`\zeta`), or None.
+      multipliers: :math:`\lambda_i` by IQC term (``{'sector': ...}`` or
+        ``{'sector': ..., 'off_by_one': ...}``), or None.
+      iqc: the IQC used.
+      bracket: ``(lower, upper)``: no certificate was found at ``lower`` (or it is the
+        quadratic rate, a lower bound), a verified one exists at ``upper`` (= ``rate``).
+      status: the solver's status at the kept certificate, or why there is none.
+      quadratic_rate: the worst rate on quadratics with curvatures in :math:`[\mu, L]`.
+      mu, L: the class.
+      A, B, C: the rule's open loop (one coordinate), from ``jax.jacfwd``.
+      solves: the number of SDPs solved.
+    """
+
+    rate: float | None
+    P: np.ndarray | None
+    multipliers: dict | None
+    iqc: str
+    bracket: tuple[float, float]
+    status: str
+    quadratic_rate: float
+    mu: float
+    L: float
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    solves: int = 0
+
+    @property
+    def rho_bar(self) -> float | None:
+        r""":math:`\bar\rho` of the weighted off-by-one IQC (Remark 11), if used."""
+        if self.multipliers is None or "off_by_one" not in self.multipliers:
+            return None
+        total = sum(self.multipliers.values())
+        return float(np.sqrt(self.multipliers["off_by_one"] / total)) if total > 0 else 0.0
+
+    def augmented(self) -> tuple[np.ndarray, dict]:
+        """``(AB, forms)`` of :func:`~gdyn_jax.linearize.robust.iqc_system` for this result."""
+        return iqc_system(self.A, self.B, self.C, self.mu, self.L, self.iqc)
+
+    def lmi(self, rho: float | None = None) -> np.ndarray:
+        """The LMI's matrix at ``rho`` (default: the rate) with this certificate."""
+        if self.P is None:
+            raise ValueError("rho: this result has no certificate")
+        rho = self.rate if rho is None else float(rho)
+        AB, forms = self.augmented()
+        n = self.P.shape[0]
+        G = AB.T @ self.P @ AB + sum(self.multipliers[k] * forms[k] for k in forms)
+        G[:n, :n] -= rho**2 * self.P
+        return 0.5 * (G + G.T)
+
+    def lmi_residual(self) -> float:
+        """Largest eigenvalue of :meth:`lmi` over the scale of its terms (<= LMI_RTOL: valid)."""
+        AB, forms = self.augmented()
+        terms = [AB.T @ self.P @ AB, self.rate**2 * self.P]
+        terms += [self.multipliers[k] * forms[k] for k in forms]
+        scale = max(float(np.max(np.abs(t))) for t in terms)
+        return float(np.linalg.eigvalsh(self.lmi())[-1]) / max(scale, 1e-300)
+
+
+def _no_certificate(why: str, lo: float, quad: float, mu, L, iqc, system, solves=0):
+    A, B, C = system
+    return RobustRate(None, None, None, iqc, (lo, 1.0), why, quad, mu, L, A, B, C, solves)
+
+
+class Search:
+    """One search for the smallest certified rho: the bracket, the best verified certificate.
+
+    ``lower``: the largest rho tried below the best certificate without a verified one (or
+    the quadratic rate). ``upper``: the best verified rate. Each SDP also gives its margin
+    ``t``, an increasing function of rho that changes sign at the optimal rate, so the next
+    rho is the false-position root of the margins of the last probes on either side,
+    falling back to bisection when the bracket stops shrinking.
+    """
+
+    def __init__(self, system, mu, L, iqc, floor):
+        A, B, C = system
+        self.AB, forms = iqc_system(A, B, C, mu, L, iqc)
+        self.names = tuple(forms)
+        self.forms = list(forms.values())
+        self.sdp = sdp(self.AB.shape[0], self.names)
+        self.coords = Coordinates(self.AB, C, L)
+        self.floor = floor
+        self.failed: list[float] = []
+        self.best = None  # (rate, P in the rule's coordinates, multipliers, status)
+        self.solves = 0
+        self.status = ""
+        self.last = None  # multipliers of the last certificate (P is the identity in coords)
+        self.below: tuple[float, float] | None = None  # (rho, margin < 0), last probe below
+        self.above: tuple[float, float] | None = None  # (rho, margin > 0), last probe above
+
+    @property
+    def upper(self) -> float | None:
+        return None if self.best is None else self.best[0]
+
+    @property
+    def lower(self) -> float:
+        below = [r for r in self.failed if self.upper is None or r < self.upper]
+        return max([self.floor, *below])
+
+    def attempt(self, rho: float) -> bool:
+        """Solve at ``rho``; keep a certificate only if verified in numpy at a rate <= rho."""
+        self.solves += 1
+        AB, forms = self.coords.apply(self.AB, self.forms)
+        P, lam, t, status = self.sdp.solve(AB, forms, rho)
+        ok = t is not None and t > 0
+        rho2 = verified_rate2(AB, forms, self.names, P, lam) if ok else None
+        if rho2 is not None:  # and in the rule's own coordinates, where it is returned
+            P_rule = self.coords.original(P)
+            original = verified_rate2(self.AB, self.forms, self.names, P_rule, lam)
+            rho2 = None if original is None else max(rho2, original)
+        rate = None if rho2 is None else float(np.sqrt(rho2)) * (1.0 + 1e-12)
+        if rate is None or rate > rho * (1.0 + 1e-9):
+            self.failed.append(rho)
+            if t is not None and t <= 0:
+                self._keep("below", rho, t)
+            why = f"margin {t:.3g}" if t is not None and t <= 0 else "not verified"
+            self.status = self.status or f"{status}, {why}"
+            return False
+        self._keep("above", rho, t)
+        if self.upper is None or rate < self.upper:
+            multipliers = dict(zip(self.names, (float(v) for v in lam), strict=True))
+            self.best = (rate, self.coords.original(P), multipliers, status)
+        self.coords.refine(P)  # the certificate just found is the identity from now on
+        self.last = lam
+        return True
+
+    def inherit(self, other: Search) -> None:
+        """Start in ``other``'s coordinates, with its last certificate checked on this system."""
+        self.coords = copy.deepcopy(other.coords)
+        if other.last is None:
+            return
+        AB, forms = self.coords.apply(self.AB, self.forms)
+        identity = np.eye(AB.shape[0])
+        rho2 = verified_rate2(AB, forms, self.names, identity, other.last)
+        if rho2 is not None and rho2 < 1.0:
+            rate = float(np.sqrt(rho2)) * (1.0 + 1e-12)
+            multipliers = dict(zip(self.names, (float(v) for v in other.last), strict=True))
+            self.best = (rate, self.coords.original(identity), multipliers, "neighbour's")
+            self.last = other.last
+
+    def _keep(self, side: str, rho: float, t: float) -> None:
+        previous = getattr(self, side)
+        if previous is not None and previous[0] == rho:
+            return
+        setattr(self, side, (rho, t))
+        self.kept = side
+
+    def next_rho(self, tol: float) -> float:
+        """False position on the margins, kept at least a tenth of the bracket (or a quarter
+        of ``tol``) inside it; bisection until a probe on each side has a margin."""
+        lo, hi = self.lower, self.upper
+        if self.below is None or self.above is None:
+            return 0.5 * (lo + hi)
+        (a, fa), (b, fb) = self.below, self.above
+        guess = b - fb * (b - a) / (fb - fa)
+        inset = max(0.1 * (hi - lo), 0.25 * tol)
+        return float(np.clip(guess, lo + inset, hi - inset))
+
+
+def search_rate(system, mu, L, iqc, tol, warm: Search | None = None):
+    """The smallest certified rho between the quadratic rate and 1, and the search.
+
+    ``warm``, a neighbouring point's search, lends its coordinates and its last certificate
+    (checked in numpy on this point's matrices: an upper bound without an SDP) and its rate
+    as the guess around which the first probes go.
+    """
+    A, B, C = system
+    quad = quadratic_rate(A, B, C, mu, L)
+    if not quad < 1.0:
+        why = "diverges on a quadratic in [mu, L]"
+        return _no_certificate(why, quad, quad, mu, L, iqc, system), None
+    search = Search(system, mu, L, iqc, quad)
+    guess = None if warm is None or warm.best is None else warm.best[0]
+    if guess is not None:
+        search.inherit(warm)
+    step = 1e-3 * (1.0 - (guess or 0.0)) + tol
+    for rho in ([] if guess is None else [min(guess + step, 1.0)]) + [1.0]:
+        if search.upper is not None or (rho > search.lower and search.attempt(rho)):
+            break
+    if search.upper is None and guess is not None:  # the neighbour's coordinates may not suit
+        search.coords = Coordinates(search.AB, system[2], L)
+        search.failed.clear()
+        search.attempt(1.0)
+    if search.upper is None:
+        why = f"no certificate at rho = 1 ({search.status})"
+        return _no_certificate(why, search.lower, quad, mu, L, iqc, system, search.solves), search
+    first = quad if guess is None else max(min(guess, search.upper) - step, quad)
+    if first < search.upper:
+        search.attempt(first)
+    stalls = 0
+    while search.upper - search.lower > tol:
+        width = search.upper - search.lower
+        rho = search.next_rho(tol) if stalls < 3 else 0.5 * (search.lower + search.upper)
+        search.attempt(rho)
+        stalls = stalls + 1 if search.upper - search.lower > 0.5 * width else 0
+    rate, P, multipliers, status = search.best
+    if not rate < 1.0:
+        why = "bounded only (rho = 1)"
+        return _no_certificate(why, search.lower, quad, mu, L, iqc, system, search.solves), search
+    result = RobustRate(
+        rate, P, multipliers, iqc, (search.lower, rate), status, quad, mu, L, A, B, C, search.solves
+    )
+    return result, search
