@@ -88,6 +88,7 @@ PUBLIC_MODULES = (
     "gdyn_jax.sweep",
     "gdyn_jax.measurements",
     "gdyn_jax.predictions",
+    "gdyn_jax.state_structure",
     "gdyn_jax.plotting",
     "gdyn_jax.files",
     "gdyn_jax.errors",
@@ -102,6 +103,8 @@ DEPRECATED_MODULES = (
     "gdyn_jax.noise_floor",
     "gdyn_jax.adversarial",
     "gdyn_jax.analysis",
+    "gdyn_jax.linearize.structure",
+    "gdyn_jax.optimizers.state",
 )
 
 #: Modules of the package that are not a library API: the command line.
@@ -110,13 +113,21 @@ COMMAND_LINE_MODULES = ("gdyn_jax.cli", "gdyn_jax.commands")
 #: Modules of the implementation whose docstrings carry the maths and the proofs.
 INTERNAL_MODULES = (
     "gdyn_jax.linearize.loop",
-    "gdyn_jax.linearize.structure",
+    "gdyn_jax.state_structure.interpret",
+    "gdyn_jax.state_structure.roles",
+    "gdyn_jax.state_structure.bookkeeping",
     "gdyn_jax.linearize.exactness",
     "gdyn_jax.linearize.freeze",
     "gdyn_jax.linearize.system",
     "gdyn_jax.linearize.timevarying",
+    "gdyn_jax.linearize.grid",
     "gdyn_jax.linearize.robust",
+    "gdyn_jax.linearize.iqc",
+    "gdyn_jax.linearize.lmi",
+    "gdyn_jax.linearize.rate_search",
+    "gdyn_jax.sweep.assembly",
     "gdyn_jax.sweep.train",
+    "gdyn_jax.sweep.checks",
     "gdyn_jax.sweep.grid",
     "gdyn_jax.sweep.data",
     "gdyn_jax.sweep.groups",

@@ -33,6 +33,7 @@ _SUBMODULES = (
     "extras",
     "files",
     "imports",
+    "state_structure",
     "optimizers",
     "linearize",
     "data",
