@@ -12,11 +12,11 @@ numbers, never a run reported as "diverged":
 3. a scan of the arrays: every float input and target finite in both splits (the float64 sum
    of a float32 array is finite exactly when all its entries are, so the scan makes no
    temporary copy);
-4. one abstract evaluation (``jax.eval_shape``): the model's outputs on two examples, and the
-   loss's per-example values on them;
-5. classes: for ``'cross_entropy'`` and ``'mse'`` the model gives one output per class,
-   ``(batch, classes)``, where ``classes`` is the dataset's number of classes
-   (``Arrays.outputs``); wherever accuracy is measured as the argmax of two or more outputs
+4. one abstract evaluation (``jax.eval_shape``): the model's outputs on two examples; for
+   ``'cross_entropy'`` and ``'mse'`` one output per class, ``(batch, classes)``, where
+   ``classes`` is the dataset's number of classes (``Arrays.outputs``); the loss gives one
+   value per example on them;
+5. labels: wherever accuracy is measured as the argmax of two or more outputs
    (any loss), the labels of both splits lie in ``[0, outputs)`` and every test label occurs
    in the training set (a class never trained on cannot be predicted);
 6. the mean loss and its gradient at initialisation are finite on the first batch (at most
@@ -120,11 +120,12 @@ def check_task(
     losses.check_targets(loss if named_loss else loss_fn, arrays.class_labels, arrays.y_train)
     check_kinds(arrays, names.dataset)
     check_finite(arrays, names.dataset)
-    outputs = output_shape(model, loss_fn, arrays)
+    outputs = output_shape(model, arrays)
     accuracy = arrays.class_labels and len(outputs.shape) == 2
     classes = arrays.outputs if arrays.class_labels else None
     if named_loss:
         _check_outputs_per_class(outputs, classes, names)
+    losses.check_shape(loss_fn, outputs, arrays.y_train)
     if named_loss or (accuracy and outputs.shape[-1] >= 2):
         check_labels(arrays, outputs.shape[-1], names.dataset)
     b = len(arrays.x_train) if batch_size is None else min(batch_size, len(arrays.x_train))
@@ -239,11 +240,8 @@ def _first_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def output_shape(model: Any, loss: losses.Loss, arrays: data_lib.Arrays) -> jax.ShapeDtypeStruct:
-    """Shapes only (``eval_shape``): the model on two examples, the loss on its outputs.
-
-    Returns the outputs' shape and dtype for two examples.
-    """
+def output_shape(model: Any, arrays: data_lib.Arrays) -> jax.ShapeDtypeStruct:
+    """The model's outputs on two examples, shape and dtype only (``eval_shape``)."""
     if not isinstance(model, nn.Module):
         raise UsageError(
             f"model: expected a flax.linen.Module, got {type(model).__name__} {model!r:.60}; "
@@ -262,7 +260,6 @@ def output_shape(model: Any, loss: losses.Loss, arrays: data_lib.Arrays) -> jax.
         raise UsageError(f"model: expected outputs with a leading batch axis, got {outputs}")
     if "params" not in variables:
         raise UsageError("model: has no 'params' collection to train")
-    losses.check_shape(loss, outputs, arrays.y_train)
     return outputs
 
 
