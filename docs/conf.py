@@ -130,6 +130,7 @@ INTERNAL_MODULES = (
     "gdyn_jax.sweep.checks",
     "gdyn_jax.sweep.grid",
     "gdyn_jax.sweep.data",
+    "gdyn_jax.sweep.task_check",
     "gdyn_jax.sweep.groups",
     "gdyn_jax.sweep.outdir",
     "gdyn_jax.sweep.storage",

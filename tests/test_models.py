@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -263,3 +264,50 @@ def test_names_and_errors():
         model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
     with pytest.raises(ValueError, match=r"^depth:"):
         models.get("resnet", depth=9).init(jax.random.key(0), jnp.zeros((1, 3072)))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("logistic", {"num_classes": 0}, "num_classes: expected a positive integer, got 0"),
+        ("mlp", {"hidden_size": -5}, "hidden_size: expected an integer >= 1 for MLP, got -5"),
+        ("mlp", {"hidden_size": 2.5}, "hidden_size: expected an integer >= 1 for MLP, got 2.5"),
+        ("cnn1d", {"channels": 0}, "channels: expected an integer >= 1 for CNN1D, got 0"),
+        ("gru", {"hidden_size": 0}, "hidden_size: expected an integer >= 1 for GRU, got 0"),
+        ("gru", {"bidirectional": "no"}, "bidirectional: expected True or False for GRU"),
+        ("fc", {"widths": (200, -1)}, "widths: expected a tuple of integers >= 1 for Fully"),
+        ("fc", {"widths": 200}, "widths: expected a tuple of integers >= 1 for FullyConnected"),
+        ("fc", {"widths": [8, 2.5]}, r"widths: expected a tuple of integers >= 1 for Fully"),
+        ("fc", {"activation": "swish"}, "activation: expected one of tanh, relu, elu, gelu"),
+        ("cnn2d", {"input_shape": (28, 28)}, r"input_shape: expected \(H, W, C\), 3 integers"),
+        ("cnn2d", {"input_shape": (28, 8, 1)}, "input_shape: expected images of at least 12x12"),
+        ("resnet", {"depth": 9}, r"depth: expected 6n \+ 2 with n >= 1"),
+        ("resnet", {"depth": 2}, "depth: expected an integer >= 8 for ResNet, got 2"),
+        ("resnet", {"width": 12}, "width: expected a multiple of groups=8, got 12"),
+        ("resnet", {"groups": 0}, "groups: expected an integer >= 1 for ResNet, got 0"),
+        ("resnet", {"input_shape": (32, 0, 3)}, r"input_shape: expected \(H, W, C\), 3 integers"),
+    ],
+)
+def test_sizes_are_checked_when_a_model_is_built(name, kwargs, message):
+    # at construction, as one line naming the field: not inside XLA at init
+    with pytest.raises(ValueError, match="^" + message) as info:
+        models.get(name, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+class _UncheckedCNN2D(models.CNN2D):
+    def __post_init__(self) -> None:  # skips CNN2D's size check
+        nn.Module.__post_init__(self)
+
+
+def test_cnn2d_size_bound_is_where_the_features_run_out():
+    # Unchecked, 11 pixels wide (at H = 28) leaves no feature for fc1, and its initialiser
+    # divides by a fan-in of 0. 12 wide leaves one column (5x1x16 features), and is accepted.
+    x = jnp.zeros((2, 28 * 11))
+    with pytest.raises(ZeroDivisionError):
+        jax.eval_shape(_UncheckedCNN2D(input_shape=(28, 11, 1)).init, jax.random.key(0), x)
+    with pytest.raises(ValueError, match="^input_shape: expected images of at least 12x12"):
+        models.get("cnn2d", input_shape=(28, 11, 1))
+    model = models.get("cnn2d", input_shape=(28, 12, 1))
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28 * 12)))
+    assert params["params"]["fc1"]["kernel"].shape == (5 * 1 * 16, 120)  # 5 rows, 1 column

@@ -33,12 +33,14 @@ The MNIST-1D models use PyTorch's default initialisation, as the reference code 
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 
 from gdyn_jax import imports
+from gdyn_jax.errors import UsageError
 from gdyn_jax.models.fully_connected import FullyConnected
 from gdyn_jax.models.images import CNN2D, ResNet
 from gdyn_jax.models.mnist1d import CNN1D, GRU, MLP, Logistic
@@ -120,6 +122,36 @@ def _accepts_num_classes(factory: Callable[..., Any]) -> bool:
     return "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def _as_tuple(value: Any) -> Any:
+    """A list or tuple of sizes as a tuple (JSON gives lists), integers as Python ints; any
+    other value as it is, for the module's own check to refuse."""
+    if not isinstance(value, list | tuple):
+        return value
+    return tuple(
+        int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in value
+    )
+
+
+def _check_callable_as_factory(name: Any, factory: Callable[..., Any], kwargs: dict) -> None:
+    """A one-line error when ``factory`` cannot be called with ``kwargs`` alone: a plain
+    function of inputs such as ``f(x)`` passed as a model (not a module factory), or a
+    Module class with a field that has no default and is not given."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: let the call decide
+        return
+    try:
+        signature.bind(**kwargs)
+    except TypeError as error:
+        label = name if isinstance(name, str) else imports.path_of(factory)
+        given = ", ".join(f"{k}=" for k in kwargs) or "no arguments"
+        raise UsageError(
+            f"model: {label!r} cannot be called with {given} ({error}); expected a "
+            "flax.linen.Module instance or class, or a function of keyword arguments "
+            "returning one (e.g. 'def net(num_classes): return Net(num_classes)')"
+        ) from None
+
+
 def get(name: str | ModuleOrFactory, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """The model ``name`` with ``num_classes`` outputs; ``kwargs`` are its module fields.
 
@@ -128,17 +160,19 @@ def get(name: str | ModuleOrFactory, num_classes: int = 10, **kwargs: Any) -> nn
     through ``clone``; ``num_classes`` is not applied to it); a factory is called with
     ``kwargs``, plus ``num_classes`` when it takes that argument and ``kwargs`` do not set it.
 
-    Raises ``ValueError`` naming ``model`` for an unknown name or a path that cannot be
-    imported, ``num_classes`` if it is not a positive integer, and the bad keyword for an
-    unknown keyword argument of a Module class.
+    Raises ``ValueError`` (``UsageError``) naming ``model`` for an unknown name, a path that
+    cannot be imported or a callable that cannot be called with keyword arguments alone (a
+    plain function of inputs is not a model), ``num_classes`` if it is not a positive
+    integer, the bad keyword for an unknown keyword argument of a Module class, and the
+    field for a size out of range (the built-in modules check their fields when they are
+    constructed, e.g. ``hidden_size: expected an integer >= 1 for MLP, got -5``).
     """
     entry = lookup(name)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
-    if "widths" in kwargs:
-        kwargs["widths"] = tuple(int(w) for w in kwargs["widths"])
-    if "input_shape" in kwargs:
-        kwargs["input_shape"] = tuple(int(d) for d in kwargs["input_shape"])
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UsageError(f"num_classes: expected a positive integer, got {num_classes!r}")
+    for key in ("widths", "input_shape"):
+        if key in kwargs:
+            kwargs[key] = _as_tuple(kwargs[key])
     if isinstance(entry, nn.Module):
         _check_kwargs(name, _field_names(type(entry)), kwargs)
         return entry.clone(**kwargs) if kwargs else entry
@@ -146,9 +180,10 @@ def get(name: str | ModuleOrFactory, num_classes: int = 10, **kwargs: Any) -> nn
     _check_kwargs(name, fields, kwargs)
     if "num_classes" not in kwargs and _accepts_num_classes(entry):
         kwargs["num_classes"] = num_classes
+    _check_callable_as_factory(name, entry, kwargs)
     model = entry(**kwargs)
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model: {name!r} returned {type(model).__name__}, not a flax Module")
+        raise UsageError(f"model: {name!r} returned {type(model).__name__}, not a flax Module")
     return model
 
 

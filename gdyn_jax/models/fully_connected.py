@@ -14,7 +14,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from gdyn_jax.models._layers import check_flat, torch_dense
+from gdyn_jax.errors import UsageError
+from gdyn_jax.models._layers import check_flat, check_size, check_sizes, torch_dense
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "elu": nn.elu, "gelu": nn.gelu}
 
@@ -26,13 +27,18 @@ class FullyConnected(nn.Module):
     widths: tuple[int, ...] = (200, 200)
     activation: str = "tanh"
 
+    def __post_init__(self) -> None:
+        check_size("FullyConnected", "num_classes", self.num_classes)
+        check_sizes("FullyConnected", "widths", self.widths)
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise UsageError(
+                f"activation: expected one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_flat(x)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation: expected one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
-            )
         sigma = ACTIVATIONS[self.activation]
         h, fan_in = x, x.shape[-1]
         for i, width in enumerate(self.widths):

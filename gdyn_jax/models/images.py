@@ -18,12 +18,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gdyn_jax.models._layers import check_flat
+from gdyn_jax.errors import UsageError
+from gdyn_jax.models._layers import check_flat, check_size, check_sizes
 
 
 def _to_images(x: jax.Array, input_shape: Sequence[int]) -> jax.Array:
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape: expected (H, W, C), got {tuple(input_shape)}")
     check_flat(x, math.prod(input_shape))
     return x.reshape((x.shape[0], *input_shape))
 
@@ -41,10 +40,28 @@ class CNN2D(nn.Module):
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (28, 28, 1)
 
+    def __post_init__(self) -> None:
+        check_size("CNN2D", "num_classes", self.num_classes)
+        check_sizes("CNN2D", "input_shape", self.input_shape, "(H, W, C)")
+        # conv 5x5 (padding `pad`), pool 2, conv 5x5 (valid), pool 2 must leave a pixel:
+        # ((s + 2 pad - 4) // 2 - 4) // 2 >= 1, i.e. s >= 16 - 2 pad.
+        smallest = 16 - 2 * self._pad
+        if min(self.input_shape[:2]) < smallest:
+            raise UsageError(
+                f"input_shape: expected images of at least {smallest}x{smallest} pixels for "
+                f"CNN2D (two 5x5 convolutions and 2x2 poolings), got {self.input_shape!r}"
+            )
+        super().__post_init__()
+
+    @property
+    def _pad(self) -> int:
+        """The first convolution's padding: to LeNet-5's 32x32 (0 for larger images)."""
+        return max(0, (32 - self.input_shape[0]) // 2)
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = _to_images(x, self.input_shape)
-        pad = max(0, (32 - self.input_shape[0]) // 2)
+        pad = self._pad
         h = nn.relu(nn.Conv(6, (5, 5), padding=[(pad, pad), (pad, pad)], name="conv1")(h))
         h = nn.max_pool(h, (2, 2), strides=(2, 2))
         h = nn.relu(nn.Conv(16, (5, 5), padding="VALID", name="conv2")(h))
@@ -102,16 +119,24 @@ class ResNet(nn.Module):
     width: int = 16
     groups: int = 8
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.depth < 8 or (self.depth - 2) % 6:
-            raise ValueError(
+    def __post_init__(self) -> None:
+        check_size("ResNet", "num_classes", self.num_classes)
+        check_sizes("ResNet", "input_shape", self.input_shape, "(H, W, C)")
+        check_size("ResNet", "depth", self.depth, 8)
+        if (self.depth - 2) % 6:
+            raise UsageError(
                 f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, ...), got {self.depth}"
             )
+        check_size("ResNet", "width", self.width)
+        check_size("ResNet", "groups", self.groups)
         if self.width % self.groups:
-            raise ValueError(
+            raise UsageError(
                 f"width: expected a multiple of groups={self.groups}, got {self.width}"
             )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
         h = _to_images(x, self.input_shape)
         h = nn.Conv(
             self.width,

@@ -20,13 +20,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gdyn_jax.models._layers import check_flat, torch_dense, torch_uniform
+from gdyn_jax.models._layers import (
+    check_flag,
+    check_flat,
+    check_size,
+    torch_dense,
+    torch_uniform,
+)
 
 
 class Logistic(nn.Module):
     r"""Multinomial logistic regression: logits :math:`= W x + b` (``LinearBase``)."""
 
     num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        check_size("Logistic", "num_classes", self.num_classes)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -45,6 +55,11 @@ class MLP(nn.Module):
 
     num_classes: int = 10
     hidden_size: int = 100
+
+    def __post_init__(self) -> None:
+        check_size("MLP", "num_classes", self.num_classes)
+        check_size("MLP", "hidden_size", self.hidden_size)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -65,6 +80,11 @@ class CNN1D(nn.Module):
 
     num_classes: int = 10
     channels: int = 25
+
+    def __post_init__(self) -> None:
+        check_size("CNN1D", "num_classes", self.num_classes)
+        check_size("CNN1D", "channels", self.channels)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -107,6 +127,11 @@ class TorchGRULayer(nn.Module):
     hidden_size: int
     reverse: bool = False
 
+    def __post_init__(self) -> None:
+        check_size("TorchGRULayer", "hidden_size", self.hidden_size)
+        check_flag("TorchGRULayer", "reverse", self.reverse)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         hidden = self.hidden_size
@@ -144,6 +169,12 @@ class GRU(nn.Module):
     num_classes: int = 10
     hidden_size: int = 6
     bidirectional: bool = True
+
+    def __post_init__(self) -> None:
+        check_size("GRU", "num_classes", self.num_classes)
+        check_size("GRU", "hidden_size", self.hidden_size)
+        check_flag("GRU", "bidirectional", self.bidirectional)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

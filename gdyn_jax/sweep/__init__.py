@@ -16,6 +16,9 @@
   it), sharded over a ``'sweep'`` mesh axis across devices and processes, checkpointed per
   block into an output directory it owns (re-running resumes); returns an ``xarray.Dataset``.
 - ``load_results(dir)``: the Dataset a finished sweep wrote.
+- ``check_task(dataset, model, loss)``: whether data, model and loss fit (classes, label
+  ranges, finite inputs, a finite loss and gradient at initialisation), a one-line
+  ``UsageError`` if not; every sweep runs it before its training program compiles.
 """
 
 from gdyn_jax.sweep.assembly import Program, assemble, make_train
@@ -25,6 +28,7 @@ from gdyn_jax.sweep.execute import run_sweep
 from gdyn_jax.sweep.grid import Grid
 from gdyn_jax.sweep.mesh import sweep_mesh
 from gdyn_jax.sweep.results import load_results, save_results
+from gdyn_jax.sweep.task_check import TaskCheck, check_task
 from gdyn_jax.sweep.train import TrainState
 
 __all__ = [
@@ -34,8 +38,10 @@ __all__ = [
     "Grid",
     "Program",
     "SweepConfig",
+    "TaskCheck",
     "TrainState",
     "assemble",
+    "check_task",
     "load_results",
     "make_train",
     "run_sweep",

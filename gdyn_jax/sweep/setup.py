@@ -1,9 +1,10 @@
 r"""From a ``SweepConfig`` to the static ``Task`` and the device data, on the host, once.
 
 ``build(config, fast)`` loads (or takes) the data of a validated config, resolves the model,
-loss and optimizer from names, import paths or objects, and checks that they fit together
-(``eval_shape`` of the model on two examples and of the loss on its outputs), so that a
-mismatch is a one-line ``ValueError`` before anything compiles. ``prepare(config)``
+loss and optimizer from names, import paths or objects, and checks that the data, model and
+loss fit together (``task_check.check_task``: shapes, classes, label ranges, finite inputs,
+a finite loss and gradient at initialisation), so that a mismatch is a one-line
+``UsageError`` before the training program compiles. ``prepare(config)``
 validates the config first (the sweep's ``assembly`` validates once and calls ``build``).
 """
 
@@ -12,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import flax.linen as nn
-import jax
 import optax
 
 from gdyn_jax import models, optimizers
-from gdyn_jax.sweep import cpu_speedups, losses
+from gdyn_jax.sweep import cpu_speedups, losses, task_check
 from gdyn_jax.sweep import data as data_lib
 from gdyn_jax.sweep.config import SweepConfig, rule_of
 from gdyn_jax.sweep.train import Task
@@ -66,32 +66,6 @@ def build_model(config: SweepConfig, num_outputs: int) -> nn.Module:
     return models.get(config.model, num_outputs, **kwargs)
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
-def check_model_and_loss(model: nn.Module, loss, arrays: data_lib.Arrays) -> jax.ShapeDtypeStruct:
-    """Shapes only (``eval_shape``): the model on two examples, the loss on its outputs.
-
-    Returns the outputs' shape and dtype for two examples.
-    """
-    x = jax.ShapeDtypeStruct((2,) + arrays.x_train.shape[1:], arrays.x_train.dtype)
-    try:
-        variables = jax.eval_shape(model.init, jax.random.key(0), x)
-        outputs = jax.eval_shape(model.apply, variables, x)
-    except Exception as error:  # the user's module: report it in one line
-        raise ValueError(
-            f"model: {type(model).__name__} fails on inputs {x.dtype} {x.shape}: "
-            f"{_first_line(error)}"
-        ) from None
-    if not isinstance(outputs, jax.ShapeDtypeStruct) or outputs.shape[:1] != (2,):
-        raise ValueError(f"model: expected outputs with a leading batch axis, got {outputs}")
-    if "params" not in variables:
-        raise ValueError("model: has no 'params' collection to train")
-    losses.check_shape(loss, outputs, arrays.y_train)
-    return outputs
-
-
 def adam_preconditioner_of(
     optimizer, fixed: dict[str, float], defaults: Mapping[str, float | None] | None = None
 ) -> Callable:
@@ -125,7 +99,13 @@ def build(config: SweepConfig, fast: bool) -> tuple[Task, data_lib.DeviceData]:
     losses.check_targets(config.loss, arrays.class_labels, arrays.y_train)
     loss = losses.resolve(config.loss)
     model = build_model(config, arrays.outputs)
-    outputs = check_model_and_loss(model, loss, arrays)
+    found = task_check.check_task(
+        arrays,
+        model,
+        config.loss,
+        batch_size=config.batch_size,
+        dataset_name=repr(config.dataset) if isinstance(config.dataset, str) else None,
+    )
     n = len(arrays.x_train)
     rule, fixed = rule_of(config), config.fixed_hparams()
     precondition = config.track_preconditioned_sharpness
@@ -139,7 +119,7 @@ def build(config: SweepConfig, fast: bool) -> tuple[Task, data_lib.DeviceData]:
         batch_size=n if config.batch_size is None else int(config.batch_size),
         eval_every=config.eval_every,
         # accuracy where it means something: class labels, and one score per class
-        accuracy=arrays.class_labels and len(outputs.shape) == 2,
+        accuracy=found.accuracy,
         track_grad_norm=config.track_grad_norm,
         track_sharpness=config.track_sharpness,
         sharpness_iters=config.sharpness_iters,
