@@ -16,12 +16,14 @@
   it), sharded over a ``'sweep'`` mesh axis across devices and processes, checkpointed per
   block into an output directory it owns (re-running resumes); returns an ``xarray.Dataset``.
 - ``load_results(dir)``: the Dataset a finished sweep wrote.
+- ``observe(listener)``: a context in which every ``run_sweep`` reports its progress (compiling,
+  compiled, each block) to ``listener``, bar or no bar.
 """
 
 from gdyn_jax.sweep.assembly import Program, assemble, make_train
 from gdyn_jax.sweep.config import LOSSES, SCHEDULES, SweepConfig
 from gdyn_jax.sweep.data import Arrays
-from gdyn_jax.sweep.execute import run_sweep
+from gdyn_jax.sweep.execute import observe, run_sweep
 from gdyn_jax.sweep.grid import Grid
 from gdyn_jax.sweep.mesh import sweep_mesh
 from gdyn_jax.sweep.results import load_results, save_results
@@ -38,6 +40,7 @@ __all__ = [
     "assemble",
     "load_results",
     "make_train",
+    "observe",
     "run_sweep",
     "save_results",
     "sweep_mesh",
