@@ -187,17 +187,18 @@ def final_values(runs) -> np.ndarray:
 
 
 def crossing(values, ratio, log: bool) -> float | None:
-    """The first swept value where ``ratio`` reaches 1 from below, interpolated linearly in
-    (log value, log ratio) between the grid points around it (None if it never does)."""
+    """The first swept value where ``ratio`` reaches 1 from below, interpolated between the
+    grid points around it: linearly in (log value, log ratio) on a ``log`` axis (exact for a
+    power law, such as gradient descent's ratio :math:`a S / 2`), else in (value, ratio).
+    None if it never does."""
     x = np.log(np.asarray(values, float)) if log else np.asarray(values, float)
     r = np.asarray(ratio, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log(r) if log else r - 1.0  # crosses 0 where the ratio crosses 1
     for i in range(len(x) - 1):
-        a, b = r[i], r[i + 1]
-        if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):
-            continue
-        if a < 1.0 <= b:
-            t = -np.log(a) / (np.log(b) - np.log(a))
-            point = x[i] + t * (x[i + 1] - x[i])
+        a, b = y[i], y[i + 1]
+        if np.isfinite(a) and np.isfinite(b) and a < 0.0 <= b:
+            point = x[i] + (-a / (b - a)) * (x[i + 1] - x[i])
             return float(np.exp(point) if log else point)
     return None
 
@@ -246,17 +247,10 @@ def plot_sweep_final(
     if log:
         ax.set_xscale("log")
     if limit is not None:
+        xlim = ax.get_xlim()
         ax.axvline(limit, color="C3", ls="--", lw=1.2, label="stability limit at the sharpness")
-        # Shaded to the panel's right edge (x in data, y in axes coordinates).
-        ax.fill_between(
-            [limit, ax.get_xlim()[1]],
-            0,
-            1,
-            color="C3",
-            alpha=0.07,
-            lw=0,
-            transform=ax.get_xaxis_transform(),
-        )
+        ax.axvspan(limit, max(xlim[1], limit), color="C3", alpha=0.07, lw=0)  # to the edge
+        ax.set_xlim(xlim[0], max(xlim[1], limit))
     ax.set_xlabel(name)
     ax.set_ylabel(f"final {metric}")
     ax.legend(fontsize=7, loc="best")

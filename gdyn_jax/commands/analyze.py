@@ -128,18 +128,18 @@ def parse_class(text: str) -> tuple[float, float]:
     return mu, L
 
 
-def check_plot_path(path: str) -> None:
-    """``--plot`` names a file of a format matplotlib writes, in an existing directory."""
+def check_plot_path(path: str, flag: str = "--plot") -> None:
+    """``flag`` names a file of a format matplotlib writes, in an existing directory."""
     target = pathlib.Path(path)
     if target.is_dir():
-        raise ValueError(f"--plot: {path} is a directory; give a file name such as {path}/a.png")
+        raise ValueError(f"{flag}: {path} is a directory; give a file name such as {path}/a.png")
     formats = sorted(extras.figure.Figure().canvas.get_supported_filetypes())
     if target.suffix.lstrip(".").lower() not in formats:
         raise ValueError(
-            f"--plot: expected a file name ending in one of .{', .'.join(formats)}; got {path!r}"
+            f"{flag}: expected a file name ending in one of .{', .'.join(formats)}; got {path!r}"
         )
     if not target.parent.is_dir():
-        raise ValueError(f"--plot: directory {target.parent} does not exist")
+        raise ValueError(f"{flag}: directory {target.parent} does not exist")
 
 
 def _text(result: dict) -> str:

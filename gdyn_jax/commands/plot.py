@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.dir).is_dir():
         raise ValueError(f"DIR: {args.dir} is not a directory")
     out = args.out or str(Path(args.dir) / "sweep.png")
-    analyze.check_plot_path(out)  # before anything is read
+    analyze.check_plot_path(out, "--out")  # before anything is read
     ds, where = commands.sweep_figure.load(args.dir)
     note = draw(ds, out, where, **plot_options(args))
     state = "" if where == "finished" else f" ({where})"
