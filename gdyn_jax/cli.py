@@ -77,7 +77,8 @@ class _Version(argparse.Action):
                 parts.append(f"{dist} {importlib.metadata.version(dist)}")
             except importlib.metadata.PackageNotFoundError:
                 parts.append(f"{dist} not installed")
-        parser.exit(message=f"gdyn {gdyn_jax.__version__} ({', '.join(parts)})\n")
+        print(f"gdyn {gdyn_jax.__version__} ({', '.join(parts)})")  # on stdout, as argparse's
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:

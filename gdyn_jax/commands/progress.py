@@ -51,7 +51,8 @@ def estimates(
 
 
 class ReproduceProgress:
-    """One bar over the experiments ``names`` (``start``, ``sweep_event``, ``finish``)."""
+    """One bar over the experiments ``names`` (``start``, ``sweep_event``, ``finish``);
+    ``position`` is where it stands, in estimated seconds out of ``total``."""
 
     def __init__(
         self,
@@ -63,12 +64,14 @@ class ReproduceProgress:
         self.tqdm = extras.tqdm.tqdm
         self.names = tuple(names)
         self.weights = estimates(self.names, mode, previous)
+        self.total = sum(self.weights.values())
         self.bar = self.tqdm(
-            total=sum(self.weights.values()),
+            total=self.total,
             desc=f"reproduce ({mode})",
             bar_format=BAR_FORMAT,
             disable=disable,
         )
+        self.position = 0.0  # where the bar is (kept here: a disabled bar keeps nothing)
         self.base = 0.0
         self.current: str | None = None
         self.started = 0.0
@@ -78,8 +81,9 @@ class ReproduceProgress:
         self.taken, self.estimated = 0.0, 0.0
 
     def _move_to(self, position: float) -> None:
-        if position > self.bar.n:
-            self.bar.update(position - self.bar.n)
+        if position > self.position:
+            self.bar.update(position - self.position)
+            self.position = position
 
     def _label(self, text: str = "") -> None:
         index = self.names.index(self.current) + 1 if self.current in self.names else 0
