@@ -110,6 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="after the sweep, save its figure to FILE (as `gdyn plot DIR --out FILE`)",
     )
+    _add_multihost_arguments(parser)
+
+
+def _add_multihost_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
     a(
         "--coordinator",
         help="multi-host: coordinator address host:port, or 'auto' to take it from the job "

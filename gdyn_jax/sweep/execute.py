@@ -95,8 +95,7 @@ def run_sweep(
       resume: None resumes (or returns) this sweep's work in ``out`` if there is some; True
         requires some, False none.
       overwrite: delete the results and checkpoint in ``out`` and start afresh.
-      progress: show a tqdm progress bar over (chunk, block) pairs (``compiling ...`` until
-        the first block's program is compiled; its estimate excludes the compilation).
+      progress: show a tqdm progress bar over (chunk, block) pairs (see the module doc).
       checkpoint_every: steps per block, a multiple of ``eval_every`` dividing ``steps``
         (default: about a tenth of the run).
       callback: called after each block with ``chunk, block, num_chunks, num_blocks, step``.
