@@ -24,7 +24,7 @@ from gdyn_jax import commands
 from gdyn_jax.commands import analyze
 
 HELP = "plot a sweep's training curves, final metric over the grid and stability limit"
-EXAMPLES = """\\
+EXAMPLES = """\
 examples:
   gdyn plot runs/demo                                   writes runs/demo/sweep.png
   gdyn plot runs/demo --out lr.pdf --metric train_loss

@@ -77,9 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", help="examples per step, or 'full' (default 100)")
     a("--eval-every", type=int, help="steps between evaluations (default 100)")
     a("--loss", help="cross_entropy, mse or pkg.module:fn (default cross_entropy)")
-    a("--schedule", help="learning-rate schedule: constant, cosine, warmup_cosine, linear")
-    a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine")
-    a("--train-subset", type=int, help="train on the first N training examples")
+    a(
+        "--schedule",
+        help="learning-rate schedule: constant (default), cosine, warmup_cosine, linear",
+    )
+    a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine (default 0)")
+    a("--train-subset", type=int, help="train on the first N training examples (default all)")
     a("--track-grad-norm", action="store_true", default=None, help="record the gradient norm")
     a("--track-sharpness", action="store_true", default=None, help="record the sharpness")
     a(
@@ -87,10 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset directory (default $GDYN_DATA_DIR, else $TFDS_DATA_DIR, else "
         "~/tensorflow_datasets)",
     )
-    a("--chunk-size", type=int, help="members trained at once (bounds memory)")
+    a("--chunk-size", type=int, help="members trained at once (bounds memory; default all)")
     a("--devices", type=int, help="devices to shard members over (default all)")
     a("--member-group", type=int, help="members computed side by side per device (4 on CPU)")
-    a("--checkpoint-every", type=int, help="steps per checkpointed block")
+    a(
+        "--checkpoint-every",
+        type=int,
+        help="steps per checkpointed block (default about a tenth of --steps)",
+    )
     a("--out", required=True, metavar="DIR", help="output directory (owned while the sweep runs)")
     a(
         "--resume",
