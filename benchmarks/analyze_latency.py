@@ -10,7 +10,9 @@ that the machine's load falls on all of them alike:
 - ``imports only``: ``python -c "from gdyn_jax.commands import closed_loop"`` (what the
   process imports before any analysis: jax, scipy.signal, optax; the floor without deferral).
 
-Prints the median and minimum of each, the load average before and after, and the machine.
+Prints the median and minimum wall time of each and the median CPU time (user + system, of the
+child process: what a quiet machine would take for a single-threaded process, roughly, when
+other work shares the cores), the load average before and after, and the machine.
 Usage::
 
     PYTHONPATH=. python benchmarks/analyze_latency.py [--rounds 7]
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,13 +39,19 @@ ANALYZE = [
 IMPORTS = [sys.executable, "-c", "from gdyn_jax.commands import closed_loop"]
 
 
-def _wall(argv: list[str], **env: str) -> float:
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wall(argv: list[str], **env: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one fresh process."""
     environ = dict(os.environ, JAX_PLATFORMS="cpu", **env)
     environ.pop("JAX_COMPILATION_CACHE_DIR", None)
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
-    start = time.perf_counter()
+    cpu, start = _cpu(), time.perf_counter()
     subprocess.run(argv, env=environ, check=True, capture_output=True, cwd=ROOT)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
 
 
 def main() -> None:
@@ -50,7 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     load = os.getloadavg()
-    times: dict[str, list[float]] = {}
+    times: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         warm = str(Path(tmp) / "warm")
         _wall(ANALYZE, GDYN_COMPILATION_CACHE=warm)  # fill the warm cache once
@@ -65,10 +74,14 @@ def main() -> None:
                 times.setdefault(name, []).append(_wall(argv, **env))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"load average before: {load[0]:.1f}, after: {os.getloadavg()[0]:.1f}")
-    print("| setting | median (s) | min (s) | runs |")
-    print("|---|---:|---:|---:|")
+    print("| setting | wall median (s) | wall min (s) | CPU median (s) | runs |")
+    print("|---|---:|---:|---:|---:|")
     for name, values in times.items():
-        print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | {len(values)} |")
+        wall, cpu = zip(*values, strict=True)
+        print(
+            f"| {name} | {statistics.median(wall):.2f} | {min(wall):.2f} | "
+            f"{statistics.median(cpu):.2f} | {len(values)} |"
+        )
 
 
 if __name__ == "__main__":
