@@ -230,3 +230,15 @@ def test_bad_metric_and_selection_are_one_line(tmp_path, capsys):
         assert cli.main(["plot", str(tmp_path), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_a_sweep_without_a_grid_is_drawn_over_its_fixed_learning_rate():
+    record = {"optimizer": "sgd", "hparams": {"learning_rate": 0.1}}
+    metrics = {"test_loss": np.ones((2, 3), np.float32), "sharpness": np.full((2, 3), 10.0)}
+    ds = results_lib.to_dataset(
+        metrics, np.array([-1, -1]), {}, 2, [0, 10, 20], json.dumps(record), 4, "cpu"
+    )
+    fig, note = sweep_figure.figure(ds)
+    assert fig.axes[1].get_xlabel() == "learning_rate"
+    ratio, _ = sweep_figure.stability_ratio(sweep_figure.select(ds, None, None, None)[0])
+    np.testing.assert_allclose(ratio.values, [10.0 * 0.1 / 2])  # S0 a / 2 for gradient descent

@@ -89,8 +89,19 @@ def grid_axes(ds) -> list[str]:
     return [d for d in ds["diverged_at"].dims if d != "seed"]
 
 
+def _with_an_axis(ds):
+    """A sweep without a grid (seeds only) gets one: its first fixed hyperparameter, or
+    ``run``, with a single value."""
+    if grid_axes(ds):
+        return ds
+    fixed = _record(ds).get("hparams") or {}
+    name, value = next(iter(fixed.items()), ("run", 0.0))
+    return ds.expand_dims({name: [float(value)]})
+
+
 def select(ds, items: list[str] | None, x: str | None, metric: str | None):
     """(ds with the ``--select NAME=VALUE`` axes fixed, x, metric), each checked."""
+    ds = _with_an_axis(ds)
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or name.strip() not in grid_axes(ds):
@@ -158,10 +169,13 @@ def stability_ratio(ds, sharpness_at: str = "initial") -> tuple[Any, str]:
     if not system.exact:
         reason = ", ".join(system.reason)
         return None, f"no stability limit: the rule is not a linear time-invariant loop ({reason})"
+    try:
+        limits = _limits(factory, fixed, ds)
+    except (ValueError, TypeError) as error:  # a point the analysis refuses: no line, a note
+        return None, f"no stability limit: {' '.join(str(error).split())[:120]}"
     sharp = ds["sharpness"]
     sharp = sharp.isel(step=0) if sharpness_at == "initial" else sharp.max("step", skipna=True)
     measured = sharp.mean("seed", skipna=True)
-    limits = _limits(factory, fixed, ds)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = measured / limits
     return ratio, f"stability limit at the {sharpness_at} sharpness"
