@@ -166,6 +166,7 @@ def tiny_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_real_sweep_plotted_after_it_and_from_its_checkpoint(tiny_dir, capsys):
     figure = tiny_dir / "sweep.png"
     assert cli.main(["sweep", *FLAGS, "--out", "done", "--plot", str(figure)]) == 0
