@@ -5,6 +5,9 @@ is an experiment; how to write one is in ``experiments/_harness.py``. ``run(name
 mode)`` runs one into ``out_dir`` and returns its summary (also written as ``summary.json``);
 ``gdyn reproduce`` adds the index. ``title(name)`` reads a literal ``TITLE`` from the module's
 source, so that listing the experiments (``gdyn list experiments``) imports none of them.
+``recorded_seconds(name, mode)`` is the wall time of the run stored for the documentation
+(``docs/results/stored/NAME/run.json``, quick mode), which ``gdyn reproduce`` uses to weigh
+the experiments in its progress bar.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import json
 import pathlib
 import pkgutil
 import time
@@ -21,7 +25,10 @@ from typing import Any
 from experiments._harness import Report
 
 MODES = ("tiny", "quick", "full")
-__all__ = ["MODES", "Report", "get", "names", "run", "settings", "title"]
+__all__ = ["MODES", "Report", "get", "names", "recorded_seconds", "run", "settings", "title"]
+
+#: The quick runs stored for the documentation (``docs/store_results.py`` writes them).
+STORED = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results" / "stored"
 
 
 def names() -> tuple[str, ...]:
@@ -50,6 +57,17 @@ def title(name: str) -> str:
         except ValueError:
             pass
     return get(name).TITLE
+
+
+def recorded_seconds(name: str, mode: str) -> float | None:
+    """The wall time (s) of the stored run of experiment ``name`` in ``mode``, or None (no
+    stored run in that mode, or an unreadable record)."""
+    try:
+        record = json.loads((STORED / _known(name).split(".")[1] / "run.json").read_text())
+        seconds = float(record["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return seconds if record.get("mode") == mode and seconds >= 0 else None
 
 
 def _known(name: str) -> str:

@@ -23,6 +23,7 @@ __all__ = ["MODULES"]
 
 #: attribute -> (module imported, extra that provides it or None for a core dependency).
 MODULES: dict[str, tuple[str, str | None]] = {
+    "cm": ("matplotlib.cm", None),
     "colors": ("matplotlib.colors", None),
     "control": ("control", "control"),
     "cvxpy": ("cvxpy", "robust"),

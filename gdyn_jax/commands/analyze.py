@@ -31,16 +31,33 @@ import gdyn_jax
 from gdyn_jax import commands, extras
 
 HELP = "analyze an optimizer's update rule as a discrete-time control system on a quadratic"
+EXAMPLES = """\
+examples:
+  gdyn analyze momentum --hp learning_rate=0.1 --hp beta=0.9 --curvature 1.0
+  gdyn analyze sgd --hp learning_rate=0.1 --curvature 1,10 --json
+  gdyn analyze nesterov --hp learning_rate=0.1 --curvature 1 --plot nesterov.png
+  gdyn analyze momentum --hp learning_rate=0.1 --curvature 1 --robust 1,10   # [robust] extra
+  gdyn analyze rules:qhm --hp learning_rate=0.1 --curvature 1   # a factory in ./rules.py
+
+Hyperparameters not given take the optimizer's defaults (`gdyn list optimizers` shows them);
+the text, the JSON and the --plot title show every value used.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", help="optimizer name (see `gdyn list optimizers`)")
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        help="optimizer name (see `gdyn list optimizers`) or import path pkg.module:factory "
+        "(a function returning an optax.GradientTransformation)",
+    )
     parser.add_argument(
         "--hp",
         action="append",
         default=[],
         metavar="K=V",
-        help="a hyperparameter, e.g. --hp learning_rate=0.1 (repeatable)",
+        help="a hyperparameter, e.g. --hp learning_rate=0.1 (repeatable; the others take the "
+        "optimizer's defaults)",
     )
     parser.add_argument(
         "--curvature",
@@ -60,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot",
         default=None,
         metavar="FILE",
-        help="save step response, pole-zero map and root locus to FILE",
+        help="save step response, pole-zero map and root locus (in the learning rate, 0.05x "
+        "to 5x the value) to FILE (.png, .pdf, .svg, ...)",
     )
     parser.add_argument(
         "--robust",
@@ -110,18 +128,18 @@ def parse_class(text: str) -> tuple[float, float]:
     return mu, L
 
 
-def check_plot_path(path: str) -> None:
-    """``--plot`` names a file of a format matplotlib writes, in an existing directory."""
+def check_plot_path(path: str, flag: str = "--plot") -> None:
+    """``flag`` names a file of a format matplotlib writes, in an existing directory."""
     target = pathlib.Path(path)
     if target.is_dir():
-        raise ValueError(f"--plot: {path} is a directory; give a file name such as {path}/a.png")
+        raise ValueError(f"{flag}: {path} is a directory; give a file name such as {path}/a.png")
     formats = sorted(extras.figure.Figure().canvas.get_supported_filetypes())
     if target.suffix.lstrip(".").lower() not in formats:
         raise ValueError(
-            f"--plot: expected a file name ending in one of .{', .'.join(formats)}; got {path!r}"
+            f"{flag}: expected a file name ending in one of .{', .'.join(formats)}; got {path!r}"
         )
     if not target.parent.is_dir():
-        raise ValueError(f"--plot: directory {target.parent} does not exist")
+        raise ValueError(f"{flag}: directory {target.parent} does not exist")
 
 
 def _text(result: dict) -> str:
@@ -176,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
         result["robust"] = closed_loop.robust(optimizers.get(args.name)(**hp), *mu_L, args.iqc)
     result = closed_loop.clean(result)
     if args.plot:
-        closed_loop.plot(args.plot, args.name, hp, hessian, result, args.steps)
+        # Every hyperparameter the text shows, defaults included: the title names them and the
+        # root locus sweeps the learning rate even when it is a default.
+        used = {k: hp.get(k, v) for k, v in allowed.items() if hp.get(k, v) is not None}
+        closed_loop.plot(args.plot, args.name, used, hessian, result, args.steps)
     print(json.dumps(result) if args.json else _text(result))
     return 0

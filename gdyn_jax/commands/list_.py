@@ -8,6 +8,17 @@ import gdyn_jax
 from gdyn_jax import extras
 
 HELP = "list the optimizers (with hyperparameters), models, datasets and experiments"
+EXAMPLES = """\
+examples:
+  gdyn list                  everything
+  gdyn list optimizers       names, optimizer-state bytes per parameter, hyperparameter defaults
+  gdyn list experiments      what `gdyn reproduce NAME` runs
+
+Besides these names, every command takes import paths `pkg.module:attr` for optimizers
+(a factory), models (a Flax module), datasets (an Arrays or a function returning one) and
+losses (a per-example loss); the working directory is importable. Datasets are prepared in
+$GDYN_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

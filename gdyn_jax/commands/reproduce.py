@@ -3,7 +3,9 @@
 Each experiment writes ``DIR/NAME/{report.md, summary.json, *.png}``; this command adds an
 index ``DIR/index.md`` (and ``DIR/index.json``) that links every report with its wall time and
 a summary of its agreement rows. A failing experiment is recorded in the index with its error
-and makes the exit status 1, without losing the other experiments' results.
+and makes the exit status 1, without losing the other experiments' results. The progress bar
+counts the experiments' estimated work and moves with the sweeps inside each
+(:mod:`gdyn_jax.commands.progress`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,24 @@ import pathlib
 import time
 import traceback
 
+import gdyn_jax
 from gdyn_jax import extras, files
 from gdyn_jax.errors import UsageError
+from gdyn_jax.commands import progress
 
 HELP = "reproduce published figures (experiments) into --out DIR, with an index.md"
+EXAMPLES = """\
+examples:
+  gdyn reproduce mnist1d --quick --out runs/quick       one experiment, minutes on a laptop CPU
+  gdyn reproduce all --quick --out runs/quick           all of them (about 9 minutes on 2 cores)
+  gdyn reproduce cohen2021 --out runs/full              the full setting, the paper's size
+
+Each experiment writes DIR/NAME/report.md, summary.json and its figures; DIR/index.md links
+them with their wall time and agreement. Running into the same DIR again keeps the rows of
+the experiments not re-run. The experiments live in the repository's experiments/ folder
+(run from a checkout); datasets are prepared in $GDYN_DATA_DIR, else $TFDS_DATA_DIR, else
+~/tensorflow_datasets.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (created)")
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument(
-        "--quick", action="store_true", help="the quick setting (minutes on a laptop CPU)"
+        "--quick",
+        action="store_true",
+        help="the quick setting (minutes on a laptop CPU; default: the full, published size)",
     )
     speed.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -130,7 +148,6 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    tqdm = extras.tqdm.tqdm
     mode = _mode(args)
     if not args.out.strip():  # Path('') is the working directory: never write there unasked
         raise UsageError(f"out: expected a folder to write into, got {args.out!r}")
@@ -138,18 +155,25 @@ def run(args: argparse.Namespace) -> int:
     out = files.output_directory(args.out, "out")
     previous = _previous_rows(out)
     rows: list[dict] = []
-    bar = tqdm(names, desc=f"reproduce ({mode})", unit="exp", disable=args.no_progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        row = _run_one(name, out, mode)
-        rows.append(row)
-        status = "ok" if row["status"] == "ok" else f"FAILED ({row['error']})"
-        tqdm.write(f"{name}: {status} in {row['seconds']:.1f} s")
-        # Rewrite the index after every experiment so an interrupted run keeps what it did;
-        # experiments of earlier runs into the same folder stay listed.
-        merged = _merged(previous, rows)
-        files.write_text(out / "index.md", _index_markdown(mode, merged))
-        files.write_text(out / "index.json", json.dumps({"mode": mode, "rows": merged}, indent=2))
+    bar = progress.ReproduceProgress(names, mode, previous, disable=args.no_progress)
+    try:
+        for name in names:
+            bar.start(name)
+            with gdyn_jax.sweep.observe(bar.sweep_event):  # the sweeps inside move the bar
+                row = _run_one(name, out, mode)
+            bar.finish(name)
+            rows.append(row)
+            status = "ok" if row["status"] == "ok" else f"FAILED ({row['error']})"
+            bar.write(f"{name}: {status} in {row['seconds']:.1f} s")
+            # Rewrite the index after every experiment so an interrupted run keeps what it
+            # did; experiments of earlier runs into the same folder stay listed.
+            merged = _merged(previous, rows)
+            files.write_text(out / "index.md", _index_markdown(mode, merged))
+            files.write_text(
+                out / "index.json", json.dumps({"mode": mode, "rows": merged}, indent=2)
+            )
+    finally:
+        bar.close()
     failed = [row["name"] for row in rows if row["status"] != "ok"]
     print(f"wrote {out / 'index.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

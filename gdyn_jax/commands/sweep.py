@@ -38,8 +38,22 @@ from typing import Any
 # The sweep is reached as gdyn_jax.sweep when the command runs (PEP 562: importing it, and
 # jax with it, only then), so that `gdyn --help` stays instant.
 import gdyn_jax
+from gdyn_jax.commands import analyze, plot
 
 HELP = "train a hyperparameter grid × seeds in one jit + vmap program (sharded, resumable)"
+EXAMPLES = """\
+examples:
+  gdyn sweep --optimizer momentum --grid learning_rate=0.01,0.1,1 --grid beta=0,0.9 \\
+      --seeds 3 --steps 2000 --track-sharpness --out runs/demo --plot runs/demo.png
+  gdyn sweep --config sweep.json --out runs/demo          settings from a JSON file
+  gdyn sweep --dataset mydata:arrays --model nets:Net --optimizer rules:qhm \\
+      --grid learning_rate=0.1 --out runs/mine            your own objects, by import path
+
+Import paths pkg.module:attr name a function returning gdyn_jax.sweep.Arrays (or an Arrays),
+a Flax module class or instance, a factory returning an optax.GradientTransformation, and a
+per-example loss loss(outputs, targets); the working directory is importable. Running the
+same command again resumes an interrupted sweep; `gdyn plot DIR` draws it at any time.
+"""
 
 _RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "member_group", "checkpoint_every")
 
@@ -47,9 +61,15 @@ _RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "member_group", "checkpoi
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--config", metavar="FILE", help="JSON file with the sweep settings (flags override it)")
-    a("--dataset", help="dataset name or pkg.module:arrays (default mnist1d)")
-    a("--model", help="model name or pkg.module:Net (default mlp)")
-    a("--optimizer", help="optimizer name or pkg.module:factory (default sgd)")
+    a(
+        "--dataset",
+        help="dataset name (`gdyn list datasets`) or pkg.module:arrays (default mnist1d)",
+    )
+    a("--model", help="model name (`gdyn list models`) or pkg.module:Net (default mlp)")
+    a(
+        "--optimizer",
+        help="optimizer name (`gdyn list optimizers`) or pkg.module:factory (default sgd)",
+    )
     a("--grid", action="append", metavar="NAME=V1,V2,...", help="swept hyperparameter (repeat)")
     a("--hp", action="append", metavar="NAME=V", help="fixed hyperparameter (repeat)")
     a("--seeds", type=int, help="seeds per grid point (default 1)")
@@ -57,16 +77,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", help="examples per step, or 'full' (default 100)")
     a("--eval-every", type=int, help="steps between evaluations (default 100)")
     a("--loss", help="cross_entropy, mse or pkg.module:fn (default cross_entropy)")
-    a("--schedule", help="learning-rate schedule: constant, cosine, warmup_cosine, linear")
-    a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine")
-    a("--train-subset", type=int, help="train on the first N training examples")
+    a(
+        "--schedule",
+        help="learning-rate schedule: constant (default), cosine, warmup_cosine, linear",
+    )
+    a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine (default 0)")
+    a("--train-subset", type=int, help="train on the first N training examples (default all)")
     a("--track-grad-norm", action="store_true", default=None, help="record the gradient norm")
     a("--track-sharpness", action="store_true", default=None, help="record the sharpness")
-    a("--data-dir", help="dataset directory (default $GDYN_DATA_DIR)")
-    a("--chunk-size", type=int, help="members trained at once (bounds memory)")
+    a(
+        "--data-dir",
+        help="dataset directory (default $GDYN_DATA_DIR, else $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets)",
+    )
+    a("--chunk-size", type=int, help="members trained at once (bounds memory; default all)")
     a("--devices", type=int, help="devices to shard members over (default all)")
     a("--member-group", type=int, help="members computed side by side per device (4 on CPU)")
-    a("--checkpoint-every", type=int, help="steps per checkpointed block")
+    a(
+        "--checkpoint-every",
+        type=int,
+        help="steps per checkpointed block (default about a tenth of --steps)",
+    )
     a("--out", required=True, metavar="DIR", help="output directory (owned while the sweep runs)")
     a(
         "--resume",
@@ -81,6 +112,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delete the results and checkpoint in DIR (of any sweep) and start afresh",
     )
     a("--no-progress", action="store_true", help="no progress bar")
+    a(
+        "--plot",
+        metavar="FILE",
+        help="after the sweep, save its figure to FILE (as `gdyn plot DIR --out FILE`)",
+    )
+    _add_multihost_arguments(parser)
+
+
+def _add_multihost_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
     a(
         "--coordinator",
         help="multi-host: coordinator address host:port, or 'auto' to take it from the job "
@@ -228,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
     """Builds the config from the flags, joins the processes, runs the sweep (which validates
     and assembles it, once) and prints a summary."""
     cfg, options = settings(args)
+    if args.plot:
+        analyze.check_plot_path(args.plot)  # before anything is trained
     config = gdyn_jax.sweep.SweepConfig.from_dict(cfg)
     _distributed(args)
     grid = options.pop("grid", {})
@@ -252,6 +295,9 @@ def run(args: argparse.Namespace) -> int:
         f"{members} members × {config.steps} steps in {elapsed:.1f} s; "
         f"{diverged} diverged; {_best(ds)}; results: {Path(args.out) / 'results.npz'}"
     )
+    if args.plot:
+        note = plot.draw(ds, args.plot, **plot.plot_options(args))
+        print(f"wrote {args.plot}" + (f"; {note}" if note else ""))
     return 0
 
 

@@ -19,12 +19,14 @@
 - ``check_task(dataset, model, loss)``: whether data, model and loss fit (classes, label
   ranges, finite inputs, a finite loss and gradient at initialisation), a one-line
   ``UsageError`` if not; every sweep runs it before its training program compiles.
+- ``observe(listener)``: a context in which every ``run_sweep`` reports its progress (compiling,
+  compiled, each block) to ``listener``, bar or no bar.
 """
 
 from gdyn_jax.sweep.assembly import Program, assemble, make_train
 from gdyn_jax.sweep.config import LOSSES, SCHEDULES, SweepConfig
 from gdyn_jax.sweep.data import Arrays
-from gdyn_jax.sweep.execute import run_sweep
+from gdyn_jax.sweep.execute import observe, run_sweep
 from gdyn_jax.sweep.grid import Grid
 from gdyn_jax.sweep.mesh import sweep_mesh
 from gdyn_jax.sweep.results import load_results, save_results
@@ -44,6 +46,7 @@ __all__ = [
     "check_task",
     "load_results",
     "make_train",
+    "observe",
     "run_sweep",
     "save_results",
     "sweep_mesh",

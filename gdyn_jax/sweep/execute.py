@@ -18,11 +18,19 @@ another sweep is refused (unless ``overwrite``); one holding this sweep's checkp
 resumed, and this sweep's results are returned (``resume``: None does either if it can,
 True insists on it, False refuses it). What the sweep finds there (a resumed checkpoint, a
 stale lock taken over) is logged at INFO level by the ``gdyn_jax.sweep.execute`` logger.
+
+Progress: the bar (``progress=True``, process 0) says ``compiling ...`` until the first block's
+program is compiled (``jax.jit`` compiles when first called and returns once the computation
+is dispatched), then how long that took; its elapsed time, rate and estimate count the blocks
+after it, never the compilation. ``observe(listener)`` lets an outer caller (``gdyn
+reproduce``) follow every sweep run inside it, as the bar does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +43,12 @@ from gdyn_jax.sweep.chunks import Plan
 from gdyn_jax.sweep.config import SweepConfig
 from gdyn_jax.sweep.grid import Grid
 
-__all__ = ["run_sweep"]
+__all__ = ["observe", "run_sweep"]
+
+#: The listeners of ``observe`` blocks around the current call (innermost last).
+_LISTENERS: contextvars.ContextVar[tuple[Callable[[dict[str, Any]], None], ...]] = (
+    contextvars.ContextVar("gdyn_sweep_listeners", default=())
+)
 
 # Names that moved out of this module, kept one release with a DeprecationWarning.
 _MOVED = {
@@ -82,7 +95,7 @@ def run_sweep(
       resume: None resumes (or returns) this sweep's work in ``out`` if there is some; True
         requires some, False none.
       overwrite: delete the results and checkpoint in ``out`` and start afresh.
-      progress: show a tqdm progress bar over (chunk, block) pairs.
+      progress: show a tqdm progress bar over (chunk, block) pairs (see the module doc).
       checkpoint_every: steps per block, a multiple of ``eval_every`` dividing ``steps``
         (default: about a tenth of the run).
       callback: called after each block with ``chunk, block, num_chunks, num_blocks, step``.
@@ -102,9 +115,10 @@ def run_sweep(
             return output.finished(plan)
         plan.compile()  # loads the data, once
         start, leaves, buffers = output.start(plan)
-        with _reporter(plan, start, progress, callback) as report:
+        with _Reporter(plan, start, progress, callback) as report:
             for c, b, hparams, step in plan.blocks(start, leaves):
                 plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
+                report.dispatched()  # the first call returns once compiled (and dispatched)
                 plan.record(c, b, first, metrics, buffers)
                 output.save((c, b + 1), plan.state, buffers)
                 report((c, b + 1))
@@ -129,24 +143,83 @@ def _check_options(chunk_size: Any, out: Any, resume: Any, overwrite: Any) -> No
 
 
 @contextlib.contextmanager
-def _reporter(
-    plan: Plan, start: tuple[int, int], progress: bool, callback: Callable | None
-) -> Iterator[Callable[[tuple[int, int]], None]]:
-    """``report(position)`` after each block: the progress bar (process 0) and ``callback``."""
-    bar = extras.tqdm.tqdm(
-        total=plan.num_chunks * plan.num_blocks,
-        initial=start[0] * plan.num_blocks + start[1],
-        unit="block",
-        desc=f"sweep {plan.program.grid.num_members} members",
-        disable=not (progress and hosts.is_main_process()),
-    )
+def observe(listener: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """Within the block, every ``run_sweep`` (on this thread) reports to ``listener``.
 
-    def report(position: tuple[int, int]) -> None:
-        bar.update(1)
-        if callback is not None:
-            callback(plan.progress(position))
-
+    ``listener(info)`` is called with ``info['event']`` ``'compiling'`` (before the first
+    block's program is compiled), ``'compiled'`` (with ``seconds``, the compilation's wall
+    time), then ``'block'`` after every block, with ``members``, ``steps`` (of the run),
+    ``chunk``, ``block``, ``num_chunks``, ``num_blocks`` and ``step`` (as ``callback``), and
+    ``fraction``, the share of the sweep's blocks done. It sees the sweeps that run without a
+    progress bar too (``progress=False``), e.g. inside an experiment.
+    """
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
     try:
-        yield report
+        yield
     finally:
-        bar.close()
+        _LISTENERS.reset(token)
+
+
+class _Reporter:
+    """The progress bar (process 0), ``callback`` and the ``observe`` listeners of one sweep.
+
+    ``compiling ...`` is shown from the start until the first ``advance`` call returns
+    (``dispatched``): then the bar's clock is moved past the compilation, so that its rate and
+    estimate are those of the blocks; ``report(position)`` follows every block.
+    """
+
+    def __init__(self, plan: Plan, start: tuple[int, int], progress: bool, callback) -> None:
+        self.plan, self.callback = plan, callback
+        self.listeners = _LISTENERS.get()
+        total = plan.num_chunks * plan.num_blocks
+        self.done = start[0] * plan.num_blocks + start[1]
+        self.bar = extras.tqdm.tqdm(
+            total=total,
+            initial=self.done,
+            unit="block",
+            desc=f"sweep {plan.program.grid.num_members} members",
+            disable=not (progress and hosts.is_main_process()),
+        )
+        self.compiling_since: float | None = None
+
+    def __enter__(self) -> _Reporter:
+        self.compiling_since = time.perf_counter()
+        self.bar.set_postfix_str("compiling ...")
+        self._tell("compiling")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def _tell(self, event: str, **info: Any) -> None:
+        if not self.listeners:
+            return
+        plan = self.plan
+        total = plan.num_chunks * plan.num_blocks
+        record = {
+            "event": event,
+            "members": plan.program.grid.num_members,
+            "steps": plan.program.config.steps,
+            "fraction": self.done / total,
+            **info,
+        }
+        for listener in self.listeners:
+            listener(record)
+
+    def dispatched(self) -> None:
+        """After an ``advance`` call: the first one has compiled its program."""
+        if self.compiling_since is None:
+            return
+        seconds = time.perf_counter() - self.compiling_since
+        self.compiling_since = None
+        self.bar.unpause()  # the clock restarts now: elapsed and rate exclude the compilation
+        self.bar.set_postfix_str(f"compiled in {seconds:.1f} s")
+        self._tell("compiled", seconds=seconds)
+
+    def __call__(self, position: tuple[int, int]) -> None:
+        self.done += 1
+        self.bar.update(1)
+        info = self.plan.progress(position)
+        if self.callback is not None:
+            self.callback(info)
+        self._tell("block", **info)
