@@ -18,8 +18,8 @@ import traceback
 
 import gdyn_jax
 from gdyn_jax import extras, files
-from gdyn_jax.errors import UsageError
 from gdyn_jax.commands import progress
+from gdyn_jax.errors import UsageError
 
 HELP = "reproduce published figures (experiments) into --out DIR, with an index.md"
 EXAMPLES = """\
