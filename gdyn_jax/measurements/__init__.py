@@ -1,7 +1,9 @@
 """Measurements of a real network: the network side of the library.
 
 What a network does, measured: curvature (Hessian-vector products, Lanczos, the sharpness and
-the spectral measure; ``gdyn_jax.measurements.hessian``), kicks along Hessian eigenvectors
+the spectral measure; ``gdyn_jax.measurements.hessian``; the warm-started block eigensolver,
+``gdyn_jax.measurements.eigensolver``; batch sharpness,
+``gdyn_jax.measurements.sharpness``), kicks along Hessian eigenvectors
 (``gdyn_jax.measurements.modes``), minibatch gradient noise along a direction
 (``gdyn_jax.measurements.noise``), adversarial probes
 (``gdyn_jax.measurements.adversarial``) and statistics of training curves
@@ -21,6 +23,7 @@ from gdyn_jax.measurements.curves import (
     steps_to_target,
     tail_rate,
 )
+from gdyn_jax.measurements.eigensolver import Eigenpairs, eigenpairs, lobpcg
 from gdyn_jax.measurements.hessian import (
     METHODS,
     hvp,
@@ -36,17 +39,23 @@ from gdyn_jax.measurements.modes import (
     relative_error,
 )
 from gdyn_jax.measurements.noise import noise_ensemble, projected_gradient_noise
+from gdyn_jax.measurements.sharpness import batch_sharpness, directional_curvatures
 
 __all__ = [
     "METHODS",
     "Best",
+    "Eigenpairs",
+    "batch_sharpness",
     "best_setting",
     "curve_overshoot",
+    "directional_curvatures",
+    "eigenpairs",
     "eigen_residuals",
     "fgsm",
     "fgsm_evaluate",
     "hvp",
     "kick_responses",
+    "lobpcg",
     "minimize",
     "noise_ensemble",
     "projected_gradient_noise",

@@ -4,7 +4,9 @@ Each function here computes what :mod:`gdyn_jax.linearize` says a rule does on t
 model of a real loss, usually beside what :mod:`gdyn_jax.measurements` measured on it: kicks
 along Hessian eigenvectors and the regime of each mode's loop
 (``gdyn_jax.predictions.modes``), the noise floor along the top eigenvector
-(``gdyn_jax.predictions.noise_floor``), and the loss on the quadratic model whose curvature
+(``gdyn_jax.predictions.noise_floor``), the central flow of a rule at the edge of stability
+(``gdyn_jax.predictions.central_flow``, from the rule's limit, exit mode and effective step in
+``gdyn_jax.predictions.edge``), and the loss on the quadratic model whose curvature
 is a measured spectral measure (``gdyn_jax.predictions.spectral``).
 
 This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
@@ -12,6 +14,8 @@ This layer may import everything below it: the foundation, ``optimizers``, ``lin
 the experiments sit above it.
 """
 
+from gdyn_jax.predictions.central_flow import CentralFlow, central_flow, flow_derivatives
+from gdyn_jax.predictions.edge import EXIT_MODES, RuleEdge, rule_edge
 from gdyn_jax.predictions.modes import (
     REGIMES,
     KickTest,
@@ -23,18 +27,28 @@ from gdyn_jax.predictions.modes import (
     regimes_of,
 )
 from gdyn_jax.predictions.noise_floor import FloorTest, floor_test
+from gdyn_jax.predictions.sdcp import solve_sdcp
+from gdyn_jax.predictions.smoothness import nonsmooth_operations
 from gdyn_jax.predictions.spectral import quadratic_model_loss
 
 __all__ = [
+    "EXIT_MODES",
     "REGIMES",
+    "CentralFlow",
+    "RuleEdge",
     "FloorTest",
     "KickTest",
+    "central_flow",
     "floor_test",
+    "flow_derivatives",
     "kick_test",
     "mode_loops",
+    "nonsmooth_operations",
     "predicted_kick_response",
     "quadratic_model_loss",
     "regime",
     "regime_learning_rates",
     "regimes_of",
+    "rule_edge",
+    "solve_sdcp",
 ]

@@ -1,0 +1,93 @@
+r"""How an update rule leaves stability, read from its own code: the input of a central flow.
+
+A central flow (Cohen et al., ICLR 2025) averages a rule's oscillation at the edge of
+stability. Three numbers of the rule decide it, and :func:`rule_edge` computes all three from
+the rule's closed loop on a one-dimensional quadratic :math:`\tfrac12 h\theta^2`
+(:mod:`gdyn_jax.linearize`), never from a formula typed per method:
+
+- the limit :math:`S^*` (``linearize.max_stable_curvature``): GD :math:`2/\eta`, heavy ball
+  :math:`(2+2\beta)/\eta`, Nesterov :math:`(2+2\beta)/((1+2\beta)\eta)`;
+- the exit mode: the poles that leave the unit circle just above :math:`S^*`. A real pole
+  leaving at :math:`z=-1` is a period-2 oscillation :math:`\delta_t \propto (-1)^t`, which a
+  central flow averages (its mean over two steps is zero, its covariance :math:`\Sigma`). A
+  complex pair leaving at :math:`e^{\pm i\omega}` oscillates at another period, and a pole
+  leaving at :math:`z=+1` does not oscillate at all; neither is what the construction
+  averages, and :func:`rule_edge` refuses them with that reason;
+- the effective step: the open loop's gain at :math:`z=1`, the residue of its integrator,
+  :math:`\eta_{\text{eff}} = -\lim_{z\to1}(z-1)L(z)` (GD :math:`\eta`, heavy ball and
+  Nesterov :math:`\eta/(1-\beta)`): the step the rule takes on a slowly varying gradient, so
+  the averaged trajectory moves as :math:`\dot w = -\eta_{\text{eff}}\,\bar g`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import optax
+
+from gdyn_jax import linearize
+from gdyn_jax.errors import UsageError
+
+__all__ = ["EXIT_MODES", "RuleEdge", "rule_edge"]
+
+#: the ways a pole leaves the unit circle
+EXIT_MODES = ("period-2", "complex", "monotone")
+_PROBE = 1e-3  # poles read at S* (1 + _PROBE)
+_IMAG_TOL = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleEdge:
+    """A rule's edge of stability: ``limit`` :math:`S^*`, ``mode`` (an entry of
+    :data:`EXIT_MODES`), ``effective_step`` :math:`\\eta_{\\text{eff}}`, ``poles`` leaving the
+    unit circle at :math:`S^*(1+10^{-3})`, and ``supported`` with ``reason`` when not."""
+
+    limit: float
+    mode: str
+    effective_step: float
+    poles: tuple[complex, ...]
+    supported: bool
+    reason: str = ""
+
+
+def _effective_step(opt: optax.GradientTransformation) -> float:
+    tf = linearize.open_loop(opt)
+    quotient, remainder = np.polydiv(tf.den, np.array([1.0, -1.0]))
+    if abs(np.polyval(tf.den, 1.0)) > 1e-9 * max(1.0, float(np.max(np.abs(tf.den)))):
+        raise UsageError(
+            "optimizer: its open loop has no integrator (no pole at z = 1), so it has no "
+            "effective step; a central flow needs a rule that accumulates gradients"
+        )
+    del remainder
+    return float(-np.polyval(tf.num, 1.0) / np.polyval(quotient, 1.0))
+
+
+def rule_edge(opt: optax.GradientTransformation) -> RuleEdge:
+    """The limit, exit mode and effective step of ``opt`` (see the module docstring).
+
+    Raises:
+      UsageError: the rule is not affine in the gradient (its loop is only a local
+        linearisation: RMSProp, Adam), or it is never stable / always stable.
+    """
+    if not isinstance(opt, optax.GradientTransformation):
+        raise UsageError(f"optimizer: expected an optax GradientTransformation, got {opt!r}")
+    limit = float(linearize.max_stable_curvature(opt))
+    if not np.isfinite(limit) or limit <= 0:
+        raise UsageError(f"optimizer: no finite stability limit (max_stable_curvature={limit})")
+    system = linearize.linearize(opt, limit * (1 + _PROBE))
+    if not system.exact:
+        raise UsageError(
+            "optimizer: not an affine rule (linearize says "
+            + ", ".join(system.reason or ("inexact",))
+            + "); its central flow is not the construction here"
+        )
+    poles = np.linalg.eigvals(np.asarray(system.A, np.float64))
+    leaving = tuple(complex(p) for p in poles if abs(p) > 1.0)
+    if any(abs(p.imag) > _IMAG_TOL for p in leaving):
+        mode, reason = "complex", "a complex pair leaves the unit circle: not a period-2 exit"
+    elif leaving and all(p.real < 0 for p in leaving):
+        mode, reason = "period-2", ""
+    else:
+        mode, reason = "monotone", "a real pole leaves at z = +1: no oscillation to average"
+    return RuleEdge(limit, mode, _effective_step(opt), leaving, mode == "period-2", reason)
