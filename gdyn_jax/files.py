@@ -24,8 +24,10 @@ def output_directory(path: str | os.PathLike, argument: str = "out") -> Path:
     """``path`` as a directory (created with its parents) that this process can write in.
 
     A one-line ``ValueError`` naming ``argument`` otherwise (a file in the way, a missing
-    permission), before any work is done.
+    permission, an empty name, which would mean the working directory), before any work is done.
     """
+    if not os.fspath(path).strip():
+        raise ValueError(f"{argument}: expected a folder to write into, got {os.fspath(path)!r}")
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{argument}: {path} exists and is not a directory")

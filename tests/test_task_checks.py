@@ -348,3 +348,12 @@ def test_reproduce_refuses_an_empty_out(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err == "gdyn reproduce: error: out: expected a folder to write into, got ''\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_refuses_an_empty_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["sweep", "--model", "logistic", "--grid", "learning_rate=0.1", "--steps", "100"]
+    assert main([*args, "--out", ""]) == 2
+    err = capsys.readouterr().err
+    assert err == "gdyn sweep: error: out: expected a folder to write into, got ''\n"
+    assert list(tmp_path.iterdir()) == []

@@ -19,7 +19,6 @@ import traceback
 import gdyn_jax
 from gdyn_jax import extras, files
 from gdyn_jax.commands import progress
-from gdyn_jax.errors import UsageError
 
 HELP = "reproduce published figures (experiments) into --out DIR, with an index.md"
 EXAMPLES = """\
@@ -149,8 +148,6 @@ def _run_one(name: str, out: pathlib.Path, mode: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     mode = _mode(args)
-    if not args.out.strip():  # Path('') is the working directory: never write there unasked
-        raise UsageError(f"out: expected a folder to write into, got {args.out!r}")
     names = _selected(args.name)
     out = files.output_directory(args.out, "out")
     previous = _previous_rows(out)
