@@ -17,7 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["output_directory", "save_figure", "write_atomic", "write_bytes", "write_text"]
+__all__ = [
+    "folder_path",
+    "output_directory",
+    "save_figure",
+    "write_atomic",
+    "write_bytes",
+    "write_text",
+]
+
+
+def folder_path(path: str | os.PathLike, argument: str = "out") -> Path:
+    """``path`` as a ``Path``; an empty name (``Path('')`` is the working directory) refused."""
+    if not os.fspath(path).strip():
+        raise ValueError(f"{argument}: expected a folder to write into, got {os.fspath(path)!r}")
+    return Path(path)
 
 
 def output_directory(path: str | os.PathLike, argument: str = "out") -> Path:
@@ -26,9 +40,7 @@ def output_directory(path: str | os.PathLike, argument: str = "out") -> Path:
     A one-line ``ValueError`` naming ``argument`` otherwise (a file in the way, a missing
     permission, an empty name, which would mean the working directory), before any work is done.
     """
-    if not os.fspath(path).strip():
-        raise ValueError(f"{argument}: expected a folder to write into, got {os.fspath(path)!r}")
-    directory = Path(path)
+    directory = folder_path(path, argument)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{argument}: {path} exists and is not a directory")
     try:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gdyn_jax import extras
+from gdyn_jax import extras, files
 from gdyn_jax._deprecated import forwarder
 from gdyn_jax.sweep import hosts
 from gdyn_jax.sweep.assembly import assemble
@@ -108,7 +108,9 @@ def run_sweep(
     program = assemble(config, grid, seeds)
     _check_options(chunk_size, out, resume, overwrite)
     plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every)
-    output = hosts.Output(None if out is None else Path(out), plan.identity, plan.layout)
+    output = hosts.Output(
+        None if out is None else files.folder_path(out), plan.identity, plan.layout
+    )
     try:
         output.claim(resume, overwrite)  # before anything is loaded or compiled
         if output.action == "finished":
