@@ -1,7 +1,8 @@
 """Shared pytest fixtures.
 
 - ``data_dir`` (session, autouse): a session temp dir set as ``$GDYN_DATA_DIR`` (and
-  ``$TFDS_DATA_DIR``), so no test reads or writes ``~/tensorflow_datasets``.
+  ``$TFDS_DATA_DIR``), so no test reads or writes ``~/tensorflow_datasets``; and a session temp
+  dir as ``$GDYN_COMPILATION_CACHE``, so the CLI's compilation cache stays out of ``~/.cache``.
 - ``mnist1d_data_dir`` (session): the same dir with MNIST-1D prepared in it (once per session,
   about 2 s); ``gdyn_jax.data.load('mnist1d', split)`` then reads it without a data_dir.
 """
@@ -26,6 +27,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     patch = pytest.MonkeyPatch()
     patch.setenv("GDYN_DATA_DIR", str(path))
     patch.setenv("TFDS_DATA_DIR", str(path))
+    if "GDYN_COMPILATION_CACHE" not in os.environ:  # a test that sets its own keeps it
+        patch.setenv("GDYN_COMPILATION_CACHE", str(tmp_path_factory.mktemp("jax_cache")))
     yield path
     patch.undo()
 
