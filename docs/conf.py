@@ -29,12 +29,6 @@ import sys
 DOCS = pathlib.Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path[:0] = [str(ROOT), str(DOCS / "_ext")]
-# Every page that executes code (notebooks, concept and guide pages) runs in the quick mode the
-# notebooks name as their default; only the test suite runs them in tiny mode.
-os.environ["GDYN_NOTEBOOK_MODE"] = "quick"
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-)
 
 from gdyn_docs import api, notebooks, results  # noqa: E402  (after the path above)
 
@@ -194,4 +188,17 @@ def generate(app) -> None:
 
 
 def setup(app) -> None:
+    # The kernels that execute pages inherit this environment: every page that runs code
+    # (notebooks, landing, concept and guide pages) runs in the quick mode the notebooks name as
+    # their default (only the test suite runs them in tiny mode), with this checkout importable.
+    os.environ["GDYN_NOTEBOOK_MODE"] = "quick"
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    # One persistent XLA compilation cache for all the build's kernels, beside its doctrees:
+    # the pages compile the same programs (linearize, the guide's sweeps), and a program read
+    # from the cache is the one compiled, so the numbers are the same.
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(pathlib.Path(app.doctreedir) / "jax_cache")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     app.connect("builder-inited", generate)

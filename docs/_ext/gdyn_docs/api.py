@@ -91,6 +91,9 @@ def summary(text: str | None) -> str:
     reference relative to its class becomes a literal."""
     lines = inspect.cleandoc(text or "").splitlines()
     first = extract_summary(lines, _SETTINGS) if lines else ""
+    if first.endswith(" ."):  # cut inside "0 .. n": the whole first paragraph instead
+        paragraph = "\n".join(lines).strip().split("\n\n")[0]
+        first = " ".join(line.strip() for line in paragraph.splitlines())
     return _RELATIVE_ROLE.sub(r"``\1\2``", first)
 
 

@@ -109,7 +109,8 @@ def agreement(name: str) -> str:
 
 def page(name: str, table: dict[str, dict[str, str]]) -> str:
     module = experiments.get(name)
-    lines = [f"# {module.TITLE}", "", f"Experiment `{name}`; source: {module.SOURCE}.", ""]
+    lines = ["---", "hide-toc: true", "---", "", f"# {module.TITLE}", ""]
+    lines += [f"Experiment `{name}`; source: {module.SOURCE}.", ""]
     lines += [f"Run it with `gdyn reproduce {name} [--tiny | --quick | --full] --out DIR`.", ""]
     lines += ["```{eval-rst}", f".. automodule:: experiments.{name}", "```", ""]
     lines += ["## Settings", "", *settings_table(name), ""]
