@@ -34,7 +34,8 @@ def stored_run(path: Path):
     book = nbformat.read(stored, as_version=4)
     record = book.metadata.get("gdyn_jax", {})
     current = cells_digest(nbformat.read(path, as_version=4))
-    if record.get("mode") != "quick" or record.get("cells_sha256") != current:
+    ran = record.get("cells_sha256")
+    if record.get("mode") != "quick" or ran != current or cells_digest(book) != current:
         raise RuntimeError(
             f"{path.name}: the stored run is not of its current cells in quick mode; "
             f"run `{STORE_COMMAND} {path.stem}`"
