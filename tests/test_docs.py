@@ -14,11 +14,14 @@ is not in it.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import html.parser
 import importlib
+import json
 import os
 import pathlib
+import pkgutil
 import re
 import subprocess
 import sys
@@ -26,8 +29,19 @@ import urllib.parse
 
 import pytest
 
+import experiments
+import gdyn_jax
+from experiments._harness import jsonable
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+_PATH = list(sys.path)
+sys.path[:0] = [str(DOCS), str(DOCS / "_ext")]
+try:
+    import conf  # docs/conf.py: importing it generates nothing, that waits for a build
+    from gdyn_docs import results as result_pages
+finally:
+    sys.path[:] = _PATH
 
 
 class _Links(html.parser.HTMLParser):
@@ -105,12 +119,8 @@ def test_every_internal_link_resolves(site: pathlib.Path):
 
 
 def _conf():
-    """``docs/conf.py`` as a module (importing it generates nothing: that waits for a build)."""
-    sys.path.insert(0, str(DOCS))
-    try:
-        return importlib.import_module("conf")
-    finally:
-        sys.path.remove(str(DOCS))
+    """``docs/conf.py`` as a module."""
+    return conf
 
 
 def _grouped(conf) -> list[str]:
@@ -139,10 +149,6 @@ def test_api_reference_lists_every_public_name(site: pathlib.Path):
 
 def test_every_module_of_the_package_is_in_the_api_reference():
     """A new top-level module or package of ``gdyn_jax`` cannot be left out."""
-    import pkgutil
-
-    import gdyn_jax
-
     conf = _conf()
     listed = set(conf.PUBLIC_MODULES + conf.INTERNAL_MODULES + conf.COMMAND_LINE_MODULES) | set(
         conf.DEPRECATED_MODULES
@@ -216,12 +222,6 @@ def test_every_code_block_of_the_docs_runs():
 def test_every_experiment_page_shows_a_stored_run_of_its_current_quick_settings():
     """The result pages show stored quick runs: one per experiment, of today's settings (a
     changed experiment is stored again with ``docs/store_results.py``)."""
-    import dataclasses
-    import json
-
-    import experiments
-    from experiments._harness import jsonable
-
     stale = []
     for name in experiments.names():
         folder = DOCS / "results" / "stored" / name
@@ -399,11 +399,7 @@ def test_parameters_are_documented_once(site: pathlib.Path):
 
 
 def test_every_disagreeing_row_gives_its_reason():
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        from gdyn_docs import results
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    results = result_pages
     table = results.reasons()
     problems, used = [], set()
     for folder in sorted((DOCS / "results" / "stored").iterdir()):

@@ -18,12 +18,13 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+_PATH = list(sys.path)
 sys.path[:0] = [str(ROOT / "docs"), str(ROOT / "docs" / "_ext")]
 try:
-    import conf
+    import conf  # docs/conf.py
     from gdyn_docs import notebooks as published
 finally:
-    del sys.path[:2]
+    sys.path[:] = _PATH
 
 STORED = [ROOT / "notebooks" / f"{name}.ipynb" for name in conf.STORED_NOTEBOOKS]
 
