@@ -3,13 +3,17 @@
 Build (offline, warnings are errors), from the repository root:
 ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
 
-When a build starts (Sphinx's ``builder-inited`` event) this file writes generated folders,
-all ignored by git:
+This file holds the settings and the lists a developer edits (the API reference's modules and
+groups, the notebooks published from a stored run); the local extension ``docs/_ext/gdyn_docs``
+does the work. When a build starts (Sphinx's ``builder-inited`` event) it writes generated
+folders, all ignored by git:
 
-- ``api/_generated/``: one page per public module, listing every name of its ``__all__``
-  (so the API reference can never miss a public function);
-- ``notebooks/``: copies of the repository's ``notebooks/*.ipynb``, which myst-nb executes in
-  their tiny mode (``GDYN_NOTEBOOK_MODE=tiny``) while building;
+- ``api/_generated/``: one page per module, with a summary table and every name of its
+  ``__all__`` (so the API reference can never miss a public function), and ``api/index.md``,
+  the modules grouped by task;
+- ``notebooks/``: the repository's ``notebooks/*.ipynb`` as published: executed at build time
+  in their quick mode, or, for those in ``STORED_NOTEBOOKS`` (too slow to run in every build),
+  the quick run stored in ``stored_notebooks/`` by ``python docs/store_notebooks.py``;
 - ``results/_generated/``: one page per experiment (found by ``experiments.names()``): its
   docstring, its settings in each mode, and the report and figures of its last stored quick
   run (``results/stored/NAME/``, written by ``python docs/store_results.py RUN_DIR``), and
@@ -18,21 +22,15 @@ all ignored by git:
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import pathlib
-import re
-import shutil
 import sys
 
 DOCS = pathlib.Path(__file__).resolve().parent
 ROOT = DOCS.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("GDYN_NOTEBOOK_MODE", "tiny")
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-)
+sys.path[:0] = [str(ROOT), str(DOCS / "_ext")]
+
+from gdyn_docs import api, notebooks, results  # noqa: E402  (after the path above)
 
 project = "gdyn_jax"
 author = "the gdyn_jax developers"
@@ -43,13 +41,24 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 served from the built site, never from a CDN
+    "gdyn_docs",
 ]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "jupyter_execute", "results/stored"]
+exclude_patterns = [
+    "_build",
+    "**.ipynb_checkpoints",
+    "jupyter_execute",
+    "results/stored",
+    "stored_notebooks",
+    "_ext",
+]
 html_theme = "furo"
 html_title = "gdyn_jax"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["gdyn.css"]
+html_theme_options = {"navigation_with_keys": True}
 
 # Notebooks and MyST code cells run at build time: a broken example fails the build.
 nb_execution_mode = "force"
@@ -58,10 +67,14 @@ nb_execution_timeout = 300
 nb_execution_show_tb = True
 nb_merge_streams = True
 
-# API reference from the docstrings (Google style, maths in :math: roles).
+# API reference from the docstrings (Google style, maths in :math: roles). Types go into the
+# description of the parameters a docstring documents; a dataclass's fields are documented once,
+# as its attributes, never again as an untyped parameter list.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
 autodoc_typehints_format = "short"
+python_use_unqualified_type_names = True
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
@@ -79,7 +92,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(importlib|functools|inspect|dataclasses|contextlib|os)(\..*)?"),
 ]
 
-#: Public modules of the API reference, in the order of the reference's table of contents.
+#: Public modules of the API reference.
 PUBLIC_MODULES = (
     "gdyn_jax.optimizers",
     "gdyn_jax.linearize",
@@ -94,6 +107,41 @@ PUBLIC_MODULES = (
     "gdyn_jax.errors",
     "gdyn_jax.extras",
     "gdyn_jax.imports",
+)
+
+#: The API reference's index, by task: (title, what its modules are for, modules in order). A
+#: module joins a group by one line here; each of PUBLIC_MODULES is in exactly one group.
+API_GROUPS = (
+    (
+        "Analyse a rule",
+        "The update rules, and their exact analysis as a closed loop on quadratics.",
+        ("gdyn_jax.optimizers", "gdyn_jax.linearize"),
+    ),
+    (
+        "Predict",
+        "A rule's analysis joined to a network's measurements.",
+        ("gdyn_jax.modes", "gdyn_jax.noise_floor"),
+    ),
+    (
+        "Measure",
+        "A real network: curvature, sharpness, adversarial probes, training-curve statistics.",
+        ("gdyn_jax.measurements", "gdyn_jax.adversarial", "gdyn_jax.analysis"),
+    ),
+    (
+        "Sweep and plot",
+        "Many networks trained at once over a hyperparameter grid, and their figures.",
+        ("gdyn_jax.sweep", "gdyn_jax.plotting"),
+    ),
+    (
+        "Data and models",
+        "Datasets prepared offline, and the Flax models the sweeps train.",
+        ("gdyn_jax.data", "gdyn_jax.models"),
+    ),
+    (
+        "Utilities",
+        "Files written atomically, the package's errors, optional extras, import paths.",
+        ("gdyn_jax.files", "gdyn_jax.errors", "gdyn_jax.extras", "gdyn_jax.imports"),
+    ),
 )
 
 #: Old import paths of moved modules (a DeprecationWarning, gone in the next release).
@@ -137,116 +185,35 @@ INTERNAL_MODULES = (
     "gdyn_jax.sweep.checkpoint",
 )
 
-
-def public_names(module) -> list[str]:
-    """``__all__``, or the module's own public functions and classes where it has none."""
-    if hasattr(module, "__all__"):
-        return list(module.__all__)
-    return [
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_")
-        and (inspect.isfunction(value) or inspect.isclass(value))
-        and value.__module__ == module.__name__
-    ]
-
-
-def _directive(module, name: str) -> str:
-    value = getattr(module, name)
-    if inspect.isclass(value):
-        return f".. autoclass:: {module.__name__}.{name}\n   :members:\n"
-    if callable(value):
-        return f".. autofunction:: {module.__name__}.{name}\n"
-    return f".. autodata:: {module.__name__}.{name}\n   :annotation:\n"
+#: Notebooks published from a stored quick run (``docs/store_notebooks.py``) rather than
+#: executed in every build: their quick mode trains networks for minutes. The others execute.
+STORED_NOTEBOOKS = ("02_sweep_and_plots", "03_edge_of_stability")
 
 
 def documented_names(name: str) -> list[str]:
     """The names a module's page documents: all its public names."""
-    return public_names(importlib.import_module(name))
-
-
-def write_api_pages() -> None:
-    """One reStructuredText page per public or internal module under ``api/_generated``."""
-    out = DOCS / "api" / "_generated"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    for name in PUBLIC_MODULES + INTERNAL_MODULES:
-        module = importlib.import_module(name)
-        title = f"``{name}``"
-        body = [title, "=" * len(title), "", f".. automodule:: {name}", "", ""]
-        body += [_directive(module, member) for member in documented_names(name)]
-        (out / f"{name}.rst").write_text("\n".join(body))
-
-
-def copy_notebooks() -> None:
-    """The repository's notebooks into ``docs/notebooks`` (executed by myst-nb)."""
-    out = DOCS / "notebooks"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        shutil.copy2(path, out / path.name)
-
-
-def _settings_table(module) -> list[str]:
-    import dataclasses
-
-    modes = ("tiny", "quick", "full")
-    values = {m: dataclasses.asdict(getattr(module.Settings, m)()) for m in modes}
-    rows = ["| setting | tiny | quick | full |", "|---|---|---|---|"]
-    for field in values["quick"]:
-        cells = " | ".join(f"`{values[m][field]!r}`" for m in modes)
-        rows.append(f"| `{field}` | {cells} |")
-    return rows
-
-
-def _stored_report(name: str) -> list[str]:
-    """The stored quick-mode report without its title and source, figures linked in place."""
-    folder = DOCS / "results" / "stored" / name
-    lines = (folder / "report.md").read_text(encoding="utf-8").splitlines()
-    lines = [line for line in lines[1:] if not line.startswith("Source: ")]
-    image = re.compile(r"!\[([^\]]*)\]\(([^)/]+)\)")
-    return [image.sub(rf"![\1](../stored/{name}/\2)", line) for line in lines]
-
-
-def write_result_pages() -> None:
-    """One page per experiment under ``results/_generated`` and the table of them all."""
-    import experiments
-
-    out = DOCS / "results" / "_generated"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    table = ["| experiment | reproduces | source |", "|---|---|---|"]
-    for name in experiments.names():
-        module = experiments.get(name)
-        table.append(f"| [`{name}`](_generated/{name}.md) | {module.TITLE} | {module.SOURCE} |")
-        page = [f"# `{name}`: {module.TITLE}", "", f"Source: {module.SOURCE}.", ""]
-        page += [f"Run it with `gdyn reproduce {name} [--tiny | --quick | --full] --out DIR`.", ""]
-        page += ["```{eval-rst}", f".. automodule:: experiments.{name}", "```", ""]
-        page += ["## Settings", "", *_settings_table(module), ""]
-        page += ["## Results (quick mode, stored)", "", *_stored_report(name), ""]
-        (out / f"{name}.md").write_text("\n".join(page), encoding="utf-8")
-    toctree = ["```{toctree}", ":hidden:", "", *(f"_generated/{n}" for n in experiments.names())]
-    index = [RESULTS_INTRO, *table, "", *toctree, "```", ""]
-    (DOCS / "results" / "index.md").write_text("\n".join(index), encoding="utf-8")
-
-
-RESULTS_INTRO = """# Reproduced results
-
-Each experiment is a module of `experiments/`, run by `gdyn reproduce NAME [--quick] --out DIR`
-(see [Reproducing the papers](../guide/reproduce.md)); `gdyn reproduce all --quick` runs them
-all. Each page below gives the experiment's claims and method (its docstring), its settings in
-the three modes, and the report of a quick run stored with the documentation: every comparison
-with a published or predicted number is scored by code against a declared tolerance, and the
-figures are those the run drew. Full citations are on the [references](../references.md) page.
-"""
+    return api.documented_names(name)
 
 
 def generate(app) -> None:
     """Write the generated folders before Sphinx reads the sources."""
-    write_api_pages()
-    copy_notebooks()
-    write_result_pages()
+    api.write(DOCS / "api", API_GROUPS, INTERNAL_MODULES, DEPRECATED_MODULES)
+    notebooks.publish(ROOT / "notebooks", DOCS / "notebooks", STORED_NOTEBOOKS)
+    results.write(DOCS / "results")
 
 
 def setup(app) -> None:
+    # The kernels that execute pages inherit this environment: every page that runs code
+    # (notebooks, landing, concept and guide pages) runs in the quick mode the notebooks name as
+    # their default (only the test suite runs them in tiny mode), with this checkout importable.
+    os.environ["GDYN_NOTEBOOK_MODE"] = "quick"
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    # One persistent XLA compilation cache for all the build's kernels, beside its doctrees:
+    # the pages compile the same programs (linearize, the guide's sweeps), and a program read
+    # from the cache is the one compiled, so the numbers are the same.
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(pathlib.Path(app.doctreedir) / "jax_cache")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     app.connect("builder-inited", generate)
