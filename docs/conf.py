@@ -115,17 +115,17 @@ API_GROUPS = (
     (
         "Analyse a rule",
         "The update rules, and their exact analysis as a closed loop on quadratics.",
-        ("gdyn_jax.optimizers", "gdyn_jax.linearize"),
+        ("gdyn_jax.optimizers", "gdyn_jax.linearize", "gdyn_jax.state_structure"),
     ),
     (
         "Predict",
         "A rule's analysis joined to a network's measurements.",
-        ("gdyn_jax.modes", "gdyn_jax.noise_floor"),
+        ("gdyn_jax.predictions",),
     ),
     (
         "Measure",
-        "A real network: curvature, sharpness, adversarial probes, training-curve statistics.",
-        ("gdyn_jax.measurements", "gdyn_jax.adversarial", "gdyn_jax.analysis"),
+        "A real network: curvature, sharpness, modes, gradient noise, adversarial probes, curves.",
+        ("gdyn_jax.measurements",),
     ),
     (
         "Sweep and plot",
