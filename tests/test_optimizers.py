@@ -472,7 +472,9 @@ def test_traced_hyperparameters_under_vmap_and_jit():
     out = jax.jit(jax.vmap(step))(lrs, betas, kis)
     expected = -(lrs * (1 + kis))[:, None] * PARAMS0["b"][None]  # I_1 = g, D_1 = (1-beta) g - 0
     np.testing.assert_allclose(out, expected, rtol=1e-6)
-    with pytest.raises(ValueError, match=r"^ki: expected a real number .*traced value of dtype bool"):
+    with pytest.raises(
+        ValueError, match=r"^ki: expected a real number .*traced value of dtype bool"
+    ):
         jax.jit(step)(0.1, 0.5, jnp.asarray(True))
 
 

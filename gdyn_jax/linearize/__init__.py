@@ -46,6 +46,7 @@ analysis behind it, is :mod:`gdyn_jax.state_structure`'s.
 
 from gdyn_jax.linearize.grid import linearize_grid
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
+from gdyn_jax.linearize.outcome import Decision, Outcome, UndecidedError
 from gdyn_jax.linearize.response import (
     STEP_INFO_KEYS,
     damping,
@@ -92,12 +93,15 @@ from gdyn_jax.linearize.tuning import optimal_hyperparameters
 
 __all__ = [
     "IQCS",
+    "Decision",
     "LinearSystem",
+    "Outcome",
     "RobustRate",
     "RobustRateGrid",
     "STEP_INFO_KEYS",
     "TimeVaryingSystem",
     "TransferFunction",
+    "UndecidedError",
     "convergence_rate",
     "damping",
     "default_steps",

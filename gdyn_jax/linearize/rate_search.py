@@ -15,13 +15,19 @@ import numpy as np
 
 from gdyn_jax.linearize.iqc import iqc_system, quadratic_rate
 from gdyn_jax.linearize.lmi import Coordinates, sdp, verified_rate2
+from gdyn_jax.linearize.outcome import Outcome
 
-__all__ = ["LMI_RTOL", "RobustRate", "Search", "search_rate"]
+__all__ = ["LMI_RTOL", "MARGIN_TOL", "RobustRate", "Search", "certify", "search_rate"]
 
 #: The numpy check of a certificate accepts it when the LMI's largest eigenvalue is at most
 #: ``LMI_RTOL`` times the scale of its terms
 #: (:meth:`~gdyn_jax.linearize.RobustRate.lmi_residual`).
 LMI_RTOL = 1e-9
+#: A negative largest margin proves that no certificate exists only beyond this: the SDP's
+#: data are of unit scale in the solver's coordinates, where Clarabel stops at 1e-8.
+MARGIN_TOL = 1e-6
+#: A rate on quadratics this close above 1 may be a double pole's rounding (~sqrt(eps)).
+QUADRATIC_ROUNDING = 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,17 @@ class RobustRate:
       mu, L: the class.
       A, B, C: the rule's open loop (one coordinate), from ``jax.jacfwd``.
       solves: the number of SDPs solved.
+      outcome: :class:`~gdyn_jax.linearize.Outcome` of the claim "a rate < 1 is certified":
+        ``PROVEN`` (``rate`` is set), ``DISPROVEN`` (no certificate exists with this IQC: the
+        LMI is infeasible at :math:`\rho = 1` by more than ``MARGIN_TOL``, or the rule
+        diverges on a quadratic of the class) or ``UNDECIDED`` (the solver failed or its
+        certificates do not verify in float64; ``reason`` says which, at which
+        :math:`\kappa`). ``rate`` is None unless PROVEN.
+      reason: one line: what proves the outcome, or what could not be decided.
+      normalised: True where the answer comes from the problem normalised by :math:`L`
+        (gradients in units of :math:`L`, the class :math:`S(1/\kappa, 1)`), tried when the
+        rule's own coordinates give no certificate; ``P`` and ``multipliers`` are then mapped
+        back to the rule's coordinates.
     """
 
     rate: float | None
@@ -60,6 +77,9 @@ class RobustRate:
     B: np.ndarray
     C: np.ndarray
     solves: int = 0
+    outcome: Outcome = Outcome.UNDECIDED
+    reason: str = ""
+    normalised: bool = False
 
     @property
     def rho_bar(self) -> float | None:
@@ -85,17 +105,39 @@ class RobustRate:
         return 0.5 * (G + G.T)
 
     def lmi_residual(self) -> float:
-        """Largest eigenvalue of :meth:`lmi` over the scale of its terms (<= LMI_RTOL: valid)."""
-        AB, forms = self.augmented()
-        terms = [AB.T @ self.P @ AB, self.rate**2 * self.P]
-        terms += [self.multipliers[k] * forms[k] for k in forms]
+        """Largest eigenvalue of :meth:`lmi` over the scale of its terms (<= LMI_RTOL: valid);
+        for a ``normalised`` result, of the congruent LMI in the coordinates it was checked in."""
+        P, multipliers = self.P, self.multipliers
+        A, B, C, mu, L = self.A, self.B, self.C, self.mu, self.L
+        if self.normalised:
+            P, multipliers = _scaled(P, multipliers, self.L, self.iqc, inverse=False)
+            A, B, C, mu, L = A, self.L * B, C, self.mu / self.L, 1.0
+        AB, forms = iqc_system(A, B, C, mu, L, self.iqc)
+        n = P.shape[0]
+        G = AB.T @ P @ AB + sum(multipliers[k] * forms[k] for k in forms)
+        G[:n, :n] -= self.rate**2 * P
+        terms = [AB.T @ P @ AB, self.rate**2 * P]
+        terms += [multipliers[k] * forms[k] for k in forms]
         scale = max(float(np.max(np.abs(t))) for t in terms)
-        return float(np.linalg.eigvalsh(self.lmi())[-1]) / max(scale, 1e-300)
+        return float(np.linalg.eigvalsh(0.5 * (G + G.T))[-1]) / max(scale, 1e-300)
 
 
-def _no_certificate(why: str, lo: float, quad: float, mu, L, iqc, system, solves=0):
+def _scaled(P, multipliers, L: float, iqc: str, *, inverse: bool):
+    r"""The certificate in the rule's coordinates from the normalised ones (``inverse``), or
+    back: the filter state scales as :math:`\zeta = L\zeta'` and the forms as :math:`L^2`."""
+    d = np.ones(P.shape[0])
+    if iqc == "off_by_one":
+        d[-1] = L
+    d = 1.0 / d if inverse else d
+    factor = L**-2 if inverse else L**2
+    return d[:, None] * P * d[None, :], {k: v * factor for k, v in multipliers.items()}
+
+
+def _no_certificate(outcome, why, lo, quad, mu, L, iqc, system, solves=0, reason=""):
     A, B, C = system
-    return RobustRate(None, None, None, iqc, (lo, 1.0), why, quad, mu, L, A, B, C, solves)
+    return RobustRate(
+        None, None, None, iqc, (lo, 1.0), why, quad, mu, L, A, B, C, solves, outcome, reason
+    )
 
 
 class Search:
@@ -117,6 +159,7 @@ class Search:
         self.coords = Coordinates(self.AB, C, L)
         self.floor = floor
         self.failed: list[float] = []
+        self.failures: dict[float, tuple[str, str]] = {}  # rho -> (kind, detail)
         self.best = None  # (rate, P in the rule's coordinates, multipliers, status)
         self.solves = 0
         self.status = ""
@@ -151,6 +194,7 @@ class Search:
                 self._keep("below", rho, t)
             why = f"margin {t:.3g}" if t is not None and t <= 0 else "not verified"
             self.status = self.status or f"{status}, {why}"
+            self.failures[rho] = _failure(status, t)
             return False
         self._keep("above", rho, t)
         if self.upper is None or rate < self.upper:
@@ -193,18 +237,41 @@ class Search:
         return float(np.clip(guess, lo + inset, hi - inset))
 
 
-def search_rate(system, mu, L, iqc, tol, warm: Search | None = None):
+def _failure(status: str, t: float | None) -> tuple[str, str]:
+    """What a failed probe says: ``('infeasible', ...)`` proves there is no certificate at that
+    rho; ``('unverified', ...)`` and ``('inaccurate', ...)`` decide nothing."""
+    if t is not None and t > 0:
+        detail = f"the solver's certificate (status {status}) does not verify in float64"
+        return "unverified", detail
+    if status == "optimal" and t is not None and t < -MARGIN_TOL:
+        return "infeasible", f"the LMI is infeasible (largest margin {t:.3g}, status {status})"
+    if status != "optimal" or t is None:
+        margin = "no answer" if t is None else f"margin {t:.3g}"
+        return "inaccurate", f"the solver stopped short of an answer (status {status}, {margin})"
+    return "inaccurate", f"the margin {t:.3g} is within the solver's accuracy ({MARGIN_TOL:g})"
+
+
+def _kappa(mu: float, L: float) -> str:
+    return f"kappa = {L / mu:.4g}"
+
+
+def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None):
     """The smallest certified rho between the quadratic rate and 1, and the search.
 
     ``warm``, a neighbouring point's search, lends its coordinates and its last certificate
     (checked in numpy on this point's matrices: an upper bound without an SDP) and its rate
-    as the guess around which the first probes go.
+    as the guess around which the first probes go. ``quad``: the rate on quadratics, if known.
     """
     A, B, C = system
-    quad = quadratic_rate(A, B, C, mu, L)
+    quad = quadratic_rate(A, B, C, mu, L) if quad is None else quad
     if not quad < 1.0:
         why = "diverges on a quadratic in [mu, L]"
-        return _no_certificate(why, quad, quad, mu, L, iqc, system), None
+        if quad > 1.0 + QUADRATIC_ROUNDING:
+            outcome, reason = Outcome.DISPROVEN, f"{why} (its rate there is {quad:.6g})"
+        else:
+            outcome = Outcome.UNDECIDED
+            reason = f"the rate on quadratics, {quad!r}, is within rounding of 1"
+        return _no_certificate(outcome, why, quad, quad, mu, L, iqc, system, 0, reason), None
     search = Search(system, mu, L, iqc, quad)
     guess = None if warm is None or warm.best is None else warm.best[0]
     if guess is not None:
@@ -219,7 +286,13 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None):
         search.attempt(1.0)
     if search.upper is None:
         why = f"no certificate at rho = 1 ({search.status})"
-        return _no_certificate(why, search.lower, quad, mu, L, iqc, system, search.solves), search
+        kind, detail = search.failures.get(1.0, ("inaccurate", "no probe at rho = 1"))
+        outcome = Outcome.DISPROVEN if kind == "infeasible" else Outcome.UNDECIDED
+        reason = f"no certificate with the {iqc} IQC at rho = 1: {detail} ({_kappa(mu, L)})"
+        result = _no_certificate(
+            outcome, why, search.lower, quad, mu, L, iqc, system, search.solves, reason
+        )
+        return result, search
     first = quad if guess is None else max(min(guess, search.upper) - step, quad)
     if first < search.upper:
         search.attempt(first)
@@ -232,8 +305,68 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None):
     rate, P, multipliers, status = search.best
     if not rate < 1.0:
         why = "bounded only (rho = 1)"
-        return _no_certificate(why, search.lower, quad, mu, L, iqc, system, search.solves), search
+        reason = (
+            f"a certificate at rho = 1 (bounded, not convergent), none found below: the best "
+            f"certified rate lies in ({search.lower:.10g}, 1] ({_kappa(mu, L)})"
+        )
+        result = _no_certificate(
+            Outcome.UNDECIDED, why, search.lower, quad, mu, L, iqc, system, search.solves, reason
+        )
+        return result, search
+    reason = f"certificate verified in float64 at rho = {rate:.10g}; " + _below(search, quad)
     result = RobustRate(
-        rate, P, multipliers, iqc, (search.lower, rate), status, quad, mu, L, A, B, C, search.solves
+        rate,
+        P,
+        multipliers,
+        iqc,
+        (search.lower, rate),
+        status,
+        quad,
+        mu,
+        L,
+        A,
+        B,
+        C,
+        search.solves,
+        Outcome.PROVEN,
+        reason,
     )
     return result, search
+
+
+def _below(search: Search, quad: float) -> str:
+    """What holds at the bracket's lower end (how tight the certified rate is)."""
+    lower = search.lower
+    if lower == quad:
+        return "the bracket's lower end is the rate on quadratics (no rate below it holds)"
+    kind, detail = search.failures.get(lower, ("inaccurate", "not probed"))
+    if kind == "infeasible":
+        return f"none exists at rho = {lower:.10g} ({detail})"
+    return f"at rho = {lower:.10g} {detail}"
+
+
+def certify(system, mu, L, iqc, tol, warm: Search | None = None):
+    """:func:`search_rate` in the rule's coordinates and, where it proves no rate there, again
+    on the problem normalised by L (gradients in units of L, the class S(1/kappa, 1)), whose
+    SDP stays of unit scale at any kappa; the normalised answer then stands, its certificate
+    mapped back to the rule's coordinates. Returns ``(result, search in the rule's own)``."""
+    result, search = search_rate(system, mu, L, iqc, tol, warm)
+    if result.outcome is Outcome.PROVEN or search is None or L == 1.0:
+        return result, search
+    A, B, C = system
+    scaled, _ = search_rate((A, L * B, C), mu / L, 1.0, iqc, tol, quad=result.quadratic_rate)
+    P, multipliers = scaled.P, scaled.multipliers
+    if P is not None:
+        P, multipliers = _scaled(P, multipliers, L, iqc, inverse=True)
+    normalised = dataclasses.replace(
+        scaled,
+        P=P,
+        multipliers=multipliers,
+        mu=mu,
+        L=L,
+        B=B,
+        solves=result.solves + scaled.solves,
+        reason=f"{scaled.reason} (normalised by L)",
+        normalised=True,
+    )
+    return normalised, search
