@@ -45,6 +45,7 @@ analysis behind it, is :mod:`gdyn_jax.state_structure`'s.
 """
 
 from gdyn_jax.linearize.grid import linearize_grid
+from gdyn_jax.linearize.limit import StabilityLimit, max_stable_curvature, stability_limit
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
 from gdyn_jax.linearize.outcome import Decision, Outcome, UndecidedError
 from gdyn_jax.linearize.response import (
@@ -67,14 +68,15 @@ from gdyn_jax.linearize.robust import (
 )
 from gdyn_jax.linearize.stability import (
     convergence_rate,
+    decide_stable,
     is_stable,
-    max_stable_curvature,
     root_locus,
     spectral_radius,
     stability_region,
 )
 from gdyn_jax.linearize.system import (
     LinearSystem,
+    LoopOverflowError,
     dynamic_mask,
     hessian_modes,
     linearize,
@@ -95,15 +97,18 @@ __all__ = [
     "IQCS",
     "Decision",
     "LinearSystem",
+    "LoopOverflowError",
     "Outcome",
     "RobustRate",
     "RobustRateGrid",
     "STEP_INFO_KEYS",
+    "StabilityLimit",
     "TimeVaryingSystem",
     "TransferFunction",
     "UndecidedError",
     "convergence_rate",
     "damping",
+    "decide_stable",
     "default_steps",
     "dynamic_mask",
     "frequency_response",
@@ -123,6 +128,7 @@ __all__ = [
     "root_locus",
     "second_order",
     "spectral_radius",
+    "stability_limit",
     "stability_region",
     "state_space",
     "stationary_covariance",

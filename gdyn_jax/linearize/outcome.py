@@ -23,7 +23,7 @@ Each analysis documents what its claim is:
 - :func:`~gdyn_jax.linearize.stability_limit`: *the loop has a first stable interval of
   curvatures, ending at* ``value``. PROVEN: the edge, bracketed to ``rtol``; DISPROVEN: no
   curvature is stable (``value = 0``).
-- :func:`~gdyn_jax.linearize.stability`: *the loop is stable*, :math:`\rho < 1`. DISPROVEN:
+- :func:`~gdyn_jax.linearize.decide_stable`: *the loop is stable*, :math:`\rho < 1`. DISPROVEN:
   :math:`\rho > 1` beyond its rounding.
 
 Functions that return a plain number (:func:`~gdyn_jax.linearize.max_stable_curvature`) raise

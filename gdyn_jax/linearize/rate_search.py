@@ -265,13 +265,7 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None):
     A, B, C = system
     quad = quadratic_rate(A, B, C, mu, L) if quad is None else quad
     if not quad < 1.0:
-        why = "diverges on a quadratic in [mu, L]"
-        if quad > 1.0 + QUADRATIC_ROUNDING:
-            outcome, reason = Outcome.DISPROVEN, f"{why} (its rate there is {quad:.6g})"
-        else:
-            outcome = Outcome.UNDECIDED
-            reason = f"the rate on quadratics, {quad!r}, is within rounding of 1"
-        return _no_certificate(outcome, why, quad, quad, mu, L, iqc, system, 0, reason), None
+        return _diverges(quad, mu, L, iqc, system), None
     search = Search(system, mu, L, iqc, quad)
     guess = None if warm is None or warm.best is None else warm.best[0]
     if guess is not None:
@@ -302,6 +296,23 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None):
         rho = search.next_rho(tol) if stalls < 3 else 0.5 * (search.lower + search.upper)
         search.attempt(rho)
         stalls = stalls + 1 if search.upper - search.lower > 0.5 * width else 0
+    return _result(search, quad, mu, L, iqc, system), search
+
+
+def _diverges(quad: float, mu, L, iqc, system) -> RobustRate:
+    """No rate < 1 over the class: the rule diverges on one of its quadratics (or, within
+    rounding of 1, could not tell)."""
+    why = "diverges on a quadratic in [mu, L]"
+    if quad > 1.0 + QUADRATIC_ROUNDING:
+        outcome, reason = Outcome.DISPROVEN, f"{why} (its rate there is {quad:.6g})"
+    else:
+        outcome = Outcome.UNDECIDED
+        reason = f"the rate on quadratics, {quad!r}, is within rounding of 1"
+    return _no_certificate(outcome, why, quad, quad, mu, L, iqc, system, 0, reason)
+
+
+def _result(search: Search, quad: float, mu, L, iqc, system) -> RobustRate:
+    """The result of a search that found a certificate (at rho = 1 at least)."""
     rate, P, multipliers, status = search.best
     if not rate < 1.0:
         why = "bounded only (rho = 1)"
@@ -309,29 +320,16 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None):
             f"a certificate at rho = 1 (bounded, not convergent), none found below: the best "
             f"certified rate lies in ({search.lower:.10g}, 1] ({_kappa(mu, L)})"
         )
-        result = _no_certificate(
+        return _no_certificate(
             Outcome.UNDECIDED, why, search.lower, quad, mu, L, iqc, system, search.solves, reason
         )
-        return result, search
     reason = f"certificate verified in float64 at rho = {rate:.10g}; " + _below(search, quad)
-    result = RobustRate(
-        rate,
-        P,
-        multipliers,
-        iqc,
-        (search.lower, rate),
-        status,
-        quad,
-        mu,
-        L,
-        A,
-        B,
-        C,
-        search.solves,
-        Outcome.PROVEN,
-        reason,
-    )
-    return result, search
+    A, B, C = system
+    bracket = (search.lower, rate)
+    return RobustRate(
+        rate, P, multipliers, iqc, bracket, status, quad, mu, L, A, B, C, search.solves,
+        Outcome.PROVEN, reason,
+    )  # fmt: skip
 
 
 def _below(search: Search, quad: float) -> str:
