@@ -229,7 +229,7 @@ def _verdict(kind: int, value: float, lo: float, hi: float, first: float, search
             return Outcome.DISPROVEN, 0.0, why
     span = f"[{low:.3g}, {high:.3g}]"
     if kind == _FOUND:
-        why = f"stable at h = {lo!r}, unstable at h = {hi!r} (first stable h = {first:.3g})"
+        why = f"stable at h = {float(lo)!r}, unstable at h = {float(hi)!r}"
         return Outcome.PROVEN, value, why
     if kind == _UNSTABLE:
         return Outcome.DISPROVEN, 0.0, f"no curvature in {span} is stable"
