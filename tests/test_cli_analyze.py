@@ -129,7 +129,7 @@ def test_robust_no_certificate_for_polyak_heavy_ball(capsys):
     assert cli.main(["analyze", *args, "--robust", "1,25", "--iqc", "sector"]) == 0
     text = capsys.readouterr().out
     assert "rate over S(1, 25): no certificate (no certificate with the sector IQC" in text
-    assert "the LMI is infeasible" in text and "quadratic 0.666666" in text
+    assert "none exists (a dual certificate verified" in text and "quadratic 0.666666" in text
     out = _run_json(capsys, *args, "--robust", "1,25")
     assert out["robust"]["certified_rate"] is None
     assert out["robust"]["outcome"] == "disproven"

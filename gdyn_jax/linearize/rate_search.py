@@ -13,19 +13,17 @@ import dataclasses
 
 import numpy as np
 
+from gdyn_jax.linearize.infeasibility import prove_infeasible
 from gdyn_jax.linearize.iqc import iqc_system, quadratic_rate
 from gdyn_jax.linearize.lmi import Coordinates, sdp, verified_rate2
 from gdyn_jax.linearize.outcome import Outcome
 
-__all__ = ["LMI_RTOL", "MARGIN_TOL", "RobustRate", "Search", "certify", "search_rate"]
+__all__ = ["LMI_RTOL", "RobustRate", "Search", "certify", "search_rate"]
 
 #: The numpy check of a certificate accepts it when the LMI's largest eigenvalue is at most
 #: ``LMI_RTOL`` times the scale of its terms
 #: (:meth:`~gdyn_jax.linearize.RobustRate.lmi_residual`).
 LMI_RTOL = 1e-9
-#: A negative largest margin proves that no certificate exists only beyond this: the SDP's
-#: data are of unit scale in the solver's coordinates, where Clarabel stops at 1e-8.
-MARGIN_TOL = 1e-6
 #: A rate on quadratics this close above 1 may be a double pole's rounding (~sqrt(eps)).
 QUADRATIC_ROUNDING = 1e-7
 
@@ -52,11 +50,12 @@ class RobustRate:
       A, B, C: the rule's open loop (one coordinate), from ``jax.jacfwd``.
       solves: the number of SDPs solved.
       outcome: :class:`~gdyn_jax.linearize.Outcome` of the claim "a rate < 1 is certified":
-        ``PROVEN`` (``rate`` is set), ``DISPROVEN`` (no certificate exists with this IQC: the
-        LMI is infeasible at :math:`\rho = 1` by more than ``MARGIN_TOL``, or the rule
-        diverges on a quadratic of the class) or ``UNDECIDED`` (the solver failed or its
-        certificates do not verify in float64; ``reason`` says which, at which
-        :math:`\kappa`). ``rate`` is None unless PROVEN.
+        ``PROVEN`` (``rate`` is set), ``DISPROVEN`` (no certificate exists with this IQC: a
+        dual certificate of the LMI's infeasibility at :math:`\rho = 1` verified in numpy,
+        :mod:`gdyn_jax.linearize.infeasibility`, or the rule diverges on a quadratic of the
+        class) or ``UNDECIDED`` (neither a certificate nor a proof that none exists verifies
+        in float64; ``reason`` gives the solver's status and :math:`\kappa`). ``rate`` is
+        None unless PROVEN.
       reason: one line: what proves the outcome, or what could not be decided.
       normalised: True where the answer comes from the problem normalised by :math:`L`
         (gradients in units of :math:`L`, the class :math:`S(1/\kappa, 1)`), tried when the
@@ -238,29 +237,25 @@ class Search:
 
 
 def _failure(status: str, t: float | None) -> tuple[str, str]:
-    """What a failed probe says: ``('infeasible', ...)`` proves there is no certificate at that
-    rho; ``('unverified', ...)`` and ``('inaccurate', ...)`` decide nothing."""
+    """What a failed probe says (it never proves that no certificate exists)."""
     if t is not None and t > 0:
         detail = f"the solver's certificate (status {status}) does not verify in float64"
         return "unverified", detail
-    if status == "optimal" and t is not None and t < -MARGIN_TOL:
-        return "infeasible", f"the LMI is infeasible (largest margin {t:.3g}, status {status})"
-    if status != "optimal" or t is None:
-        margin = "no answer" if t is None else f"margin {t:.3g}"
-        return "inaccurate", f"the solver stopped short of an answer (status {status}, {margin})"
-    return "inaccurate", f"the margin {t:.3g} is within the solver's accuracy ({MARGIN_TOL:g})"
+    margin = "no answer" if t is None else f"largest margin {t:.3g}"
+    return "no certificate", f"the solver found none (status {status}, {margin})"
 
 
 def _kappa(mu: float, L: float) -> str:
     return f"kappa = {L / mu:.4g}"
 
 
-def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None):
+def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None, decide=True):
     """The smallest certified rho between the quadratic rate and 1, and the search.
 
     ``warm``, a neighbouring point's search, lends its coordinates and its last certificate
     (checked in numpy on this point's matrices: an upper bound without an SDP) and its rate
     as the guess around which the first probes go. ``quad``: the rate on quadratics, if known.
+    ``decide``: where no certificate is found at rho = 1, look for a proof that none exists.
     """
     A, B, C = system
     quad = quadratic_rate(A, B, C, mu, L) if quad is None else quad
@@ -279,10 +274,8 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None):
         search.failed.clear()
         search.attempt(1.0)
     if search.upper is None:
+        outcome, reason = _none_at_one(search, iqc, mu, L, decide)
         why = f"no certificate at rho = 1 ({search.status})"
-        kind, detail = search.failures.get(1.0, ("inaccurate", "no probe at rho = 1"))
-        outcome = Outcome.DISPROVEN if kind == "infeasible" else Outcome.UNDECIDED
-        reason = f"no certificate with the {iqc} IQC at rho = 1: {detail} ({_kappa(mu, L)})"
         result = _no_certificate(
             outcome, why, search.lower, quad, mu, L, iqc, system, search.solves, reason
         )
@@ -297,6 +290,23 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None):
         search.attempt(rho)
         stalls = stalls + 1 if search.upper - search.lower > 0.5 * width else 0
     return _result(search, quad, mu, L, iqc, system), search
+
+
+def _none_at_one(search: Search, iqc: str, mu, L, decide: bool) -> tuple[Outcome, str]:
+    """No certificate was found at rho = 1: DISPROVEN where a dual certificate proves that
+    none exists, else UNDECIDED."""
+    detail = search.failures.get(1.0, ("", "no probe at rho = 1"))[1]
+    head = f"no certificate with the {iqc} IQC at rho = 1"
+    if not decide:
+        return Outcome.UNDECIDED, f"{head}: {detail} ({_kappa(mu, L)})"
+    AB, forms = search.coords.apply(search.AB, search.forms)
+    margin, status = prove_infeasible(AB, forms, search.names, 1.0)
+    search.solves += 1
+    if margin is not None:
+        why = f"{head}: none exists (a dual certificate verified in float64, margin {margin:.3g})"
+        return Outcome.DISPROVEN, f"{why} ({_kappa(mu, L)})"
+    why = f"{head} ({detail}), and no proof that none exists (dual status {status}, not verified)"
+    return Outcome.UNDECIDED, f"{why} ({_kappa(mu, L)})"
 
 
 def _diverges(quad: float, mu, L, iqc, system) -> RobustRate:
@@ -337,10 +347,8 @@ def _below(search: Search, quad: float) -> str:
     lower = search.lower
     if lower == quad:
         return "the bracket's lower end is the rate on quadratics (no rate below it holds)"
-    kind, detail = search.failures.get(lower, ("inaccurate", "not probed"))
-    if kind == "infeasible":
-        return f"none exists at rho = {lower:.10g} ({detail})"
-    return f"at rho = {lower:.10g} {detail}"
+    detail = search.failures.get(lower, ("", "not probed"))[1]
+    return f"none found at rho = {lower:.10g}: {detail}"
 
 
 def certify(system, mu, L, iqc, tol, warm: Search | None = None):
@@ -348,7 +356,7 @@ def certify(system, mu, L, iqc, tol, warm: Search | None = None):
     on the problem normalised by L (gradients in units of L, the class S(1/kappa, 1)), whose
     SDP stays of unit scale at any kappa; the normalised answer then stands, its certificate
     mapped back to the rule's coordinates. Returns ``(result, search in the rule's own)``."""
-    result, search = search_rate(system, mu, L, iqc, tol, warm)
+    result, search = search_rate(system, mu, L, iqc, tol, warm, decide=L == 1.0)
     if result.outcome is Outcome.PROVEN or search is None or L == 1.0:
         return result, search
     A, B, C = system

@@ -61,10 +61,12 @@ certificates stay verifiable in float64, which limits the accuracy for large
 iterations) up to :math:`\kappa = 100` and within 5% at :math:`\kappa = 1000`.
 
 Three outcomes, never two (:mod:`gdyn_jax.linearize.outcome`): a result is ``PROVEN`` (a
-verified certificate), ``DISPROVEN`` (no certificate exists with this IQC: the SDP's largest
-margin at :math:`\rho = 1` is negative by more than ``MARGIN_TOL`` with the solver at its
-optimum, or the rule diverges on a quadratic of the class) or ``UNDECIDED`` (the solver failed,
-stopped within its accuracy, or returned a certificate that does not verify in float64). Where
+verified certificate), ``DISPROVEN`` (no certificate exists with this IQC: a dual certificate
+of the LMI's infeasibility at :math:`\rho = 1`, found by a second SDP and verified in numpy,
+:mod:`gdyn_jax.linearize.infeasibility`; or the rule diverges on a quadratic of the class) or
+``UNDECIDED`` (neither verifies: the solver failed, or its answers do not hold in float64; a
+solver's negative margin alone is no proof, it can be spurious when the certificate sought is
+badly conditioned, as for a step size tiny against the curvature). Where
 the rule's own coordinates prove no rate, the search runs again on the problem normalised by
 :math:`L` (the gradient in units of :math:`L`, the class :math:`S(1/\kappa, 1)`), whose data
 keep unit scale however large :math:`\kappa` is: in the rule's coordinates the IQC's forms
@@ -102,12 +104,11 @@ from gdyn_jax.linearize.iqc import (
     quadratic_rate,
 )
 from gdyn_jax.linearize.lmi import require_cvxpy
-from gdyn_jax.linearize.rate_search import LMI_RTOL, MARGIN_TOL, RobustRate, certify
+from gdyn_jax.linearize.rate_search import LMI_RTOL, RobustRate, certify
 
 __all__ = [
     "IQCS",
     "LMI_RTOL",
-    "MARGIN_TOL",
     "MissingExtraError",
     "RobustRate",
     "RobustRateGrid",
