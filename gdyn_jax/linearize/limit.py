@@ -130,8 +130,10 @@ def _scan(rho: np.ndarray, hs: np.ndarray):
         if not stable[b, first]:
             if np.any(bad[b]):
                 kind[b] = _NONFINITE
-            else:
-                kind[b] = _UNSTABLE if np.all(ends[b]) else _MARGINAL
+            else:  # every radius tends to 1 as h -> 0: marginal ones first, then unstable
+                start = int(np.argmax(ends[b]))
+                kind[b] = _UNSTABLE if ends[b, start] and np.all(ends[b, start:]) else _MARGINAL
+                first_h[b] = hs[b, start]
             continue
         first_h[b] = hs[b, first]
         after = np.nonzero(ends[b, first:] | bad[b, first:])[0]
@@ -232,7 +234,8 @@ def _verdict(kind: int, value: float, lo: float, hi: float, first: float, search
         why = f"stable at h = {float(lo)!r}, unstable at h = {float(hi)!r}"
         return Outcome.PROVEN, value, why
     if kind == _UNSTABLE:
-        return Outcome.DISPROVEN, 0.0, f"no curvature in {span} is stable"
+        why = f"no curvature in {span} is stable (unstable beyond rounding from h = {first:.3g})"
+        return Outcome.DISPROVEN, 0.0, why
     if kind == _MARGINAL:
         why = f"no curvature in {span} is stable beyond rounding: the radius is within 1e-12 of 1"
     elif kind == _OPEN:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.linalg
 
 from gdyn_jax._deprecated import forwarder
 from gdyn_jax.linearize import _compile
@@ -103,8 +104,9 @@ def decide_stable(system: LinearSystem | np.ndarray) -> Decision:
     ``UNDECIDED`` within :math:`\delta` of 1 (a marginal loop, or one closer to 1 than float64
     resolves: ``sgd(1e-20)`` at :math:`h = 1` has the pole :math:`1 - 10^{-20}`, stored as 1).
     :math:`\delta` is the rounding of the computed radius: :math:`10^3\,\epsilon\max(1,
-    \|A\|_\infty)` for a simple eigenvalue of largest modulus, its square root when another
-    eigenvalue lies within that square root (a double pole's modulus is only that accurate).
+    \|\tilde A\|_\infty)` (:math:`\tilde A`: ``A`` balanced by a diagonal similarity) for a
+    simple eigenvalue of largest modulus, its square root when another eigenvalue lies within
+    that square root (a double pole's modulus is only that accurate).
     A single system (a LinearSystem, lifted or not, or a (k, k) matrix); the per-step system of
     a periodic rule is judged on its lifted system, as :func:`spectral_radius` is.
     """
@@ -118,7 +120,9 @@ def decide_stable(system: LinearSystem | np.ndarray) -> Decision:
     if not np.all(np.isfinite(A)):
         return Decision(Outcome.UNDECIDED, "the loop's matrix is not finite (float64 overflow)")
     rho = spectral_radius(A)
-    delta = 1e3 * np.finfo(np.float64).eps * max(1.0, float(np.max(np.sum(np.abs(A), axis=1))))
+    balanced = scipy.linalg.matrix_balance(A, permute=False, separate=False)[0]
+    norm = float(np.max(np.sum(np.abs(balanced), axis=1)))
+    delta = 1e3 * np.finfo(np.float64).eps * max(1.0, norm)
     poles = np.linalg.eigvals(A)
     top = int(np.argmax(np.abs(poles)))
     others = np.delete(poles, top)
