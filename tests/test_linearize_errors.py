@@ -158,11 +158,7 @@ def test_complex_and_boolean_hessians_are_refused(hessian, expected):
 @pytest.mark.parametrize(
     ("hessian", "reference", "expected"),
     [
-        (
-            np.eye(2),
-            np.ones(3),
-            "reference: expected shape (2,) (the Hessian is 2x2), got shape (3,)",
-        ),
+        (np.eye(2), np.ones(3), "reference: expected shape (2,) (the Hessian is 2x2), got"),
         (1.0, np.ones((2, 2)), "reference: expected a number or shape (1,) (the Hessian is 1x1), "),
         (np.eye(2), np.ones((2, 1)), "reference: expected shape (2,) (the Hessian is 2x2), got "),
         (np.eye(2), [1.0, np.nan], "reference: expected finite values"),
@@ -170,7 +166,10 @@ def test_complex_and_boolean_hessians_are_refused(hessian, expected):
 )
 def test_a_reference_of_the_wrong_shape_says_the_shapes(hessian, reference, expected):
     message = _raises("reference", lz.linearize, optimizers.sgd(0.1), hessian, reference=reference)
-    assert message.replace("got shape", "got").startswith(expected)
+    assert message.startswith(expected)
+    assert "got shape (3,)" in _raises(
+        "reference", lz.linearize, optimizers.sgd(0.1), np.eye(2), reference=np.ones(3)
+    )
     assert lz.linearize(optimizers.sgd(0.1), np.eye(2), reference=[1.0, 2.0]).A.shape == (2, 2)
 
 
