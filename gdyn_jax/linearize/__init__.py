@@ -36,12 +36,15 @@ Modules: ``system`` (closed loop -> LinearSystem), ``grid`` (grids of them, vect
 ``loop`` (the rule closed around a quadratic), ``exactness`` (the verdict), ``freeze`` (leaves
 held fixed), ``timevarying`` (time-varying and lifted periodic systems), ``transfer``
 (TransferFunction, open loop), ``response`` (responses, step_info, damping) and
-``response_fast`` (step_info's fast path), ``stability`` (spectral radius, limits, grids, root
-locus), ``tuning`` (optimal hyperparameters), ``noise`` (Lyapunov), ``eig`` (batched small
-eigenvalue kernels), ``robust`` (rates certified over all smooth strongly convex losses: IQCs
-and an SDP, needs the ``[robust]`` extra; its pieces in ``iqc``, ``lmi`` and
-``rate_search``). Which state leaves are states and which are the clock, and the jaxpr
-analysis behind it, is :mod:`gdyn_jax.state_structure`'s.
+``response_fast`` (step_info's fast path), ``stability`` (spectral radius, stability verdict,
+grids, root locus), ``limit`` (the curvature limit of stability), ``lifting`` (matrices over a
+horizon, the lifted map of a period), ``tuning`` (optimal hyperparameters), ``noise``
+(Lyapunov), ``eig`` (batched small eigenvalue kernels), ``robust`` (rates certified over all
+smooth strongly convex losses: IQCs and an SDP, needs the ``[robust]`` extra; its pieces in
+``iqc``, ``lmi``, ``infeasibility`` and ``rate_search``), ``outcome`` (the three outcomes,
+proven, disproven or undecided, of every analysis that can fail numerically). Which state
+leaves are states and which are the clock, and the jaxpr analysis behind it, is
+:mod:`gdyn_jax.state_structure`'s.
 """
 
 from gdyn_jax.linearize.grid import linearize_grid

@@ -76,11 +76,13 @@ class Decision:
         return {"outcome": self.outcome.value, "reason": self.reason}
 
 
-class UndecidedError(ArithmeticError):
+class UndecidedError(ArithmeticError, ValueError):
     """An analysis that returns a plain value could not decide it; the message says why.
 
     Raised instead of a number that would read as an answer (``max_stable_curvature`` of a rule
-    whose limit lies beyond float64's range, ...). ``reason`` holds the message.
+    whose limit lies beyond float64's range, ...). ``reason`` holds the message. An
+    ``ArithmeticError``, and a ``ValueError`` too, so that the command line reports it in one
+    line.
     """
 
     def __init__(self, reason: str):
