@@ -7,7 +7,7 @@ characteristics); :func:`robust` adds the rate certified over smooth strongly co
 draws it. The command's surface (arguments) is :mod:`gdyn_jax.commands.analyze`, which
 imports this module on first use so that ``gdyn --help`` does not import numpy or jax.
 
-Three outcomes, never two (:mod:`gdyn_jax.linearize.outcome`): the answers that can fail
+Three outcomes, never two (``gdyn_jax.linearize.outcome``): the answers that can fail
 numerically, ``stable``, ``max_stable_curvature`` and the certified rate, each come with an
 outcome (``proven``, ``disproven``, ``undecided``) and its reason, in the JSON field
 ``outcomes`` (``{"stable": {"outcome": ..., "reason": ...}, "max_stable_curvature": ...}``)

@@ -3,7 +3,7 @@ r"""The curvature limit of stability: where the loop's first stable interval of 
 :func:`stability_limit` scans the spectral radius of the loop on :math:`\tfrac12 h\theta^2` over
 a log grid of curvatures, brackets the end of the first stable interval and refines it by
 vectorised multisection (one compilation). Its answer is one of three
-(:mod:`gdyn_jax.linearize.outcome`): ``PROVEN``, the edge, bracketed between a stable and an
+(``gdyn_jax.linearize.outcome``): ``PROVEN``, the edge, bracketed between a stable and an
 unstable curvature to ``rtol``; ``DISPROVEN``, no curvature is stable; ``UNDECIDED``, with the
 cause (the loop stays stable to the end of the search, its radius is within rounding of 1
 everywhere, or it overflows float64). :func:`max_stable_curvature` returns the number and
@@ -338,7 +338,7 @@ def max_stable_curvature(
 
     Computed, not looked up: the spectral radius of the loop is scanned on a log grid of
     ``points`` curvatures in ``[lower, upper]`` (default :math:`[10^{-12}, 10^{12}]`, then the
-    rule's own scale where that holds no edge: :mod:`gdyn_jax.linearize.limit`), the upper end
+    rule's own scale where that holds no edge: ``gdyn_jax.linearize.limit``), the upper end
     of the first stable interval is bracketed and refined by vectorised multisection
     (``points`` probes per round, one compilation) to relative width ``rtol``. SGD gives
     :math:`2/a`, heavy ball :math:`(2+2\beta)/a`, Nesterov :math:`(2+2\beta)/((1+2\beta)a)`.

@@ -52,7 +52,7 @@ class RobustRate:
       outcome: :class:`~gdyn_jax.linearize.Outcome` of the claim "a rate < 1 is certified":
         ``PROVEN`` (``rate`` is set), ``DISPROVEN`` (no certificate exists with this IQC: a
         dual certificate of the LMI's infeasibility at :math:`\rho = 1` verified in numpy,
-        :mod:`gdyn_jax.linearize.infeasibility`, or the rule diverges on a quadratic of the
+        ``gdyn_jax.linearize.infeasibility``, or the rule diverges on a quadratic of the
         class) or ``UNDECIDED`` (neither a certificate nor a proof that none exists verifies
         in float64; ``reason`` gives the solver's status and :math:`\kappa`). ``rate`` is
         None unless PROVEN.

@@ -60,10 +60,10 @@ certificates stay verifiable in float64, which limits the accuracy for large
 :math:`\kappa`: Triple Momentum is certified within 0.1% of :math:`1 - 1/\sqrt\kappa` (in
 iterations) up to :math:`\kappa = 100` and within 5% at :math:`\kappa = 1000`.
 
-Three outcomes, never two (:mod:`gdyn_jax.linearize.outcome`): a result is ``PROVEN`` (a
+Three outcomes, never two (``gdyn_jax.linearize.outcome``): a result is ``PROVEN`` (a
 verified certificate), ``DISPROVEN`` (no certificate exists with this IQC: a dual certificate
 of the LMI's infeasibility at :math:`\rho = 1`, found by a second SDP and verified in numpy,
-:mod:`gdyn_jax.linearize.infeasibility`; or the rule diverges on a quadratic of the class) or
+``gdyn_jax.linearize.infeasibility``; or the rule diverges on a quadratic of the class) or
 ``UNDECIDED`` (neither verifies: the solver failed, or its answers do not hold in float64; a
 solver's negative margin alone is no proof, it can be spurious when the certificate sought is
 badly conditioned, as for a step size tiny against the curvature). Where
