@@ -24,6 +24,7 @@ FIELDS = {
     "reason",
     "max_stable_curvature",
     "step_info",
+    "outcomes",
 }
 
 
@@ -127,9 +128,11 @@ def test_robust_no_certificate_for_polyak_heavy_ball(capsys):
     args = ["momentum", "--hp", f"learning_rate={a}", "--hp", f"beta={beta}", "--curvature", "5"]
     assert cli.main(["analyze", *args, "--robust", "1,25", "--iqc", "sector"]) == 0
     text = capsys.readouterr().out
-    assert "rate over S(1, 25): certified none (no certificate), quadratic 0.666666" in text
+    assert "rate over S(1, 25): no certificate (no certificate with the sector IQC" in text
+    assert "none exists (a dual certificate verified" in text and "quadratic 0.666666" in text
     out = _run_json(capsys, *args, "--robust", "1,25")
     assert out["robust"]["certified_rate"] is None
+    assert out["robust"]["outcome"] == "disproven"
     assert out["robust"]["quadratic_rate"] == pytest.approx(2 / 3, abs=1e-6)
 
 
@@ -154,3 +157,70 @@ def test_robust_refuses_adam_in_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("gdyn analyze: error: --robust: the update rule is not linear")
     assert err.count("\n") == 0
+
+
+# ------------------------------------------------------------------ three outcomes, extreme scales
+
+
+def test_outcomes_of_a_decided_analysis(capsys):
+    out = _run_json(capsys, "sgd", "--hp", "learning_rate=0.1", "--curvature", "1")
+    assert out["outcomes"]["stable"]["outcome"] == "proven"
+    assert out["outcomes"]["max_stable_curvature"]["outcome"] == "proven"
+    assert out["max_stable_curvature"] == pytest.approx(20.0, rel=1e-12)
+
+
+def test_tiny_learning_rate_limit_beyond_the_curvatures_given(capsys):
+    """learning_rate=1e-12 with curvatures up to 1e12: stable, and the limit 2/a = 2e12 (it
+    was reported as no limit: the search stopped at 1e12)."""
+    args = ["sgd", "--hp", "learning_rate=1e-12", "--curvature", "1,1e12"]
+    out = _run_json(capsys, *args)
+    assert out["stable"] is True
+    assert out["max_stable_curvature"] == pytest.approx(2e12, rel=1e-9)
+    assert cli.main(["analyze", *args]) == 0
+    text = capsys.readouterr().out
+    assert "stable: True" in text and "max_stable_curvature: 2000000000000" in text
+
+
+def test_huge_learning_rate_is_an_overflow_naming_it(capsys):
+    for curvature in ("2", "1,2"):
+        args = ["sgd", "--hp", "learning_rate=1e308", "--curvature", curvature]
+        assert cli.main(["analyze", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("gdyn analyze: error: --hp: learning_rate: 1e+308 is too large")
+        assert "Adam" not in err and len(err.splitlines()) == 1
+
+
+def test_a_pole_closer_to_one_than_float64_resolves_is_undecided(capsys):
+    """sgd(1e-20) at h = 1: the pole 1 - 1e-20 is stored as 1.0; 'stable: False' would be a
+    verdict from rounding."""
+    args = ["sgd", "--hp", "learning_rate=1e-20", "--curvature", "1"]
+    out = _run_json(capsys, *args)
+    assert out["stable"] is None
+    assert out["outcomes"]["stable"]["outcome"] == "undecided"
+    assert "within its rounding" in out["outcomes"]["stable"]["reason"]
+    assert out["max_stable_curvature"] == pytest.approx(2e20, rel=1e-9)
+    assert cli.main(["analyze", *args]) == 0
+    assert "stable: undecided (the spectral radius 1.0 is within" in capsys.readouterr().out
+
+
+def test_robust_at_large_kappa_certified_after_normalising(capsys):
+    """GD at a = 2/(L + mu) over S(1, 1e6): the solver failed in the rule's coordinates."""
+    kappa = 1e6
+    args = ["sgd", "--hp", f"learning_rate={2 / (1 + kappa)}", "--curvature", "1"]
+    out = _run_json(capsys, *args, "--robust", f"1,{kappa}")
+    robust = out["robust"]
+    assert robust["outcome"] == "proven"
+    exact = (kappa - 1) / (kappa + 1)
+    assert exact - 1e-12 <= robust["certified_rate"] <= exact + 1e-5
+    assert "normalised by L" in robust["reason"]
+
+
+def test_robust_undecided_is_not_no_certificate(capsys):
+    """A rule marginal on a quadratic of the class (a L = 2: rate exactly 1 at L) cannot be
+    told from one just below 1 in float64: undecided, with the reason, in JSON and text."""
+    args = ["sgd", "--hp", "learning_rate=2e-5", "--curvature", "1", "--robust", "1,1e5"]
+    out = _run_json(capsys, *args)
+    assert out["robust"]["outcome"] == "undecided" and out["robust"]["certified_rate"] is None
+    assert "within rounding of 1" in out["robust"]["reason"]
+    assert cli.main(["analyze", *args]) == 0
+    assert "rate over S(1, 100000): could not decide (the rate" in capsys.readouterr().out

@@ -136,3 +136,50 @@ def test_a_zero_curvature_is_one_case_however_written(zero):
 
 def test_params_that_do_not_match_the_hessian():
     _raises("params", lz.linearize, optimizers.sgd(0.1), np.eye(2), params=np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    ("hessian", "expected"),
+    [
+        (np.array([[2.0 + 1.0j]]), "hessian: expected a real matrix, got a complex one"),
+        (np.diag([1.0, 2.0]).astype(complex), "hessian: expected a real matrix, got a complex one"),
+        (True, "hessian: expected real numbers, got booleans (True)"),
+        (np.eye(2, dtype=bool), "hessian: expected real numbers, got booleans"),
+        ("2", "hessian: expected a number or a square matrix, got '2'"),
+    ],
+)
+def test_complex_and_boolean_hessians_are_refused(hessian, expected):
+    """A complex Hessian lost its imaginary part and True was read as the curvature 1."""
+    for call in (lz.linearize, lz.validate_hessian):
+        args = (optimizers.sgd(0.1), hessian) if call is lz.linearize else (hessian,)
+        assert _raises("hessian", call, *args).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("hessian", "reference", "expected"),
+    [
+        (np.eye(2), np.ones(3), "reference: expected shape (2,) (the Hessian is 2x2), got"),
+        (1.0, np.ones((2, 2)), "reference: expected a number or shape (1,) (the Hessian is 1x1), "),
+        (np.eye(2), np.ones((2, 1)), "reference: expected shape (2,) (the Hessian is 2x2), got "),
+        (np.eye(2), [1.0, np.nan], "reference: expected finite values"),
+    ],
+)
+def test_a_reference_of_the_wrong_shape_says_the_shapes(hessian, reference, expected):
+    message = _raises("reference", lz.linearize, optimizers.sgd(0.1), hessian, reference=reference)
+    assert message.startswith(expected)
+    assert "got shape (3,)" in _raises(
+        "reference", lz.linearize, optimizers.sgd(0.1), np.eye(2), reference=np.ones(3)
+    )
+    assert lz.linearize(optimizers.sgd(0.1), np.eye(2), reference=[1.0, 2.0]).A.shape == (2, 2)
+
+
+def test_shape_errors_show_the_shapes_not_tree_definitions():
+    tupled = _transform(lambda g, s, p=None: ((g, g), s))
+    message = _raises("opt", lz.linearize, tupled, np.eye(2))
+    assert "PyTreeDef" not in message
+    assert message.endswith("(updates {[0] (2,), [1] (2,)}, parameters (2,))")
+    message = _raises("state", lz.linearize, optimizers.momentum(0.1), 1.0, state=({"v": 1.0},))
+    assert "PyTreeDef" not in message and "[0].velocity (1,)" in message and "['v'] ()" in message
+    growing = _transform(lambda g, s, p=None: (-g, {"v": jnp.concatenate([s["v"], g])}))
+    message = _raises("opt", lz.linearize, growing, 1.0)
+    assert message.endswith("({['v'] (1,)} -> {['v'] (2,)})")

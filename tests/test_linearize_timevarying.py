@@ -265,3 +265,55 @@ def test_period_errors_name_the_argument():
         lz.linearize_time_varying(sgd_exp, H, 0)
     with pytest.raises(ValueError, match="^window"):
         lz.transition_contraction(lz.linearize_time_varying(sgd_exp, H, 5), 6)
+
+
+# ---------------------------------------------------------- per-step numbers of a periodic rule
+
+PERIODIC = {
+    "lookahead": lambda: optax.lookahead(optax.sgd(0.1), 3, 0.5),
+    "lookahead(momentum)": lambda: optax.lookahead(optax.sgd(0.05, momentum=0.8), 5, 0.6),
+    "MultiSteps": lambda: optax.MultiSteps(optax.sgd(0.1), 3, accumulator_dtype=jnp.float64),
+}
+
+
+@pytest.mark.parametrize("name", list(PERIODIC))
+def test_per_step_rate_of_a_periodic_rule_is_the_lifted_one_and_the_real_runs(name):
+    """linearize of a periodic rule (the clock frozen at one phase) answered rho = 1; its per-step
+    rate is rho(Phi_k)^(1/k), the decay per step of the real run over whole periods."""
+    opt = _x64(PERIODIC[name])
+    per_step = lz.linearize(opt, H)
+    assert per_step.reason == ("periodic",) and per_step.lifted.period >= 3
+    lifted = lz.linearize_periodic(opt, H)
+    rho = lz.spectral_radius(per_step)
+    assert rho == lz.spectral_radius(lifted, per_step=True) < 1.0
+    k, periods, window = lifted.period, 30, 6
+    synced = _x64(lambda: optax.LookaheadParams.init_synced(jnp.zeros(1)))
+    params = synced if name.startswith("lookahead") else None
+    errors = np.abs(real_run(opt, H, k * periods, params=params) - 1.0)[::k]  # to r = 1
+    # the envelope over a window of periods (a complex pair of lifted poles oscillates)
+    early, late = errors[window : 2 * window].max(), errors[-window:].max()
+    measured = (late / early) ** (1 / (k * (periods - 2 * window)))
+    assert measured == pytest.approx(rho, rel=2e-2)
+    assert lz.is_stable(per_step) and lz.decide_stable(per_step).outcome == "proven"
+
+
+@pytest.mark.parametrize(
+    ("analysis", "what"),
+    [
+        (lambda s: lz.transfer_function(s), "the transfer function"),
+        (lambda s: lz.step_response(s, 5), "the step response"),
+        (lambda s: lz.impulse_response(s, 5), "the impulse response"),
+        (lambda s: lz.frequency_response(s), "the frequency response"),
+        (lambda s: lz.step_info(s), "step_info"),
+        (lambda s: lz.default_steps(s), "default_steps"),
+        (lambda s: lz.damping(s), "damping"),
+        (lambda s: lz.stationary_covariance(s, 1.0), "the stationary covariance"),
+    ],
+)
+def test_per_step_analyses_of_a_periodic_rule_point_to_the_lifted_system(analysis, what):
+    per_step = lz.linearize(_x64(PERIODIC["lookahead"]), H)
+    with pytest.raises(ValueError) as info:
+        analysis(per_step)
+    message = str(info.value)
+    assert message.startswith(f"system: {what} of a periodic rule (period 3)")
+    assert "linearize_periodic(opt, hessian)" in message and "\n" not in message

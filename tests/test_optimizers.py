@@ -398,6 +398,86 @@ def test_traced_values_are_not_checked():
     assert_trees_close(out, jax.tree.map(lambda g: -0.1 * g, PARAMS0))
 
 
+# Types: every hyperparameter of every constructor is a real number, whatever its range.
+WRONG_TYPES = [
+    ("a string", "0.1", r"got str '0.1'$"),
+    ("a bool", True, r"got bool True$"),
+    ("a complex", 0.1 + 0j, r"got complex \(0.1\+0j\)$"),
+    ("a list", [0.1], r"got list \[0.1\]$"),
+    ("a bool array", np.array(True), r"got a numpy array of dtype bool and shape \(\)$"),
+    ("a JAX bool", jnp.asarray(False), r"got a JAX array of dtype bool and shape \(\)$"),
+]
+
+
+def _type_cases():
+    for name in NAMES:
+        for hp in SETTINGS[name]:
+            for label, value, tail in WRONG_TYPES:
+                yield pytest.param(name, hp, value, tail, id=f"{name}-{hp}-{label}")
+
+
+@pytest.mark.parametrize(("name", "hp", "value", "tail"), list(_type_cases()))
+def test_wrong_type_refused_at_construction(name, hp, value, tail):
+    kwargs = dict(SETTINGS[name])
+    kwargs[hp] = value
+    with pytest.raises(ValueError, match=rf"^{hp}: expected a real number .*{tail}") as info:
+        optimizers.get(name)(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_pid_string_gain_names_the_argument():
+    with pytest.raises(ValueError) as info:
+        optimizers.pid(0.1, ki="5")
+    assert str(info.value) == (
+        "ki: expected a real number (int, float or a real-valued array), got str '5'"
+    )
+    with pytest.raises(ValueError, match=r"^learning_rate: expected .* or an optax schedule, got"):
+        optimizers.sgd("0.1")
+
+
+def test_a_schedule_only_where_the_rule_takes_one():
+    schedule = optax.constant_schedule(0.1)
+    optimizers.sgd(schedule)
+    optimizers.adamw(0.1, weight_decay=schedule)
+    with pytest.raises(ValueError, match=r"^beta: expected a real number .*got the callable"):
+        optimizers.momentum(0.1, beta=schedule)
+
+
+@pytest.mark.parametrize(("name", "hp", "value"), list(_bad_cases()))
+def test_concrete_jax_arrays_are_range_checked(name, hp, value):
+    """A JAX array that is not a tracer is checked like the number it holds."""
+    kwargs = dict(SETTINGS[name])
+    kwargs[hp] = jnp.asarray(value, jnp.float32)
+    with pytest.raises(ValueError, match=rf"^{hp}: expected a value "):
+        optimizers.get(name)(**kwargs)
+
+
+def test_negative_jax_learning_rate_refused_like_a_float():
+    with pytest.raises(ValueError) as info:
+        optimizers.sgd(jnp.asarray(-0.1))
+    assert str(info.value) == "learning_rate: expected a value >= 0, got -0.1"
+    with pytest.raises(ValueError, match=r"^learning_rate: expected a value >= 0, got a JAX array"):
+        optimizers.sgd(jnp.array([0.1, -0.1]))  # one bad entry is enough
+
+
+def test_traced_hyperparameters_under_vmap_and_jit():
+    """Tracers pass the range check (the caller's business) and give the rule's updates;
+    their dtype is still checked (static, no branch on a value)."""
+
+    def step(lr, beta, ki):
+        opt = optimizers.pid(lr, beta=beta, ki=ki, kd=0.0)
+        return opt.update(PARAMS0, opt.init(PARAMS0))[0]["b"]
+
+    lrs, betas, kis = jnp.array([0.1, 0.2]), jnp.array([0.5, 0.9]), jnp.array([0.0, 2.0])
+    out = jax.jit(jax.vmap(step))(lrs, betas, kis)
+    expected = -(lrs * (1 + kis))[:, None] * PARAMS0["b"][None]  # I_1 = g, D_1 = (1-beta) g - 0
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    with pytest.raises(
+        ValueError, match=r"^ki: expected a real number .*traced value of dtype bool"
+    ):
+        jax.jit(step)(0.1, 0.5, jnp.asarray(True))
+
+
 def test_boundary_values_accepted():
     optimizers.momentum(0.0, beta=0.0)
     optimizers.pid(0.0, beta=0.0, ki=0.0, kd=0.0)

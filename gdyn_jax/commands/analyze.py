@@ -16,7 +16,11 @@ response, pole-zero map and root locus (in the learning rate) in one figure. ``-
 adds the rate certified over every MU-strongly convex, L-smooth loss (``linearize.robust_rate``,
 needs the ``[robust]`` extra) beside the worst rate on quadratics with curvatures in [MU, L];
 in JSON, the field ``robust`` (mu, L, iqc, certified_rate (null: no certificate),
-quadratic_rate, bracket, status).
+quadratic_rate, bracket, status, outcome, reason). Answers that can fail numerically come with
+one of three outcomes, proven, disproven or undecided, and a reason: the JSON field
+``outcomes`` holds those of ``stable`` and ``max_stable_curvature``, ``robust`` its own; an
+undecided answer is null in JSON and ``undecided (reason)`` in the text
+(:mod:`gdyn_jax.commands.closed_loop`).
 """
 
 from __future__ import annotations
@@ -142,40 +146,6 @@ def check_plot_path(path: str, flag: str = "--plot") -> None:
         raise ValueError(f"{flag}: directory {target.parent} does not exist")
 
 
-def _text(result: dict) -> str:
-    lines = [
-        f"optimizer: {result['optimizer']}  {result['hyperparameters']}",
-        f"curvature: {result['curvature']}",
-    ]
-    for key in (
-        "num",
-        "den",
-        "poles",
-        "zeros",
-        "dc_gain",
-        "spectral_radius",
-        "stable",
-        "exact",
-        "max_stable_curvature",
-    ):
-        lines.append(f"{key}: {result[key]}")
-        if key == "exact":
-            lines += [f"  reason: {note}" for note in result["reason"]]
-    info = result["step_info"]
-    infos = info if isinstance(info, list) else [info]
-    for i, one in enumerate(infos):
-        prefix = "step_info" if len(infos) == 1 else f"step_info[mode {i}]"
-        lines.append(f"{prefix}: " + ", ".join(f"{k}={v}" for k, v in one.items()))
-    if "robust" in result:
-        r = result["robust"]
-        rate = "none (no certificate)" if r["certified_rate"] is None else r["certified_rate"]
-        lines.append(
-            f"rate over S({r['mu']:g}, {r['L']:g}): certified {rate}, "
-            f"quadratic {r['quadratic_rate']} (iqc {r['iqc']}; {r['status']})"
-        )
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     optimizers = gdyn_jax.optimizers  # imported now, not by `gdyn --help`
     closed_loop = commands.closed_loop
@@ -198,5 +168,5 @@ def run(args: argparse.Namespace) -> int:
         # root locus sweeps the learning rate even when it is a default.
         used = {k: hp.get(k, v) for k, v in allowed.items() if hp.get(k, v) is not None}
         closed_loop.plot(args.plot, args.name, used, hessian, result, args.steps)
-    print(json.dumps(result) if args.json else _text(result))
+    print(json.dumps(result) if args.json else closed_loop.text(result))
     return 0

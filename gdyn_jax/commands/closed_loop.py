@@ -3,9 +3,16 @@
 :func:`analyze` linearizes the rule on the quadratic (:mod:`gdyn_jax.linearize`) and reads it
 as a control system (transfer function, poles and zeros, spectral radius, step response
 characteristics); :func:`robust` adds the rate certified over smooth strongly convex losses,
-:func:`clean` makes the result JSON-able and :func:`plot` draws it. The command's surface
-(arguments, text output) is :mod:`gdyn_jax.commands.analyze`, which imports this module on
-first use so that ``gdyn --help`` does not import numpy or jax.
+:func:`clean` makes the result JSON-able, :func:`text` writes it for people and :func:`plot`
+draws it. The command's surface (arguments) is :mod:`gdyn_jax.commands.analyze`, which
+imports this module on first use so that ``gdyn --help`` does not import numpy or jax.
+
+Three outcomes, never two (``gdyn_jax.linearize.outcome``): the answers that can fail
+numerically, ``stable``, ``max_stable_curvature`` and the certified rate, each come with an
+outcome (``proven``, ``disproven``, ``undecided``) and its reason, in the JSON field
+``outcomes`` (``{"stable": {"outcome": ..., "reason": ...}, "max_stable_curvature": ...}``)
+and in ``robust`` (``outcome``, ``reason``); an undecided value is ``null`` in the JSON and
+``undecided (reason)`` in the text, never a verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import numpy as np
 
 from gdyn_jax import files, linearize, optimizers, plotting
 
-__all__ = ["analyze", "clean", "parse_curvature", "plot", "robust"]
+__all__ = ["analyze", "clean", "parse_curvature", "plot", "robust", "text"]
 
 _DIGITS = 12
 
@@ -55,6 +62,8 @@ def robust(opt, mu: float, L: float, iqc: str) -> dict:
         "quadratic_rate": result.quadratic_rate,
         "bracket": list(result.bracket),
         "status": result.status,
+        "outcome": result.outcome.value,
+        "reason": result.reason,
     }
 
 
@@ -103,7 +112,7 @@ def analyze(name: str, hp: dict[str, float], hessian, steps: int | None = None) 
     with np.errstate(over="ignore", invalid="ignore"):
         try:
             out = _analysis(name, hp, hessian, steps)
-        except np.linalg.LinAlgError:
+        except (np.linalg.LinAlgError, linearize.LoopOverflowError):
             raise _overflow(hp, hessian) from None
     coefficients = np.concatenate([np.ravel(np.asarray(out[k], float)) for k in ("num", "den")])
     if not np.all(np.isfinite(coefficients)):
@@ -149,15 +158,64 @@ def _analysis(name: str, hp: dict[str, float], hessian, steps: int | None) -> di
             zeros=[_pairs(tf.zeros()) for tf in modes],
             dc_gain=[tf.dcgain() for tf in modes],
         )
+    stable = linearize.decide_stable(system)
+    limit = linearize.stability_limit(opt)
     out.update(
         spectral_radius=rho,
-        stable=bool(rho < 1.0),
+        stable=None if not stable.decided else stable.outcome is linearize.Outcome.PROVEN,
         exact=bool(system.exact),
         reason=list(system.notes),
-        max_stable_curvature=linearize.max_stable_curvature(opt),
+        max_stable_curvature=limit.value if limit.outcome.decided else None,
         step_info=info,
+        outcomes={
+            "stable": stable.to_dict(),
+            "max_stable_curvature": linearize.Decision(limit.outcome, limit.reason).to_dict(),
+        },
     )
     return out
+
+
+_TEXT_KEYS = ("num", "den", "poles", "zeros", "dc_gain", "spectral_radius", "stable", "exact")
+
+
+def _decided(result: dict, key: str) -> str:
+    """``key: value``, or ``key: undecided (reason)`` where the analysis could not decide."""
+    outcome = result.get("outcomes", {}).get(key)
+    if outcome is not None and outcome["outcome"] == "undecided":
+        return f"{key}: undecided ({outcome['reason']})"
+    return f"{key}: {result[key]}"
+
+
+def _robust_line(r: dict) -> str:
+    head = f"rate over S({r['mu']:g}, {r['L']:g}): "
+    tail = f", quadratic {r['quadratic_rate']} (iqc {r['iqc']})"
+    if r["outcome"] == "proven":
+        return f"{head}certified {r['certified_rate']}{tail[:-1]}; {r['status']})"
+    if r["outcome"] == "disproven":
+        return f"{head}no certificate ({r['reason']}){tail}"
+    return f"{head}could not decide ({r['reason']}){tail}"
+
+
+def text(result: dict) -> str:
+    """The analysis as ``gdyn analyze`` prints it without ``--json``: one ``key: value`` line
+    each, the reasons a system is not exact under ``exact``, ``undecided (reason)`` where an
+    answer could not be decided."""
+    lines = [
+        f"optimizer: {result['optimizer']}  {result['hyperparameters']}",
+        f"curvature: {result['curvature']}",
+    ]
+    for key in (*_TEXT_KEYS, "max_stable_curvature"):
+        lines.append(_decided(result, key))
+        if key == "exact":
+            lines += [f"  reason: {note}" for note in result["reason"]]
+    info = result["step_info"]
+    infos = info if isinstance(info, list) else [info]
+    for i, one in enumerate(infos):
+        prefix = "step_info" if len(infos) == 1 else f"step_info[mode {i}]"
+        lines.append(f"{prefix}: " + ", ".join(f"{k}={v}" for k, v in one.items()))
+    if "robust" in result:
+        lines.append(_robust_line(result["robust"]))
+    return "\n".join(lines)
 
 
 def plot(path: str, name: str, hp: dict, hessian, result: dict, steps: int | None) -> None:

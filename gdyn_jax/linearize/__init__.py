@@ -36,16 +36,21 @@ Modules: ``system`` (closed loop -> LinearSystem), ``grid`` (grids of them, vect
 ``loop`` (the rule closed around a quadratic), ``exactness`` (the verdict), ``freeze`` (leaves
 held fixed), ``timevarying`` (time-varying and lifted periodic systems), ``transfer``
 (TransferFunction, open loop), ``response`` (responses, step_info, damping) and
-``response_fast`` (step_info's fast path), ``stability`` (spectral radius, limits, grids, root
-locus), ``tuning`` (optimal hyperparameters), ``noise`` (Lyapunov), ``eig`` (batched small
-eigenvalue kernels), ``robust`` (rates certified over all smooth strongly convex losses: IQCs
-and an SDP, needs the ``[robust]`` extra; its pieces in ``iqc``, ``lmi`` and
-``rate_search``). Which state leaves are states and which are the clock, and the jaxpr
-analysis behind it, is :mod:`gdyn_jax.state_structure`'s.
+``response_fast`` (step_info's fast path), ``stability`` (spectral radius, stability verdict,
+grids, root locus), ``limit`` (the curvature limit of stability), ``lifting`` (matrices over a
+horizon, the lifted map of a period), ``tuning`` (optimal hyperparameters), ``noise``
+(Lyapunov), ``eig`` (batched small eigenvalue kernels), ``robust`` (rates certified over all
+smooth strongly convex losses: IQCs and an SDP, needs the ``[robust]`` extra; its pieces in
+``iqc``, ``lmi``, ``infeasibility`` and ``rate_search``), ``outcome`` (the three outcomes,
+proven, disproven or undecided, of every analysis that can fail numerically). Which state
+leaves are states and which are the clock, and the jaxpr analysis behind it, is
+:mod:`gdyn_jax.state_structure`'s.
 """
 
 from gdyn_jax.linearize.grid import linearize_grid
+from gdyn_jax.linearize.limit import StabilityLimit, max_stable_curvature, stability_limit
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
+from gdyn_jax.linearize.outcome import Decision, Outcome, UndecidedError
 from gdyn_jax.linearize.response import (
     STEP_INFO_KEYS,
     damping,
@@ -66,14 +71,15 @@ from gdyn_jax.linearize.robust import (
 )
 from gdyn_jax.linearize.stability import (
     convergence_rate,
+    decide_stable,
     is_stable,
-    max_stable_curvature,
     root_locus,
     spectral_radius,
     stability_region,
 )
 from gdyn_jax.linearize.system import (
     LinearSystem,
+    LoopOverflowError,
     dynamic_mask,
     hessian_modes,
     linearize,
@@ -92,14 +98,20 @@ from gdyn_jax.linearize.tuning import optimal_hyperparameters
 
 __all__ = [
     "IQCS",
+    "Decision",
     "LinearSystem",
+    "LoopOverflowError",
+    "Outcome",
     "RobustRate",
     "RobustRateGrid",
     "STEP_INFO_KEYS",
+    "StabilityLimit",
     "TimeVaryingSystem",
     "TransferFunction",
+    "UndecidedError",
     "convergence_rate",
     "damping",
+    "decide_stable",
     "default_steps",
     "dynamic_mask",
     "frequency_response",
@@ -119,6 +131,7 @@ __all__ = [
     "root_locus",
     "second_order",
     "spectral_radius",
+    "stability_limit",
     "stability_region",
     "state_space",
     "stationary_covariance",

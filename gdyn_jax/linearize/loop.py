@@ -26,7 +26,14 @@ import optax
 from gdyn_jax.linearize.freeze import frozen_update
 from gdyn_jax.state_structure import RuleStructure, analyse, entry_name, registered_mask
 
-__all__ = ["ClosedLoop", "build_loop", "check_transform", "freeze_mask"]
+__all__ = [
+    "ClosedLoop",
+    "build_loop",
+    "check_reference",
+    "check_transform",
+    "describe_tree",
+    "freeze_mask",
+]
 
 
 def check_transform(opt: Any, name: str = "opt") -> None:
@@ -36,6 +43,33 @@ def check_transform(opt: Any, name: str = "opt") -> None:
             f"{name}: expected an optax GradientTransformation (an object with init and "
             f"update), got {opt!r}"
         )
+
+
+def check_reference(reference, n: int) -> jax.Array:
+    """``reference`` as n float64 values (a scalar for n = 1), or a one-line ValueError with the
+    shapes."""
+    if isinstance(reference, jax.core.Tracer):
+        return jnp.asarray(reference, jnp.float64)  # traced under vmap: its shape is checked
+    raw = np.asarray(reference)
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"reference: expected real numbers, got dtype {raw.dtype}")
+    if raw.size != n or raw.ndim > 1 and raw.shape != (n,):
+        expected = "a number or shape (1,)" if n == 1 else f"shape ({n},)"
+        raise ValueError(
+            f"reference: expected {expected} (the Hessian is {n}x{n}), got shape {raw.shape}"
+        )
+    if not np.all(np.isfinite(raw)):
+        raise ValueError("reference: expected finite values")
+    return jnp.asarray(raw, jnp.float64)
+
+
+def describe_tree(tree) -> str:
+    """The leaves' shapes by path, e.g. ``"['fast'] (2,), ['slow'] (2,)"``, or one shape."""
+    paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if len(paths) == 1 and not paths[0][0]:
+        return str(tuple(jnp.shape(paths[0][1])))
+    shown = [f"{jax.tree_util.keystr(path)} {tuple(jnp.shape(leaf))}" for path, leaf in paths]
+    return "{" + ", ".join(shown) + "}" if shown else "no leaves"
 
 
 def _view(params):
@@ -240,7 +274,7 @@ class ClosedLoop:
         return self._pack(params_next, [new_leaves[i] for i in self.dynamic]), clock_next
 
     def z0(self, reference=None) -> jax.Array:
-        r = jnp.ones(self.n) if reference is None else jnp.asarray(reference, jnp.float64)
+        r = jnp.ones(self.n) if reference is None else check_reference(reference, self.n)
         return jnp.concatenate([self.x0(), jnp.reshape(r, (self.n,)), jnp.zeros(self.n)])
 
     def matrices(self, hessian, z, clock):
@@ -268,9 +302,8 @@ def build_loop(opt, n: int, *, params=None, state=None, freeze=None) -> ClosedLo
         expected = jax.eval_shape(opt.init, params)
         if not _same_shapes(state, expected):
             raise ValueError(
-                "state: expected the structure and shapes of opt.init(params), got "
-                f"{jax.tree.structure(state)} with shapes "
-                f"{[jnp.shape(x) for x in jax.tree.leaves(state)]}"
+                f"state: expected the tree structure and shapes of opt.init(params), "
+                f"{describe_tree(expected)}, got {describe_tree(state)}"
             )
     grads = jax.tree.map(jnp.zeros_like, _view(params))
     try:
@@ -280,13 +313,12 @@ def build_loop(opt, n: int, *, params=None, state=None, freeze=None) -> ClosedLo
     if not _same_shapes(updates, params):
         raise ValueError(
             "opt: the update's tree structure or shapes differ from the parameters' "
-            f"({jax.tree.structure(updates)} vs {jax.tree.structure(params)})"
+            f"(updates {describe_tree(updates)}, parameters {describe_tree(params)})"
         )
     if not _same_shapes(new_state, state):
         raise ValueError(
             "opt: the state changes structure or shape between steps "
-            f"({[jnp.shape(x) for x in jax.tree.leaves(state)]} -> "
-            f"{[jnp.shape(x) for x in jax.tree.leaves(new_state)]})"
+            f"({describe_tree(state)} -> {describe_tree(new_state)})"
         )
     names = tuple(
         jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.linalg
 
 from gdyn_jax.linearize.stability import spectral_radius
-from gdyn_jax.linearize.system import LinearSystem, validate_hessian
+from gdyn_jax.linearize.system import LinearSystem, require_per_step, validate_hessian
 
 __all__ = ["stationary_covariance", "stationary_excess_loss"]
 
@@ -54,6 +54,7 @@ def stationary_covariance(system: LinearSystem, noise_cov, *, full_state: bool =
     """
     if system.batch_shape:
         raise ValueError("system: expected a single system, got a batch")
+    require_per_step(system, "the stationary covariance")
     n = system.num_params
     q = np.kron(np.eye(system.period), _noise_cov(noise_cov, n))
     A = np.asarray(system.A)

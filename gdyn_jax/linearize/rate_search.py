@@ -13,15 +13,19 @@ import dataclasses
 
 import numpy as np
 
+from gdyn_jax.linearize.infeasibility import prove_infeasible
 from gdyn_jax.linearize.iqc import iqc_system, quadratic_rate
 from gdyn_jax.linearize.lmi import Coordinates, sdp, verified_rate2
+from gdyn_jax.linearize.outcome import Outcome
 
-__all__ = ["LMI_RTOL", "RobustRate", "Search", "search_rate"]
+__all__ = ["LMI_RTOL", "RobustRate", "Search", "certify", "search_rate"]
 
 #: The numpy check of a certificate accepts it when the LMI's largest eigenvalue is at most
 #: ``LMI_RTOL`` times the scale of its terms
 #: (:meth:`~gdyn_jax.linearize.RobustRate.lmi_residual`).
 LMI_RTOL = 1e-9
+#: A rate on quadratics this close above 1 may be a double pole's rounding (~sqrt(eps)).
+QUADRATIC_ROUNDING = 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,18 @@ class RobustRate:
       mu, L: the class.
       A, B, C: the rule's open loop (one coordinate), from ``jax.jacfwd``.
       solves: the number of SDPs solved.
+      outcome: :class:`~gdyn_jax.linearize.Outcome` of the claim "a rate < 1 is certified":
+        ``PROVEN`` (``rate`` is set), ``DISPROVEN`` (no certificate exists with this IQC: a
+        dual certificate of the LMI's infeasibility at :math:`\rho = 1` verified in numpy,
+        ``gdyn_jax.linearize.infeasibility``, or the rule diverges on a quadratic of the
+        class) or ``UNDECIDED`` (neither a certificate nor a proof that none exists verifies
+        in float64; ``reason`` gives the solver's status and :math:`\kappa`). ``rate`` is
+        None unless PROVEN.
+      reason: one line: what proves the outcome, or what could not be decided.
+      normalised: True where the answer comes from the problem normalised by :math:`L`
+        (gradients in units of :math:`L`, the class :math:`S(1/\kappa, 1)`), tried when the
+        rule's own coordinates give no certificate; ``P`` and ``multipliers`` are then mapped
+        back to the rule's coordinates.
     """
 
     rate: float | None
@@ -60,6 +76,9 @@ class RobustRate:
     B: np.ndarray
     C: np.ndarray
     solves: int = 0
+    outcome: Outcome = Outcome.UNDECIDED
+    reason: str = ""
+    normalised: bool = False
 
     @property
     def rho_bar(self) -> float | None:
@@ -85,17 +104,39 @@ class RobustRate:
         return 0.5 * (G + G.T)
 
     def lmi_residual(self) -> float:
-        """Largest eigenvalue of :meth:`lmi` over the scale of its terms (<= LMI_RTOL: valid)."""
-        AB, forms = self.augmented()
-        terms = [AB.T @ self.P @ AB, self.rate**2 * self.P]
-        terms += [self.multipliers[k] * forms[k] for k in forms]
+        """Largest eigenvalue of :meth:`lmi` over the scale of its terms (<= LMI_RTOL: valid);
+        for a ``normalised`` result, of the congruent LMI in the coordinates it was checked in."""
+        P, multipliers = self.P, self.multipliers
+        A, B, C, mu, L = self.A, self.B, self.C, self.mu, self.L
+        if self.normalised:
+            P, multipliers = _scaled(P, multipliers, self.L, self.iqc, inverse=False)
+            A, B, C, mu, L = A, self.L * B, C, self.mu / self.L, 1.0
+        AB, forms = iqc_system(A, B, C, mu, L, self.iqc)
+        n = P.shape[0]
+        G = AB.T @ P @ AB + sum(multipliers[k] * forms[k] for k in forms)
+        G[:n, :n] -= self.rate**2 * P
+        terms = [AB.T @ P @ AB, self.rate**2 * P]
+        terms += [multipliers[k] * forms[k] for k in forms]
         scale = max(float(np.max(np.abs(t))) for t in terms)
-        return float(np.linalg.eigvalsh(self.lmi())[-1]) / max(scale, 1e-300)
+        return float(np.linalg.eigvalsh(0.5 * (G + G.T))[-1]) / max(scale, 1e-300)
 
 
-def _no_certificate(why: str, lo: float, quad: float, mu, L, iqc, system, solves=0):
+def _scaled(P, multipliers, L: float, iqc: str, *, inverse: bool):
+    r"""The certificate in the rule's coordinates from the normalised ones (``inverse``), or
+    back: the filter state scales as :math:`\zeta = L\zeta'` and the forms as :math:`L^2`."""
+    d = np.ones(P.shape[0])
+    if iqc == "off_by_one":
+        d[-1] = L
+    d = 1.0 / d if inverse else d
+    factor = L**-2 if inverse else L**2
+    return d[:, None] * P * d[None, :], {k: v * factor for k, v in multipliers.items()}
+
+
+def _no_certificate(outcome, why, lo, quad, mu, L, iqc, system, solves=0, reason=""):
     A, B, C = system
-    return RobustRate(None, None, None, iqc, (lo, 1.0), why, quad, mu, L, A, B, C, solves)
+    return RobustRate(
+        None, None, None, iqc, (lo, 1.0), why, quad, mu, L, A, B, C, solves, outcome, reason
+    )
 
 
 class Search:
@@ -117,6 +158,7 @@ class Search:
         self.coords = Coordinates(self.AB, C, L)
         self.floor = floor
         self.failed: list[float] = []
+        self.failures: dict[float, tuple[str, str]] = {}  # rho -> (kind, detail)
         self.best = None  # (rate, P in the rule's coordinates, multipliers, status)
         self.solves = 0
         self.status = ""
@@ -151,6 +193,7 @@ class Search:
                 self._keep("below", rho, t)
             why = f"margin {t:.3g}" if t is not None and t <= 0 else "not verified"
             self.status = self.status or f"{status}, {why}"
+            self.failures[rho] = _failure(status, t)
             return False
         self._keep("above", rho, t)
         if self.upper is None or rate < self.upper:
@@ -193,18 +236,31 @@ class Search:
         return float(np.clip(guess, lo + inset, hi - inset))
 
 
-def search_rate(system, mu, L, iqc, tol, warm: Search | None = None):
+def _failure(status: str, t: float | None) -> tuple[str, str]:
+    """What a failed probe says (it never proves that no certificate exists)."""
+    if t is not None and t > 0:
+        detail = f"the solver's certificate (status {status}) does not verify in float64"
+        return "unverified", detail
+    margin = "no answer" if t is None else f"largest margin {t:.3g}"
+    return "no certificate", f"the solver found none (status {status}, {margin})"
+
+
+def _kappa(mu: float, L: float) -> str:
+    return f"kappa = {L / mu:.4g}"
+
+
+def search_rate(system, mu, L, iqc, tol, warm: Search | None = None, quad=None, decide=True):
     """The smallest certified rho between the quadratic rate and 1, and the search.
 
     ``warm``, a neighbouring point's search, lends its coordinates and its last certificate
     (checked in numpy on this point's matrices: an upper bound without an SDP) and its rate
-    as the guess around which the first probes go.
+    as the guess around which the first probes go. ``quad``: the rate on quadratics, if known.
+    ``decide``: where no certificate is found at rho = 1, look for a proof that none exists.
     """
     A, B, C = system
-    quad = quadratic_rate(A, B, C, mu, L)
+    quad = quadratic_rate(A, B, C, mu, L) if quad is None else quad
     if not quad < 1.0:
-        why = "diverges on a quadratic in [mu, L]"
-        return _no_certificate(why, quad, quad, mu, L, iqc, system), None
+        return _diverges(quad, mu, L, iqc, system), None
     search = Search(system, mu, L, iqc, quad)
     guess = None if warm is None or warm.best is None else warm.best[0]
     if guess is not None:
@@ -218,8 +274,12 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None):
         search.failed.clear()
         search.attempt(1.0)
     if search.upper is None:
+        outcome, reason = _none_at_one(search, iqc, mu, L, decide)
         why = f"no certificate at rho = 1 ({search.status})"
-        return _no_certificate(why, search.lower, quad, mu, L, iqc, system, search.solves), search
+        result = _no_certificate(
+            outcome, why, search.lower, quad, mu, L, iqc, system, search.solves, reason
+        )
+        return result, search
     first = quad if guess is None else max(min(guess, search.upper) - step, quad)
     if first < search.upper:
         search.attempt(first)
@@ -229,11 +289,90 @@ def search_rate(system, mu, L, iqc, tol, warm: Search | None = None):
         rho = search.next_rho(tol) if stalls < 3 else 0.5 * (search.lower + search.upper)
         search.attempt(rho)
         stalls = stalls + 1 if search.upper - search.lower > 0.5 * width else 0
+    return _result(search, quad, mu, L, iqc, system), search
+
+
+def _none_at_one(search: Search, iqc: str, mu, L, decide: bool) -> tuple[Outcome, str]:
+    """No certificate was found at rho = 1: DISPROVEN where a dual certificate proves that
+    none exists, else UNDECIDED."""
+    detail = search.failures.get(1.0, ("", "no probe at rho = 1"))[1]
+    head = f"no certificate with the {iqc} IQC at rho = 1"
+    if not decide:
+        return Outcome.UNDECIDED, f"{head}: {detail} ({_kappa(mu, L)})"
+    AB, forms = search.coords.apply(search.AB, search.forms)
+    margin, status = prove_infeasible(AB, forms, search.names, 1.0)
+    search.solves += 1
+    if margin is not None:
+        why = f"{head}: none exists (a dual certificate verified in float64, margin {margin:.3g})"
+        return Outcome.DISPROVEN, f"{why} ({_kappa(mu, L)})"
+    why = f"{head} ({detail}), and no proof that none exists (dual status {status}, not verified)"
+    return Outcome.UNDECIDED, f"{why} ({_kappa(mu, L)})"
+
+
+def _diverges(quad: float, mu, L, iqc, system) -> RobustRate:
+    """No rate < 1 over the class: the rule diverges on one of its quadratics (or, within
+    rounding of 1, could not tell)."""
+    why = "diverges on a quadratic in [mu, L]"
+    if quad > 1.0 + QUADRATIC_ROUNDING:
+        outcome, reason = Outcome.DISPROVEN, f"{why} (its rate there is {quad:.6g})"
+    else:
+        outcome = Outcome.UNDECIDED
+        reason = f"the rate on quadratics, {quad!r}, is within rounding of 1"
+    return _no_certificate(outcome, why, quad, quad, mu, L, iqc, system, 0, reason)
+
+
+def _result(search: Search, quad: float, mu, L, iqc, system) -> RobustRate:
+    """The result of a search that found a certificate (at rho = 1 at least)."""
     rate, P, multipliers, status = search.best
     if not rate < 1.0:
         why = "bounded only (rho = 1)"
-        return _no_certificate(why, search.lower, quad, mu, L, iqc, system, search.solves), search
-    result = RobustRate(
-        rate, P, multipliers, iqc, (search.lower, rate), status, quad, mu, L, A, B, C, search.solves
+        reason = (
+            f"a certificate at rho = 1 (bounded, not convergent), none found below: the best "
+            f"certified rate lies in ({search.lower:.10g}, 1] ({_kappa(mu, L)})"
+        )
+        return _no_certificate(
+            Outcome.UNDECIDED, why, search.lower, quad, mu, L, iqc, system, search.solves, reason
+        )
+    reason = f"certificate verified in float64 at rho = {rate:.10g}; " + _below(search, quad)
+    A, B, C = system
+    bracket = (search.lower, rate)
+    return RobustRate(
+        rate, P, multipliers, iqc, bracket, status, quad, mu, L, A, B, C, search.solves,
+        Outcome.PROVEN, reason,
+    )  # fmt: skip
+
+
+def _below(search: Search, quad: float) -> str:
+    """What holds at the bracket's lower end (how tight the certified rate is)."""
+    lower = search.lower
+    if lower == quad:
+        return "the bracket's lower end is the rate on quadratics (no rate below it holds)"
+    detail = search.failures.get(lower, ("", "not probed"))[1]
+    return f"none found at rho = {lower:.10g}: {detail}"
+
+
+def certify(system, mu, L, iqc, tol, warm: Search | None = None):
+    """:func:`search_rate` in the rule's coordinates and, where it proves no rate there, again
+    on the problem normalised by L (gradients in units of L, the class S(1/kappa, 1)), whose
+    SDP stays of unit scale at any kappa; the normalised answer then stands, its certificate
+    mapped back to the rule's coordinates. Returns ``(result, search in the rule's own)``."""
+    result, search = search_rate(system, mu, L, iqc, tol, warm, decide=L == 1.0)
+    if result.outcome is Outcome.PROVEN or search is None or L == 1.0:
+        return result, search
+    A, B, C = system
+    scaled, _ = search_rate((A, L * B, C), mu / L, 1.0, iqc, tol, quad=result.quadratic_rate)
+    P, multipliers = scaled.P, scaled.multipliers
+    if P is not None:
+        P, multipliers = _scaled(P, multipliers, L, iqc, inverse=True)
+    normalised = dataclasses.replace(
+        scaled,
+        P=P,
+        multipliers=multipliers,
+        mu=mu,
+        L=L,
+        B=B,
+        solves=result.solves + scaled.solves,
+        reason=f"{scaled.reason} (normalised by L)",
+        normalised=True,
     )
-    return result, search
+    return normalised, search

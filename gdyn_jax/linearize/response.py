@@ -29,7 +29,7 @@ import numpy as np
 
 from gdyn_jax.linearize.eig import eigvals, spectral_radius_of
 from gdyn_jax.linearize.response_fast import step_info_batch
-from gdyn_jax.linearize.system import LinearSystem
+from gdyn_jax.linearize.system import LinearSystem, require_per_step
 from gdyn_jax.linearize.timevarying import TimeVaryingSystem, simulate
 from gdyn_jax.linearize.transfer import TransferFunction
 
@@ -122,6 +122,7 @@ def _responses(A, cols, C, steps: int, impulse: bool):
 
 
 def _response(system: LinearSystem, steps, input: str, impulse: bool):  # noqa: A002
+    require_per_step(system, "the impulse response" if impulse else "the step response")
     steps = _check_steps(steps)
     system.input_matrix(input)  # validates the name
     A, B, C, shape = _batched(system)
@@ -176,6 +177,7 @@ def frequency_response(
     ``batch + (len(omega), n, n)`` (output, input), squeezed to ``(len(omega),)`` for one
     parameter: :math:`C(zI - A)^{-1}B`.
     """
+    require_per_step(system, "the frequency response")
     omega = np.linspace(0.0, np.pi, 256) if omega is None else np.asarray(omega, np.float64)
     z = np.exp(1j * omega)
     if isinstance(system, TransferFunction):
@@ -276,6 +278,7 @@ def default_steps(system: LinearSystem, decay: float = 1e-6) -> int:
     r"""Steps for the slowest stable mode to decay by ``decay``:
     :math:`\ln(\mathrm{decay})/\ln\rho`.
     """
+    require_per_step(system, "default_steps")
     with jax.enable_x64(True):
         rho = np.asarray(spectral_radius_of(jnp.asarray(system.A)))
     rho = rho[rho < 1.0]
@@ -308,6 +311,7 @@ def step_info(
             "system: step_info needs a time-invariant system (a final value); for a "
             "TimeVaryingSystem use step_info_from_response(step_response(system), final_value)"
         )
+    require_per_step(system, "step_info")
     settling, rise = _check_thresholds(SettlingTimeThreshold, RiseTimeLimits)
     steps = default_steps(system) if steps is None else _check_steps(steps)
     A, B, C, shape = _batched(system)
@@ -342,6 +346,7 @@ def step_info(
 def _poles(system) -> np.ndarray:
     if isinstance(system, TransferFunction):
         return system.poles()
+    require_per_step(system, "damping")
     with jax.enable_x64(True):
         return np.asarray(eigvals(jnp.asarray(system.A)))
 

@@ -60,6 +60,19 @@ certificates stay verifiable in float64, which limits the accuracy for large
 :math:`\kappa`: Triple Momentum is certified within 0.1% of :math:`1 - 1/\sqrt\kappa` (in
 iterations) up to :math:`\kappa = 100` and within 5% at :math:`\kappa = 1000`.
 
+Three outcomes, never two (``gdyn_jax.linearize.outcome``): a result is ``PROVEN`` (a
+verified certificate), ``DISPROVEN`` (no certificate exists with this IQC: a dual certificate
+of the LMI's infeasibility at :math:`\rho = 1`, found by a second SDP and verified in numpy,
+``gdyn_jax.linearize.infeasibility``; or the rule diverges on a quadratic of the class) or
+``UNDECIDED`` (neither verifies: the solver failed, or its answers do not hold in float64; a
+solver's negative margin alone is no proof, it can be spurious when the certificate sought is
+badly conditioned, as for a step size tiny against the curvature). Where
+the rule's own coordinates prove no rate, the search runs again on the problem normalised by
+:math:`L` (the gradient in units of :math:`L`, the class :math:`S(1/\kappa, 1)`), whose data
+keep unit scale however large :math:`\kappa` is: in the rule's coordinates the IQC's forms
+grow like :math:`L^2` and the solver fails from :math:`\kappa \approx 10^5` on for plain
+gradient descent, or reports a spurious infeasibility.
+
 The pieces: :mod:`gdyn_jax.linearize.iqc` (the open loop and the IQCs),
 :mod:`gdyn_jax.linearize.lmi` (the SDP and the numpy check of a certificate),
 :mod:`gdyn_jax.linearize.rate_search` (the search for the smallest rate); this module holds the
@@ -91,7 +104,7 @@ from gdyn_jax.linearize.iqc import (
     quadratic_rate,
 )
 from gdyn_jax.linearize.lmi import require_cvxpy
-from gdyn_jax.linearize.rate_search import LMI_RTOL, RobustRate, search_rate
+from gdyn_jax.linearize.rate_search import LMI_RTOL, RobustRate, certify
 
 __all__ = [
     "IQCS",
@@ -126,9 +139,16 @@ def robust_rate(
       tol: width of the final bisection bracket on :math:`\rho`.
 
     Returns:
-      A :class:`RobustRate`; ``rate`` is None where no certificate exists (e.g. heavy ball with
+      A :class:`RobustRate` whose ``outcome`` is one of three
+      (:class:`~gdyn_jax.linearize.Outcome`): ``PROVEN``, with ``rate`` and its verified
+      certificate; ``DISPROVEN``, no certificate exists with this IQC (e.g. heavy ball with
       Polyak's tuning at large :math:`\kappa`, which converges on every quadratic but not on
-      every function of the class).
+      every function of the class); ``UNDECIDED``, the SDP solver failed or its certificates
+      do not verify in float64 (``reason`` says which). ``rate`` is None unless PROVEN. Where
+      the rule's own coordinates give no certificate, the search is run again on the problem
+      normalised by :math:`L` (gradients in units of :math:`L`), whose SDP keeps unit scale at
+      any :math:`\kappa`: gradient descent is certified at its closed-form rate up to
+      :math:`\kappa = 10^8`.
 
     Raises:
       ValueError: naming ``opt``, ``mu``, ``L``, ``iqc`` or ``tol`` for bad input;
@@ -142,7 +162,7 @@ def robust_rate(
     iqc = check_iqc(iqc)
     tol = _check_tol(tol)
     require_cvxpy()  # without the [robust] extra: MissingExtraError, before any work
-    return search_rate(open_loop_matrices(opt), mu, L, iqc, tol)[0]
+    return certify(open_loop_matrices(opt), mu, L, iqc, tol)[0]
 
 
 def _check_tol(tol) -> float:
@@ -160,11 +180,14 @@ class RobustRateGrid:
     """Certified rates over a cartesian grid of hyperparameters.
 
     Attributes:
-      rate: array of the grid's shape, NaN where there is no certificate.
+      rate: array of the grid's shape, NaN where no rate is certified (see ``outcome``).
       quadratic_rate: the worst rate on quadratics at each point.
       results: object array of the :class:`RobustRate` of each point.
       grid: the grid (name -> 1-D values).
       solves: SDPs solved in all.
+      outcome: array of the grid's shape of :class:`~gdyn_jax.linearize.Outcome` values (a
+        ``str`` enum): where ``rate`` is NaN, ``'disproven'`` (no certificate) and
+        ``'undecided'`` (the solver could not tell) are told apart.
     """
 
     rate: np.ndarray
@@ -172,6 +195,7 @@ class RobustRateGrid:
     results: np.ndarray
     grid: dict
     solves: int
+    outcome: np.ndarray = None
 
 
 def robust_rate_grid(
@@ -207,12 +231,14 @@ def robust_rate_grid(
     results = np.empty(shape, dtype=object)
     warm = None
     for index in _snake(shape):
-        results[index], search = search_rate((A[index], B[index], C[index]), mu, L, iqc, tol, warm)
+        results[index], search = certify((A[index], B[index], C[index]), mu, L, iqc, tol, warm)
         warm = search if search is not None and search.best is not None else warm
     rate = np.vectorize(lambda r: np.nan if r.rate is None else r.rate, otypes=[float])(results)
     quad = np.vectorize(lambda r: r.quadratic_rate, otypes=[float])(results)
+    outcome = np.vectorize(lambda r: r.outcome, otypes=[object])(results)
     solves = int(sum(r.solves for r in results.ravel()))
-    return RobustRateGrid(rate, quad, results, dict(zip(names, axes, strict=True)), solves)
+    axes_by_name = dict(zip(names, axes, strict=True))
+    return RobustRateGrid(rate, quad, results, axes_by_name, solves, outcome)
 
 
 def _snake(shape: tuple[int, ...]):

@@ -17,27 +17,33 @@ eigenvalues for loops with at most two states (host ``numpy.linalg.eigvals`` oth
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.linalg
 
 from gdyn_jax._deprecated import forwarder
 from gdyn_jax.linearize import _compile
 from gdyn_jax.linearize.eig import eigvals, spectral_radius_of
-from gdyn_jax.linearize.exactness import clock_run, structural_verdict, verdict
 from gdyn_jax.linearize.grid import cache_key, cached, grid_matrices, grid_points, grid_proof
-from gdyn_jax.linearize.loop import build_loop
-from gdyn_jax.linearize.system import LinearSystem, state_space, validate_hessian
+from gdyn_jax.linearize.limit import max_stable_curvature
+from gdyn_jax.linearize.outcome import Decision, Outcome
+from gdyn_jax.linearize.system import (
+    LinearSystem,
+    require_per_step,
+    state_space,
+    validate_hessian,
+)
 from gdyn_jax.linearize.timevarying import TimeVaryingSystem
 from gdyn_jax.linearize.transfer import TransferFunction
 
 __all__ = [
     "spectral_radius",
     "is_stable",
+    "decide_stable",
     "max_stable_curvature",
     "stability_region",
     "convergence_rate",
@@ -57,11 +63,18 @@ def spectral_radius(
     Accepts a LinearSystem (batched or not), a TransferFunction (largest pole modulus), a
     TimeVaryingSystem (the frozen :math:`\rho(A_t)` of every step, an array) or an array of
     matrices ``(..., k, k)``. ``per_step=True`` gives the rate per optimizer step of a lifted
-    periodic system, :math:`\rho(\Phi_k)^{1/k}` (``k = system.period``; 1 for others).
+    periodic system, :math:`\rho(\Phi_k)^{1/k}` (``k = system.period``; 1 for others). The
+    per-step system of a periodic rule (``linearize`` of lookahead: ``'periodic'`` in its
+    ``reason``) answers with its lifted system's per-step rate, :math:`\rho(\Phi_k)^{1/k}`,
+    not the radius of its frozen one-step matrices.
     """
     if isinstance(system, TransferFunction):
         poles = system.poles()
         return float(np.max(np.abs(poles))) if poles.size else 0.0
+    if isinstance(system, LinearSystem) and system.per_step_of_periodic:
+        if system.lifted is None:
+            require_per_step(system, "the spectral radius")
+        return spectral_radius(system.lifted, per_step=True)
     A = system.A if isinstance(system, LinearSystem | TimeVaryingSystem) else system
     A = np.asarray(A, dtype=np.float64)
     if A.shape[-1] <= 2:
@@ -75,165 +88,55 @@ def spectral_radius(
 
 
 def is_stable(system, tol: float = 0.0):
-    r"""True iff :math:`\rho < 1 - \text{tol}` (marginal systems, :math:`\rho = 1`, are not)."""
+    r"""True iff :math:`\rho < 1 - \text{tol}` (marginal systems, :math:`\rho = 1`, are not).
+
+    The float64 comparison: near :math:`\rho = 1`, within the radius's rounding, it cannot be
+    told from the truth; :func:`decide_stable` says so (three outcomes).
+    """
     rho = spectral_radius(system)
     return bool(rho < 1.0 - tol) if np.ndim(rho) == 0 else rho < 1.0 - tol
 
 
-# --------------------------------------------------------------------------- curvature limit
+def decide_stable(system: LinearSystem | np.ndarray) -> Decision:
+    r"""Is the loop stable, :math:`\rho(A) < 1`? One of three outcomes, with the reason.
 
-
-def _check_search(lower, upper, points, rtol) -> tuple[float, float, int, float]:
-    """The curvature search's arguments, or a ValueError naming the one that cannot work."""
-    if isinstance(points, bool) or not isinstance(points, int | np.integer) or points < 3:
-        raise ValueError(f"points: expected an integer >= 3 to bracket a limit, got {points!r}")
-    lower, upper, rtol = float(lower), float(upper), float(rtol)
-    if not (np.isfinite(lower) and lower > 0):
-        raise ValueError(f"lower: expected a finite curvature > 0, got {lower}")
-    if not (np.isfinite(upper) and upper > lower):
-        raise ValueError(f"upper: expected a finite curvature > lower = {lower}, got {upper}")
-    if not 0 < rtol < 1:
-        raise ValueError(f"rtol: expected a relative width in (0, 1), got {rtol}")
-    return lower, upper, int(points), rtol
-
-
-def _radius_fn(loop, z0, clocks, lifted: bool):
-    """``hs (m, P) -> rho (m, P)``, jitted: row b is the loop with the clock ``clocks[b]``, or
-    (``lifted``, m = 1) the product of its matrices over all the ``clocks`` (one period)."""
-
-    def matrix(h, clock):
-        return loop.matrices(jnp.reshape(h, (1, 1)), z0, clock)[0]
-
-    if lifted:
-
-        def one(h):
-            def body(M, clock):
-                return matrix(h, clock) @ M, None
-
-            M, _ = jax.lax.scan(body, jnp.eye(loop.num_states), clocks)
-            return spectral_radius_of(M)
-
-        return jax.jit(lambda hs: jax.vmap(jax.vmap(one))(hs))
-
-    def row(hs, clock):
-        return jax.vmap(lambda h: spectral_radius_of(matrix(h, clock)))(hs)
-
-    return jax.jit(lambda hs: jax.vmap(row)(hs, clocks))
-
-
-# A radius within this of 1 from above is rounding around a marginal pole (e.g. the averaging
-# state of schedule-free SGD as h -> 0), not the crossing that ends the stable interval.
-MARGINAL = 1e-12
-
-
-def _stability_edges(radius, lower, upper, points, rtol, m: int) -> np.ndarray:
-    """Upper end of the first stable interval of each of ``m`` loops (vectorised multisection).
-
-    The interval starts at the first curvature with radius < 1 and ends where the radius
-    exceeds ``1 + MARGINAL``."""
-    hs = np.broadcast_to(np.geomspace(lower, upper, points), (m, points))
-    rho = np.asarray(radius(jnp.asarray(hs)))
-    stable, ends = rho < 1.0, rho > 1.0 + MARGINAL
-    out = np.zeros(m)
-    lo, hi = np.ones(m), np.ones(m)
-    active = np.zeros(m, bool)
-    for b in range(m):
-        first = int(np.argmax(stable[b]))
-        if not stable[b, first]:
-            continue  # no stable curvature on the grid: 0.0
-        after = np.nonzero(ends[b, first:])[0]
-        if after.size == 0:
-            out[b] = np.inf
-            continue
-        lo[b], hi[b] = hs[b, first + after[0] - 1], hs[b, first + after[0]]
-        active[b] = True
-    for _ in range(20):
-        if not np.any(active & (hi - lo > rtol * hi)):
-            break
-        probe = np.linspace(lo, hi, points, axis=-1)
-        ok = np.asarray(radius(jnp.asarray(probe))) <= 1.0 + MARGINAL
-        ok[:, 0], ok[:, -1] = True, False  # the brackets' ends are known
-        j = np.argmin(ok, axis=1)  # first unstable probe
-        rows = np.arange(m)
-        lo, hi = probe[rows, j - 1], probe[rows, j]
-    out[active] = lo[active]
-    return out
-
-
-def max_stable_curvature(
-    opt: optax.GradientTransformation,
-    *,
-    lower: float = 1e-12,
-    upper: float = 1e12,
-    points: int = 257,
-    rtol: float = 1e-14,
-    params=None,
-    state=None,
-    freeze=None,
-    steps: int | None = None,
-):
-    r"""The largest curvature :math:`h` for which the loop of ``opt`` on :math:`\tfrac12 h\theta^2`
-    is stable: the edge-of-stability threshold (Cohen et al. 2021).
-
-    Computed, not looked up: the spectral radius of the loop is scanned on a log grid of
-    ``points`` curvatures in ``[lower, upper]``, the upper end of the first stable interval is
-    bracketed and refined by vectorised multisection (``points`` probes per round, one
-    compilation) to relative width ``rtol``. SGD gives :math:`2/a`, heavy ball
-    :math:`(2+2\beta)/a`, Nesterov :math:`(2+2\beta)/((1+2\beta)a)`. Returns 0.0 if no
-    curvature on the grid is stable and ``inf`` if all above the first stable one are.
-
-    ``params``, ``state`` and ``freeze`` are :func:`~gdyn_jax.linearize.linearize`'s: Adam with
-    ``freeze=('nu', 'count')`` and a state whose preconditioner is
-    :math:`P = \sqrt{\hat\nu} + \epsilon` gives the frozen-preconditioner limit
-    :math:`P(2 + 2\beta_1)(1-\beta_1^c)/(\eta(1-\beta_1))` (Cohen et al. 2022), computed from the
-    rule's code. A periodic rule gets the limit of its lifted system, :math:`\rho(\Phi_k) < 1`.
-    A time-varying rule has one limit per step: pass ``steps`` for the array of the limits of
-    the frozen loops at t = 0 .. steps-1 (:math:`2/a_t` for SGD under a schedule); without it,
-    ValueError. A nonlinear rule gets the limit of its local linearisation (clock frozen).
+    ``PROVEN`` when :math:`\rho < 1 - \delta`, ``DISPROVEN`` when :math:`\rho > 1 + \delta`,
+    ``UNDECIDED`` within :math:`\delta` of 1 (a marginal loop, or one closer to 1 than float64
+    resolves: ``sgd(1e-20)`` at :math:`h = 1` has the pole :math:`1 - 10^{-20}`, stored as 1).
+    :math:`\delta` is the rounding of the computed radius: :math:`10^3\,\epsilon\max(1,
+    \|\tilde A\|_\infty)` (:math:`\tilde A`: ``A`` balanced by a diagonal similarity) for a
+    simple eigenvalue of largest modulus, its square root when another eigenvalue lies within
+    that square root (a double pole's modulus is only that accurate).
+    A single system (a LinearSystem, lifted or not, or a (k, k) matrix); the per-step system of
+    a periodic rule is judged on its lifted system, as :func:`spectral_radius` is.
     """
-    lower, upper, points, rtol = _check_search(lower, upper, points, rtol)
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1
-    ):
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
-    with jax.enable_x64(True):
-        loop = build_loop(opt, 1, params=params, state=state, freeze=freeze)
-        z0 = loop.z0()
-        clocks, lifted = _clocks_for_limit(loop, z0, steps)
-        radius = _radius_fn(loop, z0, clocks, lifted)
-        leaves = jax.tree.leaves(clocks)
-        m = 1 if lifted or not leaves else len(leaves[0])
-        edges = _stability_edges(radius, lower, upper, points, rtol, m)
-    if steps is None:
-        return float(edges[0])
-    return np.broadcast_to(edges, (steps,)).copy()  # no clock: the same limit at every step
-
-
-def _clocks_for_limit(loop, z0, steps):
-    """The clock states the limit is taken at (stacked) and whether to lift them."""
-    stack = functools.partial(jax.tree.map, lambda *c: jnp.stack(c))
-    one = np.ones((1, 1))
-    if steps is not None:
-        if steps == 1:
-            return stack(loop.clock0), False
-        later = clock_run(loop, jnp.asarray(one), z0, steps - 1)
-        return jax.tree.map(lambda c0, c: jnp.concatenate([c0[None], c]), loop.clock0, later), False
-    if not structural_verdict(loop).reason.count("time-varying"):
-        return stack(loop.clock0), False
-    proof, _ = verdict(loop, one, z0)
-    if not proof.affine:
-        return stack(loop.clock0), False  # a local linearisation, clock frozen
-    if proof.period is None:
-        raise ValueError(
-            "steps: the rule is time-varying ("
-            + "; ".join(proof.notes)
-            + "); pass steps=T for the limit at each of T steps"
-        )
-    if proof.period == 1:
-        return stack(loop.clock0), False
-    later = clock_run(loop, jnp.asarray(one), z0, proof.period - 1)
-    period = jax.tree.map(lambda c0, c: jnp.concatenate([c0[None], c]), loop.clock0, later)
-    return period, True
+    if isinstance(system, LinearSystem) and system.per_step_of_periodic:
+        if system.lifted is None:
+            require_per_step(system, "decide_stable")
+        return decide_stable(system.lifted)
+    A = np.asarray(system.A if isinstance(system, LinearSystem) else system, np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"system: expected a single system or a (k, k) matrix, got {A.shape}")
+    if not np.all(np.isfinite(A)):
+        return Decision(Outcome.UNDECIDED, "the loop's matrix is not finite (float64 overflow)")
+    rho = spectral_radius(A)
+    balanced = scipy.linalg.matrix_balance(A, permute=False, separate=False)[0]
+    norm = float(np.max(np.sum(np.abs(balanced), axis=1)))
+    delta = 1e3 * np.finfo(np.float64).eps * max(1.0, norm)
+    poles = np.linalg.eigvals(A)
+    top = int(np.argmax(np.abs(poles)))
+    others = np.delete(poles, top)
+    if others.size and np.min(np.abs(others - poles[top])) < np.sqrt(delta):
+        delta = float(np.sqrt(delta))
+    if rho < 1.0 - delta:
+        return Decision(Outcome.PROVEN, f"spectral radius {rho:.12g} < 1 (rounding {delta:.1g})")
+    if rho > 1.0 + delta:
+        return Decision(Outcome.DISPROVEN, f"spectral radius {rho:.12g} > 1 (rounding {delta:.1g})")
+    why = (
+        f"the spectral radius {rho!r} is within its rounding ({delta:.1g}) of 1: a marginal "
+        "loop, or one closer to 1 than float64 resolves at this scale"
+    )
+    return Decision(Outcome.UNDECIDED, why)
 
 
 # --------------------------------------------------------------------------- grids

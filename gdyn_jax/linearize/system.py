@@ -38,11 +38,13 @@ import optax
 
 from gdyn_jax._deprecated import forwarder
 from gdyn_jax.linearize.exactness import verdict
+from gdyn_jax.linearize.lifting import lift, matrix_sequence
 from gdyn_jax.linearize.loop import build_loop
 from gdyn_jax.state_structure import dynamic_state_mask
 
 __all__ = [
     "LinearSystem",
+    "LoopOverflowError",
     "linearize",
     "state_space",
     "dynamic_mask",
@@ -79,6 +81,12 @@ class LinearSystem:
       period: optimizer steps per step of this system: 1, or k for the lifted system of a
         periodic rule (:func:`gdyn_jax.linearize.linearize_periodic`).
       frozen: the paths of state leaves held fixed on request (``freeze``).
+      lifted: for the per-step system of a periodic rule (``'periodic'`` in ``reason``,
+        ``period`` 1: the matrices of one step with the clock frozen, which are not the rule's
+        loop), its exact lifted system (:func:`~gdyn_jax.linearize.linearize_periodic`); the
+        per-step spectral radius and stability come from it, :math:`\rho(\Phi_k)^{1/k}`, and
+        analyses with no per-step meaning (transfer function, responses, step_info, noise
+        floor) refuse the per-step system. None otherwise.
 
     It is a JAX pytree (A, B, C, D are its leaves), so it can cross ``jax.vmap``/``jax.jit``.
     """
@@ -95,6 +103,7 @@ class LinearSystem:
     notes: tuple[str, ...] = ()
     period: int = 1
     frozen: tuple[str, ...] = ()
+    lifted: Any = dataclasses.field(default=None, compare=False)
 
     @property
     def num_states(self) -> int:
@@ -128,12 +137,13 @@ class LinearSystem:
             self.notes,
             self.period,
             self.frozen,
+            _Opaque(self.lifted),
         )
         return (self.A, self.B, self.C, self.D), aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        exact, inputs, num_params, hessian, reason, notes, period, frozen = aux
+        exact, inputs, num_params, hessian, reason, notes, period, frozen, lifted = aux
         return cls(
             *children,
             exact=exact,
@@ -144,7 +154,13 @@ class LinearSystem:
             notes=notes,
             period=period,
             frozen=frozen,
+            lifted=lifted.value,
         )
+
+    @property
+    def per_step_of_periodic(self) -> bool:
+        """True for the per-step system (clock frozen) of a periodic rule (see ``lifted``)."""
+        return self.period == 1 and "periodic" in self.reason
 
 
 class _Opaque:
@@ -163,19 +179,40 @@ class _Opaque:
 # --------------------------------------------------------------------------- input checks
 
 
+def _real_array(hessian) -> np.ndarray:
+    """``hessian`` as float64, refusing what is not real numbers: a bool (``hessian=True`` is
+    not the curvature 1), a complex matrix (its imaginary part would be dropped), text."""
+    try:
+        raw = np.asarray(hessian)
+    except (TypeError, ValueError):  # ragged nested lists
+        raw = np.asarray(None)
+    kind = raw.dtype.kind
+    if kind == "b":
+        raise ValueError(f"hessian: expected real numbers, got booleans ({_short(hessian)})")
+    if kind == "c":
+        raise ValueError(
+            "hessian: expected a real matrix, got a complex one (a Hessian is real symmetric; "
+            "the imaginary part would be dropped)"
+        )
+    if kind not in "iuf":
+        raise ValueError(f"hessian: expected a number or a square matrix, got {_short(hessian)}")
+    return raw.astype(np.float64)
+
+
+def _short(value) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def validate_hessian(hessian) -> np.ndarray:
     """``hessian`` as a float64 (n, n) symmetric positive semi-definite matrix.
 
     One curvature (a scalar or a 1 x 1 matrix, treated alike) must be finite and > 0; a larger
     matrix must be square, finite, symmetric and without negative eigenvalues (a flat
-    direction is allowed there). Raises ValueError naming ``hessian`` otherwise.
+    direction is allowed there); booleans and complex entries are refused, not converted.
+    Raises ValueError naming ``hessian`` otherwise, in one line.
     """
-    try:
-        h = np.asarray(hessian, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"hessian: expected a number or a square matrix, got {hessian!r}") from (
-            error
-        )
+    h = _real_array(hessian)
     if h.ndim == 0 or h.shape == (1, 1):  # one curvature, however it is written
         value = float(h.reshape(()))
         if not np.isfinite(value) or value <= 0:
@@ -318,16 +355,32 @@ def _linearize(
         k = loop.num_states
         A = np.array(jac[:, :k], np.float64)
         B = np.array(jac[:, k:], np.float64)
-    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
-        raise ValueError(
-            "state: the update rule has no finite Jacobian at this point (e.g. Adam where the "
-            "gradient and second moment are 0); pass params/state/reference with a non-zero "
-            "gradient"
+        lifted = None
+        if "periodic" in proof.reason and proof.period:
+            Phi, B_lift = lift(*matrix_sequence(loop, h, z0, proof.period), n)
+            lifted = (Phi, B_lift, proof.period)
+    _check_finite(A, B)
+    C = loop.output_matrix()
+    kept = [i for i, tag in enumerate(proof.reason) if tag in ("nonlinear", "random")]
+    if lifted is not None:
+        Phi, B_lift, period = lifted
+        lifted = LinearSystem(
+            Phi,
+            B_lift,
+            C,
+            np.zeros((n, n * (1 + period))),
+            exact=not kept,
+            num_params=n,
+            hessian=h,
+            reason=tuple(proof.reason[i] for i in kept),
+            notes=tuple(proof.notes[i] for i in kept),
+            period=period,
+            frozen=loop.frozen_names,
         )
     return LinearSystem(
         A,
         B,
-        loop.output_matrix(),
+        C,
         np.zeros((n, 2 * n)),
         exact=proof.exact,
         inputs=INPUTS,
@@ -336,7 +389,45 @@ def _linearize(
         reason=proof.reason,
         notes=proof.notes,
         frozen=loop.frozen_names,
+        lifted=lifted,
     )
+
+
+class LoopOverflowError(ValueError):
+    """The closed loop does not fit in float64: a Jacobian entry is infinite (the step size
+    times the curvature, or a hyperparameter, beyond 1.8e308)."""
+
+
+def _check_finite(A: np.ndarray, B: np.ndarray) -> None:
+    """Infinite entries are an overflow of the loop's numbers; NaN ones a rule without a finite
+    derivative at this point (Adam where the gradient and the second moment are 0)."""
+    values = np.concatenate([A.ravel(), B.ravel()])
+    if np.all(np.isfinite(values)):
+        return
+    if not np.any(np.isnan(values)):
+        raise LoopOverflowError(
+            "hessian: the closed loop overflows float64 (a Jacobian entry is infinite: the "
+            "step size times the curvature, or a hyperparameter, exceeds 1.8e308); expected "
+            "smaller values"
+        )
+    raise ValueError(
+        "state: the update rule has no finite Jacobian at this point (e.g. Adam where the "
+        "gradient and second moment are 0); pass params/state/reference with a non-zero "
+        "gradient"
+    )
+
+
+def require_per_step(system, what: str) -> None:
+    """ValueError naming ``system`` when it is the per-step system of a periodic rule, whose
+    one-step matrices (clock frozen) are not the rule's loop, so ``what`` has no meaning."""
+    if isinstance(system, LinearSystem) and system.per_step_of_periodic:
+        lifted = system.lifted
+        period = f" (period {lifted.period})" if lifted is not None else ""
+        raise ValueError(
+            f"system: {what} of a periodic rule{period} has no per-step meaning (the one-step "
+            "matrices, with the clock frozen, are not the rule's loop); use "
+            "linearize_periodic(opt, hessian), one step per period"
+        )
 
 
 def mode_systems(opt: optax.GradientTransformation, hessian) -> list[tuple[float, LinearSystem]]:

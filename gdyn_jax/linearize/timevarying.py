@@ -28,11 +28,11 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gdyn_jax.linearize.exactness import MAX_PERIOD, Verdict, verdict
-from gdyn_jax.linearize.loop import ClosedLoop, build_loop
+from gdyn_jax.linearize.lifting import lift, matrix_sequence
+from gdyn_jax.linearize.loop import build_loop
 from gdyn_jax.linearize.system import INPUTS, LinearSystem, validate_hessian
 
 __all__ = [
@@ -110,20 +110,6 @@ def _check_count(name: str, value, minimum: int = 1, maximum: int | None = None)
     return int(value)
 
 
-def matrix_sequence(loop: ClosedLoop, hessian, z0, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """``A_t, B_t`` for t = 0 .. steps-1, advancing the rule's clock (one jitted scan)."""
-
-    def run(h, z):
-        def body(clock, _):
-            A, B = loop.matrices(h, z, clock)
-            return loop.advance(clock, h, z), (A, B)
-
-        return jax.lax.scan(body, loop.clock0, None, length=steps)[1]
-
-    A, B = jax.jit(run)(jnp.asarray(hessian), jnp.asarray(z0))
-    return np.asarray(A), np.asarray(B)
-
-
 def _prepare(opt, hessian, params, state, reference, freeze):
     h = validate_hessian(hessian)
     loop = build_loop(opt, h.shape[0], params=params, state=state, freeze=freeze)
@@ -166,24 +152,6 @@ def linearize_time_varying(
         hessian=h,
         frozen=loop.frozen_names,
     )
-
-
-def lift(A: np.ndarray, B: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    r"""The k-step map of :math:`x_{t+1} = A_t x_t + B^r_t r + B^w_t w_t`, t = 0 .. k-1.
-
-    Returns :math:`\Phi_k = A_{k-1}\cdots A_0` and the input matrix
-    :math:`[\sum_t \Phi(k,t+1) B^r_t,\ \Phi(k,1) B^w_0, \dots, B^w_{k-1}]`: the reference
-    held over the period, one noise block per step.
-    """
-    k = A.shape[-1]
-    M = np.eye(k)
-    ref = np.zeros((k, n))
-    noise = []
-    for t in range(A.shape[0] - 1, -1, -1):  # M = Phi(k, t + 1)
-        ref += M @ B[t][:, :n]
-        noise.append(M @ B[t][:, n:])
-        M = M @ A[t]
-    return M, np.concatenate([ref, *reversed(noise)], axis=1)
 
 
 def linearize_periodic(

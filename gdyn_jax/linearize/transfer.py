@@ -23,7 +23,7 @@ import optax
 import scipy.signal
 
 from gdyn_jax import extras
-from gdyn_jax.linearize.system import LinearSystem, _linearize
+from gdyn_jax.linearize.system import LinearSystem, _linearize, require_per_step
 
 __all__ = ["TransferFunction", "transfer_function", "open_loop"]
 
@@ -163,6 +163,7 @@ def transfer_function(
     """
     if system.batch_shape:
         raise ValueError("system: expected a single system, got a batch; index it first")
+    require_per_step(system, "the transfer function")
     B = system.input_matrix(input)
     n, m = system.num_params, B.shape[1]
     if n == 1 and m == 1 and output is None and index is None:

@@ -3,7 +3,12 @@
 Every constructor returns an ``optax.GradientTransformation(ExtraArgs)`` whose
 numeric hyperparameters may be traced (jit / vmap over them), so
 ``optax.chain``, ``optax.inject_hyperparams`` and ``optax.apply_updates`` work
-unchanged. ``register(name, factory)`` adds a user's factory under a name; ``get`` and
+unchanged. Hyperparameters are checked at construction: their type always (a real number or
+real-valued array, or a schedule where the rule takes one; ``"0.1"``, ``True`` or a complex
+number is refused in one line naming the argument), their range when the value is concrete
+(Python and numpy numbers and JAX arrays alike: ``sgd(jnp.asarray(-0.1))`` is refused as
+``sgd(-0.1)`` is). A traced value cannot be looked at while tracing: its range is the caller's
+business. ``register(name, factory)`` adds a user's factory under a name; ``get`` and
 ``hyperparameters`` also take an import path ``"pkg.module:factory"`` or the factory itself.
 Which state leaves are dynamic (:func:`dynamic_state_mask`, :func:`register_bookkeeping`) is
 answered by :mod:`gdyn_jax.state_structure` and re-exported here.

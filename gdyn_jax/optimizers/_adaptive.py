@@ -170,7 +170,7 @@ def adadelta(
     check_learning_rate(learning_rate)
     check_decay("rho", rho)
     _check_eps("eps", eps)
-    check_range("weight_decay", weight_decay, 0.0)
+    check_range("weight_decay", weight_decay, 0.0, schedule=True)
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
         optax.scale_by_adadelta(rho=rho, eps=eps),
@@ -265,7 +265,7 @@ def adamw(
     """
     check_learning_rate(learning_rate)
     _check_adam(b1, b2, eps, eps_root)
-    check_range("weight_decay", weight_decay, 0.0)
+    check_range("weight_decay", weight_decay, 0.0, schedule=True)
     return optax.chain(
         optax.scale_by_adam(
             b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov

@@ -55,7 +55,7 @@ def lars(
       <https://arxiv.org/abs/1708.03888>`_, 2017
     """
     check_learning_rate(learning_rate)
-    check_range("weight_decay", weight_decay, 0.0)
+    check_range("weight_decay", weight_decay, 0.0, schedule=True)
     check_range("trust_coefficient", trust_coefficient, 0.0)
     check_range("eps", eps, 0.0)
     check_decay("momentum", momentum)

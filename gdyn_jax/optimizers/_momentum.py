@@ -71,6 +71,7 @@ def scale_by_momentum(beta: jax.typing.ArrayLike = 0.9) -> optax.GradientTransfo
 
     Equal to ``optax.trace(beta)``, with its own state class.
     """
+    check_decay("beta", beta)
 
     def update_fn(updates, state, params=None):
         del params
@@ -85,6 +86,7 @@ def scale_by_ema_momentum(beta: jax.typing.ArrayLike = 0.9) -> optax.GradientTra
 
     Equal to ``optax.ema(beta, debias=False)``, with its own state class.
     """
+    check_decay("beta", beta)
 
     def update_fn(updates, state, params=None):
         del params
@@ -99,6 +101,7 @@ def scale_by_nesterov(beta: jax.typing.ArrayLike = 0.9) -> optax.GradientTransfo
 
     Equal to ``optax.trace(beta, nesterov=True)``, with its own state class.
     """
+    check_decay("beta", beta)
 
     def update_fn(updates, state, params=None):
         del params

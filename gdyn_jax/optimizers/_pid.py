@@ -47,6 +47,9 @@ def scale_by_pid(
       :math:`g_{\text{prev}}` stays zero. We follow the rule of :func:`pid` (a derivative of
       the gradient), not these artefacts.
     """
+    check_decay("beta", beta)
+    check_range("ki", ki, 0.0)
+    check_range("kd", kd, 0.0)
 
     def init_fn(params):
         zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731

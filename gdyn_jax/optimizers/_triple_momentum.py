@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from gdyn_jax.errors import UsageError
-from gdyn_jax.optimizers._checks import _concrete_values, check_range
+from gdyn_jax.optimizers._checks import _concrete_values, check_number, check_range
 from gdyn_jax.state_structure import register_bookkeeping
 
 __all__ = [
@@ -66,6 +66,8 @@ def scale_by_triple_momentum(
     :math:`\gamma = \beta` it is Nesterov's ``optax.trace(beta, nesterov=True)``: the
     three-parameter family of Lessard, Recht, Packard (2016, eq. (6.1)).
     """
+    check_range("beta", beta, 0.0, 1.0)
+    check_number("gamma", gamma)
 
     def init_fn(params):
         return TripleMomentumState(jax.tree.map(jnp.zeros_like, params))
