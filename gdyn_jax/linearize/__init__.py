@@ -44,6 +44,7 @@ and an SDP, needs the ``[robust]`` extra; its pieces in ``iqc``, ``lmi`` and
 analysis behind it, is :mod:`gdyn_jax.state_structure`'s.
 """
 
+from gdyn_jax.linearize.bracket import RateBracket, rate_bracket
 from gdyn_jax.linearize.grid import linearize_grid
 from gdyn_jax.linearize.limit import StabilityLimit, max_stable_curvature, stability_limit
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
@@ -99,6 +100,7 @@ __all__ = [
     "LinearSystem",
     "LoopOverflowError",
     "Outcome",
+    "RateBracket",
     "RobustRate",
     "RobustRateGrid",
     "STEP_INFO_KEYS",
@@ -123,6 +125,7 @@ __all__ = [
     "mode_systems",
     "open_loop",
     "optimal_hyperparameters",
+    "rate_bracket",
     "robust_rate",
     "robust_rate_grid",
     "root_locus",

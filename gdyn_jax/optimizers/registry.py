@@ -23,6 +23,7 @@ from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgra
 from gdyn_jax.optimizers._lars import lars
 from gdyn_jax.optimizers._momentum import ema_momentum, momentum, nesterov, sgd
 from gdyn_jax.optimizers._pid import pid
+from gdyn_jax.optimizers._robust_momentum import robust_momentum
 from gdyn_jax.optimizers._triple_momentum import triple_momentum
 from gdyn_jax.state_structure import dynamic_state_mask
 
@@ -44,6 +45,7 @@ _CONSTRUCTORS: dict[str, Factory] = {
     "nesterov": nesterov,
     "pid": pid,
     "triple_momentum": triple_momentum,
+    "robust_momentum": robust_momentum,
     "adagrad": adagrad,
     "rmsprop": rmsprop,
     "adadelta": adadelta,
