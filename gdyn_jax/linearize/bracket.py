@@ -121,15 +121,7 @@ def rate_bracket(
       ValueError: naming ``opt``, ``mu``, ``L``, ``n``, ``metric``, ``initial``, ``start``,
         ``output`` or ``iqc`` for bad input, before any SDP.
     """
-    mu, L = check_class(mu, L)
-    if not L > mu:
-        raise ValueError(f"L: expected a smoothness > mu = {mu:g} for a PEP, got {L:g}")
-    n = _check_steps(n)
-    metric = _check_metric("metric", metric)
-    initial = metric if initial is None else _check_metric("initial", initial)
-    if start not in STARTS:
-        raise ValueError(f"start: expected one of {', '.join(STARTS)}, got {start!r}")
-    iqc = None if iqc is None else check_iqc(iqc)
+    mu, L, n, metric, initial, iqc = _check_args(mu, L, n, metric, initial, start, iqc)
     require_cvxpy()
     A, B, C = open_loop_matrices(opt)
     O = _check_output(output, A.shape[0], C)
@@ -145,6 +137,20 @@ def rate_bracket(
         tau, rate, upper, constant, n, mu, L, metric, initial, start, pep.outcome, pep.reason,
         robust, pep, points,
     )  # fmt: skip
+
+
+def _check_args(mu, L, n, metric, initial, start, iqc):
+    """The arguments, checked before any work (one-line ValueErrors naming them)."""
+    mu, L = check_class(mu, L)
+    if not L > mu:
+        raise ValueError(f"L: expected a smoothness > mu = {mu:g} for a PEP, got {L:g}")
+    n = _check_steps(n)
+    metric = _check_metric("metric", metric)
+    initial = metric if initial is None else _check_metric("initial", initial)
+    if start not in STARTS:
+        raise ValueError(f"start: expected one of {', '.join(STARTS)}, got {start!r}")
+    iqc = None if iqc is None else check_iqc(iqc)
+    return mu, L, n, metric, initial, iqc
 
 
 def _constant(robust: RobustRate, A, C, O) -> float:
