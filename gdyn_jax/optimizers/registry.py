@@ -138,7 +138,7 @@ def required_hyperparameters(name_or_factory: str | Factory) -> tuple[str, ...]:
 
 def _build(name: str) -> optax.GradientTransformation:
     required = required_hyperparameters(name)
-    return get(name)(**{key: 0.1 for key in required})
+    return get(name)(**{key: 1.0 if key == "L" else 0.1 for key in required})  # L > mu
 
 
 def state_bytes_per_param(
