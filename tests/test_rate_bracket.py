@@ -161,3 +161,21 @@ def test_rules_that_are_not_affine_or_whose_state_grows_are_refused():
 
     with pytest.raises(ValueError, match=r"^opt: .*poles at 1"):
         lz.rate_bracket(optax.GradientTransformation(init, update), MU, L, 2)
+
+
+def test_cli_prints_both_sides(capsys):
+    import json
+
+    from gdyn_jax import cli
+
+    base = ["analyze", "sgd", "--hp", "learning_rate=1.5", "--curvature", "0.5"]
+    assert cli.main([*base, "--robust", "0.1,1", "--pep", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["pep"]["tau"] == pytest.approx(0.85**10, abs=1e-6)
+    assert out["pep"]["upper"] == pytest.approx(0.85, abs=1e-5)
+    assert cli.main([*base, "--robust", "0.1,1", "--pep", "5"]) == 0
+    assert "worst case after 5 steps (PEP" in capsys.readouterr().out
+    for extra in (["--pep", "5"], ["--robust", "0.1,1", "--pep", "0"]):
+        assert cli.main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("gdyn analyze: error: --pep:") and "\n" not in err
