@@ -103,7 +103,7 @@ def _pepit_robust_momentum_distance(mu, L, lam, n):
         x_old, x = x, x + p["beta"] * (x - x_old) - p["alpha"] * func.gradient(y)
     y = x + p["gamma"] * (x - x_old)
     problem.set_performance_metric((y - xs) ** 2)
-    return problem.solve(verbose=0)
+    return problem.solve(wrapper="cvxpy", solver="CLARABEL", verbose=0)
 
 
 def test_matches_pepit_written_by_hand():
