@@ -32,6 +32,7 @@ SETTINGS: dict[str, dict[str, float]] = {
     "nesterov": dict(learning_rate=0.05, beta=0.85),
     "pid": dict(learning_rate=0.01, beta=0.9, ki=2.0, kd=3.0),
     "triple_momentum": dict(mu=0.2, L=2.0),  # the problem's curvatures lie in [0.2, 1.8]
+    "robust_momentum": dict(mu=0.2, L=2.0, lam=0.5),  # numpy oracle: test_robust_momentum.py
     "adagrad": dict(learning_rate=0.1, initial_accumulator_value=0.2, eps=1e-6),
     "rmsprop": dict(learning_rate=0.01, decay=0.8, eps=1e-6, initial_scale=0.1),
     "adadelta": dict(learning_rate=0.5, rho=0.8, eps=1e-4, weight_decay=0.01),
@@ -42,7 +43,7 @@ SETTINGS: dict[str, dict[str, float]] = {
         learning_rate=0.5, weight_decay=0.01, trust_coefficient=0.02, eps=1e-6, momentum=0.8
     ),
 }
-NUMPY_ORACLE = ("pid", "triple_momentum")  # no optax alias: numpy oracles below
+NUMPY_ORACLE = ("pid", "triple_momentum", "robust_momentum")  # no optax alias: numpy oracles below
 
 
 def _optax_equivalent(name: str, hp: dict[str, Any]) -> optax.GradientTransformation:
@@ -353,6 +354,7 @@ BAD_VALUES = {
     "initial_scale": (-1.0, ">= 0"),
     "weight_decay": (-0.1, ">= 0"),
     "trust_coefficient": (-1.0, ">= 0"),
+    "lam": (1.5, "in [0, 1]"),
 }
 
 
@@ -554,6 +556,7 @@ STATE_BYTES = {
     "nesterov": 4,
     "pid": 12,
     "triple_momentum": 4,
+    "robust_momentum": 4,  # the velocity
     "adagrad": 4,
     "rmsprop": 4,
     "adadelta": 8,

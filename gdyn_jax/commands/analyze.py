@@ -1,7 +1,7 @@
 """`gdyn analyze`: an optimizer's closed loop on a quadratic, read as a control system.
 
 ``gdyn analyze NAME --hp k=v ... --curvature H [--steps N] [--json] [--plot FILE]
-[--robust MU,L [--iqc IQC]]``
+[--robust MU,L [--iqc IQC] [--pep N]]``
 
 ``--curvature`` is one positive curvature, or a comma-separated list (a diagonal Hessian).
 With one curvature, ``num``/``den``/``zeros``/``dc_gain``/``step_info`` describe the transfer
@@ -96,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("off_by_one", "sector"),
         help="IQC for --robust (default: off_by_one)",
     )
+    parser.add_argument(
+        "--pep",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --robust: also the exact worst case after N steps (PEP, linearize.rate_bracket)",
+    )
 
 
 def parse_hyperparameters(items: list[str], allowed: dict) -> dict[str, float]:
@@ -159,9 +166,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--hp: {key} is required, e.g. --hp {key}=0.1")
     hessian = closed_loop.parse_curvature(args.curvature)
     mu_L = None if args.robust is None else parse_class(args.robust)
+    if args.pep is not None and mu_L is None:
+        raise ValueError("--pep: needs --robust MU,L (the class of the worst case)")
     result = closed_loop.analyze(args.name, hp, hessian, args.steps)
     if mu_L is not None:
         result["robust"] = closed_loop.robust(optimizers.get(args.name)(**hp), *mu_L, args.iqc)
+    if args.pep is not None:
+        opt = optimizers.get(args.name)(**hp)
+        result["pep"] = closed_loop.pep(opt, *mu_L, args.pep, result["robust"]["certified_rate"])
     result = closed_loop.clean(result)
     if args.plot:
         # Every hyperparameter the text shows, defaults included: the title names them and the

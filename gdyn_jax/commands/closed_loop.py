@@ -67,6 +67,35 @@ def robust(opt, mu: float, L: float, iqc: str) -> dict:
     }
 
 
+def pep(opt, mu: float, L: float, n: int, upper: float | None) -> dict:
+    """The worst ||x_n - x*||^2 / ||x_0 - x*||^2 after n steps (PEP) and the n-step rate, beside
+    the certified rate ``upper``, as the JSON field ``pep``."""
+    try:
+        r = linearize.rate_bracket(opt, mu, L, n, iqc=None)
+    except ImportError as error:
+        raise ValueError(f"--pep: {error}") from None
+    except ValueError as error:
+        message = str(error).removeprefix("opt: ").removeprefix("n: ")
+        raise ValueError(f"--pep: {message}") from None
+    return {
+        "n": n,
+        "metric": "distance",
+        "tau": r.tau,
+        "n_step_rate": r.n_step_rate,
+        "upper": upper,
+        "outcome": r.outcome.value,
+        "reason": r.reason,
+    }
+
+
+def _pep_line(r: dict) -> str:
+    head = f"worst case after {int(r['n'])} steps (PEP, |x_n - x*|^2 / |x_0 - x*|^2): "
+    if r["outcome"] != "proven":
+        return f"{head}could not decide ({r['reason']})"
+    upper = "none certified" if r["upper"] is None else r["upper"]
+    return f"{head}{r['tau']}; n-step rate {r['n_step_rate']} (certified rate: {upper})"
+
+
 def _num(x):
     x = float(x)
     return float(f"{x:.{_DIGITS}g}") if math.isfinite(x) else None
@@ -215,6 +244,8 @@ def text(result: dict) -> str:
         lines.append(f"{prefix}: " + ", ".join(f"{k}={v}" for k, v in one.items()))
     if "robust" in result:
         lines.append(_robust_line(result["robust"]))
+    if "pep" in result:
+        lines.append(_pep_line(result["pep"]))
     return "\n".join(lines)
 
 

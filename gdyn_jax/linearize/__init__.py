@@ -47,6 +47,7 @@ leaves are states and which are the clock, and the jaxpr analysis behind it, is
 :mod:`gdyn_jax.state_structure`'s.
 """
 
+from gdyn_jax.linearize.bracket import RateBracket, rate_bracket
 from gdyn_jax.linearize.grid import linearize_grid
 from gdyn_jax.linearize.limit import StabilityLimit, max_stable_curvature, stability_limit
 from gdyn_jax.linearize.noise import stationary_covariance, stationary_excess_loss
@@ -102,6 +103,7 @@ __all__ = [
     "LinearSystem",
     "LoopOverflowError",
     "Outcome",
+    "RateBracket",
     "RobustRate",
     "RobustRateGrid",
     "STEP_INFO_KEYS",
@@ -126,6 +128,7 @@ __all__ = [
     "mode_systems",
     "open_loop",
     "optimal_hyperparameters",
+    "rate_bracket",
     "robust_rate",
     "robust_rate_grid",
     "root_locus",

@@ -37,6 +37,11 @@ from gdyn_jax.optimizers._momentum import (
     sgd,
 )
 from gdyn_jax.optimizers._pid import PIDState, pid, scale_by_pid
+from gdyn_jax.optimizers._robust_momentum import (
+    robust_momentum,
+    robust_momentum_output,
+    robust_momentum_parameters,
+)
 from gdyn_jax.optimizers._triple_momentum import (
     TripleMomentumState,
     scale_by_triple_momentum,
@@ -90,6 +95,9 @@ __all__ = [
     "scale_by_momentum",
     "scale_by_nesterov",
     "scale_by_pid",
+    "robust_momentum",
+    "robust_momentum_output",
+    "robust_momentum_parameters",
     "scale_by_triple_momentum",
     "sgd",
     "state_bytes_per_param",

@@ -23,6 +23,7 @@ from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgra
 from gdyn_jax.optimizers._lars import lars
 from gdyn_jax.optimizers._momentum import ema_momentum, momentum, nesterov, sgd
 from gdyn_jax.optimizers._pid import pid
+from gdyn_jax.optimizers._robust_momentum import robust_momentum
 from gdyn_jax.optimizers._triple_momentum import triple_momentum
 from gdyn_jax.state_structure import dynamic_state_mask
 
@@ -44,6 +45,7 @@ _CONSTRUCTORS: dict[str, Factory] = {
     "nesterov": nesterov,
     "pid": pid,
     "triple_momentum": triple_momentum,
+    "robust_momentum": robust_momentum,
     "adagrad": adagrad,
     "rmsprop": rmsprop,
     "adadelta": adadelta,
@@ -136,7 +138,7 @@ def required_hyperparameters(name_or_factory: str | Factory) -> tuple[str, ...]:
 
 def _build(name: str) -> optax.GradientTransformation:
     required = required_hyperparameters(name)
-    return get(name)(**{key: 0.1 for key in required})
+    return get(name)(**{key: 1.0 if key == "L" else 0.1 for key in required})  # L > mu
 
 
 def state_bytes_per_param(
