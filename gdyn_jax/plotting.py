@@ -278,9 +278,9 @@ def sweep_figure(ds, *, metric: str, x: str, ratio=None, title: str | None = Non
     Top row: the training curves of ``metric`` coloured by the swept value ``x`` with seed bands
     (:func:`plot_sweep_curves`); bottom row: the final ``metric`` over ``x`` with diverged points
     and their steps (:func:`plot_sweep_final`). One column per value (combination) of the other
-    grid axes (:func:`sweep_panels`). ``ratio`` (optional, over the grid axes): the measured
+    grid axes (``sweep_panels``). ``ratio`` (optional, over the grid axes): the measured
     sharpness over the rule's stability limit; where it reaches 1 along ``x`` (see
-    :func:`crossing`), the limit is drawn on the bottom panel.
+    ``crossing``), the limit is drawn on the bottom panel.
     """
     panels = sweep_panels(ds, x)
     fig = extras.figure.Figure(figsize=(1.0 + 4.4 * len(panels), 7.4), layout="constrained")
