@@ -120,8 +120,8 @@ def make_train(config: SweepConfig, *, return_state: bool = False) -> Callable[.
 
     With ``return_state=True``, ``train`` returns ``(metrics, state)``: the final
     :class:`~gdyn_jax.sweep.TrainState` (its ``params`` are the trained parameters, the last
-    finite ones for a diverged member), e.g. to evaluate trained members in ways the metrics do not cover. Under
-    ``jax.vmap`` every member's state comes back, parameters included.
+    finite ones for a diverged member), e.g. to evaluate trained members in ways the metrics do
+    not cover. Under ``jax.vmap`` every member's state comes back, parameters included.
 
     ``train(hparams, key, data)`` trains on ``data`` (a ``DeviceData`` with the shapes of the
     config's, e.g. ``setup.prepare(other_config)[1]`` for the same inputs with other labels)
