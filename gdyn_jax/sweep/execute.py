@@ -106,11 +106,9 @@ def run_sweep(
       ``(*grid names, seed)``; ``attrs``: config record, grid, seeds, member group, versions.
     """
     program = assemble(config, grid, seeds)
-    _check_options(chunk_size, out, resume, overwrite)
+    folder = _check_options(chunk_size, out, resume, overwrite)
     plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every)
-    output = hosts.Output(
-        None if out is None else files.folder_path(out), plan.identity, plan.layout
-    )
+    output = hosts.Output(folder, plan.identity, plan.layout)
     try:
         output.claim(resume, overwrite)  # before anything is loaded or compiled
         if output.action == "finished":
@@ -129,7 +127,8 @@ def run_sweep(
         output.close()
 
 
-def _check_options(chunk_size: Any, out: Any, resume: Any, overwrite: Any) -> None:
+def _check_options(chunk_size: Any, out: Any, resume: Any, overwrite: Any) -> Path | None:
+    """The options checked in one line each; ``out`` as a folder (an empty name refused)."""
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
@@ -142,6 +141,7 @@ def _check_options(chunk_size: Any, out: Any, resume: Any, overwrite: Any) -> No
         raise ValueError("out: resume and overwrite need out (the sweep's directory)")
     if resume and overwrite:
         raise ValueError("overwrite: cannot be combined with resume=True")
+    return None if out is None else files.folder_path(out)
 
 
 @contextlib.contextmanager
