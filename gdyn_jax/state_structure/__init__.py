@@ -1,4 +1,4 @@
-"""Which optimizer-state leaves are dynamics and which are the rule's clock: the one owner.
+"""Which optimizer-state leaves are dynamic and which are the rule's clock: the one owner.
 
 A leaf is *dynamic* when its next value depends on the parameters or the gradient, directly
 or through other dynamic leaves (moments, traces, previous gradients, accumulated gradients);
