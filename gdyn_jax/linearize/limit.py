@@ -35,8 +35,9 @@ from gdyn_jax.linearize.outcome import Outcome, UndecidedError
 
 __all__ = ["MARGINAL", "StabilityLimit", "max_stable_curvature", "stability_limit"]
 
-# A radius within this of 1 from above is rounding around a marginal pole (e.g. the averaging
-# state of schedule-free SGD as h -> 0), not the crossing that ends the stable interval.
+#: A spectral radius within this of 1 from above is rounding around a marginal pole (e.g. the
+#: averaging state of schedule-free SGD as h -> 0), not the crossing that ends the stable
+#: interval.
 MARGINAL = 1e-12
 DEFAULT_RANGE = (1e-12, 1e12)
 #: The widest curvatures searched: float64 holds 1.8e308, and h times a step must fit.

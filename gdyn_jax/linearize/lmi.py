@@ -18,7 +18,9 @@ from gdyn_jax import extras
 
 __all__ = ["MAX_COND", "Coordinates", "RateSDP", "require_cvxpy", "sdp", "verified_rate2"]
 
-MAX_COND = 1e4  # of the solver's coordinates: certificates stay verifiable in the rule's own
+#: The largest condition number of the solver's coordinates (the rule's state whitened by a
+#: certificate): beyond it the coordinates stay the rule's own, so certificates stay verifiable.
+MAX_COND = 1e4
 
 
 def require_cvxpy():

@@ -98,8 +98,12 @@ def summary(text: str | None) -> str:
 
 
 def _defining_modules(module: ModuleType) -> list[ModuleType]:
-    """``module`` and, for a package, its submodules already imported."""
+    """``module``, the modules of its package (a name re-exported from a sibling is defined
+    there) and, for a package, its submodules already imported."""
     found = [module]
+    package = module.__name__.rpartition(".")[0]
+    if not hasattr(module, "__path__") and package:
+        found += [m for n, m in sorted(sys.modules.items()) if n.startswith(package + ".") and m]
     if hasattr(module, "__path__"):
         prefix = module.__name__ + "."
         for info in pkgutil.walk_packages(module.__path__, prefix):
