@@ -25,11 +25,11 @@ the curvature) the solver can stop at a spurious one.
 
 from __future__ import annotations
 
-import warnings
+import functools
 
 import numpy as np
 
-from gdyn_jax.linearize.lmi import require_cvxpy
+from gdyn_jax.linearize.lmi import require_cvxpy, solve_clarabel
 
 __all__ = ["InfeasibilitySDP", "infeasibility_sdp", "verified_infeasibility"]
 
@@ -66,28 +66,19 @@ class InfeasibilitySDP:
 
     def solve(self, AB: np.ndarray, generators: list[np.ndarray], rho: float):
         """``Z`` (or None) and the solver's status."""
-        cp = require_cvxpy()
         self.AB.value = AB
         for parameter, value in zip(self.forms, generators, strict=True):
             parameter.value = 0.5 * (value + value.T)
         self.rho2.value = rho * rho
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # answers are verified in numpy
-                self.problem.solve(solver=cp.CLARABEL)
-        except cp.error.SolverError:
-            return None, "solver_error"
-        return (None if self.Z.value is None else np.array(self.Z.value)), self.problem.status
+        status, _ = solve_clarabel(self.problem)  # answers are verified in numpy
+        if status == "solver_error":
+            return None, status
+        return (None if self.Z.value is None else np.array(self.Z.value)), status
 
 
-_SDPS: dict = {}
-
-
+@functools.cache
 def infeasibility_sdp(size: int, names: tuple[str, ...]) -> InfeasibilitySDP:
-    key = (size, names)
-    if key not in _SDPS:
-        _SDPS[key] = InfeasibilitySDP(size, names)
-    return _SDPS[key]
+    return InfeasibilitySDP(size, names)
 
 
 def verified_infeasibility(AB, forms, names, rho: float, Z) -> float | None:

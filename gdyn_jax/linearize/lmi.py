@@ -9,6 +9,7 @@ the ``[robust]`` extra, :class:`~gdyn_jax.errors.MissingExtraError` says what to
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -16,7 +17,15 @@ import scipy.linalg
 
 from gdyn_jax import extras
 
-__all__ = ["MAX_COND", "Coordinates", "RateSDP", "require_cvxpy", "sdp", "verified_rate2"]
+__all__ = [
+    "MAX_COND",
+    "Coordinates",
+    "RateSDP",
+    "require_cvxpy",
+    "sdp",
+    "solve_clarabel",
+    "verified_rate2",
+]
 
 #: The largest condition number of the solver's coordinates (the rule's state whitened by a
 #: certificate): beyond it the coordinates stay the rule's own, so certificates stay verifiable.
@@ -61,32 +70,36 @@ class RateSDP:
     def solve(self, AB: np.ndarray, forms: list[np.ndarray], rho: float):
         """``(P, lambdas, t, status)``: the largest margin ``t`` (negative: no certificate) and
         its solution; all None but the status when the solver failed."""
-        cp = require_cvxpy()
         self.AB.value = AB
         for parameter, value in zip(self.forms, forms, strict=True):
             parameter.value = 0.5 * (value + value.T)
         self.rho2.value = rho * rho
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # inaccurate answers are verified below
-                self.problem.solve(solver=cp.CLARABEL)
-        except cp.error.SolverError:
-            return None, None, None, "solver_error"
-        status = self.problem.status
+        status, _ = solve_clarabel(self.problem)
+        if status == "solver_error":
+            return None, None, None, status
         if self.P.value is None or self.t.value is None or self.lam.value is None:
             return None, None, None, status
         lam = np.maximum(np.array(self.lam.value), 0.0)
         return np.array(self.P.value), lam, float(self.t.value), status
 
 
-_SDPS: dict = {}
-
-
+@functools.cache
 def sdp(size: int, names: tuple[str, ...]) -> RateSDP:
-    key = (size, names)
-    if key not in _SDPS:
-        _SDPS[key] = RateSDP(size, names)
-    return _SDPS[key]
+    """The rate SDP of a loop of ``size`` states and these IQCs, built once (cvxpy Parameters)."""
+    return RateSDP(size, names)
+
+
+def solve_clarabel(problem, **options) -> tuple[str, str]:
+    """Solves a cvxpy ``problem`` with Clarabel, its warnings silenced (every answer of the
+    package's SDPs is verified in numpy); ``(status, "")``, or ``("solver_error", message)``."""
+    cp = require_cvxpy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            problem.solve(solver=cp.CLARABEL, **options)
+    except cp.error.SolverError as err:
+        return "solver_error", str(err)
+    return problem.status, ""
 
 
 def verified_rate2(AB, forms: list[np.ndarray], names, P, lam) -> float | None:

@@ -36,12 +36,11 @@ Math. Program. 161:307-345, 2017; Goujaud et al., PEPit, Math. Program. Comput. 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 
 from gdyn_jax.linearize.iqc import quadratic_rate
-from gdyn_jax.linearize.lmi import require_cvxpy
+from gdyn_jax.linearize.lmi import require_cvxpy, solve_clarabel
 from gdyn_jax.linearize.outcome import Outcome
 
 __all__ = ["MAX_STEPS", "METRICS", "Form", "PEPResult", "rest_state", "solve_pep"]
@@ -232,13 +231,10 @@ def _solve(cp, data, s, sf, points, options) -> PEPResult:
     g = cp.vec(G, order="C")
     constraints = [(Mi * S) @ g + (Fi * sf) @ f <= 0, (M0.ravel() * S) @ g + (F0 * sf) @ f <= 1]
     problem = cp.Problem(cp.Maximize((Mm.ravel() * S) @ g + (Fm * sf) @ f), constraints)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            problem.solve(solver=cp.CLARABEL, **options)
-    except cp.error.SolverError as err:
-        return PEPResult(None, Outcome.UNDECIDED, f"the SDP solver failed ({err})", "solver_error")
-    status = str(problem.status)
+    status, error = solve_clarabel(problem, **options)
+    if status == "solver_error":
+        return PEPResult(None, Outcome.UNDECIDED, f"the SDP solver failed ({error})", status)
+    status = str(status)
     if status in ("unbounded", "unbounded_inaccurate"):
         why = "the metric is not bounded by the initial condition (the PEP is unbounded)"
         return PEPResult(float("inf"), Outcome.DISPROVEN, why, status)
