@@ -105,8 +105,8 @@ def run_sweep(
       ``sharpness`` where they apply) over ``(*grid names, seed, step)``, ``diverged_at`` over
       ``(*grid names, seed)``; ``attrs``: config record, grid, seeds, member group, versions.
     """
+    folder = _check_options(chunk_size, out, resume, overwrite)  # before the task check compiles
     program = assemble(config, grid, seeds)
-    folder = _check_options(chunk_size, out, resume, overwrite)
     plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every)
     output = hosts.Output(folder, plan.identity, plan.layout)
     try:
