@@ -35,6 +35,7 @@ MODULES: dict[str, tuple[str, str | None]] = {
     "mnist1d_data": ("mnist1d.data", None),
     "multihost_utils": ("jax.experimental.multihost_utils", None),
     "scipy_linalg": ("scipy.linalg", None),
+    "scipy_signal": ("scipy.signal", None),
     "tfds": ("tensorflow_datasets", None),
     "tqdm": ("tqdm.auto", None),
     "xarray": ("xarray", None),

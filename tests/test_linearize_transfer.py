@@ -8,6 +8,8 @@ Each test writes the optimizer's update rule as equations between z-transforms (
 from __future__ import annotations
 
 import control as ct
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -15,6 +17,8 @@ import scipy.signal
 import sympy as sp
 
 from gdyn_jax import linearize, optimizers
+from gdyn_jax.linearize.eig import spectral_radius_of
+from gdyn_jax.linearize.transfer import _ss2tf
 
 z = sp.Symbol("z")
 
@@ -202,3 +206,32 @@ def test_ss2tf_dust_is_trimmed():
 def _ss(opt):
     s = linearize.linearize(opt, 2.0)
     return s.A, s.input_matrix("reference"), s.C, np.zeros((1, 1))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_numpy_ss2tf_equals_scipy_bit_for_bit(k):
+    # transfer.py builds num/den with numpy.poly (no scipy.signal import on the CLI's path):
+    # the same formula as scipy.signal.ss2tf, so the same bits.
+    rng = np.random.default_rng(k)
+    for _ in range(20):
+        A, b, c = rng.normal(size=(k, k)), rng.normal(size=(k, 1)), rng.normal(size=(1, k))
+        num, den = _ss2tf(A, b, c)
+        ref_num, ref_den = scipy.signal.ss2tf(A, b, c, np.zeros((1, 1)))
+        np.testing.assert_array_equal(den, ref_den)
+        np.testing.assert_array_equal(num, ref_num.ravel())
+
+
+def test_numpy_spectral_radius_equals_the_traced_one():
+    # The numpy fast path of one concrete 2 x 2 system against jax.numpy's (same formula) and
+    # numpy.linalg.eigvals (independent), over real, complex and defective spectra.
+    rng = np.random.default_rng(0)
+    mats = np.concatenate(
+        [rng.normal(size=(200, 2, 2)), [[[1.0, 1.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]]]
+    )
+    fast = spectral_radius_of(mats)
+    with jax.enable_x64(True):
+        traced = np.asarray(jax.jit(spectral_radius_of)(jnp.asarray(mats)))
+    assert isinstance(fast, np.ndarray) and fast.dtype == np.float64
+    np.testing.assert_allclose(fast, traced, rtol=4 * np.finfo(float).eps, atol=0)
+    reference = np.max(np.abs(np.linalg.eigvals(mats)), axis=-1)
+    np.testing.assert_allclose(fast, reference, rtol=1e-7, atol=1e-12)

@@ -41,25 +41,31 @@ def eigvals(A: jax.Array) -> jax.Array:
     )
 
 
-def _spectral_radius_2x2(A: jax.Array) -> jax.Array:
+def _spectral_radius_2x2(A):
     r"""Spectral radius of (..., 2, 2) matrices in real arithmetic (few kernels to compile).
 
     With :math:`h = \operatorname{tr}(A)/2`, :math:`d = \det A`, :math:`\Delta = h^2 - d`:
     real roots (:math:`\Delta \ge 0`) have moduli :math:`|h| + \sqrt\Delta` and
     :math:`|d| / (|h| + \sqrt\Delta)` (the same values :func:`eigvals` computes); a complex
-    pair has :math:`|\lambda|^2 = \lambda\bar\lambda = d`.
+    pair has :math:`|\lambda|^2 = \lambda\bar\lambda = d`. A numpy array is computed in numpy
+    (no JAX dispatch: the fast path of one concrete system), anything else in ``jax.numpy``;
+    the same formula, tested equal.
     """
+    xp = np if isinstance(A, np.ndarray) else jnp
     a, b, c, d = A[..., 0, 0], A[..., 0, 1], A[..., 1, 0], A[..., 1, 1]
     half_tr = 0.5 * (a + d)
     det = a * d - b * c
     disc = half_tr * half_tr - det
-    q = jnp.abs(half_tr) + jnp.sqrt(jnp.maximum(disc, 0.0))
-    real = jnp.maximum(q, jnp.where(q > 0, jnp.abs(det) / jnp.where(q > 0, q, 1.0), 0.0))
-    return jnp.where(disc >= 0, real, jnp.sqrt(jnp.maximum(det, 0.0)))
+    q = xp.abs(half_tr) + xp.sqrt(xp.maximum(disc, 0.0))
+    real = xp.maximum(q, xp.where(q > 0, xp.abs(det) / xp.where(q > 0, q, 1.0), 0.0))
+    return xp.where(disc >= 0, real, xp.sqrt(xp.maximum(det, 0.0)))
 
 
-def spectral_radius_of(A: jax.Array) -> jax.Array:
-    """:math:`\\max_i |\\lambda_i(A)|` over the last two axes (traceable)."""
+def spectral_radius_of(A):
+    r""":math:`\max_i |\lambda_i(A)|` over the last two axes (traceable; a numpy array of at
+    most 2 x 2 matrices is computed in numpy)."""
+    if isinstance(A, np.ndarray) and A.shape[-1] <= 2:
+        return np.abs(A[..., 0, 0]) if A.shape[-1] == 1 else _spectral_radius_2x2(A)
     A = jnp.asarray(A)
     if A.shape[-1] == 1:
         return jnp.abs(A[..., 0, 0])

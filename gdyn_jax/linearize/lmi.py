@@ -13,7 +13,6 @@ import functools
 import warnings
 
 import numpy as np
-import scipy.linalg
 
 from gdyn_jax import extras
 
@@ -121,7 +120,7 @@ def verified_rate2(AB, forms: list[np.ndarray], names, P, lam) -> float | None:
         return None
     S = G[:-1, :-1] - np.outer(G[:-1, -1], G[:-1, -1]) / g_uu
     try:
-        top = float(scipy.linalg.eigh(0.5 * (S + S.T), P, eigvals_only=True)[-1])
+        top = float(extras.scipy_linalg.eigh(0.5 * (S + S.T), P, eigvals_only=True)[-1])
     except np.linalg.LinAlgError:
         return None
     rho2 = max(top, 0.0)
@@ -142,14 +141,14 @@ class Coordinates:
         n = AB.shape[0]
         self.s = float(L)
         closed = AB[:, :n] + L * AB[:, n:] @ np.pad(C, ((0, 0), (0, n - C.shape[1])))
-        _, T = scipy.linalg.matrix_balance(closed, permute=False, separate=False)
+        _, T = extras.scipy_linalg.matrix_balance(closed, permute=False, separate=False)
         self.T = np.asarray(T, np.float64)
 
     def apply(self, AB: np.ndarray, forms: list[np.ndarray]):
         n = self.T.shape[0]
         T_inv = np.linalg.inv(self.T)
         AB_new = np.hstack([T_inv @ AB[:, :n] @ self.T, self.s * (T_inv @ AB[:, n:])])
-        S = scipy.linalg.block_diag(self.T, [[self.s]])
+        S = extras.scipy_linalg.block_diag(self.T, [[self.s]])
         return AB_new, [S.T @ q @ S for q in forms]
 
     def original(self, P: np.ndarray) -> np.ndarray:

@@ -15,8 +15,8 @@ and :math:`\Sigma_\theta = C \Sigma_x C^\top`. The stationary excess loss of the
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
+from gdyn_jax import extras
 from gdyn_jax.linearize.stability import spectral_radius
 from gdyn_jax.linearize.system import LinearSystem, require_per_step, validate_hessian
 
@@ -63,7 +63,7 @@ def stationary_covariance(system: LinearSystem, noise_cov, *, full_state: bool =
     if spectral_radius(system) >= 1.0:
         return np.full((size, size), np.inf)
     bw = np.asarray(system.input_matrix("noise"))
-    sigma = scipy.linalg.solve_discrete_lyapunov(A, bw @ q @ bw.T)
+    sigma = extras.scipy_linalg.solve_discrete_lyapunov(A, bw @ q @ bw.T)
     sigma = 0.5 * (sigma + sigma.T)
     if full_state:
         return sigma

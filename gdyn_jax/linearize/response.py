@@ -280,7 +280,7 @@ def default_steps(system: LinearSystem, decay: float = 1e-6) -> int:
     """
     require_per_step(system, "default_steps")
     with jax.enable_x64(True):
-        rho = np.asarray(spectral_radius_of(jnp.asarray(system.A)))
+        rho = np.asarray(spectral_radius_of(np.asarray(system.A, np.float64)))
     rho = rho[rho < 1.0]
     if rho.size == 0:
         return 100

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.linalg
 
+from gdyn_jax import extras
 from gdyn_jax._deprecated import forwarder
 from gdyn_jax.linearize import _compile
 from gdyn_jax.linearize.eig import eigvals, spectral_radius_of
@@ -78,8 +78,8 @@ def spectral_radius(
     A = system.A if isinstance(system, LinearSystem | TimeVaryingSystem) else system
     A = np.asarray(A, dtype=np.float64)
     if A.shape[-1] <= 2:
-        with jax.enable_x64(True):
-            rho = np.asarray(spectral_radius_of(jnp.asarray(A)))
+        with np.errstate(invalid="ignore", divide="ignore"):  # as jax.numpy: no warnings
+            rho = np.asarray(spectral_radius_of(A))  # numpy, float64
     else:
         rho = np.max(np.abs(np.linalg.eigvals(A)), axis=-1)
     if per_step and isinstance(system, LinearSystem) and system.period > 1:
@@ -120,7 +120,7 @@ def decide_stable(system: LinearSystem | np.ndarray) -> Decision:
     if not np.all(np.isfinite(A)):
         return Decision(Outcome.UNDECIDED, "the loop's matrix is not finite (float64 overflow)")
     rho = spectral_radius(A)
-    balanced = scipy.linalg.matrix_balance(A, permute=False, separate=False)[0]
+    balanced = extras.scipy_linalg.matrix_balance(A, permute=False, separate=False)[0]
     norm = float(np.max(np.sum(np.abs(balanced), axis=1)))
     delta = 1e3 * np.finfo(np.float64).eps * max(1.0, norm)
     poles = np.linalg.eigvals(A)

@@ -5,7 +5,9 @@ monic denominator, leading (near-)zero coefficients trimmed and ``dt = 1`` (one 
 
 .. math:: T(z) = \frac{b_0 z^m + \dots + b_m}{z^p + a_1 z^{p-1} + \dots + a_p}.
 
-It is built from the state space with :func:`scipy.signal.ss2tf`; pole-zero pairs that coincide
+It is built from the state space by the characteristic polynomials of :func:`scipy.signal.ss2tf`
+(:math:`\det(zI - A)` and :math:`\det(zI - A + bc) - \det(zI - A)`, computed here with
+:func:`numpy.poly` so that no scipy.signal import is needed); pole-zero pairs that coincide
 (within a tolerance, e.g. delay states such as a stored previous gradient) are cancelled by
 polynomial deflation, so the result is the minimal form a symbolic derivation gives.
 
@@ -20,7 +22,6 @@ import dataclasses
 
 import numpy as np
 import optax
-import scipy.signal
 
 from gdyn_jax import extras
 from gdyn_jax.linearize.system import LinearSystem, _linearize, require_per_step
@@ -69,7 +70,7 @@ class TransferFunction:
 
     def to_scipy(self):
         """The same function as a ``scipy.signal.dlti`` with ``dt = 1``."""
-        return scipy.signal.dlti(self.num, self.den, dt=self.dt)
+        return extras.scipy_signal.dlti(self.num, self.den, dt=self.dt)
 
     def __repr__(self) -> str:
         return f"TransferFunction(num={self.num.tolist()}, den={self.den.tolist()}, dt={self.dt})"
@@ -130,13 +131,23 @@ def _cancel(num: np.ndarray, den: np.ndarray, tol: float) -> tuple[np.ndarray, n
     return num, den
 
 
+def _ss2tf(A: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Numerator and denominator of :math:`c (zI - A)^{-1} b` (no feedthrough), as
+    :func:`scipy.signal.ss2tf` computes them: :math:`\mathrm{den} = \det(zI - A)`,
+    :math:`\mathrm{num} = \det(zI - A + bc) - \mathrm{den}` (the matrix determinant lemma),
+    both with :func:`numpy.poly`; equal to scipy's bit for bit (tested)."""
+    if A.size == 0:
+        return np.zeros(1), np.ones(1)
+    den = np.poly(A)
+    return np.poly(A - b @ c) - den, den
+
+
 def _siso(A, b, c, *, minimal: bool = True) -> TransferFunction:
     A = np.asarray(A, np.float64)
     b = np.asarray(b, np.float64).reshape(-1, 1)
     c = np.asarray(c, np.float64).reshape(1, -1)
-    num, den = scipy.signal.ss2tf(A, b, c, np.zeros((1, 1)))
-    den = np.asarray(den, np.float64).ravel()
-    num = np.asarray(num, np.float64).ravel() / den[0]
+    num, den = _ss2tf(A, b, c)
+    num = num / den[0]
     den = den / den[0]
     num = _trim(num)
     if minimal and np.any(num != 0):
