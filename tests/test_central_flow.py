@@ -141,6 +141,7 @@ def test_lagged_flow_follows_a_real_heavy_ball_run():
     assert lagged_err < 0.1 and plain_err > 3 * lagged_err, (lagged_err, plain_err)
 
 
+@pytest.mark.slow
 def test_momentum_flows_hold_the_sharpness_at_their_limits():
     """The complementarity problem keeps heavy ball's and Nesterov's flows at their own S*."""
     loss, params = _problem()
