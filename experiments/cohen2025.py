@@ -124,7 +124,7 @@ def _tables(report: Report, rows: list[dict], windows) -> None:
 def _score(report: Report, r: dict) -> None:
     rule = r["rule"]
     report.bound(
-        f"{rule}: median |CF loss - avg loss| / avg loss",
+        f"{rule}: median rel. error of the CF loss vs the averaged loss",
         r["cf_error"],
         upper=CF_RTOL,
         label="issue 24",
@@ -136,7 +136,7 @@ def _score(report: Report, r: dict) -> None:
         label="issue 24",
     )
     report.bound(
-        f"{rule}: |w_bar - w_CF| / |w_bar - w_GF| at the end",
+        f"{rule}: weight distance to CF / to GF at the end",
         r["distance_cf"] / r["distance_gf"],
         upper=DISTANCE_RATIO,
         label="issue 24",

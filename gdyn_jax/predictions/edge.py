@@ -1,7 +1,7 @@
 r"""How an update rule leaves stability, read from its own code: the input of a central flow.
 
 A central flow (Cohen et al., ICLR 2025) averages a rule's oscillation at the edge of
-stability. Three numbers of the rule decide it, and :func:`rule_edge` computes all three from
+stability. Four numbers of the rule decide it, and :func:`rule_edge` computes them all from
 the rule's closed loop on a one-dimensional quadratic :math:`\tfrac12 h\theta^2`
 (:mod:`gdyn_jax.linearize`), never from a formula typed per method:
 
