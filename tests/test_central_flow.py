@@ -192,6 +192,9 @@ def test_bad_input_one_line():
         (dict(steps=2.5), "steps"),
         (dict(num_eigs=0), "num_eigs"),
         (dict(num_eigs=10_000), "num_eigs"),
+        (dict(substeps=0), "substeps"),
+        (dict(stable_substeps=-1), "substeps"),
+        (dict(loss_fn="not a function"), "loss_fn"),
     ]
     for change, name in cases:
         kwargs = dict(loss_fn=loss, params=params, optimizer=optimizers.sgd(0.1), steps=3)
