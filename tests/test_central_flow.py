@@ -106,7 +106,57 @@ def test_rule_edge_closed_forms():
         np.testing.assert_allclose(hb.effective_step, lr / (1 - BETA), rtol=1e-9)
         np.testing.assert_allclose(nest.effective_step, lr / (1 - BETA), rtol=1e-9)
         assert gd.mode == hb.mode == nest.mode == "period-2"
+        # the delay: group delay of the open loop's regular part at z = 1 (GD has none; heavy
+        # ball's m = g / (1 - beta z^-1) lags beta / (1 - beta); Nesterov's lookahead takes beta)
+        np.testing.assert_allclose(gd.delay, 0.0, atol=1e-9)
+        np.testing.assert_allclose(hb.delay, BETA / (1 - BETA), rtol=1e-9)
+        np.testing.assert_allclose(nest.delay, BETA / (1 - BETA) - BETA, rtol=1e-9)
         assert all(p.real < -1 and abs(p.imag) < 1e-9 for p in hb.poles)
+
+
+def _real_losses(loss, params, opt, steps):
+    p, state, out = params, opt.init(params), []
+    for _ in range(steps):
+        out.append(float(loss(p)))
+        update, state = opt.update(jax.grad(loss)(p), state, p)
+        p = optax.apply_updates(p, update)
+    return np.array(out)
+
+
+def test_lagged_flow_follows_a_real_heavy_ball_run():
+    """Below the edge (Sigma = 0) on a quadratic, heavy ball's flow through its delay follows
+    the real run; gradient flow with the same effective step but no delay runs ahead of it."""
+    lam = jnp.linspace(0.02, 0.2, 8)
+
+    def loss(p):
+        return 0.5 * jnp.sum(lam * p["w"] ** 2)
+
+    params, steps = {"w": jnp.ones(8)}, 100
+    real = _real_losses(loss, params, optimizers.momentum(0.1, beta=BETA), steps)
+    lagged = central_flow(loss, params, optimizers.momentum(0.1, beta=BETA), steps, num_eigs=1)
+    plain = central_flow(loss, params, optimizers.sgd(1.0), steps, num_eigs=1)  # eta_eff = 1
+    assert lagged.edge.effective_step == pytest.approx(plain.edge.effective_step)
+    lagged_err = np.median(np.abs(lagged.loss - real) / real)
+    plain_err = np.median(np.abs(plain.loss - real) / real)
+    assert lagged_err < 0.1 and plain_err > 3 * lagged_err, (lagged_err, plain_err)
+
+
+@pytest.mark.slow
+def test_momentum_flows_hold_the_sharpness_at_their_limits():
+    """The complementarity problem keeps heavy ball's and Nesterov's flows at their own S*."""
+    loss, params = _problem()
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    sharp = float(jnp.linalg.eigvalsh(jax.hessian(lambda w: loss(unravel(w)))(flat))[-1])
+    for opt in (optimizers.momentum, optimizers.nesterov):
+        limit_per_lr = rule_edge(opt(1.0, beta=BETA)).limit
+        lr = limit_per_lr / (1.1 * sharp)  # S* just below the initial sharpness
+        flow = central_flow(loss, params, opt(lr, beta=BETA), 30, num_eigs=2)
+        limit = flow.edge.limit
+        at_edge = flow.sharpness > 0.99 * limit
+        assert at_edge.sum() > 15, flow.sharpness
+        np.testing.assert_allclose(flow.sharpness[at_edge], limit, rtol=0.01)
+        assert np.all(flow.sharpness <= limit * 1.01)
+        assert np.isfinite(flow.predicted_loss).all() and float(flow.sdcp_residual.max()) < 1e-3
 
 
 def _delayed_sgd(lr):
@@ -142,6 +192,9 @@ def test_bad_input_one_line():
         (dict(steps=2.5), "steps"),
         (dict(num_eigs=0), "num_eigs"),
         (dict(num_eigs=10_000), "num_eigs"),
+        (dict(substeps=0), "substeps"),
+        (dict(stable_substeps=-1), "substeps"),
+        (dict(loss_fn="not a function"), "loss_fn"),
     ]
     for change, name in cases:
         kwargs = dict(loss_fn=loss, params=params, optimizer=optimizers.sgd(0.1), steps=3)

@@ -14,7 +14,12 @@ This layer may import everything below it: the foundation, ``optimizers``, ``lin
 the experiments sit above it.
 """
 
-from gdyn_jax.predictions.central_flow import CentralFlow, central_flow, flow_derivatives
+from gdyn_jax.predictions.central_flow import (
+    CentralFlow,
+    central_flow,
+    flow_derivatives,
+    min_substeps,
+)
 from gdyn_jax.predictions.edge import EXIT_MODES, RuleEdge, rule_edge
 from gdyn_jax.predictions.modes import (
     REGIMES,
@@ -42,6 +47,7 @@ __all__ = [
     "floor_test",
     "flow_derivatives",
     "kick_test",
+    "min_substeps",
     "mode_loops",
     "nonsmooth_operations",
     "predicted_kick_response",

@@ -7,27 +7,36 @@ in the span of the critical eigenvectors) the gradient picks up the third-order 
 :math:`\tfrac12\nabla\langle\Sigma, \nabla^2L\rangle`, and the averaged weights follow
 
 .. math::
-    \frac{dw}{dt} = -\eta_{\text{eff}}\Big[\nabla L(w) + \tfrac12\nabla\langle\Sigma,
-    \nabla^2 L(w)\rangle\Big],
+    \frac{dw}{dt} = -\eta_{\text{eff}}\,v, \qquad
+    \tau\frac{dv}{dt} = \bar g - v, \qquad
+    \bar g = \nabla L(w) + \tfrac12\nabla\langle\Sigma, \nabla^2 L(w)\rangle,
     \qquad 0 \preceq \Sigma \perp S^* I - U^\top\nabla^2L\,U \succeq 0,
 
-the smallest oscillation that keeps the sharpness at the rule's limit :math:`S^*` (a
-semidefinite complementarity problem, :mod:`gdyn_jax.predictions.sdcp`). The loss averaged over
-the oscillation is predicted as :math:`L(w) + \tfrac12 S^*\operatorname{tr}\Sigma`
-(:math:`L + \operatorname{tr}\Sigma/\eta` for GD).
+with :math:`\Sigma` the smallest oscillation that keeps the sharpness at the rule's limit
+:math:`S^*` (a semidefinite complementarity problem, :mod:`gdyn_jax.predictions.sdcp`). The
+loss averaged over the oscillation is predicted as :math:`L(w) + \tfrac12 S^*\operatorname{tr}
+\Sigma` (:math:`L + \operatorname{tr}\Sigma/\eta` for GD).
 
-The paper derives it for GD and RMSProp. Here the rule enters only through
-:func:`gdyn_jax.predictions.edge.rule_edge`, from its own code: the limit :math:`S^*`, a check
-that it leaves stability with a real pole at :math:`z=-1` (a period-2 oscillation: heavy ball
-and Nesterov do; a rule leaving with a complex pair is refused), and the effective step
-:math:`\eta_{\text{eff}}` (the open loop's gain at :math:`z=1`: :math:`\eta/(1-\beta)` for
-heavy ball and Nesterov). One unit of time is one optimizer step, integrated by Euler with
-``substeps`` substeps, as the authors' ``minimal.py``: at each substep the top ``num_eigs``
-eigenpairs come from the warm-started block eigensolver
-(:func:`gdyn_jax.measurements.eigensolver.eigenpairs`), the third derivatives
-:math:`\nabla_w(u_a^\top\nabla^2L\,u_b)` as gradients of Hessian-vector products, and
-:math:`\Sigma = UXU^\top` from the complementarity problem on the margin linearised one substep
-ahead. Beside it, gradient flow with the same effective step (the *stable* flow).
+The paper derives it for GD (:math:`\tau = 0`, :math:`v = \bar g`: its flow) and RMSProp. Here
+the rule enters only through :func:`gdyn_jax.predictions.edge.rule_edge`, from its own code: the
+limit :math:`S^*`, a check that it leaves stability with a real pole at :math:`z=-1` (a
+period-2 oscillation: heavy ball and Nesterov do; a rule leaving with a complex pair is
+refused), the effective step :math:`\eta_{\text{eff}}` (the open loop's gain at :math:`z=1`:
+:math:`\eta/(1-\beta)` for heavy ball and Nesterov) and its delay :math:`\tau` (the open loop's
+group delay at :math:`z=1`: 9 steps for heavy ball at :math:`\beta=0.9`). The lag is the rule's
+low-frequency dynamics to first order in :math:`z-1`: without it a momentum method's flow runs
+ahead of the real run (its momentum starts at zero) and relaxes the stiff directions at
+:math:`\eta_{\text{eff}}\lambda` per step (38 at the limit) where the real run relaxes them at
+:math:`1/2\tau` (its poles of modulus :math:`\sqrt\beta`).
+
+One unit of time is one optimizer step, integrated with ``substeps`` substeps as the authors'
+``minimal.py`` (for GD exactly its explicit Euler step; otherwise :math:`v` first, exactly
+through the lag, then :math:`w`): at each substep the top ``num_eigs`` eigenpairs come from the
+warm-started block eigensolver (:func:`gdyn_jax.measurements.eigensolver.eigenpairs`), the third
+derivatives :math:`\nabla_w(u_a^\top\nabla^2L\,u_b)` as gradients of Hessian-vector products,
+and :math:`\Sigma = UXU^\top` from the complementarity problem on the margin linearised one
+substep ahead. Beside it, the same flow with :math:`\Sigma = 0` (the *stable* flow: gradient flow
+with the effective step, through the rule's lag).
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from gdyn_jax.predictions.edge import RuleEdge, rule_edge
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations
 
-__all__ = ["CentralFlow", "central_flow", "flow_derivatives"]
+__all__ = ["CentralFlow", "central_flow", "flow_derivatives", "min_substeps"]
 
 PyTree = Any
 
@@ -61,9 +70,10 @@ class CentralFlow:
     to the pytree); ``loss`` :math:`L(w)`; ``predicted_loss`` :math:`L(w) + \tfrac12 S^*
     \operatorname{tr}\Sigma`; ``sharpness`` :math:`\lambda_1(\nabla^2L(w))`; ``eigenvalues``
     (T, k); ``sigma`` (T, k, k) :math:`X` with :math:`\Sigma = UXU^\top` in the eigenvector
-    basis of that step; ``sdcp_residual`` and ``eig_residual`` the solvers' residuals (largest
-    over the step's substeps); ``stable_params`` and ``stable_loss`` the gradient flow with the
-    effective step; ``edge`` the rule's :class:`~gdyn_jax.predictions.edge.RuleEdge`.
+    basis of that step; ``sdcp_residual`` and ``eig_residual`` the solvers' residuals
+    (largest over the step's substeps); ``substeps`` those taken per step;
+    ``stable_params`` and ``stable_loss`` the gradient flow with the effective step;
+    ``edge`` the rule's :class:`~gdyn_jax.predictions.edge.RuleEdge`.
     """
 
     params: np.ndarray
@@ -77,6 +87,7 @@ class CentralFlow:
     stable_params: np.ndarray
     stable_loss: np.ndarray
     edge: RuleEdge
+    substeps: tuple[int, int]
     unravel: Callable[[Any], PyTree]
 
 
@@ -96,47 +107,58 @@ def flow_derivatives(loss: Callable, w: jax.Array, u: jax.Array) -> jax.Array:
         return jax.grad(quad)(w)
 
     upper = jax.vmap(pair, in_axes=(1, 1))(u[:, rows], u[:, cols])  # (pairs, n)
+    return upper[_pair_index(k)]
+
+
+def _pair_index(k: int) -> np.ndarray:
+    """(k, k) the row of pair (a, b) among the upper-triangle pairs of ``np.triu_indices``."""
+    rows, cols = np.triu_indices(k)
     index = np.zeros((k, k), int)
     index[rows, cols] = index[cols, rows] = np.arange(rows.size)
-    return upper[index]
+    return index
 
 
 def _substep(loss, edge: RuleEdge, dt: float, eig_options: dict, sdcp_iters: int):
+    r"""One substep: :math:`v \leftarrow e^{-dt/\tau}v + (1-e^{-dt/\tau})\bar g`, then
+    :math:`w \leftarrow w - dt\,\eta_{\text{eff}}v` (explicit Euler when :math:`\tau = 0`)."""
     eta, limit = edge.effective_step, edge.limit
-
-    def hvp(w, v):
-        return jax.jvp(jax.grad(loss), (w,), (v,))[1]
+    c, gain = dt * eta, float(-np.expm1(-dt / edge.delay)) if edge.delay > 0 else 1.0
 
     def substep(carry, _):
-        w, u, x, key = carry
+        w, v, u, x, key = carry
         key, sub = jax.random.split(key)
         value, grad = jax.value_and_grad(loss)(w)
-        eig = eigenpairs(lambda v: hvp(w, v), u, sub, **eig_options)
+
+        def hvp(vec):
+            return jax.jvp(jax.grad(loss), (w,), (vec,))[1]
+
+        eig = eigenpairs(hvp, u, sub, **eig_options)
         k, u = eig.values.size, eig.vectors
-        drift = -eta * grad
-
-        def projected(x_):  # U^T H(x_) U, whose derivative along the drift is forward mode
-            return u.T @ jax.vmap(lambda v: hvp(x_, v), 1, 1)(u)
-
-        dh = jax.jvp(projected, (w,), (drift,))[1]
-        margin = limit * jnp.eye(k) - (jnp.diag(eig.values) + dt * 0.5 * (dh + dh.T))
-
-        def oscillating(x0):  # the margin closes within the substep: solve for Sigma
-            gflat = flow_derivatives(loss, w, u).reshape(k * k, -1)
-            coupling = (0.5 * dt * eta) * (gflat @ gflat.T).reshape(k, k, k, k)
-            x_, residual = solve_sdcp(margin, coupling, x0, sdcp_iters)
-            return x_, residual, -0.5 * eta * (gflat.T @ x_.reshape(-1))
-
-        def stable(x0):  # the margin stays PSD: Sigma = 0, gradient flow
-            return jnp.zeros_like(x0), jnp.zeros((), w.dtype), jnp.zeros_like(w)
-
-        open_ = jnp.linalg.eigvalsh(margin)[0] >= 0
-        x, residual, pull = jax.lax.cond(open_, stable, oscillating, x)
-        w_next = w + dt * (drift + pull)
+        gflat = flow_derivatives(loss, w, u).reshape(k * k, -1)
+        v_free = (1.0 - gain) * v + gain * grad  # the lag's output without the oscillation
+        # the margin S* I - U^T H U one substep ahead, w moving by -c v: without the
+        # oscillation A = S* I - Lambda + c G v_free, and B[X] = (c gain / 2) G G^T X
+        drift = (gflat @ v_free).reshape(k, k)
+        margin = limit * jnp.eye(k) - jnp.diag(eig.values) + 0.5 * c * (drift + drift.T)
+        coupling = (0.5 * c * gain) * (gflat @ gflat.T).reshape(k, k, k, k)
+        x, residual = solve_sdcp(margin, coupling, x, sdcp_iters)
+        v = v_free + 0.5 * gain * (gflat.T @ x.reshape(-1))
         row = (value, value + 0.5 * limit * jnp.trace(x), eig.values, x, residual / limit)
-        return (w_next, u, x, key), (*row, jnp.max(eig.residuals))
+        return (w - c * v, v, u, x, key), (*row, jnp.max(eig.residuals))
 
     return substep
+
+
+def min_substeps(edge: RuleEdge, curvature: float) -> int:
+    r"""The fewest substeps per step on which the scheme is stable with margin 2 on a direction
+    of ``curvature``: :math:`c\,a\,\lambda \le 2 - a` for :math:`c = \eta_{\text{eff}}/N`,
+    :math:`a = 1 - e^{-1/(N\tau)}` (the update's trace bound :math:`c a \lambda < 4 - 2a`,
+    halved); GD's :math:`\eta\lambda/N \le 1`."""
+    for n in range(1, 10_000):
+        gain = float(-np.expm1(-1.0 / (n * edge.delay))) if edge.delay > 0 else 1.0
+        if edge.effective_step / n * gain * curvature <= (2.0 - gain) * (1 + 1e-9):
+            return n
+    return 10_000
 
 
 def _check(steps, num_eigs, substeps, n):
@@ -160,7 +182,7 @@ def central_flow(
     *,
     num_eigs: int = 2,
     substeps: int = 4,
-    stable_substeps: int = 10,
+    stable_substeps: int | None = None,
     sdcp_iters: int = 200,
     eig_iters: int = 30,
     eig_tol: float | None = None,
@@ -172,14 +194,16 @@ def central_flow(
     Args:
       loss_fn: the full-batch loss, a scalar function of the parameter pytree (three times
         differentiable: a tanh/GELU network, not ReLU).
-      params: the initial parameters (the real run's initialisation).
+      params: the initial parameters (the real run's initialisation; the rule's state starts
+        at zero, :math:`v(0) = 0`, as an optax momentum does).
       optimizer: an optax-style transform, affine in the gradient, leaving stability at
         :math:`z=-1` (GD, heavy ball, Nesterov, or a user's rule that does).
       steps: optimizer steps to integrate (one unit of time each).
       num_eigs: Hessian eigenpairs tracked (at least the number that reach the limit).
-      substeps, stable_substeps: Euler substeps per step of the central and the stable flow
-        for GD; the central flow's are multiplied by :math:`\eta_{\text{eff}} S^*/2` (Euler's
-        stability on the stiffest critical direction: 19 for heavy ball at :math:`\beta=0.9`).
+      substeps, stable_substeps: substeps per step of the central and the stable flow
+        (``stable_substeps`` defaults to ``substeps``); each is raised to
+        :func:`min_substeps` at :math:`S^*` (central) or :math:`2S^*` (stable: its sharpness
+        is not held).
       sdcp_iters, eig_iters, eig_tol: solver budgets (``eig_tol`` default
         :math:`10\sqrt{\epsilon}` of the parameters' dtype).
       seed: the eigensolver's random start.
@@ -188,20 +212,20 @@ def central_flow(
     Returns :class:`CentralFlow`.
     """
     flat, unravel = ravel_pytree(params)
+    stable_substeps = substeps if stable_substeps is None else stable_substeps
     sizes = (flat.size, steps, num_eigs, substeps, stable_substeps)
     edge = _validate(loss_fn, params, optimizer, *sizes, check_smooth)
 
     def loss(w):
         return loss_fn(unravel(w))
 
-    # Euler is stable on a direction of curvature S* only if dt * eta_eff * S* < 2: GD's
-    # eta * S* = 2, heavy ball's is 38 at beta = 0.9, so the substeps scale with it
-    substeps = max(substeps, int(np.ceil(substeps * edge.effective_step * edge.limit / 2)))
+    substeps = max(substeps, min_substeps(edge, edge.limit))
+    stable_substeps = max(stable_substeps, min_substeps(edge, 2 * edge.limit))
     tol = float(10 * np.sqrt(np.finfo(flat.dtype).eps)) if eig_tol is None else eig_tol
     options = dict(iters=eig_iters, tol=tol)
     rows = _integrate(loss, flat, edge, steps, num_eigs, substeps, sdcp_iters, options, seed)
-    stable, stable_loss = _stable(loss, flat, edge.effective_step, steps, stable_substeps)
-    return CentralFlow(*rows, stable, stable_loss, edge, unravel)
+    stable, stable_loss = _stable(loss, flat, edge, steps, stable_substeps)
+    return CentralFlow(*rows, stable, stable_loss, edge, (substeps, stable_substeps), unravel)
 
 
 def _validate(
@@ -220,7 +244,6 @@ def _validate(
     edge = rule_edge(optimizer)
     if not edge.supported:
         raise UsageError(f"optimizer: its exit from stability is not averaged here: {edge.reason}")
-
     return edge
 
 
@@ -237,7 +260,7 @@ def _integrate(loss, w0, edge, steps, k, substeps, sdcp_iters, options, seed):
             return carry, (carry[0], loss_[0], pred[0], lam[0], x[0], res.max(), eres.max())
 
         x0 = jnp.zeros((k, k), w0.dtype)
-        _, out = jax.lax.scan(step, (w0, u0, x0, key), None, length=steps)
+        _, out = jax.lax.scan(step, (w0, jnp.zeros_like(w0), u0, x0, key), None, length=steps)
         return out
 
     ws, loss_, pred, lam, x, res, eres = map(np.asarray, run(w0, u0, key))
@@ -245,17 +268,24 @@ def _integrate(loss, w0, edge, steps, k, substeps, sdcp_iters, options, seed):
     return params, loss_, pred, lam[:, 0], lam, x, res, eres
 
 
-def _stable(loss, w0, eta, steps, substeps):
-    dt = 1.0 / substeps
+def _stable(loss, w0, edge: RuleEdge, steps, substeps):
+    r"""The flow with :math:`\Sigma = 0`: gradient flow with the effective step, lagged."""
+    c = edge.effective_step / substeps
+    gain = float(-np.expm1(-1.0 / (substeps * edge.delay))) if edge.delay > 0 else 1.0
+
+    def substep(carry, _):
+        w, v = carry
+        v = (1.0 - gain) * v + gain * jax.grad(loss)(w)
+        return (w - c * v, v), None
 
     @jax.jit
     def run(w0):
-        def step(w, _):
-            value = loss(w)
-            w = jax.lax.fori_loop(0, substeps, lambda _, w: w - dt * eta * jax.grad(loss)(w), w)
-            return w, (w, value)
+        def step(carry, _):
+            value = loss(carry[0])
+            carry = jax.lax.scan(substep, carry, None, length=substeps)[0]
+            return carry, (carry[0], value)
 
-        return jax.lax.scan(step, w0, None, length=steps)[1]
+        return jax.lax.scan(step, (w0, jnp.zeros_like(w0)), None, length=steps)[1]
 
     ws, values = run(w0)
     return np.concatenate([np.asarray(w0)[None], np.asarray(ws)]), np.asarray(values)

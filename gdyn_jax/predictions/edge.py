@@ -1,7 +1,7 @@
 r"""How an update rule leaves stability, read from its own code: the input of a central flow.
 
 A central flow (Cohen et al., ICLR 2025) averages a rule's oscillation at the edge of
-stability. Three numbers of the rule decide it, and :func:`rule_edge` computes all three from
+stability. Four numbers of the rule decide it, and :func:`rule_edge` computes them all from
 the rule's closed loop on a one-dimensional quadratic :math:`\tfrac12 h\theta^2`
 (:mod:`gdyn_jax.linearize`), never from a formula typed per method:
 
@@ -14,9 +14,15 @@ the rule's closed loop on a one-dimensional quadratic :math:`\tfrac12 h\theta^2`
   leaving at :math:`z=+1` does not oscillate at all; neither is what the construction
   averages, and :func:`rule_edge` refuses them with that reason;
 - the effective step: the open loop's gain at :math:`z=1`, the residue of its integrator,
-  :math:`\eta_{\text{eff}} = -\lim_{z\to1}(z-1)L(z)` (GD :math:`\eta`, heavy ball and
-  Nesterov :math:`\eta/(1-\beta)`): the step the rule takes on a slowly varying gradient, so
-  the averaged trajectory moves as :math:`\dot w = -\eta_{\text{eff}}\,\bar g`.
+  :math:`\eta_{\text{eff}} = R(1)` with :math:`R(z) = -(z-1)L(z)` (GD :math:`\eta`, heavy
+  ball and Nesterov :math:`\eta/(1-\beta)`): the step the rule takes on a slowly varying
+  gradient, so the averaged trajectory moves as :math:`\dot w = -\eta_{\text{eff}}\,\bar g`;
+- and its delay, the group delay of :math:`R` at :math:`z=1`,
+  :math:`\tau = -R'(1)/R(1)` steps (GD 0, heavy ball :math:`\beta/(1-\beta)`, Nesterov
+  :math:`\beta/(1-\beta) - \beta`): to first order in :math:`z-1`,
+  :math:`R(z) \approx \eta_{\text{eff}}/(1+\tau(z-1))`, the rule passes the gradient through a
+  first-order lag of :math:`\tau` steps (the momentum builds up, and the stiff directions relax
+  at the rate :math:`1/2\tau` of its poles of modulus :math:`\sqrt\beta`).
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ _IMAG_TOL = 1e-6
 class RuleEdge:
     """A rule's edge of stability: ``limit`` :math:`S^*`, ``mode`` (an entry of
     :data:`EXIT_MODES`), ``effective_step`` :math:`\\eta_{\\text{eff}}`, ``poles`` leaving the
-    unit circle at :math:`S^*(1+10^{-3})`, and ``supported`` with ``reason`` when not."""
+    unit circle at :math:`S^*(1+10^{-3})`, and ``supported`` with ``reason`` when not;
+    ``delay`` :math:`\tau`, the group delay of the open loop's regular part at :math:`z=1`."""
 
     limit: float
     mode: str
@@ -49,9 +56,11 @@ class RuleEdge:
     poles: tuple[complex, ...]
     supported: bool
     reason: str = ""
+    delay: float = 0.0
 
 
-def _effective_step(opt: optax.GradientTransformation) -> float:
+def _effective_step(opt: optax.GradientTransformation) -> tuple[float, float]:
+    """:math:`R(1)` and :math:`-R'(1)/R(1)` for :math:`R(z) = -(z-1)L(z) = -N(z)/Q(z)`."""
     tf = linearize.open_loop(opt)
     quotient, remainder = np.polydiv(tf.den, np.array([1.0, -1.0]))
     if abs(np.polyval(tf.den, 1.0)) > 1e-9 * max(1.0, float(np.max(np.abs(tf.den)))):
@@ -60,7 +69,9 @@ def _effective_step(opt: optax.GradientTransformation) -> float:
             "effective step; a central flow needs a rule that accumulates gradients"
         )
     del remainder
-    return float(-np.polyval(tf.num, 1.0) / np.polyval(quotient, 1.0))
+    num, den = np.polyval(tf.num, 1.0), np.polyval(quotient, 1.0)
+    slope = np.polyval(np.polyder(tf.num), 1.0) / num - np.polyval(np.polyder(quotient), 1.0) / den
+    return float(-num / den), float(-slope)
 
 
 def rule_edge(opt: optax.GradientTransformation) -> RuleEdge:
@@ -90,4 +101,5 @@ def rule_edge(opt: optax.GradientTransformation) -> RuleEdge:
         mode, reason = "period-2", ""
     else:
         mode, reason = "monotone", "a real pole leaves at z = +1: no oscillation to average"
-    return RuleEdge(limit, mode, _effective_step(opt), leaving, mode == "period-2", reason)
+    step, delay = _effective_step(opt)
+    return RuleEdge(limit, mode, step, leaving, mode == "period-2", reason, delay)

@@ -73,6 +73,15 @@ class SweepConfig:
         (``optimizers.adam_preconditioner``; NaN at step 0, before any second moment), by
         Lanczos on :math:`P^{-1/2} H P^{-1/2}` on the sharpness subset. Needs an Adam-type
         optimizer (one ``optax.ScaleByAdamState``, hyperparameters ``b2``, ``eps``).
+      track_batch_sharpness: also record the batch sharpness at eval points
+        (``measurements.batch_sharpness``, Andreyev & Beneventano 2024, arXiv:2412.20553):
+        :math:`\mathbb{E}_B[g_B^\top H_B g_B/\|g_B\|^2]`, the mean over
+        ``batch_sharpness_batches`` mini-batches of the training batch size, each a uniformly
+        random subset of the training set drawn from the member's sharpness key at that step.
+        For full batch there is one batch, the training set: the curvature of the full
+        training loss along its gradient.
+      batch_sharpness_batches: mini-batches the batch sharpness averages over (16: each
+        costs about three training steps; the standard error falls as one over its root).
       sharpness_subset: examples (the first ones of the training set) for the sharpness.
       sharpness_iters: Lanczos iterations for the sharpness.
       eval_batch_size: examples per evaluation chunk (bounds evaluation memory).
@@ -94,6 +103,8 @@ class SweepConfig:
     track_grad_norm: bool = False
     track_sharpness: bool = False
     track_preconditioned_sharpness: bool = False
+    track_batch_sharpness: bool = False
+    batch_sharpness_batches: int = 16
     sharpness_subset: int = 1000
     sharpness_iters: int = 20
     eval_batch_size: int = 5000
@@ -166,6 +177,7 @@ class SweepConfig:
             check_int("train_subset", self.train_subset, 1)
         check_int("sharpness_subset", self.sharpness_subset, 1)
         check_int("sharpness_iters", self.sharpness_iters, 1)
+        check_int("batch_sharpness_batches", self.batch_sharpness_batches, 1)
         check_int("eval_batch_size", self.eval_batch_size, 1)
         data_lib.check_name(self.dataset)
         self._check_data_dir()

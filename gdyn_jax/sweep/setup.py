@@ -127,6 +127,7 @@ def build(config: SweepConfig, fast: bool) -> tuple[Task, data_lib.DeviceData]:
         preconditioner=(
             adam_preconditioner_of(rule.factory, fixed, rule.defaults) if precondition else None
         ),
+        batch_sharpness_batches=config.batch_sharpness_batches * config.track_batch_sharpness,
     )
     tracked = config.track_sharpness or precondition
     sharpness = config.sharpness_subset if tracked else None

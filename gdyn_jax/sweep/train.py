@@ -7,7 +7,7 @@ The pieces, each a pure function of its arguments (the PureJaxRL pattern):
 - ``train_step(task, data, hparams, state, t) -> TrainState``: one optimizer step, with
   ``freeze_diverged`` (the divergence mask) applied to its result;
 - ``evaluate(task, data, state, step, hparams) -> metrics``: losses (and accuracy, gradient
-  norm, sharpness, preconditioned sharpness) on the evaluation sets;
+  norm, sharpness, preconditioned sharpness, batch sharpness) on the evaluation sets;
 - ``advance(task, data, hparams, state, start_step, num_intervals)``: a ``lax.scan`` over
   evaluation intervals, each a ``lax.scan`` over steps, then an evaluation.
 
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from gdyn_jax._deprecated import forwarder
-from gdyn_jax.measurements import hessian
+from gdyn_jax.measurements import hessian, sharpness
 from gdyn_jax.sweep.cpu_speedups import Kernels
 from gdyn_jax.sweep.data import DeviceData, EvalChunks
 
@@ -71,6 +71,8 @@ class Task:
       preconditioner: ``preconditioner(opt_state, hparams) -> P`` (a pytree like the
         parameters) when the preconditioned sharpness :math:`\lambda_{\max}(P^{-1}H)` is
         tracked, else None.
+      batch_sharpness_batches: mini-batches the tracked batch sharpness averages over (0: not
+        tracked; one batch, the training set, for full batch).
     """
 
     model: nn.Module
@@ -87,6 +89,7 @@ class Task:
     sharpness_iters: int
     kernels: Kernels
     preconditioner: Callable[[PyTree, HParams], PyTree] | None = None
+    batch_sharpness_batches: int = 0
 
     @property
     def full_batch(self) -> bool:
@@ -97,7 +100,8 @@ class Task:
         names = ("train_loss", "test_loss") + ("test_accuracy",) * self.accuracy
         names += ("grad_norm",) * self.track_grad_norm
         names += ("sharpness",) * self.track_sharpness
-        return names + ("preconditioned_sharpness",) * (self.preconditioner is not None)
+        names += ("preconditioned_sharpness",) * (self.preconditioner is not None)
+        return names + ("batch_sharpness",) * (self.batch_sharpness_batches > 0)
 
 
 class TrainState(NamedTuple):
@@ -262,6 +266,26 @@ def dataset_stats(
     return loss_sum * inverse, (correct * inverse if task.accuracy else None), gnorm
 
 
+def batch_sharpness(task: Task, data: DeviceData, state: TrainState, key: jax.Array):
+    r"""The batch sharpness :math:`\mathbb{E}_B[g_B^\top H_B g_B/\|g_B\|^2]` of ``state``
+    (``measurements.batch_sharpness``; Andreyev & Beneventano 2024) over
+    ``task.batch_sharpness_batches`` mini-batches of ``task.batch_size`` examples, each a
+    uniformly random subset of the training set drawn from ``key``; for full batch the one
+    batch is the training set (the curvature of the training loss along its gradient)."""
+    if task.full_batch:
+        batches = (data.x_train[None], data.y_train[None])
+    else:
+        keys = jax.random.split(key, task.batch_sharpness_batches)
+        draw = jax.vmap(lambda k: task.kernels.permutation(k, task.num_train)[: task.batch_size])
+        idx = draw(keys)
+        batches = (data.x_train[idx], data.y_train[idx])
+
+    def loss(p, batch):
+        return mean_loss(task, p, state.model_state, *batch)
+
+    return sharpness.batch_sharpness(loss, state.params, batches)
+
+
 def evaluate(
     task: Task, data: DeviceData, state: TrainState, step: jax.Array, hparams: HParams | None = None
 ) -> Metrics:
@@ -289,6 +313,8 @@ def evaluate(
         out["preconditioned_sharpness"] = hessian.top_eigenvalue(
             sharpness_loss, params, key, task.sharpness_iters, preconditioner=p
         )
+    if task.batch_sharpness_batches:
+        out["batch_sharpness"] = batch_sharpness(task, data, state, jax.random.fold_in(key, 1))
     nan = jnp.float32(jnp.nan)
     return {k: jnp.where(state.alive, v.astype(jnp.float32), nan) for k, v in out.items()}
 
