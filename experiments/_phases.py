@@ -99,10 +99,8 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         measurement = probe.measurement
         centre = naive_lr(config, measurement)
     lrs = centre * np.geomspace(s.span[0], s.span[1], s.rates)
-    pre = preflight(config, {"learning_rate": list(lrs)}, s.seeds,
-                              measurement=measurement)
-    rt = range_test(config, s.seeds, start=lrs[0] / 10, end=lrs[-1] * 10,
-                               steps=s.range_steps)
+    pre = preflight(config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement)
+    rt = range_test(config, s.seeds, start=lrs[0] / 10, end=lrs[-1] * 10, steps=s.range_steps)
     ds, sweep_seconds = _sweep(config, lrs, s.seeds)
     measured = _diverged(ds)
     frac = (measured == 3).mean(axis=-1)

@@ -22,8 +22,8 @@ import numpy as np
 
 from experiments import _phases
 from experiments._harness import Modes, Report
-from gdyn_jax.predictions import phases as ph
 from gdyn_jax.predictions import measure_init
+from gdyn_jax.predictions import phases as ph
 from gdyn_jax.sweep import SweepConfig, assemble
 
 TITLE = "Pre-flight: stable / catapult / edge of stability / divergent, predicted at init"
@@ -54,8 +54,16 @@ class Settings(Modes):
     rounds: int = 1
     extra_rates: int = 2
 
-    TINY = dict(rates=4, seeds=1, steps=10, train_subset=200, optimizers=("sgd",),
-                range_steps=20, rounds=0, iters=8)
+    TINY = dict(
+        rates=4,
+        seeds=1,
+        steps=10,
+        train_subset=200,
+        optimizers=("sgd",),
+        range_steps=20,
+        rounds=0,
+        iters=8,
+    )
     FULL = dict(
         models=("mlp", "cnn1d"),
         losses=("mse", "cross_entropy"),
@@ -74,8 +82,15 @@ class Settings(Modes):
 def config_of(s: Settings, model: str, loss: str, batch: int | None, name: str) -> SweepConfig:
     optimizer, fixed = _phases.OPTIMIZERS[name]
     return SweepConfig(
-        dataset="mnist1d", model=model, loss=loss, optimizer=optimizer, hparams=fixed,
-        steps=s.steps, eval_every=s.eval_every, batch_size=batch, train_subset=s.train_subset,
+        dataset="mnist1d",
+        model=model,
+        loss=loss,
+        optimizer=optimizer,
+        hparams=fixed,
+        steps=s.steps,
+        eval_every=s.eval_every,
+        batch_size=batch,
+        train_subset=s.train_subset,
     )
 
 
@@ -89,8 +104,10 @@ def run(s: Settings, report: Report) -> None:
                     config = config_of(s, model, loss, batch, name)
                     if shared is None and name != "adam":
                         shared = measure_init(
-                            assemble(config, {"learning_rate": [1.0]}), s.seeds,
-                            examples=s.examples, iters=s.iters,
+                            assemble(config, {"learning_rate": [1.0]}),
+                            s.seeds,
+                            examples=s.examples,
+                            iters=s.iters,
                         )
                     case = _phases.run_case(config, s, None if name == "adam" else shared)
                     case.update(model=model, loss=loss, batch=batch or "full", optimizer=name)
@@ -101,10 +118,21 @@ def run(s: Settings, report: Report) -> None:
 
 
 def summary(case: dict) -> dict:
-    keys = ("model", "loss", "batch", "optimizer", "boundary", "predicted_boundary",
-            "range_boundary", "scores", "pairs_scored", "seconds")
+    keys = (
+        "model",
+        "loss",
+        "batch",
+        "optimizer",
+        "boundary",
+        "predicted_boundary",
+        "range_boundary",
+        "scores",
+        "pairs_scored",
+        "seconds",
+    )
     return {k: case[k] for k in keys} | {
-        "lrs": case["lrs"], "predicted": case["preflight"].phase.tolist(),
+        "lrs": case["lrs"],
+        "predicted": case["preflight"].phase.tolist(),
         "measured": np.asarray(ph.MEASURED_PHASES)[case["measured"]].tolist(),
     }
 
@@ -123,20 +151,53 @@ def score(report: Report, s: Settings, cases: list) -> None:
     for c in cases:
         label = f"{c['model']}/{c['loss']}/{c['batch']}/{c['optimizer']}"
         sc = c["scores"]
-        rows.append([label, c["pairs_scored"], *(f"{sc[k]:.2f}" for k in sc),
-                     f"{c['boundary']:.4g}", f"{c['predicted_boundary']:.4g}",
-                     f"{c['range_boundary']:.4g}"])
-        report.bound(f"{label}: pre-flight call right near the boundary", sc["preflight"],
-                     lower=CALL_TARGET, label="issue's target")
+        rows.append(
+            [
+                label,
+                c["pairs_scored"],
+                *(f"{sc[k]:.2f}" for k in sc),
+                f"{c['boundary']:.4g}",
+                f"{c['predicted_boundary']:.4g}",
+                f"{c['range_boundary']:.4g}",
+            ]
+        )
+        report.bound(
+            f"{label}: pre-flight call right near the boundary",
+            sc["preflight"],
+            lower=CALL_TARGET,
+            label="issue's target",
+        )
         error = abs(c["predicted_boundary"] / c["boundary"] - 1)
-        report.bound(f"{label}: predicted boundary, relative error in η", error,
-                     upper=BOUNDARY_TOLERANCE, label="issue's target")
-    report.table(["case", "pairs", "pre-flight", "naive", "range test", "measured η*",
-                  "predicted η*", "range test η*"], rows)
+        report.bound(
+            f"{label}: predicted boundary, relative error in η",
+            error,
+            upper=BOUNDARY_TOLERANCE,
+            label="issue's target",
+        )
+    report.table(
+        [
+            "case",
+            "pairs",
+            "pre-flight",
+            "naive",
+            "range test",
+            "measured η*",
+            "predicted η*",
+            "range test η*",
+        ],
+        rows,
+    )
     _confusion(report, cases)
-    cost = [[c["optimizer"], f"{c['seconds']['preflight']:.2f}",
-             f"{c['seconds']['preflight_compile']:.1f}", f"{c['seconds']['range_test']:.2f}",
-             f"{c['seconds']['sweep']:.1f}"] for c in cases]
+    cost = [
+        [
+            c["optimizer"],
+            f"{c['seconds']['preflight']:.2f}",
+            f"{c['seconds']['preflight_compile']:.1f}",
+            f"{c['seconds']['range_test']:.2f}",
+            f"{c['seconds']['sweep']:.1f}",
+        ]
+        for c in cases
+    ]
     report.table(["optimizer", "pre-flight s", "its compile s", "range test s", "sweep s"], cost)
 
 
@@ -144,20 +205,30 @@ def _confusion(report: Report, cases: list) -> None:
     """Confusion of predicted against measured phases per optimizer, and the precision and
     recall of the catapult and edge-of-stability calls."""
     for name in dict.fromkeys(c["optimizer"] for c in cases):
-        pred = np.concatenate([c["preflight"].phase.ravel() for c in cases
-                               if c["optimizer"] == name])
-        meas = np.concatenate([np.asarray(ph.MEASURED_PHASES)[c["measured"]].ravel()
-                               for c in cases if c["optimizer"] == name])
-        rows = [[p] + [int(np.sum((pred == p) & (meas == m))) for m in ph.MEASURED_PHASES]
-                for p in ph.PHASES]
+        pred = np.concatenate(
+            [c["preflight"].phase.ravel() for c in cases if c["optimizer"] == name]
+        )
+        meas = np.concatenate(
+            [
+                np.asarray(ph.MEASURED_PHASES)[c["measured"]].ravel()
+                for c in cases
+                if c["optimizer"] == name
+            ]
+        )
+        rows = [
+            [p] + [int(np.sum((pred == p) & (meas == m))) for m in ph.MEASURED_PHASES]
+            for p in ph.PHASES
+        ]
         report.table([f"{name}: predicted \\ measured", *ph.MEASURED_PHASES], rows)
         for phase in ("catapult", "edge of stability"):
             hit = np.sum((pred == phase) & (meas == phase))
             precision = hit / max(np.sum(pred == phase), 1)
             recall = hit / max(np.sum(meas == phase), 1)
-            report.text(f"{name}, {phase}: precision {precision:.2f}, recall {recall:.2f} "
-                        f"({int(np.sum(pred == phase))} predicted, {int(np.sum(meas == phase))} "
-                        "measured).")
+            report.text(
+                f"{name}, {phase}: precision {precision:.2f}, recall {recall:.2f} "
+                f"({int(np.sum(pred == phase))} predicted, {int(np.sum(meas == phase))} "
+                "measured)."
+            )
 
 
 def figures(report: Report, cases: list) -> None:
@@ -168,8 +239,14 @@ def figures(report: Report, cases: list) -> None:
         for ax, c in zip(axes, cases, strict=True):
             pred = np.vectorize(codes.get)(c["preflight"].phase).T
             both = np.concatenate([pred, c["measured"].T], axis=0)
-            ax.imshow(both, aspect="auto", cmap="viridis", vmin=0, vmax=len(codes) - 1,
-                      extent=(np.log10(c["lrs"][0]), np.log10(c["lrs"][-1]), both.shape[0], 0))
+            ax.imshow(
+                both,
+                aspect="auto",
+                cmap="viridis",
+                vmin=0,
+                vmax=len(codes) - 1,
+                extent=(np.log10(c["lrs"][0]), np.log10(c["lrs"][-1]), both.shape[0], 0),
+            )
             for x in (c["boundary"], c["predicted_boundary"], c["range_boundary"]):
                 if np.isfinite(x):
                     ax.axvline(np.log10(x), color="w", lw=1)

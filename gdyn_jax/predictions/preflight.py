@@ -198,8 +198,10 @@ def _loops_at(factory, lrs: np.ndarray, other: dict[str, float], adaptive: bool)
             opt = factory(**hp)
             kw = {"state": _frozen_state(opt, hp), "freeze": ("nu", "count")}
             systems.append([linearize.linearize(opt, h, **kw) for h in (1.0, 2.0)])
-        one, two = ([np.stack([np.asarray(getattr(s[i], m)) for s in systems]) for m in "ABC"]
-                    for i in (0, 1))
+        one, two = (
+            [np.stack([np.asarray(getattr(s[i], m)) for s in systems]) for m in "ABC"]
+            for i in (0, 1)
+        )
         proofs = [s[1] for s in systems]
     else:
         grid = {"learning_rate": np.asarray(lrs, np.float64)}
@@ -221,8 +223,10 @@ def rule_loops(
     factory, fixed = rule_of(config).factory, config.fixed_hparams()
     size = len(next(iter(points.values()))) if points else 1
     schedule = setup.unit_schedule(config.schedule, config.steps, config.warmup_steps)
-    scale = np.ones(1) if schedule is None else np.asarray(
-        jax.vmap(schedule)(jnp.arange(config.steps)), np.float64
+    scale = (
+        np.ones(1)
+        if schedule is None
+        else np.asarray(jax.vmap(schedule)(jnp.arange(config.steps)), np.float64)
     )
     base = {**rule_of(config).defaults, **fixed}
     lr = np.broadcast_to(points.get("learning_rate", base.get("learning_rate")), (size,))
@@ -231,7 +235,7 @@ def rule_loops(
         other = {k: float(v[i]) for k, v in points.items() if k != "learning_rate"}
         groups[tuple(sorted(other.items()))].append(i)
     T = scale.size
-    A0 = D = steps = None
+    A0 = D = steps = bs = cs = None
     exact, reason = True, ""
     for key, index in groups.items():
         lrs = (np.asarray(lr, np.float64)[index][:, None] * scale[None, :]).ravel()
@@ -239,12 +243,15 @@ def rule_loops(
         if A0 is None:
             A0 = np.zeros((size, T) + a0.shape[-2:])
             D, steps = np.zeros_like(A0), np.zeros((size, T))
+            bs, cs = np.zeros((size, T, b.shape[-1])), np.zeros((size, T, c.shape[-1]))
+        bs[index] = b.reshape(len(index), T, -1)
+        cs[index] = c.reshape(len(index), T, -1)
         A0[index] = a0.reshape(len(index), T, *a0.shape[-2:])
         D[index] = d.reshape(A0[index].shape)
         steps[index] = ph.effective_steps(a0, b, c).reshape(len(index), T)
         exact, reason = exact and ok, reason or why
     limits = ph.stability_limits(A0, D)
-    return limits, ph.Loops(A0, D, steps, exact, reason)
+    return limits, ph.Loops(A0, D, steps, exact, reason, bs, cs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,18 +293,23 @@ class Preflight:
         rows = []
         for i, phase in enumerate(self.point_phase()):
             step = self.step[i][self.phase[i] == phase]
-            rows.append({
-                "hparams": {n: float(v) for n, v in zip(self.names, self.points[i], strict=True)},
-                "phase": phase,
-                "limit": _num(np.median(self.limit[i])),
-                "curvature": _num(np.median(self.curvature[i])),
-                "margin": _num(np.median(self.margin[i])),
-                "catapult_ratio": _num(np.nanmedian(self.ratio[i])) if phase in (
-                    "catapult", "divergent") else None,
-                "step": int(np.median(step)) if step.size and phase != "stable" else None,
-                "seed_phases": self.phase[i].tolist(),
-                **({"reason": self.reason} if phase == "unknown" else {}),
-            })
+            rows.append(
+                {
+                    "hparams": {
+                        n: float(v) for n, v in zip(self.names, self.points[i], strict=True)
+                    },
+                    "phase": phase,
+                    "limit": _num(np.median(self.limit[i])),
+                    "curvature": _num(np.median(self.curvature[i])),
+                    "margin": _num(np.median(self.margin[i])),
+                    "catapult_ratio": _num(np.nanmedian(self.ratio[i]))
+                    if phase in ("catapult", "divergent")
+                    else None,
+                    "step": int(np.median(step)) if step.size and phase != "stable" else None,
+                    "seed_phases": self.phase[i].tolist(),
+                    **({"reason": self.reason} if phase == "unknown" else {}),
+                }
+            )
         return {"points": rows, "seconds": self.seconds}
 
 
@@ -321,9 +333,7 @@ def preflight(
     program = assemble(config, grid or None, seeds)
     names = tuple(program.grid.names) if program.grid is not None else ()
     values = program.grid.values if program.grid is not None else ()
-    table = np.array(list(itertools.product(*values)), np.float64).reshape(
-        -1, len(names)
-    )
+    table = np.array(list(itertools.product(*values)), np.float64).reshape(-1, len(names))
     program.task  # noqa: B018  (loads the data and checks the task before any measuring)
     if measurement is None:
         measurement = measure_init(program, seeds, **measure)
