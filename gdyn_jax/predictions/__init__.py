@@ -31,7 +31,13 @@ from gdyn_jax.predictions.modes import (
 )
 from gdyn_jax.predictions.noise_floor import FloorTest, floor_test
 from gdyn_jax.predictions.phases import MEASURED_PHASES, PHASES, measured_phases
-from gdyn_jax.predictions.preflight import InitMeasurement, Preflight, measure_init, preflight
+from gdyn_jax.predictions.preflight import (
+    InitMeasurement,
+    Preflight,
+    measure_init,
+    preflight,
+    score_sweep,
+)
 from gdyn_jax.predictions.range_test import RangeTest, range_test
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations
@@ -64,6 +70,7 @@ __all__ = [
     "regime",
     "regime_learning_rates",
     "regimes_of",
+    "score_sweep",
     "rule_edge",
     "solve_sdcp",
 ]

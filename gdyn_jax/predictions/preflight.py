@@ -261,7 +261,8 @@ class Preflight:
     ``names``/``points``: the grid's hyperparameters and the ``(P, len(names))`` points in the
     grid's member order; ``phase`` (strings), ``step``, ``limit``, ``margin``, ``ratio`` and
     ``curvature``: ``(P, S)``; ``reason``: linearize's, where the phase is ``'unknown'``;
-    ``seconds``: ``{'measure', 'compile', 'rule', 'total'}``.
+    ``seconds``: ``{'measure', 'compile', 'rule', 'total', 'wall'}`` (``total``: measuring
+    and the rule's loops, compilation apart); ``classes``: outputs read as classes, if any.
     """
 
     names: tuple[str, ...]
@@ -275,6 +276,7 @@ class Preflight:
     measurement: InitMeasurement
     seconds: dict[str, float]
     reason: str = ""
+    classes: int | None = None
 
     def point_phase(self) -> list[str]:
         """Each point's phase: the most common over its seeds (the first listed on a tie)."""
@@ -311,6 +313,19 @@ class Preflight:
                 }
             )
         return {"points": rows, "seconds": self.seconds}
+
+
+def _classes(program: Program) -> int | None:
+    """The number of outputs read as classes (None when the targets are not class labels)."""
+    task, data = program.task, program.data
+    if not task.accuracy:
+        return None
+    hp = train_lib.as_hparams(_first_point(program))
+    state = jax.eval_shape(lambda: program.init(data, hp, jax.random.key(0)))
+    out = jax.eval_shape(
+        lambda s: train_lib.apply(task, s.params, s.model_state, data.x_train[:1]), state
+    )
+    return int(out.shape[-1])
 
 
 def _num(x) -> float | None:
@@ -365,4 +380,45 @@ def preflight(
         measurement,
         seconds,
         "" if loops.exact else loops.reason,
+        _classes(program),
     )
+
+
+def score_sweep(pre: Preflight, ds, classes: int | None = None) -> dict[str, Any]:
+    """The measured phase of every member of a finished sweep (``phases.measured_phases`` on
+    its curves; the edge of stability against the predicted limit) beside the prediction:
+    ``{'measured': (P, S) strings, 'agreement': {phase: (right, predicted)},
+    'divergence_call': fraction right}``; members the sweep skipped are left out."""
+    order = (*pre.names, "seed", "step")
+    curves = {
+        k: ds[k].transpose(*order).values.reshape(*pre.phase.shape, -1)
+        for k in ("train_loss", "sharpness", "test_accuracy")
+        if k in ds
+    }
+    diverged = ds["diverged_at"].transpose(*order[:-1]).values.reshape(pre.phase.shape)
+    measured = ph.measured_phases(
+        curves["train_loss"],
+        diverged,
+        curves.get("sharpness"),
+        pre.limit[..., None],
+        curves.get("test_accuracy"),
+        classes if "test_accuracy" in curves else None,
+    )
+    names = np.asarray(ph.MEASURED_PHASES, dtype=object)[measured]
+    used = np.ones(pre.phase.shape, bool)
+    if "skipped" in ds:
+        used = ~ds["skipped"].transpose(*order[:-1]).values.reshape(pre.phase.shape)
+    agreement = {
+        p: (
+            int(np.sum((pre.phase == p) & (names == p) & used)),
+            int(np.sum((pre.phase == p) & used)),
+        )
+        for p in ph.PHASES
+    }
+    known = used & (pre.phase != "unknown")
+    call = (pre.phase == "divergent") == (names == "divergent")
+    return {
+        "measured": names,
+        "agreement": agreement,
+        "divergence_call": float(np.mean(call[known])) if known.any() else float("nan"),
+    }
