@@ -100,24 +100,49 @@ def _measure_fn(task, examples: int, iters: int, warmup: int, precondition):
             return batch_loss(phi, (x, y))
 
         zero = jnp.zeros_like(flat0)
-        values, vectors = hessian.top_eigenpairs(loss, zero, key, 1, iters)
+        values, vectors = hessian.top_eigenpairs(loss, zero, key, iters, iters)
         u = vectors[0]
 
         def sharp(phi):
             return jnp.vdot(u, jax.jvp(jax.grad(loss), (phi,), (u,))[1])
 
         grad_s = jax.grad(sharp)(zero)
-        fixed_u = jax.grad(jax.grad(lambda s: sharp(s * u)))(0.0)
+        weights, rest = _turning(loss, zero, values, vectors, grad_s, iters)
         return {
             "loss": loss(zero),
             "sharpness": values[0],
             "grad_s2": jnp.vdot(grad_s, grad_s),
-            "d2s": fixed_u,  # u held: the turning of u is left out (module doc)
+            "d2s": jax.grad(jax.grad(lambda s: sharp(s * u)))(0.0),
+            "ritz_values": values,
+            "ritz_weights": weights,
+            "turning_rest": rest,
             "sharpening": -jnp.vdot(grad_s, jax.grad(loss)(zero)),
             "batch_sharpness": batch_sharpness(batch_loss, zero, (xb, yb)),
         }
 
     return one
+
+
+def _turning(loss, zero, values, vectors, grad_s, iters: int):
+    r"""The eigenvector's turning along itself, by second-order perturbation theory:
+    :math:`\tfrac{d^2}{ds^2}\lambda_{\max}(\theta+su) = \nabla^4L[u,u,u,u] + 2\sum_{j>1}
+    (q_j^\top\nabla S)^2/(\lambda-\lambda_j)`. Returns the terms :math:`(q_j^\top\nabla S)^2`
+    on the Lanczos Ritz vectors (0 for the top one) and the rest,
+    :math:`2r^\top(\lambda I-H)^{-1}r` for the part :math:`r` of :math:`\nabla S` outside
+    their span, by conjugate gradients there (``2 iters`` Hessian-vector products)."""
+    coef = vectors @ grad_s
+    weights = (coef**2).at[0].set(0.0)
+    r = grad_s - vectors.T @ coef
+
+    def project(v):
+        return v - vectors.T @ (vectors @ v)
+
+    def matvec(v):
+        v = project(v)
+        return project(values[0] * v - jax.jvp(jax.grad(loss), (zero,), (v,))[1])
+
+    x, _ = jax.scipy.sparse.linalg.cg(matvec, r, maxiter=2 * iters)
+    return weights, 2 * jnp.vdot(r, project(x))
 
 
 def measure_init(
@@ -250,6 +275,8 @@ def rule_loops(
         D[index] = d.reshape(A0[index].shape)
         steps[index] = ph.effective_steps(a0, b, c).reshape(len(index), T)
         exact, reason = exact and ok, reason or why
+    if not exact:
+        return np.full((size, T), np.nan), ph.Loops(A0, D, steps, exact, reason, bs, cs)
     limits = ph.stability_limits(A0, D)
     return limits, ph.Loops(A0, D, steps, exact, reason, bs, cs)
 
@@ -356,9 +383,7 @@ def preflight(
     points = {n: table[:, j] for j, n in enumerate(names)}
     limits, loops = rule_loops(program.config, points, measurement.preconditioned)
     m = measurement.values
-    out = ph.decide_phases(
-        limits, loops, m["curvature"], m["sharpness"], m["grad_s2"], m["d2s"], m["sharpening"]
-    )
+    out = ph.decide_phases(limits, loops, m)
     end = time.perf_counter()
     seconds = {
         "measure": measurement.seconds,
