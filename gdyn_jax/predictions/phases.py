@@ -11,36 +11,37 @@ occurs at the edge of stability"; Kalra & Barkeshli 2023):
   along the top eigenvector grows and lowers the sharpness until the loop is stable again;
 - **divergent**: above :math:`S^*`, and the oscillation *raises* the sharpness instead.
 
-**The catapult's upper edge, for any rule.** Let :math:`u` be the top eigenvector,
-:math:`S(\theta) = u^\top\nabla^2L(\theta)u` the sharpness along it (``u`` held), and let
-the iterate oscillate along :math:`u` with amplitude :math:`x`, as the leaving pole
+**The catapult's upper edge, for any rule.** Let :math:`u` be the top eigenvector of the
+Gauss-Newton matrix :math:`G` (the network's kernel in parameter space, whose top eigenvalue
+is the sharpness of Lewkowycz et al.'s analysis), :math:`S(\theta) = \lambda_{\max}(G(\theta))`,
+and let the iterate oscillate along :math:`u` with amplitude :math:`x`, as the leaving pole
 :math:`-\rho` of the loop makes it (:math:`x_{t+1} = -\rho x_t`, so the step along :math:`u`
-is :math:`-(1+\rho)x`). The gradient's second-order term :math:`\tfrac12x^2\nabla S` is an
-input growing as :math:`\rho^{2t}`, which the rule turns into a drift per step of
-magnitude :math:`\eta_{\rm eff} = -(z-1)G(z)` at :math:`z = \rho^2` (:math:`G` the open loop
-from gradient to parameter: :math:`\eta` for gradient descent, :math:`\eta\rho^2/(\rho^2-\beta)`
-for heavy ball; the effective step :math:`\eta/(1-\beta)` as :math:`\rho \to 1`).
-A second-order Taylor expansion of :math:`S` along one step, averaged over the period-2
-oscillation, gives the sharpness change per step
+is :math:`-(1+\rho)x`). The gradient's second-order term :math:`\tfrac12x^2T`,
+:math:`T = \nabla^3L[u,u,\cdot]`, is an input growing as :math:`\rho^{2t}`, which the rule
+turns into a drift per step of :math:`-\eta_{\rm eff}\tfrac12x^2T` with
+:math:`\eta_{\rm eff} = -(z-1)G_{\rm rule}(z)` at :math:`z = \rho^2` (:math:`G_{\rm rule}` the
+open loop from gradient to parameter: :math:`\eta` for gradient descent,
+:math:`\eta\rho^2/(\rho^2-\beta)` for heavy ball; the effective step :math:`\eta/(1-\beta)` as
+:math:`\rho \to 1`). A second-order Taylor expansion of :math:`S` along one step, averaged
+over the period-2 oscillation, gives the sharpness change per step
 
 .. math::
     \overline{\Delta S} = \tfrac12 x^2\left[\nabla^2S[u,u]\,(\rho^2-1)
-        - \eta_{\rm eff}\,\|\nabla S\|^2\right].
+        - \eta_{\rm eff}\,\nabla S\cdot T\right].
 
 The sharpness falls (a catapult) when :math:`q = \nabla^2S[u,u](\rho^2-1) /
-(\eta_{\rm eff}\|\nabla S\|^2) < 1`, and rises (divergence) when :math:`q > 1`. For gradient
-descent :math:`\rho = \eta\lambda-1`, so :math:`q<1 \iff \eta\lambda < 2 + \|\nabla S\|^2 /
-(\lambda\nabla^2S[u,u])`: Lewkowycz et al.'s :math:`\eta\lambda < 4` where
-:math:`\|\nabla S\|^2 = 2\lambda\nabla^2S[u,u]`. :math:`\rho` and :math:`\eta_{\rm eff}`
-come from the rule's own loop; :math:`\lambda`, :math:`\nabla S` and :math:`\nabla^2S[u,u]`
-are measured on the model (:mod:`gdyn_jax.predictions.preflight`). Nothing here is fitted.
-:math:`\nabla^2S[u,u]` is the second derivative of the top eigenvalue along :math:`u`: the
-quartic :math:`\nabla^4L[u,u,u,u]` plus the turning of the eigenvector,
-:math:`2\sum_j (q_j^\top\nabla S)^2/(\lambda-\lambda_j)` over the directions :math:`q_j`
-whose curvature is below the limit (second-order perturbation theory; those above it
-oscillate with :math:`u`). A known gap: on Lewkowycz et al.'s two-layer linear network this
-averaged model puts the catapult's edge at :math:`\eta\lambda_0 \approx 2.5`, where they
-(and training) find 4; the ``phases`` experiment measures the gap on MNIST-1D.
+(\eta_{\rm eff}\nabla S\cdot T) < 1`, and rises (divergence) when :math:`q > 1`. For gradient
+descent :math:`\rho = \eta\lambda-1`, so :math:`q<1 \iff \eta\lambda < 2 + \nabla S\cdot T /
+(\lambda\nabla^2S[u,u])`. On Lewkowycz et al.'s wide two-layer linear network
+:math:`\nabla S\cdot T = 4\lambda/m` and :math:`\nabla^2S[u,u] = 2/m`, which gives their
+:math:`\eta\lambda < 4` (the tests check it, and training). :math:`\rho` and
+:math:`\eta_{\rm eff}` come from the rule's own loop; :math:`\lambda`, :math:`\nabla S`,
+:math:`T` and :math:`\nabla^2S[u,u]` are measured on the model
+(:mod:`gdyn_jax.predictions.preflight`); nothing here is fitted. :math:`\nabla^2S[u,u]` is
+:math:`u^\top G''u` plus the turning of the eigenvector,
+:math:`2\sum_j (q_j^\top G'u)^2/(\lambda-\lambda_j)` over the directions :math:`q_j` whose
+curvature is below the rule's limit (second-order perturbation theory; those above it
+oscillate with :math:`u`).
 
 **Loops of many rule instances at once.** The loop of an affine rule on
 :math:`\tfrac12h\theta^2` is affine in :math:`h`: :math:`A(h) = A_0 + hD`. Two linearisations
@@ -162,9 +163,9 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
       limits: :math:`S^*_t`, shape ``(P, T)`` (``T = 1`` without a schedule).
       loops: the loops of the same ``(P, T)`` rule instances.
       m: per seed ``(S,)``: ``curvature`` (what the loop sees at init: the sharpness, the batch
-        sharpness for mini-batches, preconditioned for adaptive rules), ``sharpness``
-        :math:`\lambda_0`, ``grad_s2`` :math:`\|\nabla S\|^2`, ``d2s``
-        :math:`\nabla^4L[u,u,u,u]`, ``sharpening`` :math:`-\nabla S\cdot\nabla L`; and the
+        sharpness for mini-batches, preconditioned for adaptive rules), ``gn_sharpness``
+        :math:`\lambda` of :math:`G`, ``drift`` :math:`\nabla S\cdot T`, ``d2s``
+        :math:`u^\top G''u`, ``sharpening`` :math:`-\nabla S\cdot\nabla L`; and the
         eigenvector's turning (``preflight``): ``ritz_values``, ``ritz_weights`` ``(S, k)``
         and ``turning_rest`` ``(S,)``. Only the directions whose curvature is below the limit
         turn :math:`u` towards them: those above it oscillate with it.
@@ -187,7 +188,7 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
         }
     c, lam, gs2, d2, sharp, rest = (
         np.broadcast_to(np.asarray(m[k], np.float64), shape)[..., None]
-        for k in ("curvature", "sharpness", "grad_s2", "d2s", "sharpening", "turning_rest")
+        for k in ("curvature", "gn_sharpness", "drift", "d2s", "sharpening", "turning_rest")
     )
     lim = limits[:, None, :]  # (P, 1, T)
     eta = np.broadcast_to(loops.effective_step, limits.shape)[:, None, :]

@@ -3,15 +3,17 @@ r"""Pre-flight: the phase of every grid point of a sweep, predicted before anyth
 ``preflight(config, grid, seeds)`` assembles the sweep (``sweep.assemble``: the same checks,
 the same initialisation of each seed), measures at each seed's initialisation, in seconds:
 
-- the top Hessian eigenpair :math:`(\lambda_0, u)` (Lanczos, ``iters`` steps, on the first
+- the top Hessian eigenvalue :math:`\lambda_0` (Lanczos, ``iters`` steps, on the first
   ``examples`` training examples); for an adaptive rule (one ``optax.ScaleByAdamState``) in
   the coordinates :math:`\phi = P^{1/2}\theta` of Adam's preconditioner :math:`P`, after
   ``warmup`` updates of its statistics at the initial parameters (Cohen et al. 2022);
 - for mini-batches, the batch sharpness (Andreyev & Beneventano 2024) on ``batches``
   mini-batches of the training size: the curvature the loop sees;
-- :math:`\|\nabla S\|^2`, :math:`\nabla^2S[u,u]` and :math:`-\nabla S\cdot\nabla L` for
-  :math:`S(\theta) = u^\top\nabla^2L(\theta)u` (third and fourth derivatives of the loss,
-  by automatic differentiation): the catapult's upper edge and the sharpening rate
+- the top eigenpairs of the Gauss-Newton matrix :math:`G` (Lanczos), and for
+  :math:`S = \lambda_{\max}(G)`: :math:`\nabla S\cdot\nabla^3L[u,u,\cdot]`,
+  :math:`\nabla^2S[u,u]` (with the eigenvector's turning, by conjugate gradients) and
+  :math:`-\nabla S\cdot\nabla L` (third and fourth derivatives, by automatic
+  differentiation): the catapult's upper edge and the sharpening rate
   (:mod:`gdyn_jax.predictions.phases`);
 
 and joins them to the rule's loop at every grid point and every step of its schedule
@@ -50,7 +52,8 @@ _LATE_COUNT = 10_000  # the count at which an adaptive rule's loop is frozen (bi
 class InitMeasurement:
     """Per seed (arrays of shape ``(S,)``), at initialisation: ``loss``, ``sharpness``
     :math:`\\lambda_0`, ``curvature`` (what the loop sees: the batch sharpness for
-    mini-batches, else :math:`\\lambda_0`), ``grad_s2``, ``d2s``, ``sharpening``; how they were
+    mini-batches, else :math:`\\lambda_0`), ``gn_sharpness``, ``drift``, ``d2s``, ``sharpening``
+    and the turning terms (``predictions.phases``); how they were
     measured, and the seconds spent (``compile_seconds`` apart)."""
 
     values: dict[str, np.ndarray]
@@ -99,20 +102,40 @@ def _measure_fn(task, examples: int, iters: int, warmup: int, precondition):
         def loss(phi):
             return batch_loss(phi, (x, y))
 
-        zero = jnp.zeros_like(flat0)
-        values, vectors = hessian.top_eigenpairs(loss, zero, key, iters, iters)
-        u = vectors[0]
+        def outputs(phi):
+            return train_lib.apply(task, unravel(flat0 + scale * phi), ms, x)
 
-        def sharp(phi):
+        def out_loss(o):
+            return jnp.mean(task.loss(o, y))
+
+        def linear(phi, psi):  # the network linearised at phi: its Hessian in psi is GN(phi)
+            return out_loss(outputs(phi) + jax.jvp(outputs, (phi,), (psi,))[1])
+
+        def gn_sharp(phi):  # u' GN(phi) u
+            outs, ju = jax.jvp(outputs, (phi,), (u,))
+            return jnp.vdot(ju, jax.jvp(jax.grad(out_loss), (outs,), (ju,))[1])
+
+        def gn_u(phi):  # GN(phi) u
+            return jax.jvp(jax.grad(lambda psi: linear(phi, psi)), (zero,), (u,))[1]
+
+        def sharp(phi):  # u' H(phi) u, the full Hessian
             return jnp.vdot(u, jax.jvp(jax.grad(loss), (phi,), (u,))[1])
 
-        grad_s = jax.grad(sharp)(zero)
-        weights, rest = _turning(loss, zero, values, vectors, grad_s, iters)
+        zero = jnp.zeros_like(flat0)
+        hessian_key, gn_key = jax.random.split(key)
+        values, vectors = hessian.top_eigenpairs(
+            lambda psi: linear(zero, psi), zero, gn_key, iters, iters
+        )
+        u = vectors[0]
+        grad_s = jax.grad(gn_sharp)(zero)
+        turn = jax.jvp(gn_u, (zero,), (u,))[1]
+        weights, rest = _turning(lambda psi: linear(zero, psi), zero, values, vectors, turn, iters)
         return {
             "loss": loss(zero),
-            "sharpness": values[0],
-            "grad_s2": jnp.vdot(grad_s, grad_s),
-            "d2s": jax.grad(jax.grad(lambda s: sharp(s * u)))(0.0),
+            "sharpness": hessian.top_eigenvalue(loss, zero, hessian_key, iters),
+            "gn_sharpness": values[0],
+            "drift": jnp.vdot(grad_s, jax.grad(sharp)(zero)),
+            "d2s": jax.grad(jax.grad(lambda s: gn_sharp(s * u)))(0.0),
             "ritz_values": values,
             "ritz_weights": weights,
             "turning_rest": rest,
@@ -125,11 +148,11 @@ def _measure_fn(task, examples: int, iters: int, warmup: int, precondition):
 
 def _turning(loss, zero, values, vectors, grad_s, iters: int):
     r"""The eigenvector's turning along itself, by second-order perturbation theory:
-    :math:`\tfrac{d^2}{ds^2}\lambda_{\max}(\theta+su) = \nabla^4L[u,u,u,u] + 2\sum_{j>1}
-    (q_j^\top\nabla S)^2/(\lambda-\lambda_j)`. Returns the terms :math:`(q_j^\top\nabla S)^2`
-    on the Lanczos Ritz vectors (0 for the top one) and the rest,
-    :math:`2r^\top(\lambda I-H)^{-1}r` for the part :math:`r` of :math:`\nabla S` outside
-    their span, by conjugate gradients there (``2 iters`` Hessian-vector products)."""
+    :math:`\tfrac{d^2}{ds^2}\lambda_{\max}(G(\theta+su)) = u^\top G''u + 2\sum_{j>1}
+    (q_j^\top G'u)^2/(\lambda-\lambda_j)` (``grad_s`` is :math:`G'u`, ``loss``'s Hessian is
+    :math:`G`). Returns the terms :math:`(q_j^\top G'u)^2` on the Lanczos Ritz vectors (0 for
+    the top one) and the rest, :math:`2r^\top(\lambda I-G)^{-1}r` for the part :math:`r`
+    outside their span, by conjugate gradients there (``2 iters`` matrix-vector products)."""
     coef = vectors @ grad_s
     weights = (coef**2).at[0].set(0.0)
     r = grad_s - vectors.T @ coef
