@@ -100,6 +100,8 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         centre = naive_lr(config, measurement)
     lrs = centre * np.geomspace(s.span[0], s.span[1], s.rates)
     pre = preflight(config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement)
+    fine_lrs = np.geomspace(lrs[0], lrs[-1], 8 * s.rates + 1)  # the boundary between rates
+    fine = preflight(config, {"learning_rate": list(fine_lrs)}, s.seeds, measurement=measurement)
     rt = range_test(config, s.seeds, start=lrs[0] / 10, end=lrs[-1] * 10, steps=s.range_steps)
     ds, sweep_seconds = _sweep(config, lrs, s.seeds)
     measured = _diverged(ds)
@@ -122,7 +124,8 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         "preflight": pre,
         "measured": measured,
         "boundary": boundary,
-        "predicted_boundary": predicted_boundary(lrs, pred_div),
+        "predicted_boundary": predicted_boundary(fine_lrs, fine.phase == "divergent"),
+        "naive_boundary": predicted_boundary(fine_lrs, fine.margin > 0),
         "range_boundary": float(np.exp(np.mean(np.log(rt.stop)))),
         "scores": score,
         "pairs_scored": int(near.sum()),

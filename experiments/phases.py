@@ -125,6 +125,7 @@ def summary(case: dict) -> dict:
         "optimizer",
         "boundary",
         "predicted_boundary",
+        "naive_boundary",
         "range_boundary",
         "scores",
         "pairs_scored",
@@ -158,6 +159,7 @@ def score(report: Report, s: Settings, cases: list) -> None:
                 *(f"{sc[k]:.2f}" for k in sc),
                 f"{c['boundary']:.4g}",
                 f"{c['predicted_boundary']:.4g}",
+                f"{c['naive_boundary']:.4g}",
                 f"{c['range_boundary']:.4g}",
             ]
         )
@@ -183,6 +185,7 @@ def score(report: Report, s: Settings, cases: list) -> None:
             "range test",
             "measured η*",
             "predicted η*",
+            "naive η*",
             "range test η*",
         ],
         rows,
