@@ -234,25 +234,36 @@ def _confusion(report: Report, cases: list) -> None:
             )
 
 
+COLOURS = ("tab:green", "tab:olive", "tab:orange", "tab:red", "tab:purple", "tab:gray")
+LINES = (
+    ("boundary", "k", "-", "measured"),
+    ("predicted_boundary", "b", "--", "pre-flight"),
+    ("naive_boundary", "b", ":", "naive limit"),
+    ("range_boundary", "m", "-.", "range test"),
+)
+
+
 def figures(report: Report, cases: list) -> None:
-    caption = "Predicted (top of each pair) and measured phase per rate and seed"
-    with report.figure("phase_maps.png", caption, (8, 1.2 + 0.9 * len(cases))) as fig:
-        axes = np.atleast_1d(fig.subplots(len(cases), 1, squeeze=False)[:, 0])
-        codes = {p: i for i, p in enumerate(ph.MEASURED_PHASES + ("unknown",))}
+    caption = "Phase per rate and seed: predicted (upper rows) and measured (lower rows)"
+    with report.figure("phase_maps.png", caption, (8, 1.5 + 1.3 * len(cases))) as fig:
+        axes = fig.subplots(len(cases), 1, squeeze=False)[:, 0]
+        names = ph.MEASURED_PHASES + ("unknown",)
         for ax, c in zip(axes, cases, strict=True):
-            pred = np.vectorize(codes.get)(c["preflight"].phase).T
-            both = np.concatenate([pred, c["measured"].T], axis=0)
-            ax.imshow(
-                both,
-                aspect="auto",
-                cmap="viridis",
-                vmin=0,
-                vmax=len(codes) - 1,
-                extent=(np.log10(c["lrs"][0]), np.log10(c["lrs"][-1]), both.shape[0], 0),
+            pred = np.vectorize(names.index)(c["preflight"].phase)
+            seeds = pred.shape[1]
+            for row, codes in enumerate(np.concatenate([pred, c["measured"]], axis=1).T):
+                colours = [COLOURS[k] for k in codes]
+                ax.scatter(c["lrs"], np.full(len(codes), row), c=colours, s=25, marker="s")
+            for key, colour, style, label in LINES:
+                if np.isfinite(c[key]):
+                    ax.axvline(c[key], color=colour, ls=style, lw=1.2, label=label)
+            ax.axhline(seeds - 0.5, color="0.7", lw=0.8)
+            ax.set(xscale="log", yticks=[(seeds - 1) / 2, seeds + (seeds - 1) / 2])
+            ax.set_yticklabels(["predicted", "measured"], fontsize=7)
+            ax.set_title(
+                f"{c['model']} / {c['loss']} / batch {c['batch']} / {c['optimizer']}", fontsize=8
             )
-            for x in (c["boundary"], c["predicted_boundary"], c["range_boundary"]):
-                if np.isfinite(x):
-                    ax.axvline(np.log10(x), color="w", lw=1)
-            ax.axhline(pred.shape[0], color="k", lw=1)
-            ax.set_ylabel(f"{c['optimizer']}\n{c['loss']}/{c['batch']}", fontsize=7)
-        axes[-1].set_xlabel("log10 learning rate (colours: " + ", ".join(codes) + ")")
+        for k, name in enumerate(names):
+            axes[0].scatter([], [], c=COLOURS[k], marker="s", label=name)
+        axes[0].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        axes[-1].set_xlabel("learning rate")
