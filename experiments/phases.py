@@ -244,7 +244,7 @@ LINES = (
 
 
 def figures(report: Report, cases: list) -> None:
-    caption = "Phase per rate and seed: predicted (upper rows) and measured (lower rows)"
+    caption = "Phase per rate and seed: measured (upper rows) and predicted (lower rows)"
     with report.figure("phase_maps.png", caption, (8, 1.5 + 1.3 * len(cases))) as fig:
         axes = fig.subplots(len(cases), 1, squeeze=False)[:, 0]
         names = ph.MEASURED_PHASES + ("unknown",)
