@@ -5,6 +5,7 @@ test's stopping rule, and bad input refused as `gdyn sweep` refuses it."""
 from __future__ import annotations
 
 import inspect
+import json
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from gdyn_jax.predictions import measure_init, measured_phases, preflight
 from gdyn_jax.predictions import phases as ph
 from gdyn_jax.predictions.preflight import rule_loops
 from gdyn_jax.predictions.range_test import _stopping
-from gdyn_jax.sweep import Arrays, SweepConfig, assemble, run_sweep
+from gdyn_jax.sweep import Arrays, SweepConfig, assemble, load_results, run_sweep
 
 LRS = np.array([0.01, 0.1, 0.5])
 
@@ -210,7 +211,33 @@ def test_skip_predicted_divergent_trains_none_of_them(tmp_path, capsys):
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "pre-flight" in out and (tmp_path / "preflight.json").exists()
-    from gdyn_jax.sweep import load_results
-
     ds = load_results(tmp_path)
     assert ds["skipped"].values.tolist() == [[False], [True]]
+
+
+@pytest.mark.slow
+def test_sweep_preflight_stores_and_scores_the_predictions(tmp_path, capsys):
+    args = [
+        "sweep",
+        "--loss",
+        "mse",
+        "--batch-size",
+        "full",
+        "--train-subset",
+        "100",
+        "--steps",
+        "6",
+        "--eval-every",
+        "2",
+        "--grid",
+        "learning_rate=0.01,100",
+        "--out",
+        str(tmp_path),
+        "--preflight",
+        "--no-progress",
+    ]
+    assert cli.main(args) == 0
+    assert "measured phase as predicted" in capsys.readouterr().out
+    record = json.loads((tmp_path / "preflight.json").read_text())
+    assert [p["phase"] for p in record["points"]] == ["stable", "divergent"]
+    assert record["measured"] == [["stable"], ["divergent"]]

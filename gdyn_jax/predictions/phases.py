@@ -156,6 +156,23 @@ def _first_true(mask: np.ndarray) -> np.ndarray:
     return np.where(mask.any(axis=-1), np.argmax(mask, axis=-1), -1)
 
 
+def _catapult_ratio(m, loops: Loops, pick, limit_at, A0, D, c) -> np.ndarray:
+    r"""The catapult's :math:`q` (module doc) of each (point, seed) at its deciding step."""
+    rho = radius(A0, D, c)
+    step_eff = loops.step_at(np.maximum(rho, 1 + 1e-6) ** 2, pick)
+    shape = c.shape
+    lam, drift, d2, rest = (
+        np.broadcast_to(np.asarray(m[k], np.float64), shape)
+        for k in ("gn_sharpness", "drift", "d2s", "turning_rest")
+    )
+    ritz, weight = np.asarray(m["ritz_values"]), np.asarray(m["ritz_weights"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        below = ritz[None] < limit_at[..., None]  # (P, S, k)
+        gap = lam[..., None] - ritz[None]
+        turning = 2 * np.sum(np.where(below, weight[None] / gap, 0), axis=-1)
+        return (d2 + turning + rest) * (rho**2 - 1) / (step_eff * drift)
+
+
 def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
     r"""Phase, change step, margin and catapult ratio of every (point, seed).
 
@@ -186,9 +203,9 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
             "margin": nan,
             "ratio": nan,
         }
-    c, lam, gs2, d2, sharp, rest = (
+    c, lam, sharp = (
         np.broadcast_to(np.asarray(m[k], np.float64), shape)[..., None]
-        for k in ("curvature", "gn_sharpness", "drift", "d2s", "sharpening", "turning_rest")
+        for k in ("curvature", "gn_sharpness", "sharpening")
     )
     lim = limits[:, None, :]  # (P, 1, T)
     eta = np.broadcast_to(loops.effective_step, limits.shape)[:, None, :]
@@ -199,21 +216,12 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
     pick = (np.arange(shape[0])[:, None], at)
     A0 = np.broadcast_to(loops.A0, limits.shape + loops.A0.shape[-2:])[pick[0], pick[1]]
     D = np.broadcast_to(loops.D, limits.shape + loops.D.shape[-2:])[pick[0], pick[1]]
-    rho = radius(A0, D, c[..., 0])
-    step_eff = loops.step_at(np.maximum(rho, 1 + 1e-6) ** 2, pick)
     limit_at = limits[pick[0], pick[1]]
-    ritz, weight = np.asarray(m["ritz_values"]), np.asarray(m["ritz_weights"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        below = ritz[None] < limit_at[..., None]  # (P, S, k)
-        turning = 2 * np.sum(np.where(below, weight[None] / (lam - ritz[None]), 0), axis=-1)
-        d2s = d2[..., 0] + turning + rest[..., 0]
-        ratio = d2s * (rho**2 - 1) / (step_eff * gs2[..., 0])
+    ratio = _catapult_ratio(m, loops, pick, limit_at, A0, D, c[..., 0])
     ratio = np.where(t_up >= 0, ratio, np.nan)
-    phase = np.select([t_up >= 0, t_eos >= 0], [np.where(ratio < 1, 2, 3), 1], default=0).astype(
-        int
-    )
+    phase = np.select([t_up >= 0, t_eos >= 0], [np.where(ratio < 1, 2, 3), 1], default=0)
     return {
-        "phase": phase,
+        "phase": phase.astype(int),
         "step": np.where(t_up >= 0, t_up, t_eos),
         "limit": limit_at,
         "margin": c[..., 0] / limit_at - 1,

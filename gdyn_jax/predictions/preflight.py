@@ -77,24 +77,64 @@ def _adam_state(opt_state: Any) -> bool:
     return sum(isinstance(x, optax.ScaleByAdamState) for x in leaves) == 1
 
 
+def _warm_scale(task, hp, state, precondition, xb, yb, warmup: int):
+    """:math:`P^{-1/2}` (flat) of an adaptive rule after ``warmup`` updates of its statistics
+    on the mini-batches ``xb, yb`` at the initial parameters (which stay put)."""
+    params, ms = state.params, state.model_state
+    opt = train_lib.optimizer_at(task, hp, jnp.int32(0))
+
+    def stats(s, i):
+        g = jax.grad(train_lib.mean_loss, argnums=1)(task, params, ms, xb[i], yb[i])
+        return opt.update(g, s, params)[1], None
+
+    idx = jnp.arange(warmup) % xb.shape[0]
+    opt_state = jax.lax.scan(stats, state.opt_state, idx)[0]
+    return jax.lax.rsqrt(ravel_pytree(precondition(opt_state, hp))[0])
+
+
+def _sharpness_terms(outputs, out_loss, loss, zero, key, iters: int) -> dict[str, jax.Array]:
+    """The Gauss-Newton top eigenpair and the derivatives of its eigenvalue
+    (``predictions.phases``) for the network ``outputs(phi)`` under ``out_loss``."""
+
+    def linear(phi, psi):  # the network linearised at phi: its Hessian in psi is G(phi)
+        return out_loss(outputs(phi) + jax.jvp(outputs, (phi,), (psi,))[1])
+
+    def gn_sharp(phi):  # u' G(phi) u
+        outs, ju = jax.jvp(outputs, (phi,), (u,))
+        return jnp.vdot(ju, jax.jvp(jax.grad(out_loss), (outs,), (ju,))[1])
+
+    def gn_u(phi):  # G(phi) u
+        return jax.jvp(jax.grad(lambda psi: linear(phi, psi)), (zero,), (u,))[1]
+
+    def sharp(phi):  # u' H(phi) u, the full Hessian
+        return jnp.vdot(u, jax.jvp(jax.grad(loss), (phi,), (u,))[1])
+
+    values, vectors = hessian.top_eigenpairs(lambda psi: linear(zero, psi), zero, key, iters, iters)
+    u = vectors[0]
+    grad_s = jax.grad(gn_sharp)(zero)
+    turn = jax.jvp(gn_u, (zero,), (u,))[1]
+    weights, rest = _turning(lambda psi: linear(zero, psi), zero, values, vectors, turn, iters)
+    return {
+        "gn_sharpness": values[0],
+        "drift": jnp.vdot(grad_s, jax.grad(sharp)(zero)),
+        "d2s": jax.grad(jax.grad(lambda s: gn_sharp(s * u)))(0.0),
+        "ritz_values": values,
+        "ritz_weights": weights,
+        "turning_rest": rest,
+        "sharpening": -jnp.vdot(grad_s, jax.grad(loss)(zero)),
+    }
+
+
 def _measure_fn(task, examples: int, iters: int, warmup: int, precondition):
     """``(data, hparams, state, key, batches) -> measurements`` of one member at init."""
 
     def one(data, hp, state, key, xb, yb):
-        params, ms = state.params, state.model_state
-        flat0, unravel = ravel_pytree(params)
+        ms = state.model_state
+        flat0, unravel = ravel_pytree(state.params)
         x, y = data.x_train[:examples], data.y_train[:examples]
         scale = jnp.ones_like(flat0)
         if precondition is not None:
-            opt = train_lib.optimizer_at(task, hp, jnp.int32(0))
-
-            def stats(s, i):
-                g = jax.grad(train_lib.mean_loss, argnums=1)(task, params, ms, xb[i], yb[i])
-                return opt.update(g, s, params)[1], None
-
-            idx = jnp.arange(warmup) % xb.shape[0]
-            opt_state = jax.lax.scan(stats, state.opt_state, idx)[0]
-            scale = jax.lax.rsqrt(ravel_pytree(precondition(opt_state, hp))[0])
+            scale = _warm_scale(task, hp, state, precondition, xb, yb, warmup)
 
         def batch_loss(phi, batch):
             return train_lib.mean_loss(task, unravel(flat0 + scale * phi), ms, *batch)
@@ -108,39 +148,13 @@ def _measure_fn(task, examples: int, iters: int, warmup: int, precondition):
         def out_loss(o):
             return jnp.mean(task.loss(o, y))
 
-        def linear(phi, psi):  # the network linearised at phi: its Hessian in psi is GN(phi)
-            return out_loss(outputs(phi) + jax.jvp(outputs, (phi,), (psi,))[1])
-
-        def gn_sharp(phi):  # u' GN(phi) u
-            outs, ju = jax.jvp(outputs, (phi,), (u,))
-            return jnp.vdot(ju, jax.jvp(jax.grad(out_loss), (outs,), (ju,))[1])
-
-        def gn_u(phi):  # GN(phi) u
-            return jax.jvp(jax.grad(lambda psi: linear(phi, psi)), (zero,), (u,))[1]
-
-        def sharp(phi):  # u' H(phi) u, the full Hessian
-            return jnp.vdot(u, jax.jvp(jax.grad(loss), (phi,), (u,))[1])
-
         zero = jnp.zeros_like(flat0)
         hessian_key, gn_key = jax.random.split(key)
-        values, vectors = hessian.top_eigenpairs(
-            lambda psi: linear(zero, psi), zero, gn_key, iters, iters
-        )
-        u = vectors[0]
-        grad_s = jax.grad(gn_sharp)(zero)
-        turn = jax.jvp(gn_u, (zero,), (u,))[1]
-        weights, rest = _turning(lambda psi: linear(zero, psi), zero, values, vectors, turn, iters)
         return {
             "loss": loss(zero),
             "sharpness": hessian.top_eigenvalue(loss, zero, hessian_key, iters),
-            "gn_sharpness": values[0],
-            "drift": jnp.vdot(grad_s, jax.grad(sharp)(zero)),
-            "d2s": jax.grad(jax.grad(lambda s: gn_sharp(s * u)))(0.0),
-            "ritz_values": values,
-            "ritz_weights": weights,
-            "turning_rest": rest,
-            "sharpening": -jnp.vdot(grad_s, jax.grad(loss)(zero)),
             "batch_sharpness": batch_sharpness(batch_loss, zero, (xb, yb)),
+            **_sharpness_terms(outputs, out_loss, loss, zero, gn_key, iters),
         }
 
     return one
