@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+import experiments
 from gdyn_jax import cli, linearize
 from gdyn_jax.predictions import measure_init, measured_phases, preflight
 from gdyn_jax.predictions import phases as ph
@@ -241,3 +242,17 @@ def test_sweep_preflight_stores_and_scores_the_predictions(tmp_path, capsys):
     record = json.loads((tmp_path / "preflight.json").read_text())
     assert [p["phase"] for p in record["points"]] == ["stable", "divergent"]
     assert record["measured"] == [["stable"], ["divergent"]]
+
+
+@pytest.mark.slow
+def test_phases_experiment_tiny_finds_the_catapult_window(tmp_path):
+    """The tiny `phases` run, scored against its own training: the measured divergence
+    boundary lies above the naive limit 2/lambda0 (runs between them catapult instead of
+    diverging, Lewkowycz et al. 2020), and the pre-flight's boundary lies between the naive
+    one and the range test's stop."""
+
+    summary = experiments.run("phases", tmp_path, mode="tiny")
+    (case,) = summary["cases"]
+    assert case["naive_boundary"] < case["boundary"]
+    assert case["naive_boundary"] <= case["predicted_boundary"] < case["range_boundary"]
+    assert (tmp_path / "phase_maps.png").is_file()

@@ -57,6 +57,8 @@ import dataclasses
 import numpy as np
 
 __all__ = [
+    "BLOWUP",
+    "EOS_TOLERANCE",
     "MEASURED_PHASES",
     "PHASES",
     "Loops",
