@@ -243,11 +243,11 @@ def measured_phases(
 
     ``train_loss`` ``(..., E)`` over the evaluation steps (step 0 first); ``diverged_at``
     ``(...)`` (-1 if never). In order: *divergent* if the run went non-finite or its loss grew
-    :data:`BLOWUP`-fold over step 0; *collapsed* (cross-entropy, ``classes`` given with the
-    test ``accuracy``) if its loss rose above the start and ends within 5 % of chance
+    a millionfold (``BLOWUP``) over step 0; *collapsed* (cross-entropy, ``classes`` given with
+    the test ``accuracy``) if its loss rose above the start and ends within 5 % of chance
     (:math:`\log C`) with chance accuracy; *catapult* if the loss rose above its start and
     later fell below it, with the sharpness (when tracked) ending below its start; *edge of
-    stability* if the tracked sharpness came within :data:`EOS_TOLERANCE` of ``limit``
+    stability* if the tracked sharpness came within ``EOS_TOLERANCE`` (5 %) of ``limit``
     (broadcast against the curves); else *stable*.
     """
     loss = np.asarray(train_loss, np.float64)
