@@ -1,4 +1,4 @@
-"""The ``gdyn`` command: ``list``, ``analyze``, ``sweep``, ``plot`` and ``reproduce``.
+"""The ``gdyn`` command: ``list``, ``analyze``, ``sweep``, ``preflight``, ``plot``, ``reproduce``.
 
 Each subcommand lives in ``gdyn_jax.commands.<name>`` and exposes ``HELP`` (one line),
 ``EXAMPLES`` (shown at the end of its ``--help``), ``add_arguments(parser)`` and
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import gdyn_jax
 
-COMMANDS = ("list", "analyze", "sweep", "plot", "reproduce")
+COMMANDS = ("list", "analyze", "sweep", "preflight", "plot", "reproduce")
 
 EPILOG = """\
 examples:

@@ -38,6 +38,7 @@ from typing import Any
 # The sweep is reached as gdyn_jax.sweep when the command runs (PEP 562: importing it, and
 # jax with it, only then), so that `gdyn --help` stays instant.
 import gdyn_jax
+from gdyn_jax import files
 from gdyn_jax.commands import analyze, plot
 
 HELP = "train a hyperparameter grid × seeds in one jit + vmap program (sharded, resumable)"
@@ -58,7 +59,8 @@ same command again resumes an interrupted sweep; `gdyn plot DIR` draws it at any
 _RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "member_group", "checkpoint_every")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say what is trained and on what (shared with ``gdyn preflight``)."""
     a = parser.add_argument
     a("--config", metavar="FILE", help="JSON file with the sweep settings (flags override it)")
     a(
@@ -90,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset directory (default $GDYN_DATA_DIR, else $TFDS_DATA_DIR, else "
         "~/tensorflow_datasets)",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_task_arguments(parser)
+    a = parser.add_argument
     a("--chunk-size", type=int, help="members trained at once (bounds memory; default all)")
     a("--devices", type=int, help="devices to shard members over (default all)")
     a("--member-group", type=int, help="members computed side by side per device (4 on CPU)")
@@ -112,6 +119,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delete the results and checkpoint in DIR (of any sweep) and start afresh",
     )
     a("--no-progress", action="store_true", help="no progress bar")
+    a(
+        "--preflight",
+        action="store_true",
+        help="predict each member's phase before training (`gdyn preflight`), store it in "
+        "DIR/preflight.json and, after the run, score it against the measured phases",
+    )
+    a(
+        "--skip-predicted-divergent",
+        action="store_true",
+        help="with the pre-flight, train no member predicted divergent (marked skipped)",
+    )
     a(
         "--plot",
         metavar="FILE",
@@ -235,13 +253,8 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg["hparams"] = {**cfg.get("hparams", {}), **parse_hp(args.hp)}
     if args.grid:
         run["grid"] = {**run.get("grid", {}), **parse_grid(args.grid)}
-    for key, value in (
-        ("seeds", args.seeds),
-        ("chunk_size", args.chunk_size),
-        ("devices", args.devices),
-        ("member_group", args.member_group),
-        ("checkpoint_every", args.checkpoint_every),
-    ):
+    for key in ("seeds", "chunk_size", "devices", "member_group", "checkpoint_every"):
+        value = getattr(args, key, None)  # `gdyn preflight` has only the seeds
         if value is not None:
             run[key] = value
     return cfg, run
@@ -275,6 +288,11 @@ def run(args: argparse.Namespace) -> int:
     _distributed(args)
     grid = options.pop("grid", {})
     seeds = options.pop("seeds", 1)
+    pre = None
+    if args.preflight or args.skip_predicted_divergent:
+        pre = gdyn_jax.predictions.preflight(config, grid, seeds)
+        if args.skip_predicted_divergent:
+            options["skip"] = pre.diverges()
     start = time.perf_counter()
     ds = gdyn_jax.sweep.run_sweep(
         config,
@@ -295,10 +313,28 @@ def run(args: argparse.Namespace) -> int:
         f"{members} members × {config.steps} steps in {elapsed:.1f} s; "
         f"{diverged} diverged; {_best(ds)}; results: {Path(args.out) / 'results.npz'}"
     )
+    if pre is not None:
+        _report_preflight(pre, ds, args.out)
     if args.plot:
         note = plot.draw(ds, args.plot, **plot.plot_options(args))
         print(f"wrote {args.plot}" + (f"; {note}" if note else ""))
     return 0
+
+
+def _report_preflight(pre, ds, out: str) -> None:
+    """Stores the predictions in ``out/preflight.json`` beside the results, and prints how
+    they fared against each member's measured phase."""
+    scored = gdyn_jax.predictions.score_sweep(pre, ds, pre.classes)
+    record = pre.to_json() | {"measured": scored["measured"].tolist()}
+    record["agreement"] = {k: list(v) for k, v in scored["agreement"].items()}
+    record["divergence_call"] = scored["divergence_call"]
+    files.write_text(Path(out) / "preflight.json", json.dumps(record, indent=1))
+    parts = [f"{p} {right}/{n}" for p, (right, n) in scored["agreement"].items() if n]
+    print(
+        f"pre-flight ({pre.seconds['total']:.1f} s): measured phase as predicted: "
+        + "; ".join(parts)
+        + f"; divergent or not called right for {100 * scored['divergence_call']:.0f} %"
+    )
 
 
 def _best(ds) -> str:

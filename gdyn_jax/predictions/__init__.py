@@ -7,7 +7,10 @@ along Hessian eigenvectors and the regime of each mode's loop
 (``gdyn_jax.predictions.noise_floor``), the central flow of a rule at the edge of stability
 (``gdyn_jax.predictions.central_flow``, from the rule's limit, exit mode and effective step in
 ``gdyn_jax.predictions.edge``), and the loss on the quadratic model whose curvature
-is a measured spectral measure (``gdyn_jax.predictions.spectral``).
+is a measured spectral measure (``gdyn_jax.predictions.spectral``), and the phase of every
+point of a sweep before it trains (``gdyn_jax.predictions.preflight``, from
+``gdyn_jax.predictions.phases``; the learning-rate range test beside it,
+``gdyn_jax.predictions.range_test``).
 
 This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
 ``data``, ``models``, ``measurements`` and ``sweep``; only ``plotting``, the command line and
@@ -32,29 +35,48 @@ from gdyn_jax.predictions.modes import (
     regimes_of,
 )
 from gdyn_jax.predictions.noise_floor import FloorTest, floor_test
+from gdyn_jax.predictions.phases import MEASURED_PHASES, PHASES, measured_phases
+from gdyn_jax.predictions.preflight import (
+    InitMeasurement,
+    Preflight,
+    measure_init,
+    preflight,
+    score_sweep,
+)
+from gdyn_jax.predictions.range_test import RangeTest, range_test
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations
 from gdyn_jax.predictions.spectral import quadratic_model_loss
 
 __all__ = [
     "EXIT_MODES",
+    "MEASURED_PHASES",
+    "PHASES",
     "REGIMES",
     "CentralFlow",
     "RuleEdge",
     "FloorTest",
+    "InitMeasurement",
     "KickTest",
+    "Preflight",
+    "RangeTest",
     "central_flow",
     "floor_test",
     "flow_derivatives",
     "kick_test",
     "min_substeps",
+    "measure_init",
+    "measured_phases",
     "mode_loops",
     "nonsmooth_operations",
     "predicted_kick_response",
+    "preflight",
     "quadratic_model_loss",
+    "range_test",
     "regime",
     "regime_learning_rates",
     "regimes_of",
+    "score_sweep",
     "rule_edge",
     "solve_sdcp",
 ]

@@ -1,0 +1,283 @@
+r"""The phase of a training run, predicted from the rule's loop and a few numbers at init.
+
+Four phases (Lewkowycz et al. 2020, "The large learning rate phase of deep learning: the
+catapult mechanism"; Cohen et al. 2021, "Gradient descent on neural networks typically
+occurs at the edge of stability"; Kalra & Barkeshli 2023):
+
+- **stable**: the curvature stays below the rule's limit :math:`S^*` for the whole run;
+- **edge of stability**: stable at init, but progressive sharpening brings the sharpness to
+  :math:`S^*` within the run (predicted from the sharpening rate measured at init);
+- **catapult**: above :math:`S^*` at init (or at a step of the schedule), the oscillation
+  along the top eigenvector grows and lowers the sharpness until the loop is stable again;
+- **divergent**: above :math:`S^*`, and the oscillation *raises* the sharpness instead.
+
+**The catapult's upper edge, for any rule.** Let :math:`u` be the top eigenvector of the
+Gauss-Newton matrix :math:`G` (the network's kernel in parameter space, whose top eigenvalue
+is the sharpness of Lewkowycz et al.'s analysis), :math:`S(\theta) = \lambda_{\max}(G(\theta))`,
+and let the iterate oscillate along :math:`u` with amplitude :math:`x`, as the leaving pole
+:math:`-\rho` of the loop makes it (:math:`x_{t+1} = -\rho x_t`, so the step along :math:`u`
+is :math:`-(1+\rho)x`). The gradient's second-order term :math:`\tfrac12x^2T`,
+:math:`T = \nabla^3L[u,u,\cdot]`, is an input growing as :math:`\rho^{2t}`, which the rule
+turns into a drift per step of :math:`-\eta_{\rm eff}\tfrac12x^2T` with
+:math:`\eta_{\rm eff} = -(z-1)G_{\rm rule}(z)` at :math:`z = \rho^2` (:math:`G_{\rm rule}` the
+open loop from gradient to parameter: :math:`\eta` for gradient descent,
+:math:`\eta\rho^2/(\rho^2-\beta)` for heavy ball; the effective step :math:`\eta/(1-\beta)` as
+:math:`\rho \to 1`). A second-order Taylor expansion of :math:`S` along one step, averaged
+over the period-2 oscillation, gives the sharpness change per step
+
+.. math::
+    \overline{\Delta S} = \tfrac12 x^2\left[\nabla^2S[u,u]\,(\rho^2-1)
+        - \eta_{\rm eff}\,\nabla S\cdot T\right].
+
+The sharpness falls (a catapult) when :math:`q = \nabla^2S[u,u](\rho^2-1) /
+(\eta_{\rm eff}\nabla S\cdot T) < 1`, and rises (divergence) when :math:`q > 1`. For gradient
+descent :math:`\rho = \eta\lambda-1`, so :math:`q<1 \iff \eta\lambda < 2 + \nabla S\cdot T /
+(\lambda\nabla^2S[u,u])`. On Lewkowycz et al.'s wide two-layer linear network
+:math:`\nabla S\cdot T = 4\lambda/m` and :math:`\nabla^2S[u,u] = 2/m`, which gives their
+:math:`\eta\lambda < 4` (the tests check it, and training). :math:`\rho` and
+:math:`\eta_{\rm eff}` come from the rule's own loop; :math:`\lambda`, :math:`\nabla S`,
+:math:`T` and :math:`\nabla^2S[u,u]` are measured on the model
+(:mod:`gdyn_jax.predictions.preflight`); nothing here is fitted. :math:`\nabla^2S[u,u]` is
+:math:`u^\top G''u` plus the turning of the eigenvector,
+:math:`2\sum_j (q_j^\top G'u)^2/(\lambda-\lambda_j)` over the directions :math:`q_j` whose
+curvature is below the rule's limit (second-order perturbation theory; those above it
+oscillate with :math:`u`).
+
+**Loops of many rule instances at once.** The loop of an affine rule on
+:math:`\tfrac12h\theta^2` is affine in :math:`h`: :math:`A(h) = A_0 + hD`. Two linearisations
+(``linearize.linearize_grid`` at :math:`h = 1, 2`) give :math:`A_0, D` for a whole grid;
+the limit is then found by a vectorised scan and bisection of :math:`\rho(A_0 + hD)`
+(checked against ``linearize.max_stable_curvature`` in the tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = [
+    "BLOWUP",
+    "EOS_TOLERANCE",
+    "MEASURED_PHASES",
+    "PHASES",
+    "Loops",
+    "decide_phases",
+    "effective_steps",
+    "measured_phases",
+    "radius",
+    "stability_limits",
+]
+
+#: the predicted phases
+PHASES = ("stable", "edge of stability", "catapult", "divergent", "unknown")
+#: the phases read from a run's curves: a cross-entropy run that blows up and falls back to
+#: chance-level loss and accuracy is 'collapsed', a failure of its own
+MEASURED_PHASES = ("stable", "edge of stability", "catapult", "divergent", "collapsed")
+#: a loss grown this much over its value at step 0 counts as divergent
+BLOWUP = 1e6
+#: the edge of stability is measured where the sharpness comes within this of the limit
+EOS_TOLERANCE = 0.05
+_MARGINAL = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class Loops:
+    r"""Closed loops :math:`A(h) = A_0 + hD` of a batch of rule instances (any leading shape).
+
+    ``effective_step`` is :math:`\eta_{\rm eff}` (:func:`effective_steps`); ``exact`` whether
+    the loop is proven affine; ``reason`` linearize's reason where not.
+    """
+
+    A0: np.ndarray
+    D: np.ndarray
+    effective_step: np.ndarray
+    exact: bool
+    reason: str = ""
+    b: np.ndarray | None = None
+    c: np.ndarray | None = None
+
+    def step_at(self, z: np.ndarray, index) -> np.ndarray:
+        r"""The rule's step on a gradient that grows as :math:`z^t`: :math:`-(z-1)G(z)`, with
+        :math:`G(z) = c(zI - A_0)^{-1}b` the open loop (the effective step at :math:`z = 1`)."""
+        A0, b, c = (
+            np.broadcast_to(x, self.A0.shape[:2] + x.shape[2:])[index]
+            for x in (self.A0, self.b, self.c)
+        )
+        eye = np.eye(A0.shape[-1])
+        solved = np.linalg.solve(z[..., None, None] * eye - A0, b[..., None])[..., 0]
+        return -(z - 1) * np.einsum("...i,...i->...", c, solved)
+
+
+def radius(A0: np.ndarray, D: np.ndarray, h) -> np.ndarray:
+    """Spectral radius of :math:`A_0 + hD` (``h`` broadcast against the batch shape)."""
+    h = np.asarray(h, np.float64)[..., None, None]
+    return np.max(np.abs(np.linalg.eigvals(A0 + h * D)), axis=-1)
+
+
+def stability_limits(A0: np.ndarray, D: np.ndarray, points: int = 241, iters: int = 60):
+    r"""The end of the first stable interval of :math:`h \mapsto \rho(A_0 + hD)`, per loop.
+
+    Scans ``points`` log-spaced curvatures over 24 decades around the loop's scale
+    (:math:`1/\max|D|`), then bisects ``iters`` times between the last stable and the first
+    unstable one. ``inf`` where no scanned curvature is unstable, 0 where none is stable.
+    """
+    A0, D = np.asarray(A0, np.float64), np.asarray(D, np.float64)
+    batch = A0.shape[:-2]
+    scale = 1.0 / np.maximum(np.max(np.abs(D), axis=(-1, -2)), 1e-300)
+    hs = scale[..., None] * np.logspace(-12, 12, points)
+    rho = radius(A0[..., None, :, :], D[..., None, :, :], hs)
+    unstable = rho > 1 + _MARGINAL
+    first = np.argmax(unstable, axis=-1)
+    never = ~unstable.any(axis=-1)
+    lo = np.take_along_axis(hs, np.maximum(first - 1, 0)[..., None], -1)[..., 0]
+    hi = np.take_along_axis(hs, first[..., None], -1)[..., 0]
+    for _ in range(iters):
+        mid = np.sqrt(lo * hi)
+        bad = radius(A0, D, mid) > 1 + _MARGINAL
+        hi, lo = np.where(bad, mid, hi), np.where(bad, lo, mid)
+    out = np.where(never, np.inf, np.where(first == 0, 0.0, lo))
+    return out.reshape(batch)
+
+
+def effective_steps(A0: np.ndarray, B: np.ndarray, C: np.ndarray) -> np.ndarray:
+    r""":math:`\eta_{\rm eff} = -C P_1 b`: the drift per step of the open loop under a unit
+    constant gradient (``b`` the gradient column of ``B``, :math:`P_1 = \lim A_0^N` the
+    projector on the integrator), as ``predictions.edge`` reads it from the transfer
+    function. Computed by 40 squarings of :math:`A_0` (stable modes die, the pole at 1
+    stays)."""
+    power = np.asarray(A0, np.float64)
+    for _ in range(40):
+        power = power @ power
+        power = np.where(np.isfinite(power), power, np.nan)
+    return -np.einsum("...i,...ij,...j->...", C, power, B)
+
+
+def _first_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True along the last axis, -1 where none."""
+    return np.where(mask.any(axis=-1), np.argmax(mask, axis=-1), -1)
+
+
+def _catapult_ratio(m, loops: Loops, pick, limit_at, A0, D, c) -> np.ndarray:
+    r"""The catapult's :math:`q` (module doc) of each (point, seed) at its deciding step."""
+    rho = radius(A0, D, c)
+    step_eff = loops.step_at(np.maximum(rho, 1 + 1e-6) ** 2, pick)
+    shape = c.shape
+    lam, drift, d2, rest = (
+        np.broadcast_to(np.asarray(m[k], np.float64), shape)
+        for k in ("gn_sharpness", "drift", "d2s", "turning_rest")
+    )
+    ritz, weight = np.asarray(m["ritz_values"]), np.asarray(m["ritz_weights"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        below = ritz[None] < limit_at[..., None]  # (P, S, k)
+        gap = lam[..., None] - ritz[None]
+        turning = 2 * np.sum(np.where(below, weight[None] / gap, 0), axis=-1)
+        return (d2 + turning + rest) * (rho**2 - 1) / (step_eff * drift)
+
+
+def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
+    r"""Phase, change step, margin and catapult ratio of every (point, seed).
+
+    Args:
+      limits: :math:`S^*_t`, shape ``(P, T)`` (``T = 1`` without a schedule).
+      loops: the loops of the same ``(P, T)`` rule instances.
+      m: per seed ``(S,)``: ``curvature`` (what the loop sees at init: the sharpness, the batch
+        sharpness for mini-batches, preconditioned for adaptive rules), ``gn_sharpness``
+        :math:`\lambda` of :math:`G`, ``drift`` :math:`\nabla S\cdot T`, ``d2s``
+        :math:`u^\top G''u`, ``sharpening`` :math:`-\nabla S\cdot\nabla L`; and the
+        eigenvector's turning (``preflight``): ``ritz_values``, ``ritz_weights`` ``(S, k)``
+        and ``turning_rest`` ``(S,)``. Only the directions whose curvature is below the limit
+        turn :math:`u` towards them: those above it oscillate with it.
+
+    Returns:
+      ``phase`` (indices into :data:`PHASES`), ``step`` (when it changes, -1 if never),
+      ``limit`` and ``margin`` (:math:`c/S^*-1` at the deciding step) and ``ratio``
+      (the catapult's :math:`q`, NaN where not above the limit), each ``(P, S)``.
+    """
+    curvature = m["curvature"]
+    shape = (limits.shape[0], np.shape(curvature)[-1])
+    if not loops.exact:  # no loop to read: no verdict (the reason is the caller's to show)
+        nan = np.full(shape, np.nan)
+        return {
+            "phase": np.full(shape, PHASES.index("unknown")),
+            "step": np.full(shape, -1),
+            "limit": nan,
+            "margin": nan,
+            "ratio": nan,
+        }
+    c, lam, sharp = (
+        np.broadcast_to(np.asarray(m[k], np.float64), shape)[..., None]
+        for k in ("curvature", "gn_sharpness", "sharpening")
+    )
+    lim = limits[:, None, :]  # (P, 1, T)
+    eta = np.broadcast_to(loops.effective_step, limits.shape)[:, None, :]
+    t_up = _first_true(c > lim)
+    grown = c * (1 + sharp / lam * np.cumsum(np.maximum(eta, 0), axis=-1))
+    t_eos = _first_true(grown > lim)
+    at = np.where(t_up >= 0, t_up, np.where(t_eos >= 0, t_eos, np.argmin(lim - c, axis=-1)))
+    pick = (np.arange(shape[0])[:, None], at)
+    A0 = np.broadcast_to(loops.A0, limits.shape + loops.A0.shape[-2:])[pick[0], pick[1]]
+    D = np.broadcast_to(loops.D, limits.shape + loops.D.shape[-2:])[pick[0], pick[1]]
+    limit_at = limits[pick[0], pick[1]]
+    ratio = _catapult_ratio(m, loops, pick, limit_at, A0, D, c[..., 0])
+    ratio = np.where(t_up >= 0, ratio, np.nan)
+    phase = np.select([t_up >= 0, t_eos >= 0], [np.where(ratio < 1, 2, 3), 1], default=0)
+    return {
+        "phase": phase.astype(int),
+        "step": np.where(t_up >= 0, t_up, t_eos),
+        "limit": limit_at,
+        "margin": c[..., 0] / limit_at - 1,
+        "ratio": ratio,
+    }
+
+
+def measured_phases(
+    train_loss: np.ndarray,
+    diverged_at: np.ndarray,
+    sharpness: np.ndarray | None = None,
+    limit: np.ndarray | float | None = None,
+    accuracy: np.ndarray | None = None,
+    classes: int | None = None,
+) -> np.ndarray:
+    r"""Each run's phase read from its own curves (indices into :data:`MEASURED_PHASES`).
+
+    ``train_loss`` ``(..., E)`` over the evaluation steps (step 0 first); ``diverged_at``
+    ``(...)`` (-1 if never). In order: *divergent* if the run went non-finite or its loss grew
+    a millionfold (``BLOWUP``) over step 0; *collapsed* (cross-entropy, ``classes`` given with
+    the test ``accuracy``) if its loss rose above the start and ends within 5 % of chance
+    (:math:`\log C`) with chance accuracy; *catapult* if the loss rose above its start and
+    later fell below it, with the sharpness (when tracked) ending below its start; *edge of
+    stability* if the tracked sharpness came within ``EOS_TOLERANCE`` (5 %) of ``limit``
+    (broadcast against the curves); else *stable*.
+    """
+    loss = np.asarray(train_loss, np.float64)
+    start = loss[..., :1]
+    finite = np.isfinite(loss).all(axis=-1) & (np.asarray(diverged_at) < 0)
+    with np.errstate(invalid="ignore"):
+        blown = (np.nan_to_num(loss, nan=np.inf) > BLOWUP * start).any(axis=-1)
+        peak = np.nanmax(np.where(np.isfinite(loss), loss, np.nan), axis=-1)
+        rose = peak > start[..., 0]
+        after = np.nanargmax(np.nan_to_num(loss, nan=-np.inf), axis=-1)
+        fell = np.array(
+            [
+                (row[i:] < row[0]).any()
+                for row, i in zip(loss.reshape(-1, loss.shape[-1]), after.ravel(), strict=True)
+            ]
+        ).reshape(after.shape)
+    catapult = rose & fell
+    eos = np.zeros_like(catapult)
+    if sharpness is not None:
+        sharp = np.asarray(sharpness, np.float64)
+        catapult &= sharp[..., -1] < sharp[..., 0]
+        if limit is not None:
+            lim = np.broadcast_to(np.asarray(limit, np.float64), sharp.shape)
+            eos = (sharp >= (1 - EOS_TOLERANCE) * lim).any(axis=-1)
+    collapsed = np.zeros_like(catapult)
+    if classes is not None and accuracy is not None:
+        final_acc = np.asarray(accuracy, np.float64)[..., -1]
+        chance = np.log(classes)
+        collapsed = rose & (np.abs(loss[..., -1] / chance - 1) < 0.05)
+        collapsed &= final_acc < 1.0 / classes + 0.05
+    return np.select([~finite | blown, collapsed, catapult, eos], [3, 4, 2, 1], default=0).astype(
+        int
+    )

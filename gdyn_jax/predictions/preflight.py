@@ -1,0 +1,486 @@
+r"""Pre-flight: the phase of every grid point of a sweep, predicted before anything trains.
+
+``preflight(config, grid, seeds)`` assembles the sweep (``sweep.assemble``: the same checks,
+the same initialisation of each seed), measures at each seed's initialisation, in seconds:
+
+- the top Hessian eigenvalue :math:`\lambda_0` (Lanczos, ``iters`` steps, on the first
+  ``examples`` training examples); for an adaptive rule (one ``optax.ScaleByAdamState``) in
+  the coordinates :math:`\phi = P^{1/2}\theta` of Adam's preconditioner :math:`P`, after
+  ``warmup`` updates of its statistics at the initial parameters (Cohen et al. 2022);
+- for mini-batches, the batch sharpness (Andreyev & Beneventano 2024) on ``batches``
+  mini-batches of the training size: the curvature the loop sees;
+- the top eigenpairs of the Gauss-Newton matrix :math:`G` (Lanczos), and for
+  :math:`S = \lambda_{\max}(G)`: :math:`\nabla S\cdot\nabla^3L[u,u,\cdot]`,
+  :math:`\nabla^2S[u,u]` (with the eigenvector's turning, by conjugate gradients) and
+  :math:`-\nabla S\cdot\nabla L` (third and fourth derivatives, by automatic
+  differentiation): the catapult's upper edge and the sharpening rate
+  (:mod:`gdyn_jax.predictions.phases`);
+
+and joins them to the rule's loop at every grid point and every step of its schedule
+(``linearize.linearize_grid``; an adaptive rule's loop with :math:`\nu` and the count frozen
+at :math:`P = 1`, as ``linearize.max_stable_curvature(..., freeze=('nu', 'count'))``). A rule
+whose loop is not proven affine gets the phase ``'unknown'`` with linearize's reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from gdyn_jax import linearize
+from gdyn_jax.measurements import batch_sharpness, hessian
+from gdyn_jax.predictions import phases as ph
+from gdyn_jax.sweep import Program, SweepConfig, assemble, setup
+from gdyn_jax.sweep import train as train_lib
+from gdyn_jax.sweep.config import rule_of
+
+__all__ = ["InitMeasurement", "Preflight", "measure_init", "preflight", "rule_loops"]
+
+_LATE_COUNT = 10_000  # the count at which an adaptive rule's loop is frozen (bias corrected)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitMeasurement:
+    """Per seed (arrays of shape ``(S,)``), at initialisation: ``loss``, ``sharpness``
+    :math:`\\lambda_0`, ``curvature`` (what the loop sees: the batch sharpness for
+    mini-batches, else :math:`\\lambda_0`), ``gn_sharpness``, ``drift``, ``d2s``, ``sharpening``
+    and the turning terms (``predictions.phases``); how they were
+    measured, and the seconds spent (``compile_seconds`` apart)."""
+
+    values: dict[str, np.ndarray]
+    preconditioned: bool
+    examples: int
+    iters: int
+    batches: int
+    warmup: int
+    seconds: float
+    compile_seconds: float
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+
+def _adam_state(opt_state: Any) -> bool:
+    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+    return sum(isinstance(x, optax.ScaleByAdamState) for x in leaves) == 1
+
+
+def _warm_scale(task, hp, state, precondition, xb, yb, warmup: int):
+    """:math:`P^{-1/2}` (flat) of an adaptive rule after ``warmup`` updates of its statistics
+    on the mini-batches ``xb, yb`` at the initial parameters (which stay put)."""
+    params, ms = state.params, state.model_state
+    opt = train_lib.optimizer_at(task, hp, jnp.int32(0))
+
+    def stats(s, i):
+        g = jax.grad(train_lib.mean_loss, argnums=1)(task, params, ms, xb[i], yb[i])
+        return opt.update(g, s, params)[1], None
+
+    idx = jnp.arange(warmup) % xb.shape[0]
+    opt_state = jax.lax.scan(stats, state.opt_state, idx)[0]
+    return jax.lax.rsqrt(ravel_pytree(precondition(opt_state, hp))[0])
+
+
+def _sharpness_terms(outputs, out_loss, loss, zero, key, iters: int) -> dict[str, jax.Array]:
+    """The Gauss-Newton top eigenpair and the derivatives of its eigenvalue
+    (``predictions.phases``) for the network ``outputs(phi)`` under ``out_loss``."""
+
+    def linear(phi, psi):  # the network linearised at phi: its Hessian in psi is G(phi)
+        return out_loss(outputs(phi) + jax.jvp(outputs, (phi,), (psi,))[1])
+
+    def gn_sharp(phi):  # u' G(phi) u
+        outs, ju = jax.jvp(outputs, (phi,), (u,))
+        return jnp.vdot(ju, jax.jvp(jax.grad(out_loss), (outs,), (ju,))[1])
+
+    def gn_u(phi):  # G(phi) u
+        return jax.jvp(jax.grad(lambda psi: linear(phi, psi)), (zero,), (u,))[1]
+
+    def sharp(phi):  # u' H(phi) u, the full Hessian
+        return jnp.vdot(u, jax.jvp(jax.grad(loss), (phi,), (u,))[1])
+
+    values, vectors = hessian.top_eigenpairs(lambda psi: linear(zero, psi), zero, key, iters, iters)
+    u = vectors[0]
+    grad_s = jax.grad(gn_sharp)(zero)
+    turn = jax.jvp(gn_u, (zero,), (u,))[1]
+    weights, rest = _turning(lambda psi: linear(zero, psi), zero, values, vectors, turn, iters)
+    return {
+        "gn_sharpness": values[0],
+        "drift": jnp.vdot(grad_s, jax.grad(sharp)(zero)),
+        "d2s": jax.grad(jax.grad(lambda s: gn_sharp(s * u)))(0.0),
+        "ritz_values": values,
+        "ritz_weights": weights,
+        "turning_rest": rest,
+        "sharpening": -jnp.vdot(grad_s, jax.grad(loss)(zero)),
+    }
+
+
+def _measure_fn(task, examples: int, iters: int, warmup: int, precondition):
+    """``(data, hparams, state, key, batches) -> measurements`` of one member at init."""
+
+    def one(data, hp, state, key, xb, yb):
+        ms = state.model_state
+        flat0, unravel = ravel_pytree(state.params)
+        x, y = data.x_train[:examples], data.y_train[:examples]
+        scale = jnp.ones_like(flat0)
+        if precondition is not None:
+            scale = _warm_scale(task, hp, state, precondition, xb, yb, warmup)
+
+        def batch_loss(phi, batch):
+            return train_lib.mean_loss(task, unravel(flat0 + scale * phi), ms, *batch)
+
+        def loss(phi):
+            return batch_loss(phi, (x, y))
+
+        def outputs(phi):
+            return train_lib.apply(task, unravel(flat0 + scale * phi), ms, x)
+
+        def out_loss(o):
+            return jnp.mean(task.loss(o, y))
+
+        zero = jnp.zeros_like(flat0)
+        hessian_key, gn_key = jax.random.split(key)
+        return {
+            "loss": loss(zero),
+            "sharpness": hessian.top_eigenvalue(loss, zero, hessian_key, iters),
+            "batch_sharpness": batch_sharpness(batch_loss, zero, (xb, yb)),
+            **_sharpness_terms(outputs, out_loss, loss, zero, gn_key, iters),
+        }
+
+    return one
+
+
+def _turning(loss, zero, values, vectors, grad_s, iters: int):
+    r"""The eigenvector's turning along itself, by second-order perturbation theory:
+    :math:`\tfrac{d^2}{ds^2}\lambda_{\max}(G(\theta+su)) = u^\top G''u + 2\sum_{j>1}
+    (q_j^\top G'u)^2/(\lambda-\lambda_j)` (``grad_s`` is :math:`G'u`, ``loss``'s Hessian is
+    :math:`G`). Returns the terms :math:`(q_j^\top G'u)^2` on the Lanczos Ritz vectors (0 for
+    the top one) and the rest, :math:`2r^\top(\lambda I-G)^{-1}r` for the part :math:`r`
+    outside their span, by conjugate gradients there (``2 iters`` matrix-vector products)."""
+    coef = vectors @ grad_s
+    weights = (coef**2).at[0].set(0.0)
+    r = grad_s - vectors.T @ coef
+
+    def project(v):
+        return v - vectors.T @ (vectors @ v)
+
+    def matvec(v):
+        v = project(v)
+        return project(values[0] * v - jax.jvp(jax.grad(loss), (zero,), (v,))[1])
+
+    x, _ = jax.scipy.sparse.linalg.cg(matvec, r, maxiter=2 * iters)
+    return weights, 2 * jnp.vdot(r, project(x))
+
+
+def measure_init(
+    program: Program,
+    seeds: int,
+    hparams: dict[str, float] | None = None,
+    *,
+    examples: int | None = 1000,
+    iters: int = 20,
+    batches: int = 16,
+    warmup: int = 10,
+) -> InitMeasurement:
+    """The measurements of the module doc at the initialisation of seeds ``0 .. seeds-1`` of
+    ``program`` (as its sweep initialises them), with ``hparams`` (one grid point: only an
+    adaptive rule's statistics depend on them). ``examples=None``: the whole training set.
+    One compiled program (its compilation timed apart), vmapped over the seeds."""
+    task, data = program.task, program.data
+    for name, value in (("iters", iters), ("batches", batches), ("warmup", warmup)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    examples = min(task.num_train if examples is None else int(examples), task.num_train)
+    hp = train_lib.as_hparams(hparams or _first_point(program))
+    keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
+    state0 = jax.eval_shape(lambda: program.init(data, hp, keys[0]))
+    adaptive = _adam_state(state0.opt_state)
+    precondition = setup.adam_preconditioner_of(task.optimizer, task.fixed) if adaptive else None
+    one = _measure_fn(task, examples, iters, warmup, precondition)
+
+    def run(data, hp, keys):
+        def seed(key):
+            init_key, batch_key, lanczos_key = jax.random.split(key, 3)
+            state = program.init(data, hp, key)
+            pick = jax.random.randint(batch_key, (batches, task.batch_size), 0, task.num_train)
+            return one(data, hp, state, lanczos_key, data.x_train[pick], data.y_train[pick])
+
+        return jax.lax.map(seed, keys)
+
+    start = time.perf_counter()
+    compiled = jax.jit(run).lower(data, hp, keys).compile()
+    middle = time.perf_counter()
+    out = jax.device_get(compiled(data, hp, keys))
+    values = {k: np.asarray(v, np.float64) for k, v in out.items()}
+    values["curvature"] = values["sharpness" if task.full_batch else "batch_sharpness"]
+    seconds = time.perf_counter() - middle
+    return InitMeasurement(
+        values, adaptive, examples, iters, batches, warmup, seconds, middle - start
+    )
+
+
+def _first_point(program: Program) -> dict[str, float]:
+    if program.grid is None:
+        return {}
+    return {n: float(v[0]) for n, v in zip(program.grid.names, program.grid.values, strict=True)}
+
+
+def _frozen_state(opt: optax.GradientTransformation, hp: dict[str, float]):
+    """The state of a one-parameter adaptive rule whose preconditioner is 1 at a late count."""
+    b2, eps = hp.get("b2", 0.999), hp.get("eps", 1e-8)
+    root = hp.get("eps_root") or 0.0
+    nu = ((1 - eps) ** 2 - root) * (1 - b2**_LATE_COUNT)
+
+    def fix(leaf):
+        if isinstance(leaf, optax.ScaleByAdamState):
+            return leaf._replace(count=jnp.asarray(_LATE_COUNT, jnp.int32), nu=np.full(1, nu))
+        return leaf
+
+    with jax.enable_x64(True):
+        state = opt.init(np.zeros(1))
+    return jax.tree.map(fix, state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+
+
+def _loops_at(factory, lrs: np.ndarray, other: dict[str, float], adaptive: bool):
+    """(A0, D, B_gradient, C, exact, reason) of the rule at learning rates ``lrs``."""
+    if adaptive:
+        systems = []
+        for lr in lrs:
+            hp = {**other, "learning_rate": float(lr)}
+            opt = factory(**hp)
+            kw = {"state": _frozen_state(opt, hp), "freeze": ("nu", "count")}
+            systems.append([linearize.linearize(opt, h, **kw) for h in (1.0, 2.0)])
+        one, two = (
+            [np.stack([np.asarray(getattr(s[i], m)) for s in systems]) for m in "ABC"]
+            for i in (0, 1)
+        )
+        proofs = [s[1] for s in systems]
+    else:
+        grid = {"learning_rate": np.asarray(lrs, np.float64)}
+        pair = [linearize.linearize_grid(factory, grid, h, **other) for h in (1.0, 2.0)]
+        one, two = ([np.asarray(s.A), np.asarray(s.B), np.asarray(s.C)] for s in pair)
+        proofs = [pair[1]]
+    exact = all(bool(p.exact) for p in proofs)
+    reason = "" if exact else ", ".join(next(p.reason for p in proofs if not p.exact))
+    D = two[0] - one[0]
+    return one[0] - D, D, one[1][..., :, -1], one[2][..., 0, :], exact, reason
+
+
+def rule_loops(
+    config: SweepConfig, points: dict[str, np.ndarray], adaptive: bool = False
+) -> tuple[np.ndarray, ph.Loops]:
+    """Limits ``(P, T)`` and loops of ``config``'s rule at the ``P`` grid ``points`` (name ->
+    ``(P,)`` values) at each step of its schedule (``T = steps``; 1 without a schedule): the
+    sweep sets the learning rate of step ``t`` to ``learning_rate * s(t)``."""
+    factory, fixed = rule_of(config).factory, config.fixed_hparams()
+    size = len(next(iter(points.values()))) if points else 1
+    schedule = setup.unit_schedule(config.schedule, config.steps, config.warmup_steps)
+    scale = (
+        np.ones(1)
+        if schedule is None
+        else np.asarray(jax.vmap(schedule)(jnp.arange(config.steps)), np.float64)
+    )
+    base = {**rule_of(config).defaults, **fixed}
+    lr = np.broadcast_to(points.get("learning_rate", base.get("learning_rate")), (size,))
+    groups = collections.defaultdict(list)
+    for i in range(size):
+        other = {k: float(v[i]) for k, v in points.items() if k != "learning_rate"}
+        groups[tuple(sorted(other.items()))].append(i)
+    T = scale.size
+    A0 = D = steps = bs = cs = None
+    exact, reason = True, ""
+    for key, index in groups.items():
+        lrs = (np.asarray(lr, np.float64)[index][:, None] * scale[None, :]).ravel()
+        a0, d, b, c, ok, why = _loops_at(factory, lrs, {**fixed, **dict(key)}, adaptive)
+        if A0 is None:
+            A0 = np.zeros((size, T) + a0.shape[-2:])
+            D, steps = np.zeros_like(A0), np.zeros((size, T))
+            bs, cs = np.zeros((size, T, b.shape[-1])), np.zeros((size, T, c.shape[-1]))
+        bs[index] = b.reshape(len(index), T, -1)
+        cs[index] = c.reshape(len(index), T, -1)
+        A0[index] = a0.reshape(len(index), T, *a0.shape[-2:])
+        D[index] = d.reshape(A0[index].shape)
+        steps[index] = ph.effective_steps(a0, b, c).reshape(len(index), T)
+        exact, reason = exact and ok, reason or why
+    if not exact:
+        return np.full((size, T), np.nan), ph.Loops(A0, D, steps, exact, reason, bs, cs)
+    limits = ph.stability_limits(A0, D)
+    return limits, ph.Loops(A0, D, steps, exact, reason, bs, cs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preflight:
+    """The predicted phase of every (grid point, seed), with what decided it.
+
+    ``names``/``points``: the grid's hyperparameters and the ``(P, len(names))`` points in the
+    grid's member order; ``phase`` (strings), ``step``, ``limit``, ``margin``, ``ratio`` and
+    ``curvature``: ``(P, S)``; ``reason``: linearize's, where the phase is ``'unknown'``;
+    ``seconds``: ``{'measure', 'compile', 'rule', 'total', 'wall'}`` (``total``: measuring
+    and the rule's loops, compilation apart); ``classes``: outputs read as classes, if any.
+    """
+
+    names: tuple[str, ...]
+    points: np.ndarray
+    phase: np.ndarray
+    step: np.ndarray
+    limit: np.ndarray
+    margin: np.ndarray
+    ratio: np.ndarray
+    curvature: np.ndarray
+    measurement: InitMeasurement
+    seconds: dict[str, float]
+    reason: str = ""
+    classes: int | None = None
+
+    def point_phase(self) -> list[str]:
+        """Each point's phase: the most common over its seeds (the first listed on a tie)."""
+        out = []
+        for row in self.phase:
+            counts = collections.Counter(row.tolist())
+            out.append(max(ph.PHASES, key=lambda p: (counts[p], -ph.PHASES.index(p))))
+        return out
+
+    def diverges(self) -> np.ndarray:
+        """``(P, S)`` booleans: predicted divergent (the skip mask of the sweep)."""
+        return self.phase == "divergent"
+
+    def to_json(self) -> dict[str, Any]:
+        """``{'points': [{hparams, phase, limit, curvature, margin, ...}], 'seconds'}``."""
+        rows = []
+        for i, phase in enumerate(self.point_phase()):
+            step = self.step[i][self.phase[i] == phase]
+            rows.append(
+                {
+                    "hparams": {
+                        n: float(v) for n, v in zip(self.names, self.points[i], strict=True)
+                    },
+                    "phase": phase,
+                    "limit": _num(np.median(self.limit[i])),
+                    "curvature": _num(np.median(self.curvature[i])),
+                    "margin": _num(np.median(self.margin[i])),
+                    "catapult_ratio": _num(np.nanmedian(self.ratio[i]))
+                    if phase in ("catapult", "divergent")
+                    else None,
+                    "step": int(np.median(step)) if step.size and phase != "stable" else None,
+                    "seed_phases": self.phase[i].tolist(),
+                    **({"reason": self.reason} if phase == "unknown" else {}),
+                }
+            )
+        return {"points": rows, "seconds": self.seconds}
+
+
+def _classes(program: Program) -> int | None:
+    """The number of outputs read as classes (None when the targets are not class labels)."""
+    task, data = program.task, program.data
+    if not task.accuracy:
+        return None
+    hp = train_lib.as_hparams(_first_point(program))
+    state = jax.eval_shape(lambda: program.init(data, hp, jax.random.key(0)))
+    out = jax.eval_shape(
+        lambda s: train_lib.apply(task, s.params, s.model_state, data.x_train[:1]), state
+    )
+    return int(out.shape[-1])
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def preflight(
+    config: SweepConfig,
+    grid: dict[str, Any] | None = None,
+    seeds: int = 1,
+    *,
+    measurement: InitMeasurement | None = None,
+    **measure: Any,
+) -> Preflight:
+    """The phase of every point of ``grid`` × ``seeds`` (module doc). ``measure``:
+    :func:`measure_init`'s options; ``measurement``: one already made on the same model and
+    data (non-adaptive rules share it: it does not depend on the rule)."""
+    start = time.perf_counter()
+    program = assemble(config, grid or None, seeds)
+    names = tuple(program.grid.names) if program.grid is not None else ()
+    values = program.grid.values if program.grid is not None else ()
+    table = np.array(list(itertools.product(*values)), np.float64).reshape(-1, len(names))
+    program.task  # noqa: B018  (loads the data and checks the task before any measuring)
+    if measurement is None:
+        measurement = measure_init(program, seeds, **measure)
+    rule_start = time.perf_counter()
+    points = {n: table[:, j] for j, n in enumerate(names)}
+    limits, loops = rule_loops(program.config, points, measurement.preconditioned)
+    m = measurement.values
+    out = ph.decide_phases(limits, loops, m)
+    end = time.perf_counter()
+    seconds = {
+        "measure": measurement.seconds,
+        "compile": measurement.compile_seconds,
+        "rule": end - rule_start,
+    }
+    seconds["total"] = seconds["measure"] + seconds["rule"]
+    seconds["wall"] = end - start
+    shape = out["phase"].shape
+    return Preflight(
+        names,
+        table,
+        np.asarray(ph.PHASES, dtype=object)[out["phase"]],
+        out["step"],
+        out["limit"],
+        out["margin"],
+        out["ratio"],
+        np.broadcast_to(m["curvature"], shape).copy(),
+        measurement,
+        seconds,
+        "" if loops.exact else loops.reason,
+        _classes(program),
+    )
+
+
+def score_sweep(pre: Preflight, ds, classes: int | None = None) -> dict[str, Any]:
+    """The measured phase of every member of a finished sweep (``phases.measured_phases`` on
+    its curves; the edge of stability against the predicted limit) beside the prediction:
+    ``{'measured': (P, S) strings, 'agreement': {phase: (right, predicted)},
+    'divergence_call': fraction right}``; members the sweep skipped are left out."""
+    order = (*pre.names, "seed", "step")
+    curves = {
+        k: ds[k].transpose(*order).values.reshape(*pre.phase.shape, -1)
+        for k in ("train_loss", "sharpness", "test_accuracy")
+        if k in ds
+    }
+    diverged = ds["diverged_at"].transpose(*order[:-1]).values.reshape(pre.phase.shape)
+    measured = ph.measured_phases(
+        curves["train_loss"],
+        diverged,
+        curves.get("sharpness"),
+        pre.limit[..., None],
+        curves.get("test_accuracy"),
+        classes if "test_accuracy" in curves else None,
+    )
+    names = np.asarray(ph.MEASURED_PHASES, dtype=object)[measured]
+    used = np.ones(pre.phase.shape, bool)
+    if "skipped" in ds:
+        used = ~ds["skipped"].transpose(*order[:-1]).values.reshape(pre.phase.shape)
+    agreement = {
+        p: (
+            int(np.sum((pre.phase == p) & (names == p) & used)),
+            int(np.sum((pre.phase == p) & used)),
+        )
+        for p in ph.PHASES
+    }
+    known = used & (pre.phase != "unknown")
+    call = (pre.phase == "divergent") == (names == "divergent")
+    return {
+        "measured": names,
+        "agreement": agreement,
+        "divergence_call": float(np.mean(call[known])) if known.any() else float("nan"),
+    }
