@@ -1,4 +1,4 @@
-"""The ``gdyn`` command: ``list``, ``analyze``, ``sweep``, ``plot`` and ``reproduce``.
+"""The ``gdyn`` command: ``list``, ``analyze``, ``sweep``, ``predict``, ``plot`` and ``reproduce``.
 
 Each subcommand lives in ``gdyn_jax.commands.<name>`` and exposes ``HELP`` (one line),
 ``EXAMPLES`` (shown at the end of its ``--help``), ``add_arguments(parser)`` and
@@ -35,13 +35,14 @@ from pathlib import Path
 
 import gdyn_jax
 
-COMMANDS = ("list", "analyze", "sweep", "plot", "reproduce")
+COMMANDS = ("list", "analyze", "sweep", "predict", "plot", "reproduce")
 
 EPILOG = """\
 examples:
   gdyn list optimizers
   gdyn analyze momentum --hp learning_rate=0.1 --hp beta=0.9 --curvature 1.0
   gdyn sweep --optimizer momentum --grid learning_rate=0.01,0.1 --out runs/demo --plot demo.png
+  gdyn predict --model fc --loss mse --optimizer sgd --hp learning_rate=0.02 --check
   gdyn plot runs/demo --out demo.png
   gdyn reproduce all --quick --out runs/quick
 

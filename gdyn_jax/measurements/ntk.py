@@ -130,7 +130,7 @@ def structured_layers(module: nn.Module, variables: PyTree, x: jax.Array) -> boo
 
 
 def _grams(module: nn.Module, variables: PyTree, x: jax.Array):
-    """Per dense layer: its inputs (N, d_in), the cotangents (C, N, d_out) and its bias flag."""
+    """Per dense layer (in call order): its inputs (N, d_in) and the cotangents (C, N, d_out)."""
     calls = _dense_calls(module, variables, x)
     eps0 = [jnp.zeros(shape, x.dtype) for shape, _, _ in calls]
 
@@ -152,7 +152,11 @@ def _grams(module: nn.Module, variables: PyTree, x: jax.Array):
     num_outputs = out.shape[-1]
     eye = jnp.eye(num_outputs, dtype=out.dtype)
     (deltas,) = jax.vmap(lambda e: vjp(jnp.broadcast_to(e, out.shape)))(eye)
-    return inputs, deltas, [bias for _, bias, _ in calls]
+    return inputs, deltas
+
+
+# compiled once per module (Flax modules hash by their fields) and shapes
+_grams_jit = jax.jit(_grams, static_argnums=0)
 
 
 def empirical_ntk(
@@ -185,9 +189,9 @@ def empirical_ntk(
 
 
 def _structured(module: nn.Module, variables: PyTree, x1: jax.Array, x2: jax.Array):
-    in1, d1, biases = jax.jit(lambda x: _grams(module, variables, x))(x1)
-    same = x2 is x1
-    in2, d2 = (in1, d1) if same else jax.jit(lambda x: _grams(module, variables, x)[:2])(x2)
+    biases = [bias for _, bias, _ in _dense_calls(module, variables, x1[:1])]
+    in1, d1 = _grams_jit(module, variables, x1)
+    in2, d2 = (in1, d1) if x2 is x1 else _grams_jit(module, variables, x2)
     n1, n2, c = x1.shape[0], x2.shape[0], d1[0].shape[0]
     kernel = np.zeros((n1 * c, n2 * c), np.float64)
     for a1, a2, e1, e2, bias in zip(in1, in2, d1, d2, biases, strict=True):

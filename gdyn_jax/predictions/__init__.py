@@ -7,13 +7,17 @@ along Hessian eigenvectors and the regime of each mode's loop
 (``gdyn_jax.predictions.noise_floor``), the central flow of a rule at the edge of stability
 (``gdyn_jax.predictions.central_flow``, from the rule's limit, exit mode and effective step in
 ``gdyn_jax.predictions.edge``), and the loss on the quadratic model whose curvature
-is a measured spectral measure (``gdyn_jax.predictions.spectral``).
+is a measured spectral measure (``gdyn_jax.predictions.spectral``), and a network's training
+curve from its empirical NTK at initialisation, mode by mode through the rule's closed loop
+(``gdyn_jax.predictions.ntk_loop``; a sweep task predicted and checked in
+``gdyn_jax.predictions.ntk_predict``, reported in ``gdyn_jax.predictions.ntk_report``).
 
 This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
 ``data``, ``models``, ``measurements`` and ``sweep``; only ``plotting``, the command line and
 the experiments sit above it.
 """
 
+from gdyn_jax.predictions import ntk_report  # noqa: F401 - `gdyn predict` reads it here
 from gdyn_jax.predictions.central_flow import CentralFlow, central_flow, flow_derivatives
 from gdyn_jax.predictions.edge import EXIT_MODES, RuleEdge, rule_edge
 from gdyn_jax.predictions.modes import (
@@ -27,6 +31,8 @@ from gdyn_jax.predictions.modes import (
     regimes_of,
 )
 from gdyn_jax.predictions.noise_floor import FloorTest, floor_test
+from gdyn_jax.predictions.ntk_loop import NTKModes, ntk_modes
+from gdyn_jax.predictions.ntk_predict import NTKPrediction, measured_run, predict_training
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations
 from gdyn_jax.predictions.spectral import quadratic_model_loss
@@ -38,12 +44,17 @@ __all__ = [
     "RuleEdge",
     "FloorTest",
     "KickTest",
+    "NTKModes",
+    "NTKPrediction",
     "central_flow",
     "floor_test",
     "flow_derivatives",
     "kick_test",
+    "measured_run",
     "mode_loops",
     "nonsmooth_operations",
+    "ntk_modes",
+    "predict_training",
     "predicted_kick_response",
     "quadratic_model_loss",
     "regime",

@@ -32,6 +32,7 @@ limit: past :math:`\mu` at the rule's limit the discrete loop is unstable and it
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -141,12 +142,18 @@ class NTKModes:
         return (kernel @ back).T
 
 
-def ntk_modes(module, variables, x, targets, loss: Callable) -> NTKModes:
+def ntk_modes(module, variables, x, targets, loss: Callable, *, exact: bool = False) -> NTKModes:
     """The :class:`NTKModes` of ``module`` at ``variables`` on inputs ``x`` with ``targets``
-    and the per-example ``loss(outputs, targets)`` (kernel: ``empirical_ntk``)."""
+    and the per-example ``loss(outputs, targets)`` (kernel: ``empirical_ntk``). ``exact``:
+    refuse (``UsageError``, before the kernel) a loss that is not quadratic in the outputs."""
     outputs = np.asarray(module.apply(variables, x), np.float64)
     with jax.enable_x64(True):
         sqrt_h, a, loss0, quadratic = logit_quadratic(loss, outputs, jnp.asarray(targets))
+    if exact and not quadratic:
+        raise UsageError(
+            "exact: the loss is not quadratic in the outputs, so the NTK loop is its Gauss-Newton "
+            "model at initialisation, an approximation; use the square loss (mse) or drop --exact"
+        )
     kernel = empirical_ntk(module, variables, x)
     n, c, _ = sqrt_h.shape
     weighted = _block_sandwich(sqrt_h, kernel)
@@ -190,18 +197,19 @@ def mode_responses(
         return np.asarray(_run_rule(factory, tuple(sorted(hp.items())), mu, int(steps)))
 
 
-def _run_rule(factory: Factory, hp: tuple, mu: jax.Array, steps: int, gradient=None):
+@functools.partial(jax.jit, static_argnums=(0, 1, 3, 4))
+def _run_rule(factory: Factory, hp: tuple, mu: jax.Array, steps: int, constant: bool = False):
+    """The rule on 0.5 sum mu x^2 from x = 1 (``constant``: on a unit gradient), (M, steps+1)."""
     opt = factory(**dict(hp))
     x0 = jnp.ones_like(mu)
 
     def body(carry, _):
         x, state = carry
-        g = mu * x if gradient is None else gradient
-        updates, state = opt.update(g, state, x)
+        updates, state = opt.update(jnp.ones_like(x) if constant else mu * x, state, x)
         x = x + updates
         return (x, state), x
 
-    _, xs = jax.jit(lambda: jax.lax.scan(body, (x0, opt.init(x0)), None, length=steps))()
+    _, xs = jax.lax.scan(body, (x0, opt.init(x0)), None, length=steps)
     return jnp.concatenate([x0[:, None], xs.T], axis=1)
 
 
@@ -212,7 +220,7 @@ def effective_step(factory: Factory, hparams: Mapping[str, float], horizon: int 
     hp = tuple(sorted((k, float(v)) for k, v in hparams.items()))
     with jax.enable_x64(True):
         one = jnp.ones(1, jnp.float64)
-        path = np.asarray(_run_rule(factory, hp, one, 2 * horizon, gradient=one))[0]
+        path = np.asarray(_run_rule(factory, hp, one, 2 * horizon, True))[0]
     return float(-(path[2 * horizon] - path[horizon]) / horizon)
 
 

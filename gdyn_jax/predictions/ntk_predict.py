@@ -19,7 +19,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +33,18 @@ from gdyn_jax.sweep import train as train_lib
 from gdyn_jax.sweep.config import rule_of
 
 __all__ = [
+    "Measured",
     "NTKPrediction",
     "available_memory",
     "curve_error",
     "fast_modes",
+    "measured_projections",
     "measured_run",
     "mode_errors",
+    "predict_program",
     "predict_training",
+    "predict_with",
+    "prepare",
     "spread_modes",
 ]
 
@@ -152,6 +157,7 @@ def prepare(config: SweepConfig, hparams=None, *, steps: int, seed: int = 0, exa
     hp = _hparams(config, hparams)
     if isinstance(config.batch_size, int) and config.batch_size >= examples:
         config = dataclasses.replace(config, batch_size=None)
+    ntk_loop.check_affine(rule_of(config).factory, hp, 1.0)
     program = assemble(config)
     task, data = program.task, program.data
     state = program.init(data, train_lib.as_hparams(hp), jax.random.key(int(seed)))
@@ -169,22 +175,38 @@ def predict_training(
     steps: int,
     seed: int = 0,
     examples: int = 256,
+    exact: bool = False,
 ) -> NTKPrediction:
     """The NTK-loop prediction of ``config`` trained ``steps`` steps from seed ``seed`` on the
-    first ``examples`` training examples (module docstring)."""
+    first ``examples`` training examples (module docstring); ``exact``: refuse a loss that is
+    not quadratic in the outputs. Bad input is a one-line ``UsageError`` before the kernel."""
     program, hp, state = prepare(config, hparams, steps=steps, seed=seed, examples=examples)
-    return _predict(program, hp, state, int(steps))
+    return predict_program(program, hp, state, int(steps), exact)
 
 
-def _predict(program, hp: dict[str, float], state, steps: int) -> NTKPrediction:
-    rule, task, data = rule_of(program.config), program.task, program.data
+def predict_program(program, hp: dict[str, float], state, steps: int, exact: bool = False):
+    """:func:`predict_training` on the program and initial state :func:`prepare` returns."""
+    task, data = program.task, program.data
     variables = {"params": state.params, **state.model_state}
     start = time.perf_counter()
-    modes = ntk_loop.ntk_modes(task.model, variables, data.x_train, data.y_train, task.loss)
+    modes = ntk_loop.ntk_modes(
+        task.model, variables, data.x_train, data.y_train, task.loss, exact=exact
+    )
+    return predict_with(program, hp, modes, steps, variables, time.perf_counter() - start)
+
+
+def predict_with(
+    program, hp: Mapping[str, float], modes, steps: int, variables=None, seconds: float = 0.0
+) -> NTKPrediction:
+    """The prediction of ``program``'s rule at ``hp`` from eigenmodes already computed (one
+    kernel serves every rule and step size on the same initialisation); ``seconds``: the time
+    the modes took, added to this prediction's."""
+    rule, hp = rule_of(program.config), {k: float(v) for k, v in hp.items()}
+    start = time.perf_counter()
     ntk_loop.check_affine(rule.factory, hp, float(modes.curvatures[0]))
     responses = ntk_loop.mode_responses(rule.factory, hp, modes.curvatures, steps)
     train_loss = modes.loss(responses)
-    seconds = time.perf_counter() - start
+    seconds += time.perf_counter() - start
     name = program.config.optimizer
     if isinstance(name, str) and name in MOMENTUM_RULES:
         kind, step = "momentum ODE", hp["learning_rate"]
@@ -205,16 +227,26 @@ def _predict(program, hp: dict[str, float], state, steps: int) -> NTKPrediction:
         step,
         seconds,
         variables,
-        task.model,
-        data.x_train,
+        program.task.model,
+        program.data.x_train,
     )
+
+
+class Measured(NamedTuple):
+    """A training run measured: ``loss`` (steps+1,), ``outputs`` (steps+1, N, C) or None,
+    ``seconds`` it took (compilation excluded)."""
+
+    loss: np.ndarray
+    outputs: np.ndarray | None
+    seconds: float
 
 
 def measured_run(program, hparams: Mapping[str, float], seed, steps: int, outputs: bool = True):
     """The real network trained ``steps`` steps with the sweep's own step from
-    ``jax.random.key(seed)`` (a list of seeds: one run each, vmapped): (train loss (steps+1,),
-    train outputs (steps+1, N, C) or None), float64 on the host, a leading seed axis for a list.
-    """
+    ``jax.random.key(seed)``: :class:`Measured` (train loss (steps+1,), train outputs
+    (steps+1, N, C) or None, float64 on the host; seconds, compilation excluded). A list of
+    seeds, or hyperparameters given as 1-D arrays, are runs side by side (vmapped; one leading
+    axis)."""
     task, data = program.task, program.data
     hp = train_lib.as_hparams(hparams)
 
@@ -222,7 +254,7 @@ def measured_run(program, hparams: Mapping[str, float], seed, steps: int, output
         out = train_lib.apply(task, state.params, state.model_state, data.x_train)
         return jnp.mean(task.loss(out, data.y_train)), (out if outputs else None)
 
-    def run(key):
+    def run(key, hp):
         state = program.init(data, hp, key)
 
         def body(state, t):
@@ -234,12 +266,23 @@ def measured_run(program, hparams: Mapping[str, float], seed, steps: int, output
         losses = jnp.concatenate([loss0[None], losses])
         return losses, (None if out0 is None else jnp.concatenate([out0[None], outs]))
 
-    if np.ndim(seed):
-        keys = jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seed])
-        loss, outs = jax.jit(jax.vmap(lambda k: run(jax.random.wrap_key_data(k))))(keys)
-    else:
-        loss, outs = jax.jit(run)(jax.random.key(int(seed)))
-    return np.asarray(loss, np.float64), (None if outs is None else np.asarray(outs, np.float64))
+    seeds = np.atleast_1d(np.asarray(seed, int))
+    keys = jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds])
+    many = np.ndim(seed) > 0 or any(np.ndim(v) > 0 for v in hparams.values())
+    axes = {k: (0 if np.ndim(v) else None) for k, v in hp.items()}
+    keys = keys if np.ndim(seed) else keys[0]
+
+    def one(h, k):
+        return run(jax.random.wrap_key_data(k), h)
+
+    if many:
+        one = jax.vmap(one, in_axes=(axes, 0 if np.ndim(seed) else None))
+    compiled = jax.jit(one).lower(hp, keys).compile()
+    start = time.perf_counter()
+    loss, outs = jax.block_until_ready(compiled(hp, keys))
+    seconds = time.perf_counter() - start
+    outs = None if outs is None else np.asarray(outs, np.float64)
+    return Measured(np.asarray(loss, np.float64), outs, seconds)
 
 
 def curve_error(predicted, measured, upto: int | None = None) -> dict[str, float]:
