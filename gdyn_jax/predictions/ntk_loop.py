@@ -213,10 +213,11 @@ def _run_rule(factory: Factory, hp: tuple, mu: jax.Array, steps: int, constant: 
     return jnp.concatenate([x0[:, None], xs.T], axis=1)
 
 
-def effective_step(factory: Factory, hparams: Mapping[str, float], horizon: int = 2000) -> float:
+def effective_step(factory: Factory, hparams: Mapping[str, float], horizon: int = 2520) -> float:
     r""":math:`\eta_{\rm eff}`: the rule's steady step on a constant unit gradient,
     :math:`-(\theta_{2T} - \theta_T)/T` (GD :math:`\eta`, heavy ball :math:`\eta/(1-\beta)`,
-    lookahead of GD :math:`\alpha\eta`), read from its code."""
+    lookahead of GD :math:`\alpha\eta`), read from its code (``horizon`` 2520: a whole number
+    of periods of any clock with period up to 10)."""
     hp = tuple(sorted((k, float(v)) for k, v in hparams.items()))
     with jax.enable_x64(True):
         one = jnp.ones(1, jnp.float64)
