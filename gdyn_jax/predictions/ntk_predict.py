@@ -241,31 +241,24 @@ class Measured(NamedTuple):
     seconds: float
 
 
-def measured_run(program, hparams: Mapping[str, float], seed, steps: int, outputs: bool = True):
+def measured_run(
+    program,
+    hparams: Mapping[str, float],
+    seed,
+    steps: int,
+    outputs: bool = True,
+    order_seeds=None,
+) -> Measured:
     """The real network trained ``steps`` steps with the sweep's own step from
     ``jax.random.key(seed)``: :class:`Measured` (train loss (steps+1,), train outputs
     (steps+1, N, C) or None, float64 on the host; seconds, compilation excluded). A list of
     seeds, or hyperparameters given as 1-D arrays, are runs side by side (vmapped; one leading
-    axis)."""
-    task, data = program.task, program.data
+    axis). ``order_seeds``: runs from the one initialisation of ``seed`` whose mini-batch orders
+    come from these seeds (the expectation over batches at a fixed initialisation)."""
     hp = train_lib.as_hparams(hparams)
-
-    def record(state):
-        out = train_lib.apply(task, state.params, state.model_state, data.x_train)
-        return jnp.mean(task.loss(out, data.y_train)), (out if outputs else None)
-
-    def run(key, hp):
-        state = program.init(data, hp, key)
-
-        def body(state, t):
-            state = train_lib.train_step(task, data, hp, state, t)
-            return state, record(state)
-
-        _, (losses, outs) = jax.lax.scan(body, state, jnp.arange(int(steps)))
-        loss0, out0 = record(state)
-        losses = jnp.concatenate([loss0[None], losses])
-        return losses, (None if out0 is None else jnp.concatenate([out0[None], outs]))
-
+    init_key = None if order_seeds is None else jax.random.key(int(seed))
+    seed = seed if order_seeds is None else list(order_seeds)
+    run = _runner(program, int(steps), outputs, init_key)
     seeds = np.atleast_1d(np.asarray(seed, int))
     keys = jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds])
     many = np.ndim(seed) > 0 or any(np.ndim(v) > 0 for v in hparams.values())
@@ -273,7 +266,7 @@ def measured_run(program, hparams: Mapping[str, float], seed, steps: int, output
     keys = keys if np.ndim(seed) else keys[0]
 
     def one(h, k):
-        return run(jax.random.wrap_key_data(k), h)
+        return run(k, h)
 
     if many:
         one = jax.vmap(one, in_axes=(axes, 0 if np.ndim(seed) else None))
@@ -283,6 +276,33 @@ def measured_run(program, hparams: Mapping[str, float], seed, steps: int, output
     seconds = time.perf_counter() - start
     outs = None if outs is None else np.asarray(outs, np.float64)
     return Measured(np.asarray(loss, np.float64), outs, seconds)
+
+
+def _runner(program, steps: int, outputs: bool, init_key):
+    """``run(key_data, hp) -> (losses, outputs)``: one training run; with ``init_key`` the
+    initialisation is that key's and ``key_data`` sets the batch order only."""
+    task, data = program.task, program.data
+
+    def record(state):
+        out = train_lib.apply(task, state.params, state.model_state, data.x_train)
+        return jnp.mean(task.loss(out, data.y_train)), (out if outputs else None)
+
+    def run(key_data, hp):
+        if init_key is None:
+            state = program.init(data, hp, jax.random.wrap_key_data(key_data))
+        else:
+            state = program.init(data, hp, init_key)._replace(data_key=key_data)
+
+        def body(state, t):
+            state = train_lib.train_step(task, data, hp, state, t)
+            return state, record(state)
+
+        _, (losses, outs) = jax.lax.scan(body, state, jnp.arange(steps))
+        loss0, out0 = record(state)
+        losses = jnp.concatenate([loss0[None], losses])
+        return losses, (None if out0 is None else jnp.concatenate([out0[None], outs]))
+
+    return run
 
 
 def curve_error(predicted, measured, upto: int | None = None) -> dict[str, float]:
