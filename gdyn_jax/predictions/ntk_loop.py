@@ -190,17 +190,28 @@ def mode_responses(
 ) -> np.ndarray:
     r""":math:`r_k(\mu_i)`, k = 0 .. steps: the rule run in float64 on
     :math:`\tfrac12\sum_i \mu_i x_i^2` from :math:`x = 1` with its state at ``init``; (M, steps+1).
+
+    Float hyperparameters are traced (one compilation serves every learning rate, as in a
+    sweep); integers, and all of them for a factory that needs concrete values, are constants.
     """
-    hp = {k: float(v) for k, v in hparams.items()}
+    static = tuple(sorted((k, v) for k, v in hparams.items() if isinstance(v, int)))
+    traced = {k: float(v) for k, v in hparams.items() if not isinstance(v, int)}
     with jax.enable_x64(True):
         mu = jnp.asarray(curvatures, jnp.float64)
-        return np.asarray(_run_rule(factory, tuple(sorted(hp.items())), mu, int(steps)))
+        try:
+            out = _run_rule(factory, static, traced, mu, int(steps))
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+            everything = tuple(sorted({**dict(static), **traced}.items()))
+            out = _run_rule(factory, everything, {}, mu, int(steps))
+        return np.asarray(out)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 3, 4))
-def _run_rule(factory: Factory, hp: tuple, mu: jax.Array, steps: int, constant: bool = False):
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
+def _run_rule(
+    factory: Factory, static: tuple, traced: dict, mu: jax.Array, steps: int, constant=False
+):
     """The rule on 0.5 sum mu x^2 from x = 1 (``constant``: on a unit gradient), (M, steps+1)."""
-    opt = factory(**dict(hp))
+    opt = factory(**dict(static), **traced)
     x0 = jnp.ones_like(mu)
 
     def body(carry, _):
@@ -218,10 +229,10 @@ def effective_step(factory: Factory, hparams: Mapping[str, float], horizon: int 
     :math:`-(\theta_{2T} - \theta_T)/T` (GD :math:`\eta`, heavy ball :math:`\eta/(1-\beta)`,
     lookahead of GD :math:`\alpha\eta`), read from its code (``horizon`` 2520: a whole number
     of periods of any clock with period up to 10)."""
-    hp = tuple(sorted((k, float(v)) for k, v in hparams.items()))
+    hp = tuple(sorted(hparams.items()))
     with jax.enable_x64(True):
         one = jnp.ones(1, jnp.float64)
-        path = np.asarray(_run_rule(factory, hp, one, 2 * horizon, True))[0]
+        path = np.asarray(_run_rule(factory, hp, {}, one, 2 * horizon, True))[0]
     return float(-(path[2 * horizon] - path[horizon]) / horizon)
 
 

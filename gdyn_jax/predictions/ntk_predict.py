@@ -201,7 +201,7 @@ def predict_with(
     """The prediction of ``program``'s rule at ``hp`` from eigenmodes already computed (one
     kernel serves every rule and step size on the same initialisation); ``seconds``: the time
     the modes took, added to this prediction's."""
-    rule, hp = rule_of(program.config), {k: float(v) for k, v in hp.items()}
+    rule, hp = rule_of(program.config), {k: _number(v) for k, v in hp.items()}
     start = time.perf_counter()
     ntk_loop.check_affine(rule.factory, hp, float(modes.curvatures[0]))
     responses = ntk_loop.mode_responses(rule.factory, hp, modes.curvatures, steps)
@@ -239,6 +239,11 @@ class Measured(NamedTuple):
     loss: np.ndarray
     outputs: np.ndarray | None
     seconds: float
+
+
+def _number(value) -> int | float:
+    """An integer hyperparameter (a period) stays an int, any other number becomes a float."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else float(value)
 
 
 def measured_run(
