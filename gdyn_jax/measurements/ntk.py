@@ -169,8 +169,9 @@ def empirical_ntk(
 ) -> np.ndarray:
     r"""The empirical NTK :math:`J_1 J_2^\top` of ``module`` at ``variables``, ``(N1*C, N2*C)``.
 
-    Layer by layer (module docstring) when every parameter belongs to a dense layer
-    (:func:`structured_layers`), else by blocked JVPs (:func:`ntk_implicit`, ``block``
+    Layer by layer (:mod:`gdyn_jax.measurements.ntk`) when every parameter belongs to a dense
+    layer (:func:`~gdyn_jax.measurements.ntk.structured_layers`), else by blocked JVPs
+    (:func:`~gdyn_jax.measurements.ntk.ntk_implicit`, ``block``
     columns at a time). Only ``variables['params']`` are differentiated; other collections
     are held fixed. Returned as a float64 numpy array.
     """

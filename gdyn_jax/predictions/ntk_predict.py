@@ -255,7 +255,7 @@ def measured_run(
     order_seeds=None,
 ) -> Measured:
     """The real network trained ``steps`` steps with the sweep's own step from
-    ``jax.random.key(seed)``: :class:`Measured` (train loss (steps+1,), train outputs
+    ``jax.random.key(seed)``: a ``Measured`` (train loss (steps+1,), train outputs
     (steps+1, N, C) or None, float64 on the host; seconds, compilation excluded). A list of
     seeds, or hyperparameters given as 1-D arrays, are runs side by side (vmapped; one leading
     axis). ``order_seeds``: runs from the one initialisation of ``seed`` whose mini-batch orders
