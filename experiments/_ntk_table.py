@@ -133,14 +133,16 @@ def network_rows(
     examples: int = 256,
     seed: int = 0,
     keep_curves: bool = False,
+    loss: str = "mse",
 ) -> list[dict]:
-    """One row per (rule, fraction) on one network (module docstring)."""
+    """One row per (rule, fraction) on one network (module docstring); ``loss`` other than
+    ``'mse'``: its Gauss-Newton model at initialisation, an approximation."""
     base = SweepConfig(
         dataset="mnist1d",
         model="fc",
         model_kwargs={"widths": (int(width),) * int(depth), "activation": activation},
         optimizer="sgd",
-        loss="mse",
+        loss=loss,
         batch_size=None,
     )
     program, _, state = npred.prepare(
@@ -166,6 +168,7 @@ def network_rows(
             settled = pred.responses[:, -1] ** 2 <= ntk_loop.SETTLING**2
             settle = npred.spread_modes(modes.curvatures, settled)
             row = dict(width=width, depth=depth, activation=activation, rule=name, fraction=frac)
+            row["loss"] = loss
             row.update(_scores(pred, run.loss[i], run.outputs[i], settle))
             row.update(predict_seconds=pred.seconds, train_seconds=run.seconds / len(lrs))
             if keep_curves:
