@@ -14,6 +14,9 @@ same initialisation and batches (the sweep's step) and adds the measured curve a
 errors. ``--json`` prints one object (``steps``, ``train_loss``, ``modes``, and with ``--check``
 ``measured_train_loss``, ``relative_error``, ``continuous_relative_error``,
 ``mode_relative_error``, ``continuous_mode_relative_error``, each ``{median, max}``).
+``--batch-size B`` adds mini-batch SGD's expected curve (``expected_train_loss``: the mean
+curve plus each mode's noise floor, ``noise_floor``; with ``--check``
+``expected_relative_error`` against the one run of that seed's batch order).
 
 Exact for the linearised network on the square loss (``--loss mse``) and any affine rule;
 another loss is its Gauss-Newton model at initialisation (``exact: false``), and ``--exact``
@@ -47,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--examples", type=int, default=256, help="the first N training examples (default 256)")
     a("--steps", type=int, default=500, help="optimizer steps (default 500)")
     a("--seed", type=int, default=0, help="initialisation seed, as a sweep's (default 0)")
+    a(
+        "--batch-size",
+        type=int,
+        help="mini-batch SGD: also the expected curve with each mode's noise floor (default: "
+        "full batch)",
+    )
     a("--check", action="store_true", help="also train the real network and report the errors")
     a("--exact", action="store_true", help="refuse a loss that is not quadratic in the outputs")
     a("--json", action="store_true", help="print one JSON object")
@@ -62,12 +71,14 @@ def _config(args: argparse.Namespace):
         "data_dir": args.data_dir,
     }
     cfg = {k: v for k, v in fields.items() if v is not None}
-    cfg["batch_size"] = None
+    cfg["batch_size"] = args.batch_size
     return gdyn_jax.sweep.SweepConfig.from_dict(cfg), sweep.parse_hp(args.hp)
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    for flag, value in (("examples", args.examples), ("steps", args.steps)):
+    counts = [("examples", args.examples), ("steps", args.steps)]
+    counts += [("batch_size", args.batch_size)] if args.batch_size is not None else []
+    for flag, value in counts:
         if value < 1:
             raise ValueError(f"{flag}: expected an integer >= 1, got {value}")
 
@@ -84,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     prediction = npred.predict_program(program, hp, state, args.steps, args.exact)
     measured = npred.measured_run(program, hp, args.seed, args.steps) if args.check else None
     out = gdyn_jax.predictions.ntk_report.summary(prediction, measured)
+    if args.batch_size is not None and args.batch_size < args.examples:
+        expected, floor = gdyn_jax.predictions.ntk_noise.minibatch_loss(prediction, args.batch_size)
+        out.update(gdyn_jax.predictions.ntk_report.minibatch(expected, floor, measured))
     if args.json:
         print(json.dumps(out))
     else:

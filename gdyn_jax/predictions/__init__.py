@@ -10,14 +10,15 @@ along Hessian eigenvectors and the regime of each mode's loop
 is a measured spectral measure (``gdyn_jax.predictions.spectral``), and a network's training
 curve from its empirical NTK at initialisation, mode by mode through the rule's closed loop
 (``gdyn_jax.predictions.ntk_loop``; a sweep task predicted and checked in
-``gdyn_jax.predictions.ntk_predict``, reported in ``gdyn_jax.predictions.ntk_report``).
+``gdyn_jax.predictions.ntk_predict``, reported in ``gdyn_jax.predictions.ntk_report``; with
+mini-batches, the expected curve in ``gdyn_jax.predictions.ntk_noise``).
 
 This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
 ``data``, ``models``, ``measurements`` and ``sweep``; only ``plotting``, the command line and
 the experiments sit above it.
 """
 
-from gdyn_jax.predictions import ntk_report  # noqa: F401 - `gdyn predict` reads it here
+from gdyn_jax.predictions import ntk_noise, ntk_report  # noqa: F401 - `gdyn predict` reads them
 from gdyn_jax.predictions.central_flow import CentralFlow, central_flow, flow_derivatives
 from gdyn_jax.predictions.edge import EXIT_MODES, RuleEdge, rule_edge
 from gdyn_jax.predictions.modes import (

@@ -18,7 +18,7 @@ import numpy as np
 from gdyn_jax.predictions import ntk_loop
 from gdyn_jax.predictions import ntk_predict as npred
 
-__all__ = ["shown_modes", "summary"]
+__all__ = ["minibatch", "shown_modes", "summary"]
 
 MODE_WINDOW = 100  # steps over which a mode's projection error is taken
 
@@ -108,3 +108,13 @@ def _check(p: npred.NTKPrediction, measured: npred.Measured, projections) -> dic
         "continuous_mode_relative_error": _error(cont),
         "train_seconds": _clean(measured.seconds),
     }
+
+
+def minibatch(expected, floor, measured: npred.Measured | None = None) -> dict:
+    """Mini-batch SGD's expected curve and noise floor (``ntk_noise.minibatch_loss``) as JSON
+    fields, with the relative error against a measured run."""
+    out = {"expected_train_loss": _clean(expected), "noise_floor": _clean(floor)}
+    if measured is not None:
+        error = npred.curve_error(expected, measured.loss)
+        out["expected_relative_error"] = {k: _clean(v) for k, v in error.items()}
+    return out
