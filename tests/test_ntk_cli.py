@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+import experiments
 from gdyn_jax.cli import main
 from gdyn_jax.models.fully_connected import FullyConnected
 from gdyn_jax.predictions import ntk_noise, ntk_report
@@ -113,3 +114,15 @@ def test_more_examples_than_memory_refused_with_the_figure(mnist1d_data_dir, mon
     monkeypatch.setattr(npred, "available_memory", lambda: 2**28)
     with pytest.raises(ValueError, match=r"examples: 400 examples x 10 outputs need a 4000 x 4000"):
         npred.prepare(_config(), {"learning_rate": 0.1}, steps=5, examples=400)
+
+
+@pytest.mark.slow
+def test_ntk_modes_experiment_tiny_run(mnist1d_data_dir, tmp_path):
+    """The experiment's tiny run: its rows are the predictions beside the sweep's real runs."""
+    summary = experiments.run("ntk_modes", tmp_path, "tiny")
+    rows = {(r["rule"], r["fraction"]): r for r in summary["rows"]}
+    assert set(rows) == {("gd", 0.5), ("heavy ball", 0.5)}
+    gd = rows[("gd", 0.5)]
+    assert gd["error"] < 0.1  # width 64, 64 examples: a narrow network, still within 10 %
+    assert gd["continuous_mode_error"] > 4 * gd["mode_error"]  # fast modes: discrete time
+    assert (tmp_path / "ntk_modes.png").is_file()
