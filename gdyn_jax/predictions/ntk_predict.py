@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdyn_jax.errors import UsageError
-from gdyn_jax.measurements.ntk import ntk_bytes
+from gdyn_jax.measurements.ntk import empirical_ntk, ntk_bytes
 from gdyn_jax.predictions import ntk_loop
 from gdyn_jax.sweep import SweepConfig, assemble
 from gdyn_jax.sweep import train as train_lib
@@ -77,6 +77,8 @@ class NTKPrediction:
       train_loss, continuous_train_loss: (steps+1,).
       continuous_kind: ``'momentum ODE'`` or ``'gradient flow'``; ``effective_step``: its step.
       seconds: wall time of the prediction (kernel, eigenmodes, responses, loss).
+      variables, module, x_train: the network at initialisation and its training inputs (for
+        :meth:`test_outputs`).
     """
 
     config: SweepConfig
@@ -112,7 +114,7 @@ class NTKPrediction:
 
     def test_outputs(self, x, continuous: bool = False) -> np.ndarray:
         """Predicted outputs on inputs ``x`` through the cross kernel, (steps+1, len(x), C)."""
-        cross = ntk_loop.empirical_ntk(self.module, self.variables, x, self.x_train)
+        cross = empirical_ntk(self.module, self.variables, x, self.x_train)
         f0 = np.asarray(self.module.apply(self.variables, x), np.float64)
         r = self.continuous if continuous else self.responses
         return f0[None] + self.modes.displacement(r, cross).reshape((-1,) + f0.shape)
