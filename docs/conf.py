@@ -179,6 +179,8 @@ INTERNAL_MODULES = (
     "gdyn_jax.linearize.infeasibility",
     "gdyn_jax.linearize.bracket",
     "gdyn_jax.linearize.pep",
+    "gdyn_jax.measurements.ntk",
+    "gdyn_jax.predictions.ntk_loop",
     "gdyn_jax.sweep.assembly",
     "gdyn_jax.sweep.train",
     "gdyn_jax.sweep.checks",

@@ -1,4 +1,5 @@
-"""The ``gdyn`` command: ``list``, ``analyze``, ``sweep``, ``preflight``, ``plot``, ``reproduce``.
+"""The ``gdyn`` command: ``list``, ``analyze``, ``sweep``, ``preflight``, ``predict``, ``plot``
+and ``reproduce``.
 
 Each subcommand lives in ``gdyn_jax.commands.<name>`` and exposes ``HELP`` (one line),
 ``EXAMPLES`` (shown at the end of its ``--help``), ``add_arguments(parser)`` and
@@ -35,13 +36,14 @@ from pathlib import Path
 
 import gdyn_jax
 
-COMMANDS = ("list", "analyze", "sweep", "preflight", "plot", "reproduce")
+COMMANDS = ("list", "analyze", "sweep", "preflight", "predict", "plot", "reproduce")
 
 EPILOG = """\
 examples:
   gdyn list optimizers
   gdyn analyze momentum --hp learning_rate=0.1 --hp beta=0.9 --curvature 1.0
   gdyn sweep --optimizer momentum --grid learning_rate=0.01,0.1 --out runs/demo --plot demo.png
+  gdyn predict --model fc --loss mse --optimizer sgd --hp learning_rate=0.02 --check
   gdyn plot runs/demo --out demo.png
   gdyn reproduce all --quick --out runs/quick
 

@@ -124,7 +124,9 @@ def test_wu_theory_rows_and_training_grid(wu):
         assert max(c["nodes"]) == pytest.approx(c["sharpness"], rel=0.05)
         assert c["loss"] == pytest.approx(math.log(10), rel=0.2)  # ~uniform at init, 10 classes
         assert min(c["weights"]) >= 0
-    for key in ("spearman_quadratic_model", "spearman_settling_at_h0"):
+    for r in rows:  # the NTK loop's steps to the target: a step of the run, or never (inf)
+        assert r["predicted_steps_ntk_loop"] >= 0
+    for key in ("spearman_quadratic_model", "spearman_ntk_loop"):
         rho = summary[key]
         assert rho is None or -1.0 <= rho <= 1.0  # NaN is written as null
 

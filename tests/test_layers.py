@@ -357,7 +357,6 @@ def test_the_command_line_parser_imports_no_numerics():
     assert out.stdout.split() == ["[]"]
 
 
-
 def test_one_analysis_imports_only_what_it_uses():
     """``gdyn analyze``'s modules load jax and optax, not scipy.signal (its ``ss2tf`` is written
     with numpy.poly) nor scipy.linalg (deferred: loaded when a balancing or Lyapunov solve runs)."""
@@ -370,6 +369,7 @@ def test_one_analysis_imports_only_what_it_uses():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["[]"]
+
 
 # --- the deprecated forwarders -------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ _COLOURS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sweep.add_task_arguments(parser)
+    sweep.add_run_arguments(parser)
     a = parser.add_argument
     a("--examples", default="1000", help="examples of the measurements at init, or 'all'")
     a("--iters", type=int, default=20, help="Lanczos steps (default 20)")

@@ -60,9 +60,9 @@ _RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "member_group", "checkpoi
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that say what is trained and on what (shared with ``gdyn preflight``)."""
+    """The task's flags, shared with ``gdyn predict``: dataset, model, optimizer, --hp, loss,
+    data directory (read by :func:`settings`)."""
     a = parser.add_argument
-    a("--config", metavar="FILE", help="JSON file with the sweep settings (flags override it)")
     a(
         "--dataset",
         help="dataset name (`gdyn list datasets`) or pkg.module:arrays (default mnist1d)",
@@ -72,13 +72,26 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
         "--optimizer",
         help="optimizer name (`gdyn list optimizers`) or pkg.module:factory (default sgd)",
     )
-    a("--grid", action="append", metavar="NAME=V1,V2,...", help="swept hyperparameter (repeat)")
     a("--hp", action="append", metavar="NAME=V", help="fixed hyperparameter (repeat)")
+    a("--loss", help="cross_entropy, mse or pkg.module:fn (default cross_entropy)")
+    a(
+        "--data-dir",
+        help="dataset directory (default $GDYN_DATA_DIR, else $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets)",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a sweep trains: the task, the grid, the run's length and what it tracks (shared
+    with ``gdyn preflight``)."""
+    a = parser.add_argument
+    a("--config", metavar="FILE", help="JSON file with the sweep settings (flags override it)")
+    add_task_arguments(parser)
+    a("--grid", action="append", metavar="NAME=V1,V2,...", help="swept hyperparameter (repeat)")
     a("--seeds", type=int, help="seeds per grid point (default 1)")
     a("--steps", type=int, help="optimizer steps (default 1000)")
     a("--batch-size", help="examples per step, or 'full' (default 100)")
     a("--eval-every", type=int, help="steps between evaluations (default 100)")
-    a("--loss", help="cross_entropy, mse or pkg.module:fn (default cross_entropy)")
     a(
         "--schedule",
         help="learning-rate schedule: constant (default), cosine, warmup_cosine, linear",
@@ -87,15 +100,10 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     a("--train-subset", type=int, help="train on the first N training examples (default all)")
     a("--track-grad-norm", action="store_true", default=None, help="record the gradient norm")
     a("--track-sharpness", action="store_true", default=None, help="record the sharpness")
-    a(
-        "--data-dir",
-        help="dataset directory (default $GDYN_DATA_DIR, else $TFDS_DATA_DIR, else "
-        "~/tensorflow_datasets)",
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_task_arguments(parser)
+    add_run_arguments(parser)
     a = parser.add_argument
     a("--chunk-size", type=int, help="members trained at once (bounds memory; default all)")
     a("--devices", type=int, help="devices to shard members over (default all)")

@@ -5,7 +5,8 @@ the spectral measure; ``gdyn_jax.measurements.hessian``; the warm-started block 
 ``gdyn_jax.measurements.eigensolver``; batch sharpness,
 ``gdyn_jax.measurements.sharpness``), kicks along Hessian eigenvectors
 (``gdyn_jax.measurements.modes``), minibatch gradient noise along a direction
-(``gdyn_jax.measurements.noise``), adversarial probes
+(``gdyn_jax.measurements.noise``), the empirical neural tangent kernel layer by layer
+(``gdyn_jax.measurements.ntk``), adversarial probes
 (``gdyn_jax.measurements.adversarial``) and statistics of training curves
 (``gdyn_jax.measurements.curves``).
 
@@ -39,6 +40,7 @@ from gdyn_jax.measurements.modes import (
     relative_error,
 )
 from gdyn_jax.measurements.noise import noise_ensemble, projected_gradient_noise
+from gdyn_jax.measurements.ntk import empirical_ntk
 from gdyn_jax.measurements.sharpness import batch_sharpness, directional_curvatures
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "directional_curvatures",
     "eigenpairs",
     "eigen_residuals",
+    "empirical_ntk",
     "fgsm",
     "fgsm_evaluate",
     "hvp",

@@ -6,17 +6,21 @@ along Hessian eigenvectors and the regime of each mode's loop
 (``gdyn_jax.predictions.modes``), the noise floor along the top eigenvector
 (``gdyn_jax.predictions.noise_floor``), the central flow of a rule at the edge of stability
 (``gdyn_jax.predictions.central_flow``, from the rule's limit, exit mode and effective step in
-``gdyn_jax.predictions.edge``), and the loss on the quadratic model whose curvature
-is a measured spectral measure (``gdyn_jax.predictions.spectral``), and the phase of every
-point of a sweep before it trains (``gdyn_jax.predictions.preflight``, from
-``gdyn_jax.predictions.phases``; the learning-rate range test beside it,
-``gdyn_jax.predictions.range_test``).
+``gdyn_jax.predictions.edge``), the loss on the quadratic model whose curvature is a
+measured spectral measure (``gdyn_jax.predictions.spectral``), the phase of every point of a
+sweep before it trains (``gdyn_jax.predictions.preflight``, from ``gdyn_jax.predictions.phases``;
+the learning-rate range test beside it, ``gdyn_jax.predictions.range_test``), and a network's
+training curve from its empirical NTK at initialisation, mode by mode through the rule's closed
+loop (``gdyn_jax.predictions.ntk_loop``; a sweep task predicted and checked in
+``gdyn_jax.predictions.ntk_predict``, reported in ``gdyn_jax.predictions.ntk_report``; with
+mini-batches, the expected curve in ``gdyn_jax.predictions.ntk_noise``).
 
 This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
 ``data``, ``models``, ``measurements`` and ``sweep``; only ``plotting``, the command line and
 the experiments sit above it.
 """
 
+from gdyn_jax.predictions import ntk_noise, ntk_report  # noqa: F401 - `gdyn predict` reads them
 from gdyn_jax.predictions.central_flow import (
     CentralFlow,
     central_flow,
@@ -35,6 +39,8 @@ from gdyn_jax.predictions.modes import (
     regimes_of,
 )
 from gdyn_jax.predictions.noise_floor import FloorTest, floor_test
+from gdyn_jax.predictions.ntk_loop import NTKModes, ntk_modes
+from gdyn_jax.predictions.ntk_predict import NTKPrediction, measured_run, predict_training
 from gdyn_jax.predictions.phases import MEASURED_PHASES, PHASES, measured_phases
 from gdyn_jax.predictions.preflight import (
     InitMeasurement,
@@ -60,6 +66,8 @@ __all__ = [
     "KickTest",
     "Preflight",
     "RangeTest",
+    "NTKModes",
+    "NTKPrediction",
     "central_flow",
     "floor_test",
     "flow_derivatives",
@@ -67,8 +75,11 @@ __all__ = [
     "min_substeps",
     "measure_init",
     "measured_phases",
+    "measured_run",
     "mode_loops",
     "nonsmooth_operations",
+    "ntk_modes",
+    "predict_training",
     "predicted_kick_response",
     "preflight",
     "quadratic_model_loss",

@@ -1,0 +1,177 @@
+r"""The NTK loop against real training: one network, every rule and step size (``ntk_modes``).
+
+:func:`network_rows` builds one MLP on the first MNIST-1D examples (square loss, the sweep's
+initialisation of seed ``seed``), computes its kernel's eigenmodes once, and for each rule and
+each fraction of the rule's stability limit at the top curvature trains the real network (the
+sweep's own step, all fractions side by side) and scores the prediction: the loss curve's
+relative error before the measured loss first falls below 10 % of its initial value and over all
+steps, the same for the continuous-time baseline, the worst error over the first 100 steps of
+each fast mode's projection (top mode and every mode with :math:`\eta\mu \ge 0.5`), and the
+Spearman correlation of predicted and measured settling steps over 20 modes log-spaced in
+curvature (one per 2 % cluster).
+
+:func:`lookahead_sgd` is lookahead (Zhang et al., NeurIPS 2019) around gradient descent on plain
+parameters (optax's ``lookahead`` wants ``LookaheadParams``): every ``sync_period`` steps the
+slow weights move ``slow_step_size`` of the way to the fast ones and the fast weights restart
+there; its loop is periodic, and ``linearize_periodic`` lifts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy.stats import spearmanr
+
+from gdyn_jax import linearize
+from gdyn_jax.predictions import ntk_loop
+from gdyn_jax.predictions import ntk_predict as npred
+from gdyn_jax.sweep import SweepConfig, assemble
+from gdyn_jax.sweep.config import rule_of
+
+
+class LookaheadState(NamedTuple):
+    """The slow weights and the step within the sync period."""
+
+    slow: optax.Params
+    count: jax.Array
+
+
+def lookahead_sgd(
+    learning_rate: float, sync_period: int = 5, slow_step_size: float = 0.5
+) -> optax.GradientTransformation:
+    """Lookahead around GD: fast steps ``-learning_rate * g``; every ``sync_period`` steps
+    ``slow += slow_step_size * (fast - slow)`` and the parameters jump to ``slow``."""
+    k = int(sync_period)
+
+    def init(params):
+        return LookaheadState(jax.tree.map(jnp.asarray, params), jnp.zeros([], jnp.int32))
+
+    def update(grads, state, params):
+        count = (state.count + 1) % k
+        sync = count == 0
+        fast = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
+        synced = jax.tree.map(lambda s, f: s + slow_step_size * (f - s), state.slow, fast)
+        slow = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, state.slow)
+        target = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, fast)
+        return jax.tree.map(jnp.subtract, target, params), LookaheadState(slow, count)
+
+    return optax.GradientTransformation(init, update)
+
+
+#: name -> (optimizer, fixed hyperparameters)
+RULES = {
+    "gd": ("sgd", {}),
+    "heavy ball": ("momentum", {"beta": 0.9}),
+    "nesterov": ("nesterov", {"beta": 0.9}),
+    "lookahead": (lookahead_sgd, {"sync_period": 5, "slow_step_size": 0.5}),
+}
+
+
+def learning_rate_limit(factory, fixed: dict, curvature: float) -> float:
+    """The learning rate whose loop is at its stability limit at ``curvature``: the limit
+    curvature at learning rate 1, over ``curvature`` (these rules' loops depend on the product),
+    checked against ``max_stable_curvature`` at the result."""
+    at_one = float(linearize.max_stable_curvature(factory(learning_rate=1.0, **fixed)))
+    lr = at_one / float(curvature)
+    check = float(linearize.max_stable_curvature(factory(learning_rate=lr, **fixed)))
+    if abs(check / curvature - 1.0) > 1e-3:
+        raise ValueError(f"learning rate limit: {check} at lr {lr}, expected {curvature}")
+    return lr
+
+
+def first_below(loss: np.ndarray, fraction: float = 0.1) -> int:
+    """The first step at which ``loss`` is below ``fraction`` of its initial value (else all)."""
+    below = np.nonzero(loss < fraction * loss[0])[0]
+    return int(below[0]) if below.size else loss.size
+
+
+def _scores(pred, measured_loss, outputs, settle_modes) -> dict:
+    upto = first_below(measured_loss)
+    meas = npred.measured_projections(pred, outputs)
+    fast = npred.fast_modes(pred)
+    p0 = pred.modes.projections[fast]
+    disc = npred.mode_errors(pred.projections()[fast], meas[fast], p0)
+    cont = npred.mode_errors(pred.projections(True)[fast], meas[fast], p0)
+    predicted = ntk_loop.settling_steps(pred.responses[settle_modes])
+    measured = ntk_loop.settling_steps(
+        meas[settle_modes] / pred.modes.projections[settle_modes, None]
+    )
+    measured = np.where(measured < 0, pred.steps + 1, measured)
+    rho = spearmanr(predicted, measured).statistic if np.ptp(predicted) > 0 else np.nan
+    return {
+        "upto": upto,
+        "error": npred.curve_error(pred.train_loss, measured_loss, upto)["median"],
+        "error_all": npred.curve_error(pred.train_loss, measured_loss)["median"],
+        "continuous_error": npred.curve_error(pred.continuous_train_loss, measured_loss, upto)[
+            "median"
+        ],
+        "continuous_error_all": npred.curve_error(pred.continuous_train_loss, measured_loss)[
+            "median"
+        ],
+        "fast_modes": int(fast.size),
+        "mode_error": float(np.median(disc)),
+        "continuous_mode_error": float(np.median(cont)),
+        "settling_spearman": float(rho),
+        "top_regime": str(pred.table([0])["regime"][0]),
+    }
+
+
+def network_rows(
+    width: int,
+    depth: int,
+    activation: str,
+    fractions,
+    rules=tuple(RULES),
+    *,
+    steps: int = 500,
+    examples: int = 256,
+    seed: int = 0,
+    keep_curves: bool = False,
+    loss: str = "mse",
+) -> list[dict]:
+    """One row per (rule, fraction) on one network (module docstring); ``loss`` other than
+    ``'mse'``: its Gauss-Newton model at initialisation, an approximation."""
+    base = SweepConfig(
+        dataset="mnist1d",
+        model="fc",
+        model_kwargs={"widths": (int(width),) * int(depth), "activation": activation},
+        optimizer="sgd",
+        loss=loss,
+        batch_size=None,
+    )
+    program, _, state = npred.prepare(
+        base, {"learning_rate": 0.01}, steps=steps, examples=examples, seed=seed
+    )
+    variables = {"params": state.params, **state.model_state}
+    task, data = program.task, program.data
+    ntk_loop.empirical_ntk(task.model, variables, data.x_train)  # compiled, not timed
+    start = time.perf_counter()
+    modes = ntk_loop.ntk_modes(task.model, variables, data.x_train, data.y_train, task.loss)
+    kernel_seconds = time.perf_counter() - start
+    rows = []
+    for name in rules:
+        factory, fixed = RULES[name]
+        config = dataclasses.replace(program.config, optimizer=factory, hparams=fixed)
+        prog = assemble(config)
+        limit = learning_rate_limit(rule_of(config).factory, fixed, modes.curvatures[0])
+        lrs = np.asarray(fractions, np.float64) * limit
+        run = npred.measured_run(prog, {"learning_rate": lrs.astype(np.float32)}, seed, steps)
+        for i, (frac, lr) in enumerate(zip(fractions, lrs, strict=True)):
+            hp = {"learning_rate": float(np.float32(lr)), **fixed}
+            pred = npred.predict_with(prog, hp, modes, steps, variables, kernel_seconds)
+            settled = pred.responses[:, -1] ** 2 <= ntk_loop.SETTLING**2
+            settle = npred.spread_modes(modes.curvatures, settled)
+            row = dict(width=width, depth=depth, activation=activation, rule=name, fraction=frac)
+            row["loss"] = loss
+            row.update(_scores(pred, run.loss[i], run.outputs[i], settle))
+            row.update(predict_seconds=pred.seconds, train_seconds=run.seconds / len(lrs))
+            if keep_curves:
+                row.update(pred=pred, measured=run.loss[i], outputs=run.outputs[i])
+            rows.append(row)
+    return rows
