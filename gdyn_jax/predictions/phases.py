@@ -69,7 +69,7 @@ __all__ = [
     "stability_limits",
 ]
 
-#: the predicted phases
+#: the phases a pre-flight predicts for a grid point (unknown: the rule is not analysable)
 PHASES = ("stable", "edge of stability", "catapult", "divergent", "unknown")
 #: the phases read from a run's curves: a cross-entropy run that blows up and falls back to
 #: chance-level loss and accuracy is 'collapsed', a failure of its own
