@@ -6,7 +6,9 @@ optimizer resolved), cuts it into chunks and blocks (``chunks``), claims its out
 grouped, sharded and jitted from the program's pure ``advance``), checkpointing after each.
 
 Every member is computed in a vmapped group of one fixed width (``groups``), so its numbers
-do not depend on the chunk size, the device count or the process count, bit for bit. The
+do not depend on the chunk size, the device count or the process count, bit for bit; nor on
+the members beside it, so skipped members are never trained and diverged ones leave the groups
+between blocks (``packing``). The
 member axis of every input is sharded over a ``'sweep'`` mesh axis and the data replicated
 (``mesh``), so XLA partitions the programs across devices (and processes) with no
 collectives. Resuming feeds the same compiled programs the same inputs, so a resumed sweep
@@ -79,6 +81,8 @@ def run_sweep(
     progress: bool = True,
     checkpoint_every: int | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    skip: Any = None,
+    repack: bool = True,
 ):
     """Trains every (grid point, seed) pair in one jit + vmap program; returns a Dataset.
 
@@ -99,15 +103,18 @@ def run_sweep(
       checkpoint_every: steps per block, a multiple of ``eval_every`` dividing ``steps``
         (default: about a tenth of the run).
       callback: called after each block with ``chunk, block, num_chunks, num_blocks, step``.
+      skip: members never trained, a bool array ``(grid points, seeds)`` or ``(grid points,)``
+        in the grid's member order (``packing.skip_mask``); their metrics are NaN.
+      repack: drop diverged members from the groups between blocks (same numbers either way).
 
     Returns:
       ``xarray.Dataset``: ``train_loss``, ``test_loss`` (``test_accuracy``, ``grad_norm``,
-      ``sharpness`` where they apply) over ``(*grid names, seed, step)``, ``diverged_at`` over
-      ``(*grid names, seed)``; ``attrs``: config record, grid, seeds, member group, versions.
+      ``sharpness`` where they apply) over ``(*grid names, seed, step)``, ``diverged_at`` and
+      ``skipped`` over ``(*grid names, seed)``; ``attrs``: config, grid, seeds, group, versions.
     """
     folder = _check_options(chunk_size, out, resume, overwrite)  # before the task check compiles
     program = assemble(config, grid, seeds)
-    plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every)
+    plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every, skip, repack)
     output = hosts.Output(folder, plan.identity, plan.layout)
     try:
         output.claim(resume, overwrite)  # before anything is loaded or compiled
@@ -116,15 +123,21 @@ def run_sweep(
         plan.compile()  # loads the data, once
         start, leaves, buffers = output.start(plan)
         with _Reporter(plan, start, progress, callback) as report:
-            for c, b, hparams, step in plan.blocks(start, leaves):
-                plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
-                report.dispatched()  # the first call returns once compiled (and dispatched)
-                plan.record(c, b, first, metrics, buffers)
-                output.save((c, b + 1), plan.state, buffers)
-                report((c, b + 1))
+            _train(plan, output, start, leaves, buffers, report)
         return output.finish(plan.dataset(buffers))
     finally:
         output.close()
+
+
+def _train(plan: Plan, output: hosts.Output, start, leaves, buffers, report: _Reporter) -> None:
+    """Every block from ``start``: advanced, recorded, checkpointed and reported."""
+    for c, b, hparams, step in plan.blocks(start, leaves):
+        if plan.state is not None:  # None: no live member left in the chunk
+            plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
+            report.dispatched()  # the first call returns once compiled (and dispatched)
+            plan.record(c, b, first, metrics, buffers)
+        output.save((c, b + 1), plan, buffers)
+        report((c, b + 1))
 
 
 def _check_options(chunk_size: Any, out: Any, resume: Any, overwrite: Any) -> Path | None:
