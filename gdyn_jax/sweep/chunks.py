@@ -85,9 +85,9 @@ class Plan:
     intervals: int
     identity: dict[str, Any]
     layout: dict[str, int]
-    state: Any = None  # the packed TrainState of the chunk being trained (None: no member)
-    rows: Any = None  # the chunk row of each packed member (-1: a copy, dropped)
-    hp: Any = None  # the packed members' hyperparameters, on the mesh
+    state: Any = None  # the TrainState of the chunk being trained, its members in ``order``
+    order: Any = None  # the chunk member (row) in each slot of ``state`` (``packing``)
+    hp: Any = None  # the hyperparameters of ``state``'s members, on the mesh
     skip: Any = None  # (num_members,) bool: the members never trained
     repack: bool = True  # whether diverged members leave the groups between blocks
 
@@ -148,7 +148,7 @@ class Plan:
         """The compiled programs (data loaded, once per cache entry), the data replicated on
         the mesh and the member table padded to whole chunks."""
         self.programs = cache.compiled(
-            self.program, self.intervals, tuple(self.mesh.devices.flat), self.width
+            self.program, self.intervals, tuple(self.mesh.devices.flat), self.width, self.repack
         )
         self.advance = self.programs.advance
         replicated = jax.sharding.NamedSharding(self.mesh, jax.P())
@@ -186,66 +186,60 @@ class Plan:
 
     def blocks(self, start: tuple[int, int], leaves) -> Iterator[tuple]:
         """``(chunk, block, hparams, start_step)`` of every block from ``start``; before each
-        chunk's first block, ``state`` is set to the initial state of its live members, packed
-        (``packing``; from ``leaves``, the checkpointed state of chunk ``start[0]``, if given),
-        or None when it has none; it is the caller's to advance (and ``record``'s to re-pack)."""
+        chunk's first block, ``state`` is set to its initial state (``leaves``, the
+        checkpointed state of chunk ``start[0]``, if given), its skipped members dead and its
+        members arranged live first (``packing``); it is the caller's to advance."""
         for c in range(start[0], self.num_chunks):
             b0 = start[1] if leaves is not None and c == start[0] else 0
-            live = ~self.dropped[c * self.chunk : (c + 1) * self.chunk]
+            rows = slice(c * self.chunk, (c + 1) * self.chunk)
             if b0:
                 structure = jax.tree.structure(self.state_shapes())
-                full = jax.tree.unflatten(structure, list(leaves))
-                self._pack(c, np.flatnonzero(live & np.asarray(full.alive)), full)
+                state = jax.tree.unflatten(structure, list(leaves))
+                live = np.asarray(state.alive) & ~self.dropped[rows]
             else:
-                self._pack(c, np.flatnonzero(live), None)
+                live = ~self.dropped[rows]
+            self.order = packing.arrangement(live, self.mesh.size, self.width)
+            self.hp = {k: put(v[rows][self.order], self.member) for k, v in self.hparams.items()}
+            if b0:
+                self.state = packing.permuted(state, self.order, self.member)
+            else:
+                keys = put(self.keys[rows][self.order], self.member)
+                state = self.programs.init(self.data, self.hp, keys)
+                self.state = state._replace(alive=put(live[self.order], self.member))
             for b in range(b0, self.num_blocks):
                 yield c, b, self.hp, np.int32(b * self.intervals * self.program.config.eval_every)
 
-    def _pack(self, c: int, live: np.ndarray, full: Any) -> None:
-        """Packs chunk ``c``'s ``live`` rows: initialised (``full`` None) or taken from the
-        full host state ``full``, or (``full`` is ``'state'``) from the packed ``state``."""
-        size = packing.packed_size(len(live), self.mesh.size * self.width, self.chunk)
-        if size == 0:
-            self.state, self.rows, self.hp = None, np.zeros(0, np.int64), None
-            return
-        source, rows = packing.slots(live, size)
-        members = c * self.chunk + source
-        self.hp = {k: put(v[members], self.member) for k, v in self.hparams.items()}
-        if full is None:
-            keys = put(self.keys[members], self.member)
-            self.state = self.programs.init(self.data, self.hp, keys)
-        elif isinstance(full, str):
-            position = {int(r): i for i, r in enumerate(self.rows) if r >= 0}
-            moved = np.array([position[int(r)] for r in source])
-            self.state = packing.take(self.state, moved, self.member)
-        else:
-            self.state = packing.from_host(full, source, self.member)
-        self.rows = rows
-
     def saved_state(self) -> Any:
-        """The chunk's full state for the checkpoint (host arrays; see ``packing.scatter``)."""
-        return packing.scatter(self.state_shapes(), self.state, self.rows)
+        """The chunk's state in member order (host arrays), for the checkpoint."""
+        inverse = np.argsort(self.order)
+        return jax.tree.map(lambda x: gather(x)[inverse], self.state)
 
     def record(self, c: int, b: int, first, metrics, buffers) -> None:
         """Writes block ``b`` of chunk ``c`` (its outputs and the state's ``diverged_at``,
-        gathered to the host) in ``buffers``; then drops the diverged members (``repack``)."""
-        if self.state is None:
-            return
-        real = self.rows >= 0
-        rows, names = c * self.chunk + self.rows[real], self.programs.task.metric_names
+        gathered to the host) in ``buffers``; then re-arranges the members if that frees a
+        group (``repack``)."""
+        rows, names = c * self.chunk + self.order, self.programs.task.metric_names
         if b == 0:
             for k in names:
-                buffers[k][rows, 0] = gather(first[k])[real]
+                buffers[k][rows, 0] = gather(first[k])
         cols = slice(1 + b * self.intervals, 1 + (b + 1) * self.intervals)
         for k in names:
-            buffers[k][rows, cols] = gather(metrics[k])[real]
-        diverged = gather(self.state.diverged_at)
-        buffers["diverged_at"][rows] = diverged[real]
-        live = self.rows[real & (diverged == -1)]
-        if self.repack and b + 1 < self.num_blocks and len(live) < real.sum():
-            size = packing.packed_size(len(live), self.mesh.size * self.width, self.chunk)
-            if size < len(self.rows):
-                self._pack(c, live, "state")
+            buffers[k][rows, cols] = gather(metrics[k])
+        buffers["diverged_at"][rows] = gather(self.state.diverged_at)
+        if self.repack and b + 1 < self.num_blocks:
+            self._repack(c)
+
+    def _repack(self, c: int) -> None:
+        """Re-arranges chunk ``c``'s members live first, if that leaves fewer busy groups."""
+        alive = gather(self.state.alive)  # in slot order
+        live = np.zeros(self.chunk, bool)
+        live[self.order] = alive
+        order = packing.arrangement(live, self.mesh.size, self.width)
+        if packing.busy_groups(live[order], self.width) < packing.busy_groups(alive, self.width):
+            move = np.argsort(self.order)[order]  # new slot -> old slot
+            self.state = packing.permuted(self.state, move, self.member)
+            self.hp = {k: put(gather(v)[move], self.member) for k, v in self.hp.items()}
+            self.order = order
 
     def progress(self, position: tuple[int, int]) -> dict[str, int]:
         """What ``run_sweep``'s callback receives after the block ending at ``position``."""

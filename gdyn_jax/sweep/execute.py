@@ -7,8 +7,8 @@ grouped, sharded and jitted from the program's pure ``advance``), checkpointing 
 
 Every member is computed in a vmapped group of one fixed width (``groups``), so its numbers
 do not depend on the chunk size, the device count or the process count, bit for bit; nor on
-the members beside it, so skipped members are never trained and diverged ones leave the groups
-between blocks (``packing``). The
+the members beside it, so skipped members are never trained and diverged ones are gathered
+into groups that are not computed, between blocks (``packing``). The
 member axis of every input is sharded over a ``'sweep'`` mesh axis and the data replicated
 (``mesh``), so XLA partitions the programs across devices (and processes) with no
 collectives. Resuming feeds the same compiled programs the same inputs, so a resumed sweep
@@ -96,8 +96,7 @@ def run_sweep(
       devices: number of devices to shard members over (default: all of ``jax.devices()``).
       member_group: members computed side by side on a device (default 4 on CPU, 256 on
         accelerators); a member's numbers depend on it alone, not on the chunking.
-      resume: None resumes (or returns) this sweep's work in ``out`` if there is some; True
-        requires some, False none.
+      resume: None resumes (or returns) this sweep's work in ``out``; True needs it, False none.
       overwrite: delete the results and checkpoint in ``out`` and start afresh.
       progress: show a tqdm progress bar over (chunk, block) pairs (see the module doc).
       checkpoint_every: steps per block, a multiple of ``eval_every`` dividing ``steps``
@@ -105,7 +104,8 @@ def run_sweep(
       callback: called after each block with ``chunk, block, num_chunks, num_blocks, step``.
       skip: members never trained, a bool array ``(grid points, seeds)`` or ``(grid points,)``
         in the grid's member order (``packing.skip_mask``); their metrics are NaN.
-      repack: drop diverged members from the groups between blocks (same numbers either way).
+      repack: gather the dead into groups that are not computed (False: compute every member
+        to the end, as before; the same numbers either way).
 
     Returns:
       ``xarray.Dataset``: ``train_loss``, ``test_loss`` (``test_accuracy``, ``grad_norm``,
@@ -132,10 +132,9 @@ def run_sweep(
 def _train(plan: Plan, output: hosts.Output, start, leaves, buffers, report: _Reporter) -> None:
     """Every block from ``start``: advanced, recorded, checkpointed and reported."""
     for c, b, hparams, step in plan.blocks(start, leaves):
-        if plan.state is not None:  # None: no live member left in the chunk
-            plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
-            report.dispatched()  # the first call returns once compiled (and dispatched)
-            plan.record(c, b, first, metrics, buffers)
+        plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
+        report.dispatched()  # the first call returns once compiled (and dispatched)
+        plan.record(c, b, first, metrics, buffers)
         output.save((c, b + 1), plan, buffers)
         report((c, b + 1))
 

@@ -1,40 +1,41 @@
-r"""Members in and out of the compiled groups: the skip mask, and the dead dropped between blocks.
+r"""Members in and out of the compiled groups: the skip mask, and the dead re-packed between blocks.
 
 A chunk's members are trained in groups of one fixed width (``groups``), and a member's numbers
-do not depend on which members share its group or how many groups there are, bit for bit. So
-the members that no longer need computing can leave:
+do not depend on which members share its group or where the group sits, bit for bit. So the
+members that need no computing can be gathered into groups of their own, which are then not
+computed at all:
 
 - **skipped** members (``run_sweep(..., skip=mask)``, e.g. the points a pre-flight predicts to
-  diverge) are never trained: their metrics stay NaN, ``diverged_at`` -1, and the results'
-  ``skipped`` variable marks them; the padding that rounds a chunk up is never trained either;
+  diverge) are never trained: they start dead (``alive`` False), their metrics are NaN,
+  ``diverged_at`` -1, and the results' ``skipped`` variable marks them; so does the padding
+  that rounds the last chunk up;
 - **diverged** members (``diverged_at`` set) are frozen and report NaN from their divergence
-  on; after every block they leave, and the live members are re-packed into fewer groups.
+  on.
 
-A chunk holds :math:`D K W` members (:math:`D` devices, :math:`K` groups of :math:`W` per
-device). Its :math:`n` live members are packed into :math:`D K' W` slots, :math:`K'` the
-smallest power of two with :math:`D K' W \ge n` (at most :math:`K`), the free slots filled
-with copies of a live member (their results dropped); the groups are re-packed only when
-:math:`K'` falls, so a chunk compiles at most :math:`1 + \log_2 K` programs of ``advance``
-(``jax.jit`` keeps each, and the next chunk reuses them). The state moves through the host
-(gathered, indexed, placed on the mesh again), one transfer per re-packing.
+The compiled block runs a group only if one of its members is alive (a ``lax.cond`` per group,
+``skipping_dead``); between blocks the chunk's members are re-arranged (``arrangement``) so
+that the live ones fill the first groups of every device, balanced over the devices, and the
+dead ones the rest. The arrangement is a permutation of the chunk's members, so the program's
+shapes never change and nothing compiles again; it moves the state through the host
+(gathered, permuted, placed on the mesh again), only when it frees a group.
 
-The checkpoint keeps the chunk's state at its full size: the live members at their rows, the
-others zero (``alive`` False), so a resumed sweep packs the same live members and goes on bit
-for bit.
+The checkpoint keeps the chunk's state in member order (un-permuted), so a resumed sweep
+arranges the same live members and goes on bit for bit.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gdyn_jax.sweep.grid import Grid
 from gdyn_jax.sweep.mesh import gather, put
 
-__all__ = ["from_host", "packed_size", "scatter", "skip_mask", "take"]
+__all__ = ["arrangement", "busy_groups", "permuted", "skip_mask", "skipping_dead"]
 
 
 def skip_mask(skip: Any, grid: Grid) -> np.ndarray:
@@ -59,44 +60,44 @@ def skip_mask(skip: Any, grid: Grid) -> np.ndarray:
     )
 
 
-def packed_size(live: int, unit: int, full: int) -> int:
-    """Slots for ``live`` members: ``unit`` (devices × width) times the smallest power of two
-    that holds them, at most ``full``; 0 for none."""
-    if live == 0:
-        return 0
-    groups = math.ceil(live / unit)
-    return min(unit * (1 << (groups - 1).bit_length()), full)
+def arrangement(live: np.ndarray, devices: int, width: int) -> np.ndarray:
+    """A permutation ``order`` of a chunk's members (slot ``i`` holds member ``order[i]``):
+    the ``live`` ones (a bool mask, in member order) fill groups round-robin over the devices
+    (device 0's first group, device 1's first, ..., then the second groups), the others
+    follow in member order."""
+    size = len(live)
+    per_device = size // devices
+    # the slots in filling order: group j of device d is slots d * per_device + j * width + w
+    groups = np.arange(size).reshape(devices, per_device // width, width)
+    fill = groups.transpose(1, 0, 2).reshape(size)
+    order = np.empty(size, np.int64)
+    order[fill] = np.concatenate([np.flatnonzero(live), np.flatnonzero(~live)])
+    return order
 
 
-def slots(live: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(source positions, rows) of ``size`` slots for the ``live`` rows: each live row once,
-    then copies of the first (row -1: results dropped)."""
-    extra = size - len(live)
-    source = np.concatenate([live, np.full(extra, live[0], live.dtype)])
-    return source, np.concatenate([live, np.full(extra, -1, live.dtype)])
+def busy_groups(live: np.ndarray, width: int) -> int:
+    """Groups holding at least one live member (``live`` in slot order)."""
+    return int(live.reshape(-1, width).any(axis=1).sum())
 
 
-def take(state: Any, positions: np.ndarray, sharding: jax.sharding.Sharding) -> Any:
-    """The members of a (device) ``state`` at ``positions``, placed with ``sharding``."""
-    return jax.tree.map(lambda x: put(gather(x)[positions], sharding), state)
+def permuted(state: Any, order: np.ndarray, sharding: jax.sharding.Sharding) -> Any:
+    """The members of ``state`` (device or host arrays) taken in ``order``, on the mesh."""
+    return jax.tree.map(lambda x: put(gather(x)[order], sharding), state)
 
 
-def from_host(state: Any, positions: np.ndarray, sharding: jax.sharding.Sharding) -> Any:
-    """The members of a host ``state`` (numpy leaves) at ``positions``, placed on the mesh."""
-    return jax.tree.map(lambda x: put(np.asarray(x)[positions], sharding), state)
+def skipping_dead(advance: Callable) -> Callable:
+    """``advance(data, hparams, state, *rest) -> (state, first, metrics)`` of a group, run only
+    if a member of the group is alive; else the state as it is and NaN metrics."""
 
+    def run(data, hparams, state, *rest):
+        def compute(hp, st):
+            return advance(data, hp, st, *rest)
 
-def scatter(specs: Any, state: Any | None, rows: np.ndarray) -> Any:
-    """A full chunk's state (numpy, shapes ``specs``): the packed ``state``'s members at their
-    ``rows`` (row -1 left out), every other row zero (``alive`` False)."""
-    real = rows >= 0
+        def skip(hp, st):
+            _, *metrics = jax.eval_shape(compute, hp, st)
+            nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), metrics)
+            return (st, *nan)
 
-    def one(spec, x):
-        full = np.zeros(spec.shape, spec.dtype)
-        if x is not None:
-            full[rows[real]] = gather(x)[real]
-        return full
+        return jax.lax.cond(jnp.any(state.alive), compute, skip, hparams, state)
 
-    if state is None:
-        return jax.tree.map(lambda s: one(s, None), specs)
-    return jax.tree.map(one, specs, state)
+    return run
