@@ -94,7 +94,7 @@ def run_sweep(
       chunk_size: members trained at once (bounds memory; default all), rounded up to a
         multiple of the device count times ``member_group``.
       devices: number of devices to shard members over (default: all of ``jax.devices()``).
-      member_group: members computed side by side on a device (default 4 on CPU, 256 on
+      member_group: members computed side by side on a device (default 1 on CPU, 256 on
         accelerators); a member's numbers depend on it alone, not on the chunking.
       resume: None resumes (or returns) this sweep's work in ``out``; True needs it, False none.
       overwrite: delete the results and checkpoint in ``out`` and start afresh.
