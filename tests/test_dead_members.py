@@ -31,8 +31,8 @@ CONFIG = SweepConfig(
     batch_size=16,
     eval_every=5,
 )
-# Eight learning rates, two seeds: 16 members in 4 groups of 4; the large rates (every other
-# grid point) diverge, so re-packing frees groups.
+# Eight learning rates, two seeds: 16 members in 4 groups of 4 (member_group=4); the large
+# rates (every other grid point) diverge, so re-packing frees groups.
 GRID = {"learning_rate": [0.01, 3.0, 0.03, 10.0, 0.1, 30.0, 0.3, 100.0]}
 VARIABLES = ("train_loss", "test_loss", "test_accuracy", "diverged_at", "skipped")
 
@@ -44,7 +44,9 @@ def _same(a, b):
 
 @pytest.fixture(scope="module")
 def kept():
-    return run_sweep(CONFIG, GRID, 2, repack=False, checkpoint_every=10, progress=False)
+    return run_sweep(
+        CONFIG, GRID, 2, member_group=4, repack=False, checkpoint_every=10, progress=False
+    )
 
 
 def test_dropping_the_diverged_keeps_every_number(kept, monkeypatch):
@@ -53,7 +55,7 @@ def test_dropping_the_diverged_keeps_every_number(kept, monkeypatch):
     moves = []
     permuted = packing.permuted
     monkeypatch.setattr(packing, "permuted", lambda *a: moves.append(1) or permuted(*a))
-    dropped = run_sweep(CONFIG, GRID, 2, checkpoint_every=10, progress=False)
+    dropped = run_sweep(CONFIG, GRID, 2, member_group=4, checkpoint_every=10, progress=False)
     assert moves  # the members were re-arranged
     _same(dropped, kept)
     assert not dropped.skipped.values.any()
@@ -69,8 +71,19 @@ def test_resume_after_a_kill_with_dropped_members(kept, tmp_path):
             raise _Kill
 
     with pytest.raises(_Kill):
-        run_sweep(CONFIG, GRID, 2, out=tmp_path, checkpoint_every=10, progress=False, callback=kill)
-    resumed = run_sweep(CONFIG, GRID, 2, out=tmp_path, checkpoint_every=10, progress=False)
+        run_sweep(
+            CONFIG,
+            GRID,
+            2,
+            member_group=4,
+            out=tmp_path,
+            checkpoint_every=10,
+            progress=False,
+            callback=kill,
+        )
+    resumed = run_sweep(
+        CONFIG, GRID, 2, member_group=4, out=tmp_path, checkpoint_every=10, progress=False
+    )
     _same(resumed, kept)
 
 
@@ -78,7 +91,7 @@ def test_skipped_members_are_never_trained(kept):
     skip = np.zeros((8, 2), bool)
     skip[[1, 5], :] = True
     skip[2, 1] = True
-    ds = run_sweep(CONFIG, GRID, 2, skip=skip, chunk_size=8, progress=False)
+    ds = run_sweep(CONFIG, GRID, 2, member_group=4, skip=skip, chunk_size=8, progress=False)
     flat = skip.reshape(-1)
     assert (ds.skipped.values.reshape(-1) == flat).all()
     for name in ("train_loss", "test_loss"):
@@ -87,15 +100,15 @@ def test_skipped_members_are_never_trained(kept):
         np.testing.assert_array_equal(got[~flat], ref[~flat])
     assert (ds.diverged_at.values.reshape(-1)[flat] == -1).all()
     # (grid points,) broadcasts over the seeds
-    by_point = run_sweep(CONFIG, GRID, 2, skip=skip.all(1), progress=False)
+    by_point = run_sweep(CONFIG, GRID, 2, member_group=4, skip=skip.all(1), progress=False)
     assert (by_point.skipped.values == skip.all(1)[:, None]).all()
 
 
 def test_a_skip_mask_of_another_sweep_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"^skip: expected a boolean array of shape \(8, 2\)"):
-        run_sweep(CONFIG, GRID, 2, skip=np.zeros((16, 2), bool), progress=False)
+        run_sweep(CONFIG, GRID, 2, member_group=4, skip=np.zeros((16, 2), bool), progress=False)
     with pytest.raises(ValueError, match="^skip: expected a boolean array, got dtype"):
-        run_sweep(CONFIG, GRID, 2, skip=np.zeros(8), progress=False)
+        run_sweep(CONFIG, GRID, 2, member_group=4, skip=np.zeros(8), progress=False)
 
 
 def test_the_live_members_fill_the_first_groups_of_every_device():

@@ -63,13 +63,12 @@ def _init_from_key_data(init: Callable, data, hparams, key_data):
 
 
 def _per_device(
-    fn: Callable, in_axes: tuple, mesh: jax.sharding.Mesh, width: int, wrap=None
+    fn: Callable, in_axes: tuple, mesh: jax.sharding.Mesh, width: int, skip=None
 ) -> Callable:
-    """``fn`` of one member, for every member of every device: vmapped (then ``wrap``-ped), in
-    groups of ``width``, under ``shard_map`` (the same program on every device, whatever
-    their number)."""
-    batched = jax.vmap(fn, in_axes=in_axes)
-    local = groups.grouped(wrap(batched) if wrap else batched, width)
+    """``fn`` of one member, for every member of every device: vmapped, in groups of ``width``
+    (each through ``skip``, if given), under ``shard_map`` (the same program on every device,
+    whatever their number)."""
+    local = groups.grouped(jax.vmap(fn, in_axes=in_axes), width, skip)
     specs = tuple(jax.P() if a is None else jax.P("sweep") for a in in_axes)
     return jax.shard_map(
         local, mesh=mesh, in_specs=specs, out_specs=jax.P("sweep"), check_vma=False
@@ -115,7 +114,7 @@ def compiled(
                 (None, 0, 0, None),
                 mesh,
                 width,
-                packing.skipping_dead if skip_dead else None,
+                packing.SKIP_DEAD if skip_dead else None,
             ),
             out_shardings=member,
             donate_argnums=(2,),

@@ -91,25 +91,20 @@ def run_sweep(
       grid: hyperparameter name -> values (their product is swept), or a ``Grid``.
       seeds: seeds per grid point (member seeds 0..seeds-1); default 1, or the ``Grid``'s.
       out: the sweep's directory (see the module doc); None writes nothing.
-      chunk_size: members trained at once (bounds memory; default all), rounded up to a
-        multiple of the device count times ``member_group``.
+      chunk_size: members trained at once (default all; a multiple of devices × member_group).
       devices: number of devices to shard members over (default: all of ``jax.devices()``).
-      member_group: members computed side by side on a device (default 1 on CPU, 256 on
-        accelerators); a member's numbers depend on it alone, not on the chunking.
+      member_group: members side by side per device (a member's numbers depend on it alone).
       resume: None resumes (or returns) this sweep's work in ``out``; True needs it, False none.
       overwrite: delete the results and checkpoint in ``out`` and start afresh.
       progress: show a tqdm progress bar over (chunk, block) pairs (see the module doc).
-      checkpoint_every: steps per block, a multiple of ``eval_every`` dividing ``steps``
-        (default: about a tenth of the run).
+      checkpoint_every: steps per block dividing ``steps`` (default: about a tenth of them).
       callback: called after each block with ``chunk, block, num_chunks, num_blocks, step``.
       skip: members never trained, a bool array ``(grid points, seeds)`` or ``(grid points,)``
         in the grid's member order (``packing.skip_mask``); their metrics are NaN.
-      repack: gather the dead into groups that are not computed (False: compute every member
-        to the end, as before; the same numbers either way).
+      repack: gather the dead in groups that are not computed (False: compute all; same numbers).
 
     Returns:
-      ``xarray.Dataset``: ``train_loss``, ``test_loss`` (``test_accuracy``, ``grad_norm``,
-      ``sharpness`` where they apply) over ``(*grid names, seed, step)``, ``diverged_at`` and
+      ``xarray.Dataset``: the metrics over ``(*grid names, seed, step)``, ``diverged_at`` and
       ``skipped`` over ``(*grid names, seed)``; ``attrs``: config, grid, seeds, group, versions.
     """
     folder = _check_options(chunk_size, out, resume, overwrite)  # before the task check compiles
@@ -123,20 +118,15 @@ def run_sweep(
         plan.compile()  # loads the data, once
         start, leaves, buffers = output.start(plan)
         with _Reporter(plan, start, progress, callback) as report:
-            _train(plan, output, start, leaves, buffers, report)
+            for c, b, hparams, step in plan.blocks(start, leaves):
+                plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
+                report.dispatched()  # the first call returns once compiled (and dispatched)
+                plan.record(c, b, first, metrics, buffers)
+                output.save((c, b + 1), plan, buffers)
+                report((c, b + 1))
         return output.finish(plan.dataset(buffers))
     finally:
         output.close()
-
-
-def _train(plan: Plan, output: hosts.Output, start, leaves, buffers, report: _Reporter) -> None:
-    """Every block from ``start``: advanced, recorded, checkpointed and reported."""
-    for c, b, hparams, step in plan.blocks(start, leaves):
-        plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
-        report.dispatched()  # the first call returns once compiled (and dispatched)
-        plan.record(c, b, first, metrics, buffers)
-        output.save((c, b + 1), plan, buffers)
-        report((c, b + 1))
 
 
 def _check_options(chunk_size: Any, out: Any, resume: Any, overwrite: Any) -> Path | None:

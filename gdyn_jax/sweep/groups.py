@@ -65,11 +65,13 @@ def chunk_layout(
     return chunk, math.ceil(num_members / chunk)
 
 
-def grouped(fn: Callable, width: int) -> Callable:
+def grouped(fn: Callable, width: int, skip: tuple[Callable, Callable] | None = None) -> Callable:
     r"""``fn(data, hparams, state, *rest)``, vmapped over members, run ``width`` at a time.
 
     The member axis (size :math:`K W`) is viewed as :math:`(K, W)` and walked through with a
-    sequential ``lax.map`` over the :math:`K` groups. The loop is there even when
+    sequential ``lax.map`` over the :math:`K` groups. With ``skip = (active, idle)`` a group
+    whose ``active(state)`` is False gets ``idle(fn)(data, hparams, state, *rest)`` instead of
+    ``fn``'s (a ``lax.cond``: it is not computed). The loop is there even when
     :math:`K = 1`, so that a member's program does not depend on :math:`K` either. The sweep
     applies this to each device's members (inside ``shard_map``), so every device runs the
     same program on its own members whatever the number of devices.
@@ -81,7 +83,13 @@ def grouped(fn: Callable, width: int) -> Callable:
             raise ValueError(f"member_group: {size} members are not a multiple of {width}")
         k = size // width
         parts = jax.tree.map(lambda x: x.reshape((k, width) + x.shape[1:]), (hparams, state))
-        out = jax.lax.map(lambda p: fn(data, p[0], p[1], *rest), parts)
+        if skip is None:
+            out = jax.lax.map(lambda p: fn(data, p[0], p[1], *rest), parts)
+        else:  # a group is computed only if it is active (``packing.SKIP_DEAD``)
+            active, idle = skip
+            out = jax.lax.map(
+                lambda p: jax.lax.cond(active(p[1]), fn, idle(fn), data, p[0], p[1], *rest), parts
+            )
         return jax.tree.map(lambda x: x.reshape((size,) + x.shape[2:]), out)
 
     return run

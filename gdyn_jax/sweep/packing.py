@@ -13,7 +13,7 @@ computed at all:
   on.
 
 The compiled block runs a group only if one of its members is alive (a ``lax.cond`` per group,
-``skipping_dead``); between blocks the chunk's members are re-arranged (``arrangement``) so
+``SKIP_DEAD``); between blocks the chunk's members are re-arranged (``arrangement``) so
 that the live ones fill the first groups of every device, balanced over the devices, and the
 dead ones the rest. The arrangement is a permutation of the chunk's members, so the program's
 shapes never change and nothing compiles again; it moves the state through the host
@@ -35,7 +35,7 @@ import numpy as np
 from gdyn_jax.sweep.grid import Grid
 from gdyn_jax.sweep.mesh import gather, put
 
-__all__ = ["arrangement", "busy_groups", "permuted", "skip_mask", "skipping_dead"]
+__all__ = ["SKIP_DEAD", "arrangement", "busy_groups", "permuted", "skip_mask"]
 
 
 def skip_mask(skip: Any, grid: Grid) -> np.ndarray:
@@ -85,19 +85,21 @@ def permuted(state: Any, order: np.ndarray, sharding: jax.sharding.Sharding) -> 
     return jax.tree.map(lambda x: put(gather(x)[order], sharding), state)
 
 
-def skipping_dead(advance: Callable) -> Callable:
-    """``advance(data, hparams, state, *rest) -> (state, first, metrics)`` of a group, run only
-    if a member of the group is alive; else the state as it is and NaN metrics."""
+def _any_alive(state) -> jax.Array:
+    return jnp.any(state.alive)
 
-    def run(data, hparams, state, *rest):
-        def compute(hp, st):
-            return advance(data, hp, st, *rest)
 
-        def skip(hp, st):
-            _, *metrics = jax.eval_shape(compute, hp, st)
-            nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), metrics)
-            return (st, *nan)
+def _idle(advance: Callable) -> Callable:
+    """What a group of dead members gives instead of ``advance``'s outputs: its state as it
+    is, and NaN metrics."""
 
-        return jax.lax.cond(jnp.any(state.alive), compute, skip, hparams, state)
+    def idle(data, hparams, state, *rest):
+        _, *metrics = jax.eval_shape(advance, data, hparams, state, *rest)
+        nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), metrics)
+        return (state, *nan)
 
-    return run
+    return idle
+
+
+#: ``groups.grouped``'s ``skip`` for ``advance``: a group runs only if a member is alive.
+SKIP_DEAD = (_any_alive, _idle)
