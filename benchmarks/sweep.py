@@ -21,10 +21,12 @@ and with the float32 matmul rate of this machine measured in the same process (a
 ``jnp.dot`` of two 2048 × 2048 matrices): the sweep's model FLOP rate (6 × batch × weights
 per step: forward, and backward for inputs and weights) as a fraction of it.
 
-``--cpu-devices N`` splits the CPU into N XLA devices (``jax_num_cpu_devices``, set before
-JAX starts); the sweep then shards its members over all of them (``sweep``), and is also
-timed on one device (``sweep1``). XLA:CPU runs one device's program on one core at these
-sizes, so N devices are how the sweep uses N cores (PyTorch uses its threads).
+By default the CPU is split as the library splits it (one XLA device per core,
+``gdyn_jax.sweep.cores``); ``--cpu-devices N`` splits it into N XLA devices instead
+(``jax_num_cpu_devices``, set before JAX starts). The sweep shards its members over all of
+them (``sweep``), and is also timed on one device (``sweep1``). XLA:CPU runs one device's
+program on one core at these sizes, so N devices are how the sweep uses N cores (PyTorch
+uses its threads).
 
 The one-model baselines train as many model-steps as the sweep block (capped at 20,000 for
 the plain loop and 4,000 for PyTorch eager). All runs of one row are interleaved in one
@@ -270,7 +272,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--members", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cpu-devices", type=int, default=1, help="jax_num_cpu_devices")
+    parser.add_argument(
+        "--cpu-devices", type=int, default=None, help="jax_num_cpu_devices (default: per core)"
+    )
     parser.add_argument("--data", choices=("mnist1d", "synthetic"), default="mnist1d")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES))
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -278,8 +282,11 @@ def main(argv=None) -> dict:
 
     import jax
 
-    if args.cpu_devices > 1:
+    if args.cpu_devices is not None:  # before gdyn_jax.sweep sets its default
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    import gdyn_jax.sweep  # noqa: F401  (one CPU device per core, unless set above)
+
+    devices = len(jax.devices())
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_baselines
     arrays = load_arrays(args.data)
     peak = matmul_flops(args.repeats)
@@ -298,7 +305,7 @@ def main(argv=None) -> dict:
     rows = []
     for m in args.members:
         load_before = os.getloadavg()[0]
-        num_devices = args.cpu_devices if m % args.cpu_devices == 0 else 1
+        num_devices = devices if m % devices == 0 else 1
         sweep_run, sweep_work, compiled = sweep_runner(arrays, m, args.steps, num_devices)
         runners = {"sweep": (sweep_run, sweep_work)}
         if num_devices > 1:

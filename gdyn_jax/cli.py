@@ -19,6 +19,10 @@ disk, so a second ``gdyn analyze`` does not compile again): in ``$GDYN_COMPILATI
 set (``0`` turns it off), else in the user's cache folder (``$XDG_CACHE_HOME/gdyn_jax/jax``,
 ``~/.cache/gdyn_jax/jax``). A cache the user set up for JAX (``$JAX_COMPILATION_CACHE_DIR``)
 is used as it is, with JAX's own settings; so is one configured before the command ran.
+
+On CPU the commands that train (``sweep``, ``reproduce``) use every core: before they run,
+``gdyn_jax.sweep`` is imported, which asks JAX for one CPU device per core unless the user set
+a device count (``JAX_NUM_CPU_DEVICES``, ``XLA_FLAGS``; see ``gdyn_jax.sweep.cores``).
 """
 
 from __future__ import annotations
@@ -54,7 +58,11 @@ environment:
   GDYN_COMPILATION_CACHE   JAX's compilation cache folder (0: off; default
                            ~/.cache/gdyn_jax/jax, or $JAX_COMPILATION_CACHE_DIR if set)
   GDYN_DEBUG=1             a traceback instead of the one-line error
+  JAX_NUM_CPU_DEVICES      CPU devices (default for sweep/reproduce: one per core)
 """
+
+#: The commands that train networks: they start JAX with one CPU device per core.
+_TRAINING = ("sweep", "reproduce")
 
 #: Values of $GDYN_COMPILATION_CACHE that turn the cache off.
 _OFF = ("0", "off", "false", "no", "none")
@@ -202,6 +210,13 @@ def _compilation_cache() -> Iterator[None]:
                 os.environ.pop(key, None)
 
 
+def _cpu_devices(command: str) -> None:
+    """Before a training command, every core (``gdyn_jax.sweep.cores``): the sweep package is
+    imported (its import sets the device default, before any JAX operation)."""
+    if command in _TRAINING:
+        gdyn_jax.sweep  # noqa: B018 (the lazy import is the point)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -211,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _messages_on_stderr(args.command),
             _compilation_cache(),
         ):
+            _cpu_devices(args.command)
             status = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status

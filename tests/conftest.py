@@ -19,6 +19,9 @@ import pytest
 # tests/test_sweep_multidevice.py runs that folder in its own process with them set.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     collect_ignore = ["multidevice"]
+    # The tests run on JAX's one CPU device (their chunk layouts assume it): the library's
+    # default, one device per core, is checked in fresh processes by tests/test_cores.py.
+    os.environ.setdefault("JAX_NUM_CPU_DEVICES", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

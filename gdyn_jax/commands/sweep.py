@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--chunk-size", type=int, help="members trained at once (bounds memory; default all)")
     a("--devices", type=int, help="devices to shard members over (default all)")
-    a("--member-group", type=int, help="members computed side by side per device (4 on CPU)")
+    a("--member-group", type=int, help="members computed side by side per device (1 on CPU)")
     a(
         "--checkpoint-every",
         type=int,

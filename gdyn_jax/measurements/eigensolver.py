@@ -15,6 +15,14 @@ the Rayleigh-Ritz step never divides by a small norm. The relative residual
 start fails the check, the solve is repeated from random vectors (a *cold start*) with more
 iterations, inside the same traced function (``jax.lax.cond``), so :func:`eigenpairs` is a pure
 function of ``(matvec, previous, key)`` usable under ``jax.jit`` and ``jax.vmap``.
+
+Under ``jax.vmap`` a ``lax.cond`` on a batched predicate computes both branches, so
+:func:`eigenpairs` then always pays for the cold solve. :func:`track_top` tracks the top pair
+for the sweep: Lanczos warm-started from the previous vector, stopped by the same residual
+check, with the cold start as a restart inside one ``lax.while_loop`` (batched, it runs the
+steps its slowest member needs). Lanczos rather than LOBPCG there: the Krylov space of the
+warm vector contains the LOBPCG iterates from it, at one Hessian-vector product per step where
+the QR-based LOBPCG above takes three (measured in ``BENCHMARKS.md``).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Eigenpairs", "eigenpairs", "lobpcg"]
+__all__ = ["Eigenpairs", "Tracked", "eigenpairs", "lobpcg", "track_top"]
 
 MatVec = Callable[[jax.Array], jax.Array]
 
@@ -150,3 +158,112 @@ def eigenpairs(
     signs = jnp.sign(jnp.sum(vectors * previous, axis=0))
     vectors = vectors * jnp.where(signs == 0, 1.0, signs)[None, :]
     return Eigenpairs(values, vectors, res, jnp.max(res) <= tol, failed)
+
+
+class Tracked(NamedTuple):
+    """The top eigenpair of :func:`track_top`: ``value`` (scalar), ``vector`` (n,) of unit
+    norm, ``residual`` its relative residual, ``converged`` (residual within the tolerance),
+    ``restarted`` (the warm start failed and a cold start was taken), ``products`` (operator
+    products used)."""
+
+    value: jax.Array
+    vector: jax.Array
+    residual: jax.Array
+    converged: jax.Array
+    restarted: jax.Array
+    products: jax.Array
+
+
+def _tridiagonal(alphas, betas, j):
+    """The Lanczos matrix of steps ``0..j`` in a fixed-size array; the rows past ``j`` are
+    decoupled, below every Ritz value (so the top eigenpair is the active block's)."""
+    idx = jnp.arange(alphas.shape[0])
+    low = alphas[0] - jnp.abs(alphas[0]) - 1.0
+    diag = jnp.where(idx <= j, alphas, low)
+    off = jnp.where(idx[:-1] < j, betas[:-1], 0.0)
+    return jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1)
+
+
+def _starts(previous: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(warm start, cold start, whether there is no previous vector), unit vectors."""
+    n = previous.size
+    pnorm = jnp.linalg.norm(previous)
+    noise = jax.random.normal(key, (n,), previous.dtype)
+    cold = noise * jnp.where(pnorm > 0, pnorm / jnp.sqrt(n), 1.0) + previous
+    cold = cold / jnp.linalg.norm(cold)
+    none = pnorm == 0
+    return jnp.where(none, cold, previous / jnp.where(none, 1.0, pnorm)), cold, none
+
+
+def _lanczos_step(matvec: MatVec, cold: jax.Array, iters: int, tol: float) -> Callable:
+    """One step of :func:`track_top`'s loop: a Lanczos step, the residual check, the restart."""
+    tiny = jnp.finfo(cold.dtype).eps * 10
+
+    def body(c):
+        j, basis, alphas, betas, v, v_prev, beta_prev, s, _, restarted, used, _ = c
+        w = matvec(v) - beta_prev * v_prev
+        alpha = jnp.vdot(w, v)
+        w = w - alpha * v
+        basis = basis.at[j].set(v)
+        w = w - basis.T @ (basis @ w)  # full reorthogonalisation (twice is enough)
+        w = w - basis.T @ (basis @ w)
+        beta = jnp.linalg.norm(w)
+        alphas, betas = alphas.at[j].set(alpha), betas.at[j].set(beta)
+        theta, vecs = jnp.linalg.eigh(_tridiagonal(alphas, betas, j))
+        s = vecs[:, -1]
+        scale = jnp.maximum(jnp.abs(theta[-1]), tiny)
+        res = jnp.abs(beta * s[j]) / scale
+        done = (res <= tol) | (beta <= tiny * scale)
+        switch = ~restarted & ~done & (j + 1 == iters)
+
+        def reset(x):
+            return jnp.where(switch, jnp.zeros_like(x), x)
+
+        v_next = jnp.where(switch, cold, w / jnp.where(beta > 0, beta, 1.0))
+        j_next = jnp.where(switch, 0, j + 1)
+        vectors = (reset(basis), reset(alphas), reset(betas), v_next, reset(v), reset(beta))
+        return (j_next, *vectors, s, done, restarted | switch, used + 1, res)
+
+    return body
+
+
+def track_top(
+    matvec: MatVec, previous: jax.Array, key: jax.Array, *, iters: int = 20, tol: float = 3e-3
+) -> Tracked:
+    r"""The top eigenpair of the symmetric ``matvec``, by Lanczos warm-started from ``previous``.
+
+    Lanczos with full reorthogonalisation from ``previous`` (n,) (the last evaluation's
+    vector; all zeros for none) stops as soon as the top Ritz pair's relative residual
+    :math:`|\beta_j s_j| / |\theta|` (exact with full reorthogonalisation) is at most ``tol``;
+    a residual :math:`r` puts :math:`\theta` within :math:`r|\theta|` of an eigenvalue, and
+    within about :math:`r^2\theta^2/\text{gap}` of it. Started from a close vector it takes a
+    few products (the Krylov space of ``previous`` holds every LOBPCG iterate from it, at one
+    product per step instead of three). If ``iters`` steps do not converge (or ``previous`` is
+    zero) it restarts from a cold start, random (``key``) mixed with ``previous`` as in
+    :func:`eigenpairs`, for at most ``iters`` steps more. One ``lax.while_loop``: under
+    ``jax.vmap`` a batch runs the steps its slowest member needs, the others frozen. As for
+    :func:`eigenpairs`, the check certifies an eigenpair, not that it is the top one: a
+    ``previous`` that is exactly a lower eigenvector stays there.
+    """
+    if previous.ndim != 1 or previous.size < 1:
+        raise ValueError(f"previous: expected a vector, got shape {previous.shape}")
+    if int(iters) < 1:
+        raise ValueError(f"iters: expected >= 1, got {iters}")
+    n, dtype = previous.size, previous.dtype
+    iters = min(int(iters), n)
+    v0, cold, none = _starts(previous, key)
+
+    def cond(c):
+        j, done, restarted = c[0], c[8], c[9]
+        return ~done & ~(restarted & (j == iters))
+
+    z = jnp.zeros((iters,), dtype)
+    carry = (0, jnp.zeros((iters, n), dtype), z, z, v0, jnp.zeros_like(v0), jnp.zeros((), dtype))
+    carry += (z, jnp.asarray(False), none, jnp.asarray(0), jnp.asarray(jnp.inf, dtype))
+    out = jax.lax.while_loop(cond, _lanczos_step(matvec, cold, iters, tol), carry)
+    j, basis, alphas, betas, _, _, _, s, done, restarted, used, res = out
+    value = jnp.linalg.eigvalsh(_tridiagonal(alphas, betas, j - 1))[-1]
+    vector = basis.T @ s
+    vector = vector / jnp.linalg.norm(vector)
+    sign = jnp.sign(jnp.vdot(vector, previous))
+    return Tracked(value, vector * jnp.where(sign == 0, 1.0, sign), res, done, restarted, used)

@@ -19,7 +19,16 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["METHODS", "hvp", "spectral_measure", "top_eigenpairs", "top_eigenvalue"]
+from gdyn_jax.measurements import eigensolver
+
+__all__ = [
+    "METHODS",
+    "hvp",
+    "spectral_measure",
+    "top_eigenpairs",
+    "top_eigenvalue",
+    "tracked_top_eigenvalue",
+]
 
 PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
@@ -167,6 +176,29 @@ def top_eigenvalue(
     if method == "power":
         return _power(matvec, v0, int(num_iters))
     return jnp.linalg.eigvalsh(_lanczos(matvec, v0, int(num_iters))[0])[-1]
+
+
+def tracked_top_eigenvalue(
+    loss_fn: LossFn,
+    params: PyTree,
+    previous: jax.Array,
+    key: jax.Array,
+    num_iters: int = 20,
+    tol: float = 3e-3,
+    *,
+    preconditioner: PyTree | None = None,
+) -> eigensolver.Tracked:
+    r"""The sharpness (or, with ``preconditioner``, the preconditioned sharpness, as in
+    :func:`top_eigenvalue`) warm-started from ``previous``, the flat top eigenvector of the
+    last evaluation (zeros for none): :func:`eigensolver.track_top` on Hessian-vector
+    products, stopped at relative residual ``tol``, at most ``num_iters`` steps warm and
+    ``num_iters`` cold. Returns the ``Tracked`` pair (keep ``vector`` for the next call)."""
+    matvec, n = _flat_hvp(loss_fn, params)
+    if previous.shape != (n,):
+        raise ValueError(f"previous: expected shape ({n},), got {previous.shape}")
+    if preconditioner is not None:
+        matvec = _preconditioned(matvec, params, preconditioner)
+    return eigensolver.track_top(matvec, previous, key, iters=num_iters, tol=tol)
 
 
 def _preconditioned(matvec, params: PyTree, preconditioner: PyTree):

@@ -21,8 +21,12 @@
   ``UsageError`` if not; every sweep runs it before its training program compiles.
 - ``observe(listener)``: a context in which every ``run_sweep`` reports its progress (compiling,
   compiled, each block) to ``listener``, bar or no bar.
+
+On CPU a sweep uses every core: importing this package asks JAX for one CPU device per core
+(``cores.default_cpu_devices``) unless the user set a device count or JAX already runs.
 """
 
+from gdyn_jax.sweep import cores
 from gdyn_jax.sweep.assembly import Program, assemble, make_train
 from gdyn_jax.sweep.config import LOSSES, SCHEDULES, SweepConfig
 from gdyn_jax.sweep.data import Arrays
@@ -32,6 +36,8 @@ from gdyn_jax.sweep.mesh import sweep_mesh
 from gdyn_jax.sweep.results import load_results, save_results
 from gdyn_jax.sweep.task_check import TaskCheck, check_task
 from gdyn_jax.sweep.train import TrainState
+
+cores.default_cpu_devices()  # before any JAX operation, if the user has not chosen
 
 __all__ = [
     "LOSSES",

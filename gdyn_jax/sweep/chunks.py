@@ -12,6 +12,7 @@ and, at the end, the results Dataset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gdyn_jax.sweep import cache, groups
+from gdyn_jax.sweep import cache, groups, packing
 from gdyn_jax.sweep import grid as grid_lib
 from gdyn_jax.sweep import results as results_lib
 from gdyn_jax.sweep.assembly import Program
@@ -84,12 +85,28 @@ class Plan:
     intervals: int
     identity: dict[str, Any]
     layout: dict[str, int]
-    state: Any = None  # the TrainState of the chunk being trained
+    state: Any = None  # the TrainState of the chunk being trained, its members in ``order``
+    order: Any = None  # the chunk member (row) in each slot of ``state`` (``packing``)
+    hp: Any = None  # the hyperparameters of ``state``'s members, on the mesh
+    skip: Any = None  # (num_members,) bool: the members never trained
+    repack: bool = True  # whether diverged members leave the groups between blocks
 
     @classmethod
-    def of(cls, program: Program, chunk_size, devices, member_group, checkpoint_every) -> Plan:
+    def of(
+        cls,
+        program: Program,
+        chunk_size,
+        devices,
+        member_group,
+        checkpoint_every,
+        skip: Any = None,
+        repack: bool = True,
+    ) -> Plan:
         """The plan of an assembled ``program`` (see ``run_sweep`` for the options)."""
         config, grid = program.config, program.grid
+        skipped = packing.skip_mask(skip, grid)
+        if not isinstance(repack, bool):
+            raise ValueError(f"repack: expected True or False, got {repack!r}")
         mesh = sweep_mesh(devices)
         devs = tuple(mesh.devices.flat)
         width = groups.default_width(devs)
@@ -100,7 +117,13 @@ class Plan:
         check_host_memory(chunk * num_chunks, config.num_evals)
         versions = results_lib.versions()
         identity = results_lib.identity(
-            config.to_json(), grid.as_dict(), grid.seeds, width, devs[0].platform, versions
+            config.to_json(),
+            grid.as_dict(),
+            grid.seeds,
+            width,
+            devs[0].platform,
+            versions,
+            np.flatnonzero(skipped).tolist(),
         )
         layout = {
             "chunk": chunk,
@@ -108,7 +131,9 @@ class Plan:
             "block_intervals": intervals,
             "num_blocks": num_intervals // intervals,
         }
-        return cls(program, mesh, width, chunk, num_chunks, intervals, identity, layout)
+        plan = cls(program, mesh, width, chunk, num_chunks, intervals, identity, layout)
+        plan.skip, plan.repack = skipped, repack
+        return plan
 
     @property
     def num_blocks(self) -> int:
@@ -123,7 +148,7 @@ class Plan:
         """The compiled programs (data loaded, once per cache entry), the data replicated on
         the mesh and the member table padded to whole chunks."""
         self.programs = cache.compiled(
-            self.program, self.intervals, tuple(self.mesh.devices.flat), self.width
+            self.program, self.intervals, tuple(self.mesh.devices.flat), self.width, self.repack
         )
         self.advance = self.programs.advance
         replicated = jax.sharding.NamedSharding(self.mesh, jax.P())
@@ -132,6 +157,8 @@ class Plan:
         hparams, keys = self.program.members()
         self.hparams = {k: grid_lib.pad(v, total) for k, v in hparams.items()}
         self.keys = grid_lib.pad(keys, total)
+        # rows never trained: the skipped ones and the padding of the last chunk
+        self.dropped = np.concatenate([self.skip, np.ones(total - len(self.skip), bool)])
 
     def buffers(self, rows: int | None = None) -> dict[str, np.ndarray]:
         """NaN metrics (rows, evaluations) and ``diverged_at`` -1 (default: every member,
@@ -148,30 +175,50 @@ class Plan:
         hp = {k: put(v[rows], self.member) for k, v in self.hparams.items()}
         return hp, put(self.keys[rows], self.member)
 
-    def state_shapes(self) -> Any:
-        """The shapes and dtypes of a chunk's ``TrainState`` (no computation)."""
+    @functools.cached_property
+    def _state_shapes(self) -> Any:
         hp, keys = self.chunk_inputs(0)
         return jax.eval_shape(self.programs.init, self.data, hp, keys)
 
+    def state_shapes(self) -> Any:
+        """The shapes and dtypes of a (full) chunk's ``TrainState`` (no computation)."""
+        return self._state_shapes
+
     def blocks(self, start: tuple[int, int], leaves) -> Iterator[tuple]:
-        """``(chunk, block, hparams, start_step)`` of every block from ``start``; ``state``
-        is set to each chunk's initial state before its first block (``leaves``, the
-        checkpointed state of chunk ``start[0]``, if given), and is the caller's to advance."""
+        """``(chunk, block, hparams, start_step)`` of every block from ``start``; before each
+        chunk's first block, ``state`` is set to its initial state (``leaves``, the
+        checkpointed state of chunk ``start[0]``, if given), its skipped members dead and its
+        members arranged live first (``packing``); it is the caller's to advance."""
         for c in range(start[0], self.num_chunks):
-            hp, keys = self.chunk_inputs(c)
             b0 = start[1] if leaves is not None and c == start[0] else 0
+            rows = slice(c * self.chunk, (c + 1) * self.chunk)
             if b0:
                 structure = jax.tree.structure(self.state_shapes())
-                self.state = jax.tree.unflatten(structure, [put(x, self.member) for x in leaves])
+                state = jax.tree.unflatten(structure, list(leaves))
+                live = np.asarray(state.alive) & ~self.dropped[rows]
             else:
-                self.state = self.programs.init(self.data, hp, keys)
+                live = ~self.dropped[rows]
+            self.order = packing.arrangement(live, self.mesh.size, self.width)
+            self.hp = {k: put(v[rows][self.order], self.member) for k, v in self.hparams.items()}
+            if b0:
+                self.state = packing.permuted(state, self.order, self.member)
+            else:
+                keys = put(self.keys[rows][self.order], self.member)
+                state = self.programs.init(self.data, self.hp, keys)
+                self.state = state._replace(alive=put(live[self.order], self.member))
             for b in range(b0, self.num_blocks):
-                yield c, b, hp, np.int32(b * self.intervals * self.program.config.eval_every)
+                yield c, b, self.hp, np.int32(b * self.intervals * self.program.config.eval_every)
+
+    def saved_state(self) -> Any:
+        """The chunk's state in member order (host arrays), for the checkpoint."""
+        inverse = np.argsort(self.order)
+        return jax.tree.map(lambda x: gather(x)[inverse], self.state)
 
     def record(self, c: int, b: int, first, metrics, buffers) -> None:
         """Writes block ``b`` of chunk ``c`` (its outputs and the state's ``diverged_at``,
-        gathered to the host) in ``buffers``."""
-        rows, names = slice(c * self.chunk, (c + 1) * self.chunk), self.programs.task.metric_names
+        gathered to the host) in ``buffers``; then re-arranges the members if that frees a
+        group (``repack``)."""
+        rows, names = c * self.chunk + self.order, self.programs.task.metric_names
         if b == 0:
             for k in names:
                 buffers[k][rows, 0] = gather(first[k])
@@ -179,6 +226,20 @@ class Plan:
         for k in names:
             buffers[k][rows, cols] = gather(metrics[k])
         buffers["diverged_at"][rows] = gather(self.state.diverged_at)
+        if self.repack and b + 1 < self.num_blocks:
+            self._repack(c)
+
+    def _repack(self, c: int) -> None:
+        """Re-arranges chunk ``c``'s members live first, if that leaves fewer busy groups."""
+        alive = gather(self.state.alive)  # in slot order
+        live = np.zeros(self.chunk, bool)
+        live[self.order] = alive
+        order = packing.arrangement(live, self.mesh.size, self.width)
+        if packing.busy_groups(live[order], self.width) < packing.busy_groups(alive, self.width):
+            move = np.argsort(self.order)[order]  # new slot -> old slot
+            self.state = packing.permuted(self.state, move, self.member)
+            self.hp = {k: put(gather(v)[move], self.member) for k, v in self.hp.items()}
+            self.order = order
 
     def progress(self, position: tuple[int, int]) -> dict[str, int]:
         """What ``run_sweep``'s callback receives after the block ending at ``position``."""
@@ -204,4 +265,5 @@ class Plan:
             config.to_json(),
             self.width,
             self.identity["platform"],
+            skipped=self.skip,
         )

@@ -83,7 +83,13 @@ class SweepConfig:
       batch_sharpness_batches: mini-batches the batch sharpness averages over (16: each
         costs about three training steps; the standard error falls as one over its root).
       sharpness_subset: examples (the first ones of the training set) for the sharpness.
-      sharpness_iters: Lanczos iterations for the sharpness.
+      sharpness_iters: Lanczos iterations for the sharpness (with ``sharpness_tol``: at most
+        that many warm, then as many cold).
+      sharpness_tol: the tracked (preconditioned) sharpness starts from the last evaluation's
+        top eigenvector and stops once the relative residual of its Ritz pair is at most this
+        (``measurements.hessian.tracked_top_eigenvalue``: a few Hessian-vector products where
+        a cold start takes ``sharpness_iters``; a cold restart if the warm start fails). 0:
+        ``sharpness_iters`` Lanczos steps from a random vector at every evaluation.
       eval_batch_size: examples per evaluation chunk (bounds evaluation memory).
       data_dir: where datasets are prepared (``None``: the data module's default).
     """
@@ -107,6 +113,7 @@ class SweepConfig:
     batch_sharpness_batches: int = 16
     sharpness_subset: int = 1000
     sharpness_iters: int = 20
+    sharpness_tol: float = 3e-3
     eval_batch_size: int = 5000
     data_dir: str | None = None
 
@@ -178,6 +185,9 @@ class SweepConfig:
         check_int("sharpness_subset", self.sharpness_subset, 1)
         check_int("sharpness_iters", self.sharpness_iters, 1)
         check_int("batch_sharpness_batches", self.batch_sharpness_batches, 1)
+        tol = to_float("sharpness_tol", self.sharpness_tol)
+        if not 0 <= tol < 1:
+            raise ValueError(f"sharpness_tol: expected a number in [0, 1), got {tol!r}")
         check_int("eval_batch_size", self.eval_batch_size, 1)
         data_lib.check_name(self.dataset)
         self._check_data_dir()

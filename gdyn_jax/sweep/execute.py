@@ -6,7 +6,9 @@ optimizer resolved), cuts it into chunks and blocks (``chunks``), claims its out
 grouped, sharded and jitted from the program's pure ``advance``), checkpointing after each.
 
 Every member is computed in a vmapped group of one fixed width (``groups``), so its numbers
-do not depend on the chunk size, the device count or the process count, bit for bit. The
+do not depend on the chunk size, the device count or the process count, bit for bit; nor on
+the members beside it, so skipped members are never trained and diverged ones are gathered
+into groups that are not computed, between blocks (``packing``). The
 member axis of every input is sharded over a ``'sweep'`` mesh axis and the data replicated
 (``mesh``), so XLA partitions the programs across devices (and processes) with no
 collectives. Resuming feeds the same compiled programs the same inputs, so a resumed sweep
@@ -79,6 +81,8 @@ def run_sweep(
     progress: bool = True,
     checkpoint_every: int | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    skip: Any = None,
+    repack: bool = True,
 ):
     """Trains every (grid point, seed) pair in one jit + vmap program; returns a Dataset.
 
@@ -87,27 +91,25 @@ def run_sweep(
       grid: hyperparameter name -> values (their product is swept), or a ``Grid``.
       seeds: seeds per grid point (member seeds 0..seeds-1); default 1, or the ``Grid``'s.
       out: the sweep's directory (see the module doc); None writes nothing.
-      chunk_size: members trained at once (bounds memory; default all), rounded up to a
-        multiple of the device count times ``member_group``.
+      chunk_size: members trained at once (default all; a multiple of devices × member_group).
       devices: number of devices to shard members over (default: all of ``jax.devices()``).
-      member_group: members computed side by side on a device (default 4 on CPU, 256 on
-        accelerators); a member's numbers depend on it alone, not on the chunking.
-      resume: None resumes (or returns) this sweep's work in ``out`` if there is some; True
-        requires some, False none.
+      member_group: members side by side per device (a member's numbers depend on it alone).
+      resume: None resumes (or returns) this sweep's work in ``out``; True needs it, False none.
       overwrite: delete the results and checkpoint in ``out`` and start afresh.
       progress: show a tqdm progress bar over (chunk, block) pairs (see the module doc).
-      checkpoint_every: steps per block, a multiple of ``eval_every`` dividing ``steps``
-        (default: about a tenth of the run).
+      checkpoint_every: steps per block dividing ``steps`` (default: about a tenth of them).
       callback: called after each block with ``chunk, block, num_chunks, num_blocks, step``.
+      skip: members never trained, a bool array ``(grid points, seeds)`` or ``(grid points,)``
+        in the grid's member order (``packing.skip_mask``); their metrics are NaN.
+      repack: gather the dead in groups that are not computed (False: compute all; same numbers).
 
     Returns:
-      ``xarray.Dataset``: ``train_loss``, ``test_loss`` (``test_accuracy``, ``grad_norm``,
-      ``sharpness`` where they apply) over ``(*grid names, seed, step)``, ``diverged_at`` over
-      ``(*grid names, seed)``; ``attrs``: config record, grid, seeds, member group, versions.
+      ``xarray.Dataset``: the metrics over ``(*grid names, seed, step)``, ``diverged_at`` and
+      ``skipped`` over ``(*grid names, seed)``; ``attrs``: config, grid, seeds, group, versions.
     """
     folder = _check_options(chunk_size, out, resume, overwrite)  # before the task check compiles
     program = assemble(config, grid, seeds)
-    plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every)
+    plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every, skip, repack)
     output = hosts.Output(folder, plan.identity, plan.layout)
     try:
         output.claim(resume, overwrite)  # before anything is loaded or compiled
@@ -120,7 +122,7 @@ def run_sweep(
                 plan.state, first, metrics = plan.advance(plan.data, hparams, plan.state, step)
                 report.dispatched()  # the first call returns once compiled (and dispatched)
                 plan.record(c, b, first, metrics, buffers)
-                output.save((c, b + 1), plan.state, buffers)
+                output.save((c, b + 1), plan, buffers)
                 report((c, b + 1))
         return output.finish(plan.dataset(buffers))
     finally:

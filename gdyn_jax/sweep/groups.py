@@ -17,11 +17,14 @@ chunks of 1, 3, 4 and 10 members on 1 and 4 devices, ``tests/test_multiprocess.p
 processes. (The training program helps: it divides by no scalar shared by all members, a
 division XLA turns into a product with the reciprocal in some programs and not in others.)
 
-The price is the padding: a sweep of fewer than :math:`D W` members computes :math:`D W`.
-On CPU the width hardly matters to a large sweep (groups of 1 to 16 members ran 256 members
-at the same rate within the noise of a shared 2-core machine; ``benchmarks/member_groups.py``,
-``BENCHMARKS.md``) while padding a small one costs up to :math:`W` times its work, so the
-default there is 4; on accelerators, which want wide batches, it is 256 (not measured here).
+The padding members are dead from the start, and a group whose members are all dead is not
+computed (``packing``), but a group with one live member costs :math:`W` members. On CPU the
+width hardly matters to a large sweep (groups of 1 to 16 members ran 256 members at the same
+rate within the noise of a shared 2-core machine; ``benchmarks/member_groups.py``,
+``BENCHMARKS.md``) while a small one pays up to :math:`W` times its work (2 full-batch
+members of the edge-of-stability network on 2 devices: 4 times as long in groups of 4 as in
+groups of 1), so the default there is 1; on accelerators, which want wide batches, it is 256
+(not measured here).
 The width is recorded in the results (``attrs['member_group']``) and is part of a sweep's
 identity: a resumed sweep must use the same one.
 """
@@ -34,12 +37,12 @@ from collections.abc import Callable, Sequence
 import jax
 
 # Members per group and device, by platform (see the module docstring).
-DEFAULT_WIDTH = {"cpu": 4}
+DEFAULT_WIDTH = {"cpu": 1}
 ACCELERATOR_WIDTH = 256
 
 
 def default_width(devices: Sequence[jax.Device]) -> int:
-    """The default group width for ``devices``: 4 on CPU, 256 on accelerators."""
+    """The default group width for ``devices``: 1 on CPU, 256 on accelerators."""
     platforms = {d.platform for d in devices}
     return min(DEFAULT_WIDTH.get(p, ACCELERATOR_WIDTH) for p in platforms)
 
@@ -62,11 +65,13 @@ def chunk_layout(
     return chunk, math.ceil(num_members / chunk)
 
 
-def grouped(fn: Callable, width: int) -> Callable:
+def grouped(fn: Callable, width: int, skip: tuple[Callable, Callable] | None = None) -> Callable:
     r"""``fn(data, hparams, state, *rest)``, vmapped over members, run ``width`` at a time.
 
     The member axis (size :math:`K W`) is viewed as :math:`(K, W)` and walked through with a
-    sequential ``lax.map`` over the :math:`K` groups. The loop is there even when
+    sequential ``lax.map`` over the :math:`K` groups. With ``skip = (active, idle)`` a group
+    whose ``active(state)`` is False gets ``idle(fn)(data, hparams, state, *rest)`` instead of
+    ``fn``'s (a ``lax.cond``: it is not computed). The loop is there even when
     :math:`K = 1`, so that a member's program does not depend on :math:`K` either. The sweep
     applies this to each device's members (inside ``shard_map``), so every device runs the
     same program on its own members whatever the number of devices.
@@ -78,7 +83,13 @@ def grouped(fn: Callable, width: int) -> Callable:
             raise ValueError(f"member_group: {size} members are not a multiple of {width}")
         k = size // width
         parts = jax.tree.map(lambda x: x.reshape((k, width) + x.shape[1:]), (hparams, state))
-        out = jax.lax.map(lambda p: fn(data, p[0], p[1], *rest), parts)
+        if skip is None:
+            out = jax.lax.map(lambda p: fn(data, p[0], p[1], *rest), parts)
+        else:  # a group is computed only if it is active (``packing.SKIP_DEAD``)
+            active, idle = skip
+            out = jax.lax.map(
+                lambda p: jax.lax.cond(active(p[1]), fn, idle(fn), data, p[0], p[1], *rest), parts
+            )
         return jax.tree.map(lambda x: x.reshape((size,) + x.shape[2:]), out)
 
     return run

@@ -161,11 +161,12 @@ class Output:
         buffers = _broadcast(buffers)
         return self.decision.results if self.writer else plan.dataset(buffers)
 
-    def save(self, position: tuple[int, int], state: Any, buffers: Mapping[str, np.ndarray]):
-        """The checkpoint after a block (every process gathers the state; process 0 writes)."""
+    def save(self, position: tuple[int, int], plan: Plan, buffers: Mapping[str, np.ndarray]):
+        """The checkpoint after a block (every process gathers the chunk's full state,
+        ``plan.saved_state``; process 0 writes)."""
         if self.out is None:
             return
-        leaves = [gather(x) for x in jax.tree.leaves(state)]
+        leaves = [gather(x) for x in jax.tree.leaves(plan.saved_state())]
         if self.writer:
             file = checkpoint.path(self.out)
             checkpoint.write(file, self.identity, self.layout, position, leaves, buffers)

@@ -50,8 +50,10 @@ def to_dataset(
     config_json: str,
     member_group: int,
     platform: str,
+    skipped: np.ndarray | None = None,
 ):
-    """Labels flat per-member arrays ((M, E) metrics, (M,) diverged_at) with the grid axes."""
+    """Labels flat per-member arrays ((M, E) metrics, (M,) diverged_at, (M,) ``skipped``:
+    the members never trained, default none) with the grid axes."""
     names = list(grid)
     shape = tuple(len(grid[k]) for k in names) + (seeds,)
     dims = tuple(names) + ("seed",)
@@ -60,6 +62,8 @@ def to_dataset(
         for k, v in metrics.items()
     }
     data_vars["diverged_at"] = (dims, np.asarray(diverged_at, np.int32).reshape(shape))
+    skipped = np.zeros(shape, bool) if skipped is None else np.asarray(skipped, bool)
+    data_vars["skipped"] = (dims, skipped.reshape(shape))
     coords = {k: np.asarray(grid[k], np.float64) for k in names}
     coords["seed"] = np.arange(seeds)
     coords["step"] = np.asarray(eval_steps, np.int64)
@@ -72,6 +76,8 @@ def to_dataset(
         "versions": json.dumps(versions(), sort_keys=True),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    if skipped.any():
+        attrs["skipped"] = json.dumps(np.flatnonzero(skipped).tolist())
     return extras.xarray.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -140,13 +146,16 @@ def identity(
     member_group: int,
     platform: str,
     library_versions: Mapping[str, str],
+    skipped: Sequence[int] = (),
 ) -> dict[str, Any]:
     """What makes two sweeps the same: their numbers would be the same, bit for bit.
 
-    The config record, the grid and seeds, the member group width, the platform and the
-    library versions (a checkpoint or results of another identity are never mixed in).
+    The config record, the grid and seeds, the member group width, the platform, the
+    library versions and the skipped members (flat indices; recorded only when there are
+    some): a checkpoint or results of another identity are never mixed in.
     """
-    return {
+    extra = {"skipped": [int(m) for m in skipped]} if len(skipped) else {}
+    return extra | {
         "config": json.loads(config_json),
         "grid": {k: [float(v) for v in vs] for k, vs in grid.items()},
         "seeds": int(seeds),
@@ -166,6 +175,7 @@ def identity_of(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
             attrs["member_group"],
             attrs["platform"],
             json.loads(attrs["versions"]),
+            json.loads(attrs.get("skipped", "[]")),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None

@@ -128,6 +128,7 @@ def build(config: SweepConfig, fast: bool) -> tuple[Task, data_lib.DeviceData]:
             adam_preconditioner_of(rule.factory, fixed, rule.defaults) if precondition else None
         ),
         batch_sharpness_batches=config.batch_sharpness_batches * config.track_batch_sharpness,
+        sharpness_tol=float(config.sharpness_tol),
     )
     tracked = config.track_sharpness or precondition
     sharpness = config.sharpness_subset if tracked else None

@@ -73,6 +73,10 @@ class Task:
         tracked, else None.
       batch_sharpness_batches: mini-batches the tracked batch sharpness averages over (0: not
         tracked; one batch, the training set, for full batch).
+      sharpness_tol: the tracked (preconditioned) sharpness is warm-started from the last
+        evaluation's eigenvector and stopped at this relative residual
+        (``hessian.tracked_top_eigenvalue``); 0 runs ``sharpness_iters`` Lanczos steps from a
+        random vector at every evaluation instead (``hessian.top_eigenvalue``).
     """
 
     model: nn.Module
@@ -90,6 +94,7 @@ class Task:
     kernels: Kernels
     preconditioner: Callable[[PyTree, HParams], PyTree] | None = None
     batch_sharpness_batches: int = 0
+    sharpness_tol: float = 0.0
 
     @property
     def full_batch(self) -> bool:
@@ -103,6 +108,14 @@ class Task:
         names += ("preconditioned_sharpness",) * (self.preconditioner is not None)
         return names + ("batch_sharpness",) * (self.batch_sharpness_batches > 0)
 
+    @property
+    def tracked(self) -> tuple[str, ...]:
+        """The curvatures whose eigenvectors the state carries (warm starts)."""
+        if not self.sharpness_tol:
+            return ()
+        names = ("sharpness",) * self.track_sharpness
+        return names + ("preconditioned_sharpness",) * (self.preconditioner is not None)
+
 
 class TrainState(NamedTuple):
     """Everything one member carries from step to step.
@@ -110,7 +123,9 @@ class TrainState(NamedTuple):
     ``model_state`` holds the module's variable collections other than ``params`` (empty for
     the built-in models); ``alive`` is False from the first non-finite step on, and
     ``diverged_at`` the index of that step (-1 if none); ``data_key`` and ``sharpness_key``
-    are raw key data; ``order`` is the current epoch's permutation (None for full batch).
+    are raw key data; ``order`` is the current epoch's permutation (None for full batch);
+    ``eigenvectors`` maps each warm-started curvature (``Task.tracked``) to the flat top
+    eigenvector of the last evaluation (zeros before the first), else None.
     """
 
     params: PyTree
@@ -121,6 +136,7 @@ class TrainState(NamedTuple):
     data_key: jax.Array
     sharpness_key: jax.Array
     order: jax.Array | None
+    eigenvectors: dict[str, jax.Array] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +182,16 @@ def init(task: Task, data: DeviceData, hparams: HParams, key: jax.Array) -> Trai
         data_key=jax.random.key_data(data_key),
         sharpness_key=jax.random.key_data(sharpness_key),
         order=None if task.full_batch else jnp.zeros((task.num_train,), jnp.int32),
+        eigenvectors=_no_eigenvectors(task, params),
     )
+
+
+def _no_eigenvectors(task: Task, params: PyTree) -> dict[str, jax.Array] | None:
+    """Zero vectors (no previous evaluation) for the warm-started curvatures, or None."""
+    if not task.tracked:
+        return None
+    n = sum(x.size for x in jax.tree.leaves(params))
+    return {name: jnp.zeros((n,), jnp.float32) for name in task.tracked}
 
 
 def epoch_order(task: Task, data_key: jax.Array, epoch: jax.Array) -> jax.Array:
@@ -291,6 +316,13 @@ def evaluate(
 ) -> Metrics:
     """The metrics of ``state`` (NaN for a diverged member) at ``step``; ``hparams`` (the
     swept ones) are read by the preconditioned sharpness only."""
+    return evaluate_tracked(task, data, state, step, hparams)[0]
+
+
+def evaluate_tracked(
+    task: Task, data: DeviceData, state: TrainState, step: jax.Array, hparams: HParams | None = None
+) -> tuple[Metrics, TrainState]:
+    """``evaluate``, and the state with the eigenvectors of the warm-started curvatures."""
     params, model_state = state.params, state.model_state
     train_loss, _, gnorm = dataset_stats(
         task, params, model_state, data.eval_train, task.track_grad_norm
@@ -302,21 +334,47 @@ def evaluate(
     if task.track_grad_norm:
         out["grad_norm"] = gnorm
     key = jax.random.fold_in(jax.random.wrap_key_data(state.sharpness_key), step)
+    curvatures, state = _curvatures(task, data, state, key, hparams)
+    out.update(curvatures)
+    if task.batch_sharpness_batches:
+        out["batch_sharpness"] = batch_sharpness(task, data, state, jax.random.fold_in(key, 1))
+    nan = jnp.float32(jnp.nan)
+    return {k: jnp.where(state.alive, v.astype(jnp.float32), nan) for k, v in out.items()}, state
+
+
+def _curvatures(task: Task, data: DeviceData, state: TrainState, key, hparams):
+    """The sharpness and preconditioned sharpness (where tracked) and the state with their
+    new eigenvectors (warm starts, ``Task.sharpness_tol``)."""
+    params, model_state = state.params, state.model_state
 
     def sharpness_loss(p):
         return mean_loss(task, p, model_state, data.x_sharp, data.y_sharp)
 
-    if task.track_sharpness:
-        out["sharpness"] = hessian.top_eigenvalue(sharpness_loss, params, key, task.sharpness_iters)
+    wanted = {"sharpness": None} if task.track_sharpness else {}
     if task.preconditioner is not None:
         p = task.preconditioner(state.opt_state, {} if hparams is None else hparams)
-        out["preconditioned_sharpness"] = hessian.top_eigenvalue(
-            sharpness_loss, params, key, task.sharpness_iters, preconditioner=p
-        )
-    if task.batch_sharpness_batches:
-        out["batch_sharpness"] = batch_sharpness(task, data, state, jax.random.fold_in(key, 1))
-    nan = jnp.float32(jnp.nan)
-    return {k: jnp.where(state.alive, v.astype(jnp.float32), nan) for k, v in out.items()}
+        wanted["preconditioned_sharpness"] = p
+    out, vectors = {}, dict(state.eigenvectors or {})
+    for name, p in wanted.items():
+        if name in task.tracked:
+            found = hessian.tracked_top_eigenvalue(
+                sharpness_loss,
+                params,
+                vectors[name],
+                key,
+                task.sharpness_iters,
+                task.sharpness_tol,
+                preconditioner=p,
+            )
+            # a non-finite pair (Adam's P before any second moment) leaves no warm start
+            finite = jnp.isfinite(found.value) & jnp.all(jnp.isfinite(found.vector))
+            out[name] = found.value
+            vectors[name] = jnp.where(finite, found.vector, 0.0)
+        else:
+            out[name] = hessian.top_eigenvalue(
+                sharpness_loss, params, key, task.sharpness_iters, preconditioner=p
+            )
+    return out, state._replace(eigenvectors=vectors or None)
 
 
 def advance(
@@ -341,15 +399,16 @@ def advance(
             return train_step(task, data, hparams, s, t), None
 
         state, _ = jax.lax.scan(step, state, s0 + jnp.arange(task.eval_every))
-        return state, evaluate(task, data, state, s0 + task.eval_every, hparams)
+        metrics, state = evaluate_tracked(task, data, state, s0 + task.eval_every, hparams)
+        return state, metrics
 
     # Metrics at the start of the run, computed only when the block starts at step 0
     # (start_step is shared by all members, so this cond stays a cond under vmap).
     nan = {k: jnp.full((), jnp.nan, jnp.float32) for k in task.metric_names}
-    first = jax.lax.cond(
+    first, state = jax.lax.cond(
         start_step == 0,
-        lambda s: evaluate(task, data, s, start_step, hparams),
-        lambda s: nan,
+        lambda s: evaluate_tracked(task, data, s, start_step, hparams),
+        lambda s: (nan, s),
         state,
     )
     state, metrics = jax.lax.scan(interval, state, jnp.arange(num_intervals))
