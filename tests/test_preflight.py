@@ -4,7 +4,6 @@ test's stopping rule, and bad input refused as `gdyn sweep` refuses it."""
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import flax.linen as nn
@@ -184,10 +183,6 @@ def test_bad_input_exits_2_with_one_line(capsys, args, name):
     assert err.startswith(f"gdyn preflight: error: {name}")
 
 
-@pytest.mark.skipif(
-    "skip" not in inspect.signature(run_sweep).parameters,
-    reason="run_sweep(skip=...) comes with issue 26 (remove this mark after the merge)",
-)
 def test_skip_predicted_divergent_trains_none_of_them(tmp_path, capsys):
     grid = "learning_rate=0.01,30"
     args = [
