@@ -255,7 +255,7 @@ def measured_phases(
     finite = np.isfinite(loss).all(axis=-1) & (np.asarray(diverged_at) < 0)
     with np.errstate(invalid="ignore"):
         blown = (np.nan_to_num(loss, nan=np.inf) > BLOWUP * start).any(axis=-1)
-        peak = np.nanmax(np.where(np.isfinite(loss), loss, np.nan), axis=-1)
+        peak = np.max(np.where(np.isfinite(loss), loss, -np.inf), axis=-1)  # -inf: none finite
         rose = peak > start[..., 0]
         after = np.nanargmax(np.nan_to_num(loss, nan=-np.inf), axis=-1)
         fell = np.array(
