@@ -281,7 +281,7 @@ def mode_table(
         period = lifted[0].period
     else:
         A, period = np.asarray(mode_loops(factory, mu, **hparams).A, np.float64), 1
-    rho = np.max(np.abs(np.linalg.eigvals(A)), axis=-1) ** (1.0 / period)
+    rho = np.asarray(linearize.spectral_radius(A)) ** (1.0 / period)
     out = {"pole_modulus": rho, "regime": regimes_of(A)}
     if responses is not None:
         out["settling"] = settling_steps(responses)

@@ -56,6 +56,8 @@ import dataclasses
 
 import numpy as np
 
+from gdyn_jax import linearize
+
 __all__ = [
     "BLOWUP",
     "EOS_TOLERANCE",
@@ -112,7 +114,7 @@ class Loops:
 def radius(A0: np.ndarray, D: np.ndarray, h) -> np.ndarray:
     """Spectral radius of :math:`A_0 + hD` (``h`` broadcast against the batch shape)."""
     h = np.asarray(h, np.float64)[..., None, None]
-    return np.max(np.abs(np.linalg.eigvals(A0 + h * D)), axis=-1)
+    return np.asarray(linearize.spectral_radius(A0 + h * D))
 
 
 def stability_limits(A0: np.ndarray, D: np.ndarray, points: int = 241, iters: int = 60):
