@@ -63,15 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    fields = {
-        "dataset": args.dataset,
-        "model": args.model,
-        "optimizer": args.optimizer,
-        "loss": args.loss,
-        "data_dir": args.data_dir,
-    }
-    cfg = {k: v for k, v in fields.items() if v is not None}
-    cfg["batch_size"] = args.batch_size
+    cfg = {**sweep.task_fields(args), "batch_size": args.batch_size}
     return gdyn_jax.sweep.SweepConfig.from_dict(cfg), sweep.parse_hp(args.hp)
 
 

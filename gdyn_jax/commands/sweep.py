@@ -61,7 +61,7 @@ _RUN_KEYS = ("grid", "seeds", "chunk_size", "devices", "member_group", "checkpoi
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """The task's flags, shared with ``gdyn predict``: dataset, model, optimizer, --hp, loss,
-    data directory (read by :func:`settings`)."""
+    data directory (read by :func:`task_fields`, and --hp by :func:`settings`)."""
     a = parser.add_argument
     a(
         "--dataset",
@@ -234,23 +234,25 @@ def _read_config(name: str) -> dict[str, Any]:
     return cfg
 
 
+def task_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The SweepConfig fields set by the task's flags (:func:`add_task_arguments`), those given."""
+    fields = {k: getattr(args, k) for k in ("dataset", "model", "optimizer", "loss", "data_dir")}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(SweepConfig fields, run_sweep options) from the config file and the flags."""
     cfg = _read_config(args.config) if args.config else {}
     run = {k: cfg.pop(k) for k in _RUN_KEYS if k in cfg}
     flags = {
-        "dataset": args.dataset,
-        "model": args.model,
-        "optimizer": args.optimizer,
+        **task_fields(args),
         "steps": args.steps,
         "eval_every": args.eval_every,
-        "loss": args.loss,
         "schedule": args.schedule,
         "warmup_steps": args.warmup_steps,
         "train_subset": args.train_subset,
         "track_grad_norm": args.track_grad_norm,
         "track_sharpness": args.track_sharpness,
-        "data_dir": args.data_dir,
     }
     cfg.update({k: v for k, v in flags.items() if v is not None})
     if args.batch_size is not None:
