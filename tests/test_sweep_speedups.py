@@ -110,3 +110,12 @@ def test_init_compiler_options_give_the_same_parameters_bit_for_bit(name):
     for p, f in zip(jax.tree.leaves(plain), jax.tree.leaves(fast), strict=True):
         np.testing.assert_array_equal(f, p)
     assert cpu_speedups.init_compiler_options(jax.devices()[:1], fast=False) is None
+
+
+def test_seed_keys_equal_one_eager_key_per_member():
+    from gdyn_jax.sweep import grid as grid_lib
+
+    seeds = np.array([3, 0, 1, 3, 2**31 - 1, 12345, 0, 7])
+    assert np.array_equal(grid_lib.seed_keys(seeds), grid_lib.seed_keys_plain(seeds))
+    large = np.array([2**40, 5])  # beyond int32: the plain twin itself
+    assert np.array_equal(grid_lib.seed_keys(large), grid_lib.seed_keys_plain(large))

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gdyn_jax.sweep import cache, groups, packing
+from gdyn_jax.sweep import cache, groups, memory, packing
 from gdyn_jax.sweep import grid as grid_lib
 from gdyn_jax.sweep import results as results_lib
 from gdyn_jax.sweep.assembly import Program
@@ -134,6 +134,20 @@ class Plan:
         plan = cls(program, mesh, width, chunk, num_chunks, intervals, identity, layout)
         plan.skip, plan.repack = skipped, repack
         return plan
+
+    def check_memory(self, checkpoint: bool) -> memory.Estimate:
+        """Refuses, before anything is compiled, a sweep whose chunks would not fit in memory
+        (``memory.check``: the figure it needs and the chunk size that fits)."""
+        program = self.program
+        return memory.check(
+            program,
+            self.chunk,
+            self.chunk * self.num_chunks,
+            len(program.task.metric_names),
+            tuple(self.mesh.devices.flat),
+            self.mesh.size * self.width,
+            checkpoint,
+        )
 
     @property
     def num_blocks(self) -> int:

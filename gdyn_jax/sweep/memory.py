@@ -1,0 +1,131 @@
+r"""What a sweep will hold in memory, estimated before its programs are compiled, and the
+refusal of one that would not fit.
+
+A chunk of :math:`C` members keeps every member's ``TrainState`` (parameters, optimizer
+state, data order, tracked eigenvectors: :math:`s` bytes, read from ``jax.eval_shape`` of
+the member's init, nothing computed) on its devices. The compiled ``advance`` takes the
+state donated, but its member groups are mapped (``lax.map``) and the stacked output of a
+map is a buffer of its own, so a block holds the state at least twice: :math:`2 C s`. The
+host keeps the metric buffers (:math:`M E k` float32 for :math:`M` members, :math:`E`
+evaluations, :math:`k` metrics) and, when the sweep checkpoints, a copy of the chunk's state:
+
+.. math::
+
+    \text{need} \ge 2 C s + 4 M E k + [\text{out}]\, C s
+
+on top of what the process holds already (its data included). It is a lower bound: XLA's
+temporaries beyond the mapped output, the compiler's own working memory (a few hundred MB on
+CPU, once) and one step's activations per group in flight are left out, so a sweep is
+refused only when it certainly does not fit. ``BENCHMARKS.md`` ("Memory") compares it with
+the measured peak resident memory at 64 to 4,096 members (about 2.3 copies of the state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+__all__ = ["Estimate", "available_bytes", "check", "estimate", "state_bytes"]
+
+_STATE_COPIES = 2  # the donated input and the mapped output of one block
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Bytes a sweep adds to its process, at least: ``device`` (a chunk's state, twice) and
+    ``host`` (metric buffers, checkpoint copy); ``per_member`` is one member's state."""
+
+    per_member: int
+    chunk: int
+    device: int
+    host: int
+
+    @property
+    def total(self) -> int:
+        return self.device + self.host
+
+
+def state_bytes(program) -> int:
+    """Bytes of one member's ``TrainState`` (``jax.eval_shape`` of its init: no computation)."""
+    hparams, keys = program.members()
+    hp = {k: np.float32(v[0]) for k, v in hparams.items()}
+    key = jax.random.wrap_key_data(keys[0])
+    shapes = jax.eval_shape(program.init, program.data, hp, key)
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+
+def estimate(program, chunk: int, members: int, num_metrics: int, checkpoint: bool) -> Estimate:
+    """The memory a sweep of ``members`` trained ``chunk`` at a time adds (see module doc)."""
+    s = state_bytes(program)
+    host = 4 * members * program.config.num_evals * num_metrics + (chunk * s if checkpoint else 0)
+    return Estimate(per_member=s, chunk=chunk, device=_STATE_COPIES * chunk * s, host=host)
+
+
+def available_bytes() -> int | None:
+    """Memory this process may still take: ``MemAvailable`` (Linux), else the physical
+    memory, else None (nothing to compare with)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _device_limit(devices) -> int | None:
+    """The smallest per-device memory limit an accelerator reports (None on CPU)."""
+    limits = []
+    for d in devices:
+        if d.platform == "cpu":
+            return None
+        stats = d.memory_stats() or {}
+        if "bytes_limit" in stats:
+            limits.append(int(stats["bytes_limit"]))
+    return min(limits) if limits else None
+
+
+def check(
+    program,
+    chunk: int,
+    members: int,
+    num_metrics: int,
+    devices,
+    step: int,
+    checkpoint: bool,
+    available: int | None = None,
+) -> Estimate:
+    """Refuses (``ValueError`` naming ``chunk_size``) a sweep whose lower-bound estimate
+    exceeds the memory at hand, with the figure it needs and the largest chunk (a multiple of
+    ``step``, devices × group width) whose state fits; returns the estimate."""
+    est = estimate(program, chunk, members, num_metrics, checkpoint)
+    gb = 1e9
+    if available is None:
+        available = available_bytes()
+    on_device = _device_limit(devices)
+    if on_device is not None:  # accelerators: the state lives in device memory
+        need, have, per = est.device / len(devices), on_device, _STATE_COPIES * est.per_member
+        where = f"{on_device / gb:.1f} GB per device"
+        room = len(devices) * on_device
+    else:
+        need, have, per = est.total, available, (_STATE_COPIES + checkpoint) * est.per_member
+        where = f"{(available or 0) / gb:.1f} GB free on this machine"
+        room = available
+    if have is None or need <= have:
+        return est
+    metrics = est.host - (chunk * est.per_member if checkpoint else 0)
+    fit = max(0, (room - (0 if on_device else metrics)) // per // step * step)
+    hint = f"pass chunk_size <= {fit} (the state alone)" if fit else "evaluate less often or use a smaller model"
+    raise ValueError(
+        f"chunk_size: {chunk} members at once need at least {need / gb:.1f} GB "
+        f"({est.per_member / 1e3:.0f} kB of state per member, {_STATE_COPIES} copies, "
+        f"+ {est.host / gb:.2f} GB on the host), more than the {where}; {hint}"
+    )
+
