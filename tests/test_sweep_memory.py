@@ -43,7 +43,8 @@ def _data_source() -> str:
 def test_state_bytes_are_those_a_real_init_allocates(arrays, kw):
     program = assemble(_config(arrays, **kw), {"learning_rate": LRS[:2]})
     hp, keys = program.members()
-    state = program.init(program.data, {k: v[0] for k, v in hp.items()}, jax.random.wrap_key_data(keys[0]))
+    first = {k: v[0] for k, v in hp.items()}
+    state = program.init(program.data, first, jax.random.wrap_key_data(keys[0]))
     allocated = sum(x.nbytes for x in jax.tree.leaves(state))
     assert memory.state_bytes(program) == allocated
 

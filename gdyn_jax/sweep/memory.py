@@ -122,10 +122,9 @@ def check(
         return est
     metrics = est.host - (chunk * est.per_member if checkpoint else 0)
     fit = max(0, (room - (0 if on_device else metrics)) // per // step * step)
-    hint = f"pass chunk_size <= {fit} (the state alone)" if fit else "evaluate less often or use a smaller model"
+    hint = f"pass chunk_size <= {fit} (the state alone)" if fit else "use a smaller model"
     raise ValueError(
         f"chunk_size: {chunk} members at once need at least {need / gb:.1f} GB "
         f"({est.per_member / 1e3:.0f} kB of state per member, {_STATE_COPIES} copies, "
         f"+ {est.host / gb:.2f} GB on the host), more than the {where}; {hint}"
     )
-
