@@ -16,29 +16,17 @@ import argparse
 import statistics
 import time
 
-from PEPit import PEP
-from PEPit.functions import SmoothStronglyConvexFunction
-
 from gdyn_jax import linearize as lz
 from gdyn_jax import optimizers
+from tests.test_rate_bracket import _pepit_robust_momentum_distance  # PEPit, typed by hand
 
 MU, L, LAM = 0.1, 1.0, 0.5
 
 
 def pepit_by_hand(n: int) -> float:
-    p = optimizers.robust_momentum_parameters(MU, L, LAM)
-    problem = PEP()
-    func = problem.declare_function(SmoothStronglyConvexFunction, mu=MU, L=L)
-    xs = func.stationary_point()
-    x0 = problem.set_initial_point()
-    problem.set_initial_condition((x0 - xs) ** 2 <= 1)
-    x_old, x = x0, x0
-    for _ in range(n):
-        y = x + p["gamma"] * (x - x_old)
-        x_old, x = x, x + p["beta"] * (x - x_old) - p["alpha"] * func.gradient(y)
-    y = x + p["gamma"] * (x - x_old)
-    problem.set_performance_metric((y - xs) ** 2)
-    return problem.solve(wrapper="cvxpy", solver="CLARABEL", verbose=0)
+    """The test's PEPit problem (the published recursion typed by hand) at this benchmark's
+    (mu, L, lam)."""
+    return _pepit_robust_momentum_distance(MU, L, LAM, n)
 
 
 def ours(n: int) -> float:
