@@ -39,7 +39,8 @@ count are not trustworthy. Data: MNIST-1D (``--data mnist1d``), or arrays of its
 drawn at random (``--data synthetic``: no tensorflow-datasets needed; same speed).
 
     python benchmarks/sweep.py [--members 1 8 64 256] [--steps 400] [--repeats 5]
-        [--cpu-devices 2] [--baselines plain torch torch.func torch.compile] [--json F]
+        [--cpu-devices 2] [--baselines plain torch torch.func torch.compile]
+        [--torch-threads 1|default|both] [--json F]
 """
 
 from __future__ import annotations
@@ -234,8 +235,8 @@ def ratio(times: dict[str, list[float]], work: dict[str, int], base: str) -> tup
     return float(median), f"{median:.2f} ({min(per_repeat):.2f}–{max(per_repeat):.2f})"
 
 
-def baseline_runners(arrays, members: int, steps: int, wanted) -> dict:
-    """The baselines of one row (each PyTorch one at 1 thread and at the default threads)."""
+def baseline_runners(arrays, members: int, steps: int, wanted, threads_wanted="both") -> dict:
+    """The baselines of one row (each PyTorch one at 1 thread and/or its default threads)."""
     import torch_baselines as tb
 
     train, test = (arrays.x_train, arrays.y_train), (arrays.x_test, arrays.y_test)
@@ -243,7 +244,8 @@ def baseline_runners(arrays, members: int, steps: int, wanted) -> dict:
     runners = {}
     if "plain" in wanted:
         runners["plain"] = plain_loop_runner(arrays, min(members * steps, 20_000))
-    for threads in (1, None):
+    settings = {"1": (1,), "default": (None,), "both": (1, None)}[threads_wanted]
+    for threads in settings:
         suffix = "@1" if threads == 1 else "@default"
         if "torch" in wanted:
             runner = tb.eager_runner(train, min(members * steps, 4_000), LR, threads)
@@ -277,6 +279,12 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--data", choices=("mnist1d", "synthetic"), default="mnist1d")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES))
+    parser.add_argument(
+        "--torch-threads",
+        choices=("1", "default", "both"),
+        default="both",
+        help="PyTorch thread settings timed (the faster is reported)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -310,7 +318,7 @@ def main(argv=None) -> dict:
         runners = {"sweep": (sweep_run, sweep_work)}
         if num_devices > 1:
             runners["sweep1"] = sweep_runner(arrays, m, args.steps, 1)[:2]
-        runners.update(baseline_runners(arrays, m, args.steps, args.baselines))
+        runners.update(baseline_runners(arrays, m, args.steps, args.baselines, args.torch_threads))
         times = time_row(runners, args.repeats)
         work = {name: runners[name][1] for name in runners}
         rate = {name: work[name] / float(np.median(times[name])) for name in runners}
