@@ -35,7 +35,7 @@ config = sw.SweepConfig(dataset=synthetic_mnist1d(), model="mlp", optimizer="mom
     steps=steps, batch_size=100, eval_every=steps // 2, hparams={{"beta": 0.9}})
 grid = {{"learning_rate": np.geomspace(1e-3, 1e-1, members).astype(np.float32)}}
 program = sw.assemble(config, grid)
-est = memory.estimate(program, members, members, len(program.task.metric_names), False)
+est = memory.estimate(program, members, members, len(program.task.metric_names))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 sw.run_sweep(config, grid, progress=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -63,7 +63,7 @@ def test_estimate_is_a_lower_bound_of_xlas_memory_analysis(arrays):
     state = programs.init(data, hp, keys)
     analysis = programs.advance.lower(data, hp, state, np.int32(0)).compile().memory_analysis()
     held = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
-    est = memory.estimate(program, len(LRS), len(LRS), 3, checkpoint=False)
+    est = memory.estimate(program, len(LRS), len(LRS), 3)
     assert est.device <= held <= 3 * est.device, (held, est)
 
 

@@ -133,9 +133,10 @@ class Plan:
         }
         plan = cls(program, mesh, width, chunk, num_chunks, intervals, identity, layout)
         plan.skip, plan.repack = skipped, repack
+        plan.check_memory()  # before anything is compiled
         return plan
 
-    def check_memory(self, checkpoint: bool) -> memory.Estimate:
+    def check_memory(self) -> memory.Estimate:
         """Refuses, before anything is compiled, a sweep whose chunks would not fit in memory
         (``memory.check``: the figure it needs and the chunk size that fits)."""
         program = self.program
@@ -146,7 +147,6 @@ class Plan:
             len(program.task.metric_names),
             tuple(self.mesh.devices.flat),
             self.mesh.size * self.width,
-            checkpoint,
         )
 
     @property

@@ -110,7 +110,6 @@ def run_sweep(
     folder = _check_options(chunk_size, out, resume, overwrite)  # before the task check compiles
     program = assemble(config, grid, seeds)
     plan = Plan.of(program, chunk_size, devices, member_group, checkpoint_every, skip, repack)
-    plan.check_memory(checkpoint=folder is not None)  # before anything is compiled
     output = hosts.Output(folder, plan.identity, plan.layout)
     try:
         output.claim(resume, overwrite)  # before anything is loaded or compiled

@@ -7,16 +7,17 @@ the member's init, nothing computed) on its devices. The compiled ``advance`` ta
 state donated, but its member groups are mapped (``lax.map``) and the stacked output of a
 map is a buffer of its own, so a block holds the state at least twice: :math:`2 C s`. The
 host keeps the metric buffers (:math:`M E k` float32 for :math:`M` members, :math:`E`
-evaluations, :math:`k` metrics) and, when the sweep checkpoints, a copy of the chunk's state:
+evaluations, :math:`k` metrics):
 
 .. math::
 
-    \text{need} \ge 2 C s + 4 M E k + [\text{out}]\, C s
+    \text{need} \ge 2 C s + 4 M E k
 
 on top of what the process holds already (its data included). It is a lower bound: XLA's
-temporaries beyond the mapped output, the compiler's own working memory (a few hundred MB on
-CPU, once) and one step's activations per group in flight are left out, so a sweep is
-refused only when it certainly does not fit. ``BENCHMARKS.md`` ("Memory") compares it with
+temporaries beyond the mapped output, the host's copy of a chunk's state while it is
+checkpointed, the compiler's own working memory (a few hundred MB on CPU, once) and one
+step's activations per group in flight are left out, so a sweep is refused only when it
+certainly does not fit. ``BENCHMARKS.md`` ("Memory") compares it with
 the measured peak resident memory at 64 to 4,096 members (about 2.3 copies of the state).
 """
 
@@ -36,7 +37,7 @@ _STATE_COPIES = 2  # the donated input and the mapped output of one block
 @dataclasses.dataclass(frozen=True)
 class Estimate:
     """Bytes a sweep adds to its process, at least: ``device`` (a chunk's state, twice) and
-    ``host`` (metric buffers, checkpoint copy); ``per_member`` is one member's state."""
+    ``host`` (the metric buffers); ``per_member`` is one member's state."""
 
     per_member: int
     chunk: int
@@ -57,10 +58,11 @@ def state_bytes(program) -> int:
     return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
 
 
-def estimate(program, chunk: int, members: int, num_metrics: int, checkpoint: bool) -> Estimate:
-    """The memory a sweep of ``members`` trained ``chunk`` at a time adds (see module doc)."""
+def estimate(program, chunk: int, members: int, num_metrics: int) -> Estimate:
+    """The memory a sweep of ``members`` trained ``chunk`` at a time adds, at least (see the
+    module doc)."""
     s = state_bytes(program)
-    host = 4 * members * program.config.num_evals * num_metrics + (chunk * s if checkpoint else 0)
+    host = 4 * members * program.config.num_evals * num_metrics
     return Estimate(per_member=s, chunk=chunk, device=_STATE_COPIES * chunk * s, host=host)
 
 
@@ -99,13 +101,12 @@ def check(
     num_metrics: int,
     devices,
     step: int,
-    checkpoint: bool,
     available: int | None = None,
 ) -> Estimate:
     """Refuses (``ValueError`` naming ``chunk_size``) a sweep whose lower-bound estimate
     exceeds the memory at hand, with the figure it needs and the largest chunk (a multiple of
     ``step``, devices × group width) whose state fits; returns the estimate."""
-    est = estimate(program, chunk, members, num_metrics, checkpoint)
+    est = estimate(program, chunk, members, num_metrics)
     gb = 1e9
     if available is None:
         available = available_bytes()
@@ -115,13 +116,12 @@ def check(
         where = f"{on_device / gb:.1f} GB per device"
         room = len(devices) * on_device
     else:
-        need, have, per = est.total, available, (_STATE_COPIES + checkpoint) * est.per_member
+        need, have, per = est.total, available, _STATE_COPIES * est.per_member
         where = f"{(available or 0) / gb:.1f} GB free on this machine"
         room = available
     if have is None or need <= have:
         return est
-    metrics = est.host - (chunk * est.per_member if checkpoint else 0)
-    fit = max(0, (room - (0 if on_device else metrics)) // per // step * step)
+    fit = max(0, (room - (0 if on_device else est.host)) // per // step * step)
     hint = f"pass chunk_size <= {fit} (the state alone)" if fit else "use a smaller model"
     raise ValueError(
         f"chunk_size: {chunk} members at once need at least {need / gb:.1f} GB "
