@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
+    "check_output_directory",
     "folder_path",
     "output_directory",
     "save_figure",
@@ -34,15 +35,30 @@ def folder_path(path: str | os.PathLike, argument: str = "out") -> Path:
     return Path(path)
 
 
+def check_output_directory(path: str | os.PathLike, argument: str = "out") -> Path:
+    """``path`` as a folder ``output_directory`` could create and write in, checked without
+    creating anything: not a file, and its nearest existing ancestor a directory this process
+    can write in (a one-line ``ValueError`` naming ``argument`` otherwise)."""
+    directory = folder_path(path, argument)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{argument}: {path} exists and is not a directory")
+    ancestor = directory.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{argument}: cannot create {path} ({ancestor} is not a directory)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument}: cannot write in {ancestor} (permission denied)")
+    return directory
+
+
 def output_directory(path: str | os.PathLike, argument: str = "out") -> Path:
     """``path`` as a directory (created with its parents) that this process can write in.
 
     A one-line ``ValueError`` naming ``argument`` otherwise (a file in the way, a missing
     permission, an empty name, which would mean the working directory), before any work is done.
     """
-    directory = folder_path(path, argument)
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{argument}: {path} exists and is not a directory")
+    directory = check_output_directory(path, argument)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -143,7 +143,7 @@ def _check_options(chunk_size: Any, out: Any, resume: Any, overwrite: Any) -> Pa
         raise ValueError("out: resume and overwrite need out (the sweep's directory)")
     if resume and overwrite:
         raise ValueError("overwrite: cannot be combined with resume=True")
-    return None if out is None else files.folder_path(out)
+    return None if out is None else files.check_output_directory(out)  # creates nothing
 
 
 @contextlib.contextmanager
