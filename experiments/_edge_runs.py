@@ -65,6 +65,15 @@ def midpoint_losses(loss_fn, params, weights: np.ndarray) -> np.ndarray:
     return np.concatenate([[np.nan], values, [np.nan] * (len(weights) - 1 - len(values) - 1)])
 
 
+def oscillation_power(weights: np.ndarray) -> np.ndarray:
+    r"""Per step :math:`t` (of ``len(weights) - 1``), :math:`\|(2w_t - w_{t-1} - w_{t+1})/4\|^2`:
+    the squared amplitude of the period-2 component (:math:`\|\delta\|^2` for
+    :math:`w_t = \bar w + (-1)^t\delta`, second order in a smooth drift; NaN at step 0), to set
+    beside the central flow's :math:`\operatorname{tr}\Sigma`."""
+    second = (2 * weights[1:-1] - weights[:-2] - weights[2:]) / 4
+    return np.concatenate([[np.nan], np.sum(second**2, axis=1)])
+
+
 def edge_step(flow, limit: float) -> int:
     """The first step at which the central flow's sharpness reaches 0.99 S* (T if never)."""
     reached = np.flatnonzero(flow.sharpness >= 0.99 * limit)
@@ -126,4 +135,7 @@ def summary(name: str, limit: float, losses, weights, flow, mids, k: int, ks) ->
         out["midpoint_error"] = float(np.median(np.abs(bias)))
         out["midpoint_bias"] = float(np.median(bias))
         out["cf_sharpness_error"] = float(np.median(np.abs(flow.sharpness[window] / limit - 1)))
+        power = centred_mean(oscillation_power(weights[: steps + 1]), k)[window]
+        trace = centred_mean(np.trace(flow.sigma, axis1=1, axis2=2), k)[window]
+        out["oscillation_ratio"] = float(np.median(power / trace))
     return out

@@ -78,9 +78,11 @@ def run(s: Settings, report: Report) -> None:
         mids = er.midpoint_losses(loss_fn, params, weights)
         rows.append(er.summary(rule, limit, losses, weights, flow, mids, s.half_window, s.windows))
         rows[-1].update(learning_rate=lr, effective_step=flow.edge.effective_step)
-        rows[-1].update(delay=flow.edge.delay)
+        rows[-1].update(delay=flow.edge.delay, soft_width=flow.edge.soft_width)
         distances = er.weight_distances(weights, flow, s.half_window)
-        curves[rule] = (losses, er.centred_mean(losses, s.half_window), mids, flow, distances)
+        power = er.centred_mean(er.oscillation_power(weights), s.half_window)
+        average = er.centred_mean(losses, s.half_window)
+        curves[rule] = (losses, average, mids, flow, distances, power)
     report.text(
         f"MNIST-1D, first {s.examples} examples, tanh MLP {s.widths}, square loss, full batch, "
         f"{s.steps} steps; each rule at the step size a whose limit is S* (table). The real "
@@ -90,7 +92,12 @@ def run(s: Settings, report: Report) -> None:
         "medians over the steps after the central flow first reaches 0.99 S*. The two-step "
         "average and the loss at the two-step midpoint (w_{t-1} + 2w_t + w_{t+1})/4 are shown "
         "beside them. The stable flow is gradient flow with the rule's effective step eta_eff "
-        "through its delay tau (both from the rule's open loop at z = 1)."
+        "through its delay tau (both from the rule's open loop at z = 1). Whether the real run "
+        "sits at the edge as the central flow assumes: the power of its period-2 component "
+        "|(2w_t - w_{t-1} - w_{t+1})/4|^2 over the central flow's tr Sigma (both averaged over "
+        "the window; 1 where the flow describes the oscillation), beside the rule's soft width "
+        "(how far below S* its leaving pole stays real, so that the oscillation decays slowly "
+        "and can hover; heavy ball's is 7e-4 at beta = 0.9, GD's 1/2)."
     )
     _tables(report, rows, s.windows)
     for r in rows:
@@ -102,13 +109,14 @@ def run(s: Settings, report: Report) -> None:
 def _tables(report: Report, rows: list[dict], windows) -> None:
     report.table(
         ["rule", "S*", "a", "eta_eff", "tau", "substeps", "edge at", "CF err", "GF err"]
-        + ["2-step err", "midpoint err", "midpoint bias", "|w-CF|", "|w-GF|", "SDCP res."],
+        + ["2-step err", "midpoint err", "midpoint bias", "|w-CF|", "|w-GF|", "SDCP res."]
+        + ["soft width", "osc. power real/CF"],
         [
             [r["rule"], r["limit"], r["learning_rate"], r["effective_step"], r["delay"]]
             + [str(tuple(r["substeps"])), r["edge_step"], r["cf_error"], r["gf_error"]]
             + [r.get(key, np.nan) for key in ("two_step_error", "midpoint_error")]
             + [r.get("midpoint_bias", np.nan), r["distance_cf"], r["distance_gf"]]
-            + [r["sdcp_residual"]]
+            + [r["sdcp_residual"], r["soft_width"], r.get("oscillation_ratio", np.nan)]
             for r in rows
         ],
     )
@@ -154,12 +162,14 @@ def _figure(report: Report, curves: dict) -> None:
     caption = (
         "Loss (top): real run (grey), its 2k-step average (black), two-step midpoint (green), "
         "central flow prediction (red), stable flow (blue dashed); central flow sharpness "
-        "(middle) against S*; distance in weight space (bottom) from the real run's 2k-step "
-        "mean to the central flow (red) and the stable flow (blue)"
+        "(second row) against S*; distance in weight space (third) from the real run's 2k-step "
+        "mean to the central flow (red) and the stable flow (blue); oscillation power (bottom, "
+        "2k-step means): the real run's period-2 component (black) and the flow's tr Sigma (red)"
     )
-    with report.figure("central_flow.png", caption, (14, 9)) as fig:
-        axes = fig.subplots(3, len(curves), squeeze=False, sharex="col")
-        for col, (rule, (losses, avg, mids, flow, (d_cf, d_gf))) in enumerate(curves.items()):
+    with report.figure("central_flow.png", caption, (14, 11)) as fig:
+        axes = fig.subplots(4, len(curves), squeeze=False, sharex="col")
+        for col, (rule, curve) in enumerate(curves.items()):
+            losses, avg, mids, flow, (d_cf, d_gf), power = curve
             t = np.arange(len(losses))
             ax = axes[0, col]
             ax.plot(t, losses, color="0.7", lw=0.6)
@@ -170,4 +180,7 @@ def _figure(report: Report, curves: dict) -> None:
             axes[1, col].axhline(flow.edge.limit, ls="--", color="k")
             axes[1, col].set(ylabel="sharpness")
             axes[2, col].plot(np.arange(len(d_cf)), d_cf, "r", np.arange(len(d_gf)), d_gf, "b")
-            axes[2, col].set(xlabel="step", ylabel="|w_bar - w_flow|")
+            axes[2, col].set(ylabel="|w_bar - w_flow|")
+            trace = np.trace(flow.sigma, axis1=1, axis2=2)
+            axes[3, col].semilogy(t, power, "k", t, trace, "r")
+            axes[3, col].set(xlabel="step", ylabel="oscillation power")
