@@ -48,12 +48,16 @@ def real_run(loss_fn, params, opt: optax.GradientTransformation, steps: int):
 
 
 def centred_mean(values: np.ndarray, k: int) -> np.ndarray:
-    """Mean over the centred window ``[t-k, t+k)`` of 2k steps (NaN where it does not fit)."""
+    """Mean over the centred window ``[t-k, t+k)`` of 2k steps (NaN where it does not fit or
+    holds a NaN)."""
     values = np.asarray(values, float)
     out = np.full(values.shape, np.nan)
-    csum = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(values, axis=0)])
+    zero = np.zeros((1, *values.shape[1:]))
+    csum = np.concatenate([zero, np.cumsum(np.nan_to_num(values), axis=0)])
+    bad = np.concatenate([zero, np.cumsum(np.isnan(values), axis=0)])
     t = np.arange(k, len(values) - k + 1)
     out[t] = (csum[t + k] - csum[t - k]) / (2 * k)
+    out[t] = np.where(bad[t + k] > bad[t - k], np.nan, out[t])  # a window with a NaN
     return out
 
 

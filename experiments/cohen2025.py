@@ -15,7 +15,11 @@ Each rule runs on an MNIST-1D tanh MLP (square loss, full batch) at a step size 
 :math:`S^*` is set per rule (the limit scales as :math:`1/a`); the real run's loss averaged over
 a centred window of :math:`2k` steps is set beside the central flow's prediction and beside the
 stable flow (gradient flow with the rule's effective step and delay), after the central flow
-first reaches :math:`0.99\,S^*`.
+first reaches :math:`0.99\,S^*`. Whether a real run sits at the edge as the flow assumes is
+measured beside it: the power of its period-2 component against the flow's
+:math:`\operatorname{tr}\Sigma`, and the rule's soft width (``RuleEdge.soft_width``: heavy
+ball's leaving pole turns into a complex pair of modulus :math:`\sqrt\beta` 0.07 % below
+:math:`S^*`, so its oscillation dies between bursts; see the concept page).
 """
 
 from __future__ import annotations

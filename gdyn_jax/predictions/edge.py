@@ -120,23 +120,27 @@ def rule_edge(opt: optax.GradientTransformation) -> RuleEdge:
     else:
         mode, reason = "monotone", "a real pole leaves at z = +1: no oscillation to average"
     step, delay = _effective_step(opt)
-    width = _soft_width(opt, limit) if mode == "period-2" else 0.0
+    width = _soft_width(system, limit * (1 + _PROBE), limit) if mode == "period-2" else 0.0
     return RuleEdge(limit, mode, step, leaving, mode == "period-2", reason, delay, width)
 
 
-def _period2(opt: optax.GradientTransformation, curvature: float) -> bool:
-    """Whether the pole of largest modulus at ``curvature`` is real and negative."""
-    poles = np.linalg.eigvals(np.asarray(linearize.linearize(opt, curvature).A, np.float64))
+def _period2(loop: tuple[np.ndarray, np.ndarray], curvature: float) -> bool:
+    """Whether the pole of largest modulus of :math:`A_0 + hBC` at ``curvature`` is real and
+    negative (``loop`` = :math:`(A_0, BC)`, the loop opened at the gradient)."""
+    poles = np.linalg.eigvals(loop[0] + curvature * loop[1])
     top = poles[np.argmax(np.abs(poles))]
     return bool(abs(top.imag) <= _IMAG_TOL and top.real < 0)
 
 
-def _soft_width(opt: optax.GradientTransformation, limit: float) -> float:
+def _soft_width(system, curvature: float, limit: float) -> float:
     r"""The largest :math:`\delta \le 1-10^{-3}` with a real negative leaving pole on all of
     :math:`[(1-\delta)S^*, S^*)`: a grid of half decades from :math:`10^{-6}`, then bisection
-    (in :math:`\log\delta`) of the first bracket to 5 % (a lower bound)."""
+    (in :math:`\log\delta`) of the first bracket to 5 % (a lower bound). ``system`` is the
+    rule linearised at ``curvature``; an affine rule's closed loop is :math:`A_0 + hBC`."""
+    bc = np.asarray(system.input_matrix("noise"), np.float64) @ np.asarray(system.C, np.float64)
+    loop = (np.asarray(system.A, np.float64) - curvature * bc, bc)
     grid = np.concatenate([np.logspace(-6, -0.5, 12), [1 - 1e-3]])
-    ok = [d for d in grid if _period2(opt, limit * (1 - d))]
+    ok = [d for d in grid if _period2(loop, limit * (1 - d))]
     fails = [d for d in grid if d not in ok]
     if not fails:
         return float(grid[-1])
@@ -146,5 +150,5 @@ def _soft_width(opt: optax.GradientTransformation, limit: float) -> float:
         return 0.0
     while high / low > 1.05:
         mid = np.sqrt(low * high)
-        low, high = (mid, high) if _period2(opt, limit * (1 - mid)) else (low, mid)
+        low, high = (mid, high) if _period2(loop, limit * (1 - mid)) else (low, mid)
     return float(low)
