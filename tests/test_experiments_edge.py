@@ -65,3 +65,24 @@ def test_andreyev2024_full_batch_sharpness_below_lambda_max(tmp_path_factory):
     assert max(rows) >= settings["examples"]
     # the full-batch batch sharpness is g'Hg / |g|^2 <= lambda_max (Lanczos: within 1 %)
     assert full["batch_sharpness"] <= 1.01 * full["sharpness"]
+
+
+def test_centred_mean_skips_windows_with_a_nan():
+    values = np.arange(12.0)
+    values[5] = np.nan
+    out = er.centred_mean(values, 2)
+    for t in range(2, 11):
+        window = values[t - 2 : t + 2]
+        expected = np.nan if np.isnan(window).any() else window.mean()
+        np.testing.assert_allclose(out[t], expected)
+
+
+def test_oscillation_power_of_a_period_two_iterate():
+    # w_t = a + b t + (-1)^t delta: the second difference sees only the oscillation
+    rng = np.random.default_rng(1)
+    a, b, delta = rng.normal(size=(3, 5))
+    t = np.arange(9)[:, None]
+    weights = a + b * t + (-1.0) ** t * delta
+    power = er.oscillation_power(weights)
+    assert power.shape == (8,) and np.isnan(power[0])
+    np.testing.assert_allclose(power[1:], np.sum(delta**2), rtol=1e-12)
