@@ -69,13 +69,24 @@ def midpoint_losses(loss_fn, params, weights: np.ndarray) -> np.ndarray:
     return np.concatenate([[np.nan], values, [np.nan] * (len(weights) - 1 - len(values) - 1)])
 
 
-def oscillation_power(weights: np.ndarray) -> np.ndarray:
-    r"""Per step :math:`t` (of ``len(weights) - 1``), :math:`\|(2w_t - w_{t-1} - w_{t+1})/4\|^2`:
-    the squared amplitude of the period-2 component (:math:`\|\delta\|^2` for
-    :math:`w_t = \bar w + (-1)^t\delta`, second order in a smooth drift; NaN at step 0), to set
-    beside the central flow's :math:`\operatorname{tr}\Sigma`."""
-    second = (2 * weights[1:-1] - weights[:-2] - weights[2:]) / 4
-    return np.concatenate([[np.nan], np.sum(second**2, axis=1)])
+def oscillation_shares(loss_fn, params, losses, weights: np.ndarray, flow, k: int):
+    r"""Per step, the share of the loss carried by the oscillation, real and predicted: the real
+    run's :math:`(\bar L - L(\bar w))/\bar L` over the centred 2k-step window (for
+    :math:`w_t = \bar w + (-1)^t\delta` along a direction of curvature :math:`\lambda` the
+    numerator is :math:`\tfrac12\lambda\|\delta\|^2`) and the central flow's
+    :math:`\tfrac12 S^*\operatorname{tr}\Sigma / (L + \tfrac12 S^*\operatorname{tr}\Sigma)`,
+    averaged over the same window. NaN where the window does not fit."""
+    unravel = ravel_pytree(params)[1]
+    steps = len(losses)
+    avg = centred_mean(losses, k)
+    w_bar = centred_mean(weights[:steps], k)
+    fits = np.flatnonzero(np.isfinite(avg))
+    at_mean = np.full(steps, np.nan)
+    if fits.size:
+        evaluate = jax.jit(lambda w: loss_fn(unravel(w)))
+        at_mean[fits] = np.asarray(jax.lax.map(evaluate, w_bar[fits].astype(weights.dtype)))
+    predicted = (flow.predicted_loss - flow.loss) / flow.predicted_loss
+    return (avg - at_mean) / avg, centred_mean(predicted, k)
 
 
 def edge_step(flow, limit: float) -> int:
@@ -108,7 +119,9 @@ def weight_distances(weights: np.ndarray, flow, k: int) -> tuple[np.ndarray, np.
     return d_cf, d_gf
 
 
-def summary(name: str, limit: float, losses, weights, flow, mids, k: int, ks) -> dict[str, Any]:
+def summary(
+    name: str, limit: float, losses, weights, flow, mids, k: int, ks, shares=None
+) -> dict[str, Any]:
     """The numbers of one rule: relative errors after the edge (at the scored k and at each of
     ``ks``), the two-step average and midpoint, distances at the last step the window fits."""
     steps = len(losses)
@@ -139,7 +152,7 @@ def summary(name: str, limit: float, losses, weights, flow, mids, k: int, ks) ->
         out["midpoint_error"] = float(np.median(np.abs(bias)))
         out["midpoint_bias"] = float(np.median(bias))
         out["cf_sharpness_error"] = float(np.median(np.abs(flow.sharpness[window] / limit - 1)))
-        power = centred_mean(oscillation_power(weights[: steps + 1]), k)[window]
-        trace = centred_mean(np.trace(flow.sigma, axis1=1, axis2=2), k)[window]
-        out["oscillation_ratio"] = float(np.median(power / trace))
+        if shares is not None:
+            out["share_real"] = float(np.median(shares[0][window]))
+            out["share_cf"] = float(np.median(shares[1][window]))
     return out
