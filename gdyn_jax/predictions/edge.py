@@ -36,7 +36,9 @@ Heavy ball's two poles meet at :math:`\eta\lambda = (1+\sqrt\beta)^2`, just belo
 :math:`(1-\sqrt\beta)^2/(2+2\beta)` (:math:`7\times10^{-4}` at :math:`\beta=0.9`), so the
 period-2 mode is damped by :math:`1-\sqrt\beta` (5 %) per step as soon as the sharpness dips
 below :math:`S^*` by more than that: the oscillation dies out between bursts instead of
-settling, and the trajectory is a relaxation cycle, not a central flow.
+settling, and the trajectory is a relaxation cycle, not a central flow. (The rule's delay
+:math:`\tau` destabilises the edge on its own: the concept page "the edge of stability,
+averaged" linearises the self-stabilisation loop.)
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class RuleEdge:
     """A rule's edge of stability: ``limit`` :math:`S^*`, ``mode`` (an entry of
     :data:`EXIT_MODES`), ``effective_step`` :math:`\\eta_{\\text{eff}}`, ``poles`` leaving the
     unit circle at :math:`S^*(1+10^{-3})`, and ``supported`` with ``reason`` when not;
-    ``delay`` :math:`\tau`, the group delay of the open loop's regular part at :math:`z=1`;
+    ``delay`` :math:`\\tau`, the group delay of the open loop's regular part at :math:`z=1`;
     ``soft_width`` the relative distance below :math:`S^*` over which the leaving pole stays
     real and negative (1/2 for GD, whose pole :math:`1-\\eta\\lambda` turns positive below
     :math:`S^*/2`; see the module docstring)."""
