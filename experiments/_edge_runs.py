@@ -48,12 +48,16 @@ def real_run(loss_fn, params, opt: optax.GradientTransformation, steps: int):
 
 
 def centred_mean(values: np.ndarray, k: int) -> np.ndarray:
-    """Mean over the centred window ``[t-k, t+k)`` of 2k steps (NaN where it does not fit)."""
+    """Mean over the centred window ``[t-k, t+k)`` of 2k steps (NaN where it does not fit or
+    holds a NaN)."""
     values = np.asarray(values, float)
     out = np.full(values.shape, np.nan)
-    csum = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(values, axis=0)])
+    zero = np.zeros((1, *values.shape[1:]))
+    csum = np.concatenate([zero, np.cumsum(np.nan_to_num(values), axis=0)])
+    bad = np.concatenate([zero, np.cumsum(np.isnan(values), axis=0)])
     t = np.arange(k, len(values) - k + 1)
     out[t] = (csum[t + k] - csum[t - k]) / (2 * k)
+    out[t] = np.where(bad[t + k] > bad[t - k], np.nan, out[t])  # a window with a NaN
     return out
 
 
@@ -63,6 +67,26 @@ def midpoint_losses(loss_fn, params, weights: np.ndarray) -> np.ndarray:
     mids = (weights[:-2] + 2 * weights[1:-1] + weights[2:]) / 4
     values = np.asarray(jax.lax.map(jax.jit(lambda w: loss_fn(unravel(w))), mids))
     return np.concatenate([[np.nan], values, [np.nan] * (len(weights) - 1 - len(values) - 1)])
+
+
+def oscillation_shares(loss_fn, params, losses, weights: np.ndarray, flow, k: int):
+    r"""Per step, the share of the loss carried by the oscillation, real and predicted: the real
+    run's :math:`(\bar L - L(\bar w))/\bar L` over the centred 2k-step window (for
+    :math:`w_t = \bar w + (-1)^t\delta` along a direction of curvature :math:`\lambda` the
+    numerator is :math:`\tfrac12\lambda\|\delta\|^2`) and the central flow's
+    :math:`\tfrac12 S^*\operatorname{tr}\Sigma / (L + \tfrac12 S^*\operatorname{tr}\Sigma)`,
+    averaged over the same window. NaN where the window does not fit."""
+    unravel = ravel_pytree(params)[1]
+    steps = len(losses)
+    avg = centred_mean(losses, k)
+    w_bar = centred_mean(weights[:steps], k)
+    fits = np.flatnonzero(np.isfinite(avg))
+    at_mean = np.full(steps, np.nan)
+    if fits.size:
+        evaluate = jax.jit(lambda w: loss_fn(unravel(w)))
+        at_mean[fits] = np.asarray(jax.lax.map(evaluate, w_bar[fits].astype(weights.dtype)))
+    predicted = (flow.predicted_loss - flow.loss) / flow.predicted_loss
+    return (avg - at_mean) / avg, centred_mean(predicted, k)
 
 
 def edge_step(flow, limit: float) -> int:
@@ -95,7 +119,9 @@ def weight_distances(weights: np.ndarray, flow, k: int) -> tuple[np.ndarray, np.
     return d_cf, d_gf
 
 
-def summary(name: str, limit: float, losses, weights, flow, mids, k: int, ks) -> dict[str, Any]:
+def summary(
+    name: str, limit: float, losses, weights, flow, mids, k: int, ks, shares=None
+) -> dict[str, Any]:
     """The numbers of one rule: relative errors after the edge (at the scored k and at each of
     ``ks``), the two-step average and midpoint, distances at the last step the window fits."""
     steps = len(losses)
@@ -126,4 +152,7 @@ def summary(name: str, limit: float, losses, weights, flow, mids, k: int, ks) ->
         out["midpoint_error"] = float(np.median(np.abs(bias)))
         out["midpoint_bias"] = float(np.median(bias))
         out["cf_sharpness_error"] = float(np.median(np.abs(flow.sharpness[window] / limit - 1)))
+        if shares is not None:
+            out["share_real"] = float(np.median(shares[0][window]))
+            out["share_cf"] = float(np.median(shares[1][window]))
     return out

@@ -114,6 +114,24 @@ def test_rule_edge_closed_forms():
         assert all(p.real < -1 and abs(p.imag) < 1e-9 for p in hb.poles)
 
 
+def test_soft_width_closed_forms():
+    # GD's pole 1 - eta h is negative down to h = S*/2; heavy ball's two poles meet at
+    # eta h = (1 + sqrt(beta))^2 (the discriminant of z^2 - (1 + beta - eta h) z + beta),
+    # so its width below S* = (2 + 2 beta)/eta is (1 - sqrt(beta))^2 / (2 + 2 beta)
+    assert rule_edge(optimizers.sgd(0.3)).soft_width == pytest.approx(0.5, rel=0.05)
+    for beta in (0.5, 0.9):
+        width = rule_edge(optimizers.momentum(0.3, beta=beta)).soft_width
+        closed = (1 - np.sqrt(beta)) ** 2 / (2 + 2 * beta)
+        assert 0.95 * closed <= width <= closed
+    # Nesterov's z^2 - (1 + beta) a z + beta a, a = 1 - eta h, has real roots of opposite
+    # signs for a < 0 and a complex pair for 0 < a < 4 beta / (1 + beta)^2: its leaving pole
+    # is real and negative from eta h = 1 up to its limit, a width 1 - 1/(eta S*)
+    lr = 0.3
+    nest = rule_edge(optimizers.nesterov(lr, beta=0.9))
+    closed = 1 - 1 / (lr * nest.limit)
+    assert 0.95 * closed <= nest.soft_width <= closed
+
+
 def _real_losses(loss, params, opt, steps):
     p, state, out = params, opt.init(params), []
     for _ in range(steps):

@@ -9,7 +9,9 @@ the batch sharpness of the full batch, never exceeds the top eigenvalue).
 from __future__ import annotations
 
 import json
+import types
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -65,3 +67,35 @@ def test_andreyev2024_full_batch_sharpness_below_lambda_max(tmp_path_factory):
     assert max(rows) >= settings["examples"]
     # the full-batch batch sharpness is g'Hg / |g|^2 <= lambda_max (Lanczos: within 1 %)
     assert full["batch_sharpness"] <= 1.01 * full["sharpness"]
+
+
+def test_centred_mean_skips_windows_with_a_nan():
+    values = np.arange(12.0)
+    values[5] = np.nan
+    out = er.centred_mean(values, 2)
+    for t in range(2, 11):
+        window = values[t - 2 : t + 2]
+        expected = np.nan if np.isnan(window).any() else window.mean()
+        np.testing.assert_allclose(out[t], expected)
+
+
+def test_oscillation_shares_on_a_quadratic():
+    # L = c + lam/2 |w|^2 at w_t = w_bar + (-1)^t delta: over whole cycles the mean loss is
+    # L(w_bar) + lam/2 |delta|^2, the share lam |delta|^2 / 2 / mean (the flow's is its own)
+    lam, c, k, steps = 3.0, 0.25, 2, 12
+    rng = np.random.default_rng(2)
+    w_bar, delta = rng.normal(size=(2, 4))
+    signs = (-1.0) ** np.arange(steps + 1)[:, None]
+    weights = w_bar + signs * delta
+
+    def loss_fn(p):
+        return c + 0.5 * lam * jnp.sum(p["w"] ** 2)
+
+    losses = np.array([float(loss_fn({"w": w})) for w in weights[:steps]])
+    flow = types.SimpleNamespace(predicted_loss=np.full(steps, 2.0), loss=np.full(steps, 1.5))
+    real, predicted = er.oscillation_shares(loss_fn, {"w": jnp.zeros(4)}, losses, weights, flow, k)
+    mean = c + 0.5 * lam * (w_bar @ w_bar + delta @ delta)
+    fits = np.arange(k, steps - k + 1)
+    np.testing.assert_allclose(real[fits], 0.5 * lam * (delta @ delta) / mean, rtol=1e-5)
+    np.testing.assert_allclose(predicted[fits], 0.25)
+    assert np.isnan(real[:k]).all() and np.isnan(predicted[:k]).all()

@@ -23,6 +23,22 @@ the rule's closed loop on a one-dimensional quadratic :math:`\tfrac12 h\theta^2`
   :math:`R(z) \approx \eta_{\text{eff}}/(1+\tau(z-1))`, the rule passes the gradient through a
   first-order lag of :math:`\tau` steps (the momentum builds up, and the stiff directions relax
   at the rate :math:`1/2\tau` of its poles of modulus :math:`\sqrt\beta`).
+
+A central flow also needs the oscillation to *hover*: the sharpness of the real run fluctuates
+around :math:`S^*` and the oscillation must then grow and decay slowly, at a rate
+proportional to the distance from :math:`S^*`, as GD's pole :math:`1-\eta\lambda` does
+(:math:`\pm 2\epsilon` per step at :math:`(1\pm\epsilon)S^*`). ``soft_width`` is the
+relative distance below :math:`S^*` over which the leaving pole stays real and negative: GD
+(down to :math:`S^*/2`) and Nesterov at :math:`\beta = 0.9` keep it over tens of percent.
+Heavy ball's two poles meet at :math:`\eta\lambda = (1+\sqrt\beta)^2`, just below
+:math:`\eta S^* = 2+2\beta`, and below it they are a complex pair of modulus
+:math:`\sqrt\beta`: its width is
+:math:`(1-\sqrt\beta)^2/(2+2\beta)` (:math:`7\times10^{-4}` at :math:`\beta=0.9`), so the
+period-2 mode is damped by :math:`1-\sqrt\beta` (5 %) per step as soon as the sharpness dips
+below :math:`S^*` by more than that: the oscillation dies out between bursts instead of
+settling, and the trajectory is a relaxation cycle, not a central flow. (The rule's delay
+:math:`\tau` destabilises the edge on its own: the concept page "the edge of stability,
+averaged" linearises the self-stabilisation loop.)
 """
 
 from __future__ import annotations
@@ -48,7 +64,10 @@ class RuleEdge:
     """A rule's edge of stability: ``limit`` :math:`S^*`, ``mode`` (an entry of
     :data:`EXIT_MODES`), ``effective_step`` :math:`\\eta_{\\text{eff}}`, ``poles`` leaving the
     unit circle at :math:`S^*(1+10^{-3})`, and ``supported`` with ``reason`` when not;
-    ``delay`` :math:`\tau`, the group delay of the open loop's regular part at :math:`z=1`."""
+    ``delay`` :math:`\\tau`, the group delay of the open loop's regular part at :math:`z=1`;
+    ``soft_width`` the relative distance below :math:`S^*` over which the leaving pole stays
+    real and negative (1/2 for GD, whose pole :math:`1-\\eta\\lambda` turns positive below
+    :math:`S^*/2`; see the module docstring)."""
 
     limit: float
     mode: str
@@ -57,6 +76,7 @@ class RuleEdge:
     supported: bool
     reason: str = ""
     delay: float = 0.0
+    soft_width: float = 1.0
 
 
 def _effective_step(opt: optax.GradientTransformation) -> tuple[float, float]:
@@ -102,4 +122,35 @@ def rule_edge(opt: optax.GradientTransformation) -> RuleEdge:
     else:
         mode, reason = "monotone", "a real pole leaves at z = +1: no oscillation to average"
     step, delay = _effective_step(opt)
-    return RuleEdge(limit, mode, step, leaving, mode == "period-2", reason, delay)
+    width = _soft_width(system, limit * (1 + _PROBE), limit) if mode == "period-2" else 0.0
+    return RuleEdge(limit, mode, step, leaving, mode == "period-2", reason, delay, width)
+
+
+def _period2(loop: tuple[np.ndarray, np.ndarray], curvature: float) -> bool:
+    """Whether the pole of largest modulus of :math:`A_0 + hBC` at ``curvature`` is real and
+    negative (``loop`` = :math:`(A_0, BC)`, the loop opened at the gradient)."""
+    poles = np.linalg.eigvals(loop[0] + curvature * loop[1])
+    top = poles[np.argmax(np.abs(poles))]
+    return bool(abs(top.imag) <= _IMAG_TOL and top.real < 0)
+
+
+def _soft_width(system, curvature: float, limit: float) -> float:
+    r"""The largest :math:`\delta \le 1-10^{-3}` with a real negative leaving pole on all of
+    :math:`[(1-\delta)S^*, S^*)`: a grid of half decades from :math:`10^{-6}`, then bisection
+    (in :math:`\log\delta`) of the first bracket to 5 % (a lower bound). ``system`` is the
+    rule linearised at ``curvature``; an affine rule's closed loop is :math:`A_0 + hBC`."""
+    bc = np.asarray(system.input_matrix("noise"), np.float64) @ np.asarray(system.C, np.float64)
+    loop = (np.asarray(system.A, np.float64) - curvature * bc, bc)
+    grid = np.concatenate([np.logspace(-6, -0.5, 12), [1 - 1e-3]])
+    ok = [d for d in grid if _period2(loop, limit * (1 - d))]
+    fails = [d for d in grid if d not in ok]
+    if not fails:
+        return float(grid[-1])
+    high = fails[0]
+    low = max((d for d in ok if d < high), default=0.0)
+    if low == 0.0:
+        return 0.0
+    while high / low > 1.05:
+        mid = np.sqrt(low * high)
+        low, high = (mid, high) if _period2(loop, limit * (1 - mid)) else (low, mid)
+    return float(low)
