@@ -91,19 +91,25 @@ def first_below(loss: np.ndarray, fraction: float = 0.1) -> int:
     return int(below[0]) if below.size else loss.size
 
 
+def _spearman(pred, meas, idx) -> float:
+    """Spearman of the predicted and measured settling steps of modes ``idx`` (a mode that has
+    not settled by the last step ranks after every step)."""
+    predicted = ntk_loop.settling_steps(pred.responses[idx])
+    measured = ntk_loop.settling_steps(meas[idx] / pred.modes.projections[idx, None])
+    measured = np.where(measured < 0, pred.steps + 1, measured)
+    return float(spearmanr(predicted, measured).statistic) if np.ptp(predicted) > 0 else np.nan
+
+
 def _scores(pred, measured_loss, outputs, settle_modes) -> dict:
+    """The row's scores; ``settle_modes``: the modes for the settling ranking, (one per cluster
+    with the largest initial projection, the nearest to each target)."""
     upto = first_below(measured_loss)
     meas = npred.measured_projections(pred, outputs)
     fast = npred.fast_modes(pred)
     p0 = pred.modes.projections[fast]
     disc = npred.mode_errors(pred.projections()[fast], meas[fast], p0)
     cont = npred.mode_errors(pred.projections(True)[fast], meas[fast], p0)
-    predicted = ntk_loop.settling_steps(pred.responses[settle_modes])
-    measured = ntk_loop.settling_steps(
-        meas[settle_modes] / pred.modes.projections[settle_modes, None]
-    )
-    measured = np.where(measured < 0, pred.steps + 1, measured)
-    rho = spearmanr(predicted, measured).statistic if np.ptp(predicted) > 0 else np.nan
+    rho, nearest = (_spearman(pred, meas, idx) for idx in settle_modes)
     return {
         "upto": upto,
         "error": npred.curve_error(pred.train_loss, measured_loss, upto)["median"],
@@ -117,7 +123,8 @@ def _scores(pred, measured_loss, outputs, settle_modes) -> dict:
         "fast_modes": int(fast.size),
         "mode_error": float(np.median(disc)),
         "continuous_mode_error": float(np.median(cont)),
-        "settling_spearman": float(rho),
+        "settling_spearman": rho,
+        "settling_spearman_nearest": nearest,
         "top_regime": str(pred.table([0])["regime"][0]),
     }
 
@@ -166,7 +173,10 @@ def network_rows(
             hp = {"learning_rate": float(np.float32(lr)), **fixed}
             pred = npred.predict_with(prog, hp, modes, steps, variables, kernel_seconds)
             settled = pred.responses[:, -1] ** 2 <= ntk_loop.SETTLING**2
-            settle = npred.spread_modes(modes.curvatures, settled)
+            settle = (
+                npred.spread_modes(modes.curvatures, settled, projections=modes.projections),
+                npred.spread_modes(modes.curvatures, settled),
+            )
             row = dict(width=width, depth=depth, activation=activation, rule=name, fraction=frac)
             row["loss"] = loss
             row.update(_scores(pred, run.loss[i], run.outputs[i], settle))
