@@ -10,22 +10,16 @@ each fast mode's projection (top mode and every mode with :math:`\eta\mu \ge 0.5
 Spearman correlation of predicted and measured settling steps over 20 modes log-spaced in
 curvature (one per 2 % cluster).
 
-:func:`lookahead_sgd` is lookahead (Zhang et al., NeurIPS 2019) around gradient descent on plain
-parameters (optax's ``lookahead`` wants ``LookaheadParams``): every ``sync_period`` steps the
-slow weights move ``slow_step_size`` of the way to the fast ones and the fast weights restart
-there; its loop is periodic, and ``linearize_periodic`` lifts it.
+Lookahead is the registry's ``lookahead_sgd`` (Zhang et al., NeurIPS 2019, around gradient
+descent, on plain parameters); its loop is periodic, and ``linearize_periodic`` lifts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from scipy.stats import spearmanr
 
 from gdyn_jax import linearize
@@ -34,42 +28,12 @@ from gdyn_jax.predictions import ntk_predict as npred
 from gdyn_jax.sweep import SweepConfig, assemble
 from gdyn_jax.sweep.config import rule_of
 
-
-class LookaheadState(NamedTuple):
-    """The slow weights and the step within the sync period."""
-
-    slow: optax.Params
-    count: jax.Array
-
-
-def lookahead_sgd(
-    learning_rate: float, sync_period: int = 5, slow_step_size: float = 0.5
-) -> optax.GradientTransformation:
-    """Lookahead around GD: fast steps ``-learning_rate * g``; every ``sync_period`` steps
-    ``slow += slow_step_size * (fast - slow)`` and the parameters jump to ``slow``."""
-    k = int(sync_period)
-
-    def init(params):
-        return LookaheadState(jax.tree.map(jnp.asarray, params), jnp.zeros([], jnp.int32))
-
-    def update(grads, state, params):
-        count = (state.count + 1) % k
-        sync = count == 0
-        fast = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
-        synced = jax.tree.map(lambda s, f: s + slow_step_size * (f - s), state.slow, fast)
-        slow = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, state.slow)
-        target = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, fast)
-        return jax.tree.map(jnp.subtract, target, params), LookaheadState(slow, count)
-
-    return optax.GradientTransformation(init, update)
-
-
 #: name -> (optimizer, fixed hyperparameters)
 RULES = {
     "gd": ("sgd", {}),
     "heavy ball": ("momentum", {"beta": 0.9}),
     "nesterov": ("nesterov", {"beta": 0.9}),
-    "lookahead": (lookahead_sgd, {"sync_period": 5, "slow_step_size": 0.5}),
+    "lookahead": ("lookahead_sgd", {"sync_period": 5, "slow_step_size": 0.5}),
 }
 
 
