@@ -93,6 +93,9 @@ def test_lookahead_response_is_the_lifted_loop():
         per_period = 1 - 0.5 + 0.5 * (1 - 0.1 * h) ** 3
         np.testing.assert_allclose(r[i, 3::3], per_period ** np.arange(1, 11), rtol=1e-9)
         np.testing.assert_allclose(linearize.spectral_radius(lifted), abs(per_period), rtol=1e-9)
+    table = ntk_loop.mode_table(lookahead_sgd, hp, mu)  # one lift on diag(mu), cut in blocks
+    per_step = np.abs(1 - 0.5 + 0.5 * (1 - 0.1 * mu) ** 3) ** (1 / 3)
+    np.testing.assert_allclose(table["pole_modulus"], per_step, rtol=1e-9)
     assert ntk_loop.effective_step(lookahead_sgd, hp) == pytest.approx(0.05, rel=1e-6)
     assert ntk_loop.effective_step(optimizers.momentum, {"learning_rate": 0.1, "beta": 0.9}) == (
         pytest.approx(1.0, rel=1e-6)
