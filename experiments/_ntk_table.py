@@ -10,66 +10,33 @@ each fast mode's projection (top mode and every mode with :math:`\eta\mu \ge 0.5
 Spearman correlation of predicted and measured settling steps over 20 modes log-spaced in
 curvature (one per 2 % cluster).
 
-:func:`lookahead_sgd` is lookahead (Zhang et al., NeurIPS 2019) around gradient descent on plain
-parameters (optax's ``lookahead`` wants ``LookaheadParams``): every ``sync_period`` steps the
-slow weights move ``slow_step_size`` of the way to the fast ones and the fast weights restart
-there; its loop is periodic, and ``linearize_periodic`` lifts it.
+Lookahead is the registry's ``lookahead_sgd`` (Zhang et al., NeurIPS 2019, around gradient
+descent, on plain parameters); its loop is periodic, and ``linearize_periodic`` lifts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from scipy.stats import spearmanr
 
 from gdyn_jax import linearize
 from gdyn_jax.predictions import ntk_loop
 from gdyn_jax.predictions import ntk_predict as npred
 from gdyn_jax.sweep import SweepConfig, assemble
+from gdyn_jax.sweep import train as train_lib
 from gdyn_jax.sweep.config import rule_of
-
-
-class LookaheadState(NamedTuple):
-    """The slow weights and the step within the sync period."""
-
-    slow: optax.Params
-    count: jax.Array
-
-
-def lookahead_sgd(
-    learning_rate: float, sync_period: int = 5, slow_step_size: float = 0.5
-) -> optax.GradientTransformation:
-    """Lookahead around GD: fast steps ``-learning_rate * g``; every ``sync_period`` steps
-    ``slow += slow_step_size * (fast - slow)`` and the parameters jump to ``slow``."""
-    k = int(sync_period)
-
-    def init(params):
-        return LookaheadState(jax.tree.map(jnp.asarray, params), jnp.zeros([], jnp.int32))
-
-    def update(grads, state, params):
-        count = (state.count + 1) % k
-        sync = count == 0
-        fast = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
-        synced = jax.tree.map(lambda s, f: s + slow_step_size * (f - s), state.slow, fast)
-        slow = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, state.slow)
-        target = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, fast)
-        return jax.tree.map(jnp.subtract, target, params), LookaheadState(slow, count)
-
-    return optax.GradientTransformation(init, update)
-
 
 #: name -> (optimizer, fixed hyperparameters)
 RULES = {
     "gd": ("sgd", {}),
     "heavy ball": ("momentum", {"beta": 0.9}),
     "nesterov": ("nesterov", {"beta": 0.9}),
-    "lookahead": (lookahead_sgd, {"sync_period": 5, "slow_step_size": 0.5}),
+    "lookahead": ("lookahead_sgd", {"sync_period": 5, "slow_step_size": 0.5}),
 }
 
 
@@ -91,19 +58,44 @@ def first_below(loss: np.ndarray, fraction: float = 0.1) -> int:
     return int(below[0]) if below.size else loss.size
 
 
+def _spearman(pred, meas, idx) -> float:
+    """Spearman of the predicted and measured settling steps of modes ``idx`` (a mode that has
+    not settled by the last step ranks after every step)."""
+    predicted = ntk_loop.settling_steps(pred.responses[idx])
+    measured = ntk_loop.settling_steps(meas[idx] / pred.modes.projections[idx, None])
+    measured = np.where(measured < 0, pred.steps + 1, measured)
+    return float(spearmanr(predicted, measured).statistic) if np.ptp(predicted) > 0 else np.nan
+
+
+def distinct_envelopes(pred, idx, rtol: float = 1e-6) -> np.ndarray:
+    """Of modes ``idx``, one per pole modulus (the one with the largest initial projection).
+
+    Modes whose loops share a pole modulus share their envelope: heavy ball's underdamped
+    modes all decay as :math:`\\sqrt\\beta^k`, so their 2 % settling steps differ only by the
+    phase at which the last peak crosses the band, a tie the measured run breaks by its drift.
+    """
+    idx = np.asarray(idx, int)
+    modulus = pred.table(idx)["pole_modulus"]
+    order = np.argsort(-np.abs(pred.modes.projections[idx]))
+    kept: list[int] = []
+    for j in order:
+        if all(abs(modulus[j] / modulus[k] - 1.0) > rtol for k in kept):
+            kept.append(int(j))
+    return idx[sorted(kept)]
+
+
 def _scores(pred, measured_loss, outputs, settle_modes) -> dict:
+    """The row's scores; ``settle_modes``: the modes for the settling ranking, (one per cluster
+    with the largest initial projection, the nearest to each target)."""
     upto = first_below(measured_loss)
     meas = npred.measured_projections(pred, outputs)
     fast = npred.fast_modes(pred)
     p0 = pred.modes.projections[fast]
     disc = npred.mode_errors(pred.projections()[fast], meas[fast], p0)
     cont = npred.mode_errors(pred.projections(True)[fast], meas[fast], p0)
-    predicted = ntk_loop.settling_steps(pred.responses[settle_modes])
-    measured = ntk_loop.settling_steps(
-        meas[settle_modes] / pred.modes.projections[settle_modes, None]
-    )
-    measured = np.where(measured < 0, pred.steps + 1, measured)
-    rho = spearmanr(predicted, measured).statistic if np.ptp(predicted) > 0 else np.nan
+    rho, nearest = (_spearman(pred, meas, idx) for idx in settle_modes)
+    distinct = distinct_envelopes(pred, settle_modes[0])
+    rho_distinct = _spearman(pred, meas, distinct) if distinct.size >= 3 else np.nan
     return {
         "upto": upto,
         "error": npred.curve_error(pred.train_loss, measured_loss, upto)["median"],
@@ -117,7 +109,10 @@ def _scores(pred, measured_loss, outputs, settle_modes) -> dict:
         "fast_modes": int(fast.size),
         "mode_error": float(np.median(disc)),
         "continuous_mode_error": float(np.median(cont)),
-        "settling_spearman": float(rho),
+        "settling_spearman": rho,
+        "settling_spearman_nearest": nearest,
+        "settling_spearman_distinct": rho_distinct,
+        "distinct_envelopes": int(distinct.size),
         "top_regime": str(pred.table([0])["regime"][0]),
     }
 
@@ -134,9 +129,11 @@ def network_rows(
     seed: int = 0,
     keep_curves: bool = False,
     loss: str = "mse",
+    drift_steps: int = 0,
 ) -> list[dict]:
     """One row per (rule, fraction) on one network (module docstring); ``loss`` other than
-    ``'mse'``: its Gauss-Newton model at initialisation, an approximation."""
+    ``'mse'``: its Gauss-Newton model at initialisation, an approximation; ``drift_steps``: also
+    the kernel's drift over that many steps of gradient descent (:func:`kernel_drift`)."""
     base = SweepConfig(
         dataset="mnist1d",
         model="fc",
@@ -156,22 +153,69 @@ def network_rows(
     kernel_seconds = time.perf_counter() - start
     rows = []
     for name in rules:
-        factory, fixed = RULES[name]
-        config = dataclasses.replace(program.config, optimizer=factory, hparams=fixed)
-        prog = assemble(config)
-        limit = learning_rate_limit(rule_of(config).factory, fixed, modes.curvatures[0])
-        lrs = np.asarray(fractions, np.float64) * limit
-        run = npred.measured_run(prog, {"learning_rate": lrs.astype(np.float32)}, seed, steps)
-        for i, (frac, lr) in enumerate(zip(fractions, lrs, strict=True)):
-            hp = {"learning_rate": float(np.float32(lr)), **fixed}
-            pred = npred.predict_with(prog, hp, modes, steps, variables, kernel_seconds)
-            settled = pred.responses[:, -1] ** 2 <= ntk_loop.SETTLING**2
-            settle = npred.spread_modes(modes.curvatures, settled)
-            row = dict(width=width, depth=depth, activation=activation, rule=name, fraction=frac)
-            row["loss"] = loss
-            row.update(_scores(pred, run.loss[i], run.outputs[i], settle))
-            row.update(predict_seconds=pred.seconds, train_seconds=run.seconds / len(lrs))
-            if keep_curves:
-                row.update(pred=pred, measured=run.loss[i], outputs=run.outputs[i])
-            rows.append(row)
+        scored = _rule_rows(program, modes, variables, name, fractions, seed, steps, kernel_seconds)
+        for row in scored:
+            if not keep_curves:
+                row = {k: v for k, v in row.items() if k not in ("pred", "measured", "outputs")}
+            rows.append(dict(width=width, depth=depth, activation=activation, loss=loss) | row)
+    if drift_steps:
+        drift = kernel_drift(program, state, modes, max(fractions), drift_steps)
+        for row in rows:
+            row.update(drift)
     return rows
+
+
+def _rule_rows(program, modes, variables, name, fractions, seed, steps, kernel_seconds) -> list:
+    """The rows of rule ``name`` at each fraction of its limit: the real runs side by side."""
+    factory, fixed = RULES[name]
+    config = dataclasses.replace(program.config, optimizer=factory, hparams=fixed)
+    prog = assemble(config)
+    limit = learning_rate_limit(rule_of(config).factory, fixed, modes.curvatures[0])
+    lrs = np.asarray(fractions, np.float64) * limit
+    run = npred.measured_run(prog, {"learning_rate": lrs.astype(np.float32)}, seed, steps)
+    rows = []
+    for i, (frac, lr) in enumerate(zip(fractions, lrs, strict=True)):
+        hp = {"learning_rate": float(np.float32(lr)), **fixed}
+        pred = npred.predict_with(prog, hp, modes, steps, variables, kernel_seconds)
+        settled = pred.responses[:, -1] ** 2 <= ntk_loop.SETTLING**2
+        settle = (
+            npred.spread_modes(modes.curvatures, settled, projections=modes.projections),
+            npred.spread_modes(modes.curvatures, settled),
+        )
+        row = {"rule": name, "fraction": frac}
+        row.update(_scores(pred, run.loss[i], run.outputs[i], settle))
+        row.update(predict_seconds=pred.seconds, train_seconds=run.seconds / len(lrs))
+        row.update(pred=pred, measured=run.loss[i], outputs=run.outputs[i])
+        rows.append(row)
+    return rows
+
+
+def kernel_drift(program, state, modes, fraction: float, steps: int) -> dict[str, float]:
+    r"""How far the network leaves its linearisation: the kernel after ``steps`` steps of
+    gradient descent at ``fraction`` of its limit, against the kernel at initialisation:
+    ``kernel_drift`` :math:`\|\Theta_k - \Theta_0\|_F / \|\Theta_0\|_F` and ``top_drift``
+    :math:`\lambda_{\max}(\Theta_k) / \lambda_{\max}(\Theta_0)` (past :math:`1/f` the top
+    mode is past the limit: the edge of stability)."""
+    task, data = program.task, program.data
+    lr = fraction * learning_rate_limit(rule_of(program.config).factory, {}, modes.curvatures[0])
+    hp = train_lib.as_hparams({"learning_rate": lr})
+
+    @jax.jit
+    def run(state):
+        def body(s, t):
+            return train_lib.train_step(task, data, hp, s, t), None
+
+        return jax.lax.scan(body, state, jnp.arange(int(steps)))[0]
+
+    final = run(state)
+    kernel = ntk_loop.empirical_ntk(
+        task.model, {"params": final.params, **final.model_state}, data.x_train
+    )
+    k0 = np.asarray(modes.kernel, np.float64)
+    k = np.asarray(kernel, np.float64)
+    top0, top = (float(np.linalg.eigvalsh(m)[-1]) for m in (k0, k))
+    return {
+        "drift_steps": int(steps),
+        "kernel_drift": float(np.linalg.norm(k - k0) / np.linalg.norm(k0)),
+        "top_drift": top / top0,
+    }

@@ -15,7 +15,6 @@ import pytest
 import scipy.integrate
 import scipy.linalg
 
-from experiments._ntk_table import lookahead_sgd
 from gdyn_jax import linearize, models, optimizers
 from gdyn_jax.measurements import ntk
 from gdyn_jax.predictions import mode_loops, ntk_loop, predicted_kick_response
@@ -87,12 +86,16 @@ def test_mode_responses_are_linearize_free_responses(name, hp):
 def test_lookahead_response_is_the_lifted_loop():
     hp = {"learning_rate": 0.1, "sync_period": 3, "slow_step_size": 0.5}
     mu = np.array([0.5, 2.0, 15.0])
+    lookahead_sgd = optimizers.get("lookahead_sgd")
     r = ntk_loop.mode_responses(lookahead_sgd, hp, mu, 30)
     for i, h in enumerate(mu):  # one period of the lifted loop: 1 - a + a (1 - eta h)^3
         lifted = linearize.linearize_periodic(lookahead_sgd(**hp), float(h))
         per_period = 1 - 0.5 + 0.5 * (1 - 0.1 * h) ** 3
         np.testing.assert_allclose(r[i, 3::3], per_period ** np.arange(1, 11), rtol=1e-9)
         np.testing.assert_allclose(linearize.spectral_radius(lifted), abs(per_period), rtol=1e-9)
+    table = ntk_loop.mode_table(lookahead_sgd, hp, mu)  # one lift on diag(mu), cut in blocks
+    per_step = np.abs(1 - 0.5 + 0.5 * (1 - 0.1 * mu) ** 3) ** (1 / 3)
+    np.testing.assert_allclose(table["pole_modulus"], per_step, rtol=1e-9)
     assert ntk_loop.effective_step(lookahead_sgd, hp) == pytest.approx(0.05, rel=1e-6)
     assert ntk_loop.effective_step(optimizers.momentum, {"learning_rate": 0.1, "beta": 0.9}) == (
         pytest.approx(1.0, rel=1e-6)
@@ -218,3 +221,11 @@ def test_settling_steps():
         [[1, 0.5, 0.01, 0.03, 0.01, 0.0], [1, 0.5, 0.3, 0.2, 0.1, 0.05], [0, 0, 0, 0, 0, 0]]
     )
     np.testing.assert_array_equal(ntk_loop.settling_steps(r), [4, -1, 0])
+
+
+def test_lookahead_sgd_period_is_a_whole_number_of_steps():
+    lookahead_sgd = optimizers.get("lookahead_sgd")
+    with pytest.raises(ValueError, match=r"^sync_period: expected a whole number of steps >= 1"):
+        lookahead_sgd(0.1, sync_period=2.5)
+    with pytest.raises(ValueError, match=r"^slow_step_size: expected a value in \[0, 1\]"):
+        lookahead_sgd(0.1, slow_step_size=1.5)

@@ -42,6 +42,8 @@ SETTINGS: dict[str, dict[str, float]] = {
     "lars": dict(
         learning_rate=0.5, weight_decay=0.01, trust_coefficient=0.02, eps=1e-6, momentum=0.8
     ),
+    # a period whose scaled values below (x 0.9, 0.8, 0.7, 0.55) are whole numbers of steps
+    "lookahead_sgd": dict(learning_rate=0.1, sync_period=20, slow_step_size=0.4),
 }
 NUMPY_ORACLE = ("pid", "triple_momentum", "robust_momentum")  # no optax alias: numpy oracles below
 
@@ -56,7 +58,26 @@ def _optax_equivalent(name: str, hp: dict[str, Any]) -> optax.GradientTransforma
         return optax.sgd(hp["learning_rate"] * (1 - hp["beta"]), momentum=hp["beta"])
     if name == "nesterov":
         return optax.sgd(hp["learning_rate"], momentum=hp["beta"], nesterov=True)
+    if name == "lookahead_sgd":
+        return _on_plain_params(
+            optax.lookahead(optax.sgd(hp["learning_rate"]), hp["sync_period"], hp["slow_step_size"])
+        )
     return getattr(optax, name)(**hp)
+
+
+def _on_plain_params(lookahead: optax.GradientTransformation) -> optax.GradientTransformation:
+    """optax.lookahead on plain parameters (the fast ones), its slow ones kept in the state."""
+
+    def init(params):
+        return params, lookahead.init(params)
+
+    def update(grads, state, params):
+        both = optax.LookaheadParams(fast=params, slow=state[0])
+        updates, inner = lookahead.update(grads, state[1], both)
+        moved = optax.apply_updates(both, updates)
+        return jax.tree.map(jnp.subtract, moved.fast, params), (moved.slow, inner)
+
+    return optax.GradientTransformation(init, update)
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,6 +376,8 @@ BAD_VALUES = {
     "weight_decay": (-0.1, ">= 0"),
     "trust_coefficient": (-1.0, ">= 0"),
     "lam": (1.5, "in [0, 1]"),
+    "sync_period": (0.0, ">= 1"),
+    "slow_step_size": (1.5, "in [0, 1]"),
 }
 
 
@@ -564,6 +587,7 @@ STATE_BYTES = {
     "adamw": 8,
     "amsgrad": 12,
     "lars": 4,
+    "lookahead_sgd": 4,  # the slow weights
 }
 
 

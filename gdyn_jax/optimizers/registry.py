@@ -21,6 +21,7 @@ from gdyn_jax import imports
 from gdyn_jax.errors import UsageError
 from gdyn_jax.optimizers._adaptive import adadelta, adagrad, adam, adamw, amsgrad, rmsprop
 from gdyn_jax.optimizers._lars import lars
+from gdyn_jax.optimizers._lookahead import lookahead_sgd
 from gdyn_jax.optimizers._momentum import ema_momentum, momentum, nesterov, sgd
 from gdyn_jax.optimizers._pid import pid
 from gdyn_jax.optimizers._robust_momentum import robust_momentum
@@ -53,6 +54,7 @@ _CONSTRUCTORS: dict[str, Factory] = {
     "adamw": adamw,
     "amsgrad": amsgrad,
     "lars": lars,
+    "lookahead_sgd": lookahead_sgd,
 }
 
 # A small float pytree whose leaves have different shapes, for measuring state.

@@ -276,9 +276,7 @@ def mode_table(
     mu = np.asarray(curvatures, np.float64)
     first = check_affine(factory, hparams, float(mu[0]) or 1.0)
     if "periodic" in first.reason:
-        lifted = [linearize.linearize_periodic(factory(**hparams), float(h)) for h in mu]
-        A = np.stack([np.asarray(s.A, np.float64) for s in lifted])
-        period = lifted[0].period
+        A, period = _lifted_blocks(factory, hparams, mu)
     else:
         A, period = np.asarray(mode_loops(factory, mu, **hparams).A, np.float64), 1
     rho = np.asarray(linearize.spectral_radius(A)) ** (1.0 / period)
@@ -286,3 +284,25 @@ def mode_table(
     if responses is not None:
         out["settling"] = settling_steps(responses)
     return out
+
+
+def _lifted_blocks(factory: Factory, hparams, mu: np.ndarray, chunk: int = 32):
+    r"""The lifted loops :math:`\Phi_k` of a periodic rule at curvatures ``mu``, (M, s, s), and
+    the period: one ``linearize_periodic`` on the diagonal quadratic of up to ``chunk``
+    curvatures, cut into each coordinate's block (an elementwise rule's lifted matrix is block
+    diagonal after the permutation; where it is not, one lift per curvature)."""
+    blocks, period = [], 1
+    for start in range(0, mu.size, chunk):
+        part = mu[start : start + chunk]
+        system = linearize.linearize_periodic(factory(**hparams), np.diag(part))
+        phi, d, period = np.asarray(system.A, np.float64), part.size, system.period
+        idx = np.arange(d)[:, None] + d * np.arange(phi.shape[0] // d)[None, :]
+        sub = phi[idx[:, :, None], idx[:, None, :]]
+        rebuilt = np.zeros_like(phi)
+        for i in range(d):
+            rebuilt[np.ix_(idx[i], idx[i])] = sub[i]
+        if phi.shape[0] % d or not np.allclose(rebuilt, phi, rtol=0.0, atol=1e-13):
+            lifted = [linearize.linearize_periodic(factory(**hparams), float(h)) for h in part]
+            sub = np.stack([np.asarray(t.A, np.float64) for t in lifted])
+        blocks.append(sub)
+    return np.concatenate(blocks), period

@@ -35,7 +35,9 @@ def _clean(values) -> Any:
 def shown_modes(prediction: npred.NTKPrediction) -> np.ndarray:
     """The modes a report shows: the fast ones and 20 log-spaced in curvature."""
     settled = np.abs(prediction.responses[:, -1]) <= ntk_loop.SETTLING
-    spread = npred.spread_modes(prediction.modes.curvatures, settled)
+    spread = npred.spread_modes(
+        prediction.modes.curvatures, settled, projections=prediction.modes.projections
+    )
     return np.union1d(npred.fast_modes(prediction), spread).astype(int)
 
 
