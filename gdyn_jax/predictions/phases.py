@@ -177,7 +177,15 @@ def _catapult_ratio(m, loops: Loops, pick, limit_at, A0, D, c) -> np.ndarray:
         return (d2 + turning + rest) * (rho**2 - 1) / (step_eff * drift)
 
 
-def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
+def _unknown(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    nan = np.full(shape, np.nan)
+    unknown = np.full(shape, PHASES.index("unknown"))
+    return {"phase": unknown, "step": np.full(shape, -1), "limit": nan, "margin": nan, "ratio": nan}
+
+
+def decide_phases(
+    limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray], probed: np.ndarray | None = None
+):
     r"""Phase, change step, margin and catapult ratio of every (point, seed).
 
     Args:
@@ -190,6 +198,9 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
         eigenvector's turning (``preflight``): ``ritz_values``, ``ritz_weights`` ``(S, k)``
         and ``turning_rest`` ``(S,)``. Only the directions whose curvature is below the limit
         turn :math:`u` towards them: those above it oscillate with it.
+      probed: ``(P, S)`` booleans, where given: the learning rate lies above the divergence
+        edge probed on the model (``predictions.probe``). It then decides divergent against
+        catapult in place of the ratio :math:`q`, which is still returned.
 
     Returns:
       ``phase`` (indices into :data:`PHASES`), ``step`` (when it changes, -1 if never),
@@ -199,14 +210,7 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
     curvature = m["curvature"]
     shape = (limits.shape[0], np.shape(curvature)[-1])
     if not loops.exact:  # no loop to read: no verdict (the reason is the caller's to show)
-        nan = np.full(shape, np.nan)
-        return {
-            "phase": np.full(shape, PHASES.index("unknown")),
-            "step": np.full(shape, -1),
-            "limit": nan,
-            "margin": nan,
-            "ratio": nan,
-        }
+        return _unknown(shape)
     c, lam, sharp = (
         np.broadcast_to(np.asarray(m[k], np.float64), shape)[..., None]
         for k in ("curvature", "gn_sharpness", "sharpening")
@@ -223,10 +227,12 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
     limit_at = limits[pick[0], pick[1]]
     ratio = _catapult_ratio(m, loops, pick, limit_at, A0, D, c[..., 0])
     ratio = np.where(t_up >= 0, ratio, np.nan)
-    phase = np.select([t_up >= 0, t_eos >= 0], [np.where(ratio < 1, 2, 3), 1], default=0)
+    above = np.where(ratio < 1, 2, 3) if probed is None else 2
+    probed = np.zeros(shape, bool) if probed is None else np.asarray(probed, bool)
+    phase = np.select([probed, t_up >= 0, t_eos >= 0], [3, above, 1], default=0)
     return {
         "phase": phase.astype(int),
-        "step": np.where(t_up >= 0, t_up, t_eos),
+        "step": np.where(t_up >= 0, t_up, np.where(probed, 0, t_eos)),
         "limit": limit_at,
         "margin": c[..., 0] / limit_at - 1,
         "ratio": ratio,
