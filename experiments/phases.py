@@ -53,6 +53,8 @@ class Settings(Modes):
     range_steps: int = 100
     rounds: int = 1
     extra_rates: int = 2
+    probe_steps: int = 32  # the probed divergence edge (predictions.probe); 0: the model's
+    probe_rounds: int = 7
 
     TINY = dict(
         rates=4,
@@ -63,6 +65,8 @@ class Settings(Modes):
         range_steps=20,
         rounds=0,
         iters=8,
+        probe_steps=8,
+        probe_rounds=3,
     )
     FULL = dict(
         models=("mlp", "cnn1d"),
@@ -125,6 +129,7 @@ def summary(case: dict) -> dict:
         "optimizer",
         "boundary",
         "predicted_boundary",
+        "model_boundary",
         "naive_boundary",
         "range_boundary",
         "scores",
@@ -159,6 +164,7 @@ def score(report: Report, s: Settings, cases: list) -> None:
                 *(f"{sc[k]:.2f}" for k in sc),
                 f"{c['boundary']:.4g}",
                 f"{c['predicted_boundary']:.4g}",
+                f"{c['model_boundary']:.4g}",
                 f"{c['naive_boundary']:.4g}",
                 f"{c['range_boundary']:.4g}",
             ]
@@ -185,6 +191,7 @@ def score(report: Report, s: Settings, cases: list) -> None:
             "range test",
             "measured η*",
             "predicted η*",
+            "2nd-order model η*",
             "naive η*",
             "range test η*",
         ],
@@ -195,13 +202,17 @@ def score(report: Report, s: Settings, cases: list) -> None:
         [
             c["optimizer"],
             f"{c['seconds']['preflight']:.2f}",
+            f"{c['seconds']['probe']:.2f}",
             f"{c['seconds']['preflight_compile']:.1f}",
             f"{c['seconds']['range_test']:.2f}",
             f"{c['seconds']['sweep']:.1f}",
         ]
         for c in cases
     ]
-    report.table(["optimizer", "pre-flight s", "its compile s", "range test s", "sweep s"], cost)
+    report.table(
+        ["optimizer", "pre-flight s", "of it, probe s", "compile s", "range test s", "sweep s"],
+        cost,
+    )
 
 
 def _confusion(report: Report, cases: list) -> None:

@@ -328,7 +328,7 @@ def preflight(
     *,
     measurement: InitMeasurement | None = None,
     probe_steps: int = 32,
-    probe_rounds: int = 7,
+    probe_rounds: int = 6,
     **measure: Any,
 ) -> Preflight:
     """The phase of every point of ``grid`` × ``seeds`` (module doc). ``measure``:
@@ -351,7 +351,8 @@ def preflight(
     points = {n: table[:, j] for j, n in enumerate(names)}
     limits, loops = rule_loops(program.config, points, measurement.preconditioned)
     m = measurement.values
-    out, edge, probe = _decide(program, seeds, points, limits, loops, m, probe_steps, probe_rounds)
+    probing = (probe_steps, probe_rounds)
+    out, edge, probe = _decide(program, points, limits, loops, measurement, *probing)
     end = time.perf_counter()
     took = (probe.seconds, probe.compile_seconds) if probe else (0.0, 0.0)
     seconds = {
@@ -381,14 +382,15 @@ def preflight(
     )
 
 
-def _decide(program, seeds, points, limits, loops, m, steps: int, rounds: int):
+def _decide(program, points, limits, loops, measurement, steps: int, rounds: int):
     """``phases.decide_phases`` with the divergence edge probed (unless ``steps`` or
     ``rounds`` is 0, or the loop is unknown): (its output, the edge, the probe)."""
-    edge, probe = np.full(limits.shape[:1] + m["curvature"].shape, np.nan), None
+    m = measurement.values
+    seeds = m["curvature"].shape[0]
+    edge, probe = np.full((limits.shape[0], seeds), np.nan), None
     if steps and rounds and loops.exact:
-        edge, probe = probe_grid(
-            program, seeds, points, limits, m["curvature"], steps=steps, rounds=rounds
-        )
+        kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples}
+        edge, probe = probe_grid(program, seeds, points, limits, m["curvature"], **kw)
     lr = learning_rates(program.config, points, limits.shape[0])[:, None]
     return ph.decide_phases(limits, loops, m, None if probe is None else lr > edge), edge, probe
 

@@ -9,14 +9,14 @@ second-order model of :mod:`gdyn_jax.predictions.phases` reads the sharpness's d
 the initialisation and places the edge 30-35 % too low there (it is exact where the loss is
 quartic, as on Lewkowycz et al.'s two-layer linear network). So the edge is *measured* on the
 model at hand instead: for each seed (initialised as its sweep initialises it, on the sweep's
-own mini-batches) and each setting of the other hyperparameters, the rule itself runs
-``steps`` steps at ``rates`` learning rates at once (``vmap``), first on a geometric ladder
-from the rate where the linear limit meets the curvature up to ``span`` times it, then
-``rounds`` times between the last rate that survived and the first that diverged (divergent:
+own mini-batches; full batch: the examples of the measurements) and each setting of the other
+hyperparameters, the rule itself runs ``steps`` steps, all (group, seed) at once (``vmap``),
+in ``rounds`` rounds: from the rate where the linear limit meets the curvature, ``factor``
+times the last rate that survived until one diverges, then bisection in log rate (divergent:
 a non-finite loss, or one grown ``phases.BLOWUP``-fold over step 0 at a step where the sweep
 evaluates, the sweep's own test: Adam's first step can lift the loss a millionfold for one
 step, which the sweep's curves never see).
-The edge is the geometric mean of the final bracket. Nothing is fitted: it is a short run of
+The edge is the geometric middle of the final bracket. Nothing is fitted: it is a short run of
 the same program as the sweep, and its cost (``seconds``) is reported with the pre-flight's.
 It sees only the first ``steps`` steps of a schedule and cannot see a divergence that starts
 later (after a sharpening to the edge of stability, say).
@@ -90,8 +90,9 @@ def probe_edges(
     low: np.ndarray,
     *,
     steps: int = 32,
-    rounds: int = 7,
+    rounds: int = 6,
     factor: float = 4.0,
+    examples: int | None = None,
 ) -> EdgeProbe:
     """The divergence edge in the learning rate per group and seed (module doc).
 
@@ -100,8 +101,12 @@ def probe_edges(
     the loop is stable). Each of ``rounds`` rounds runs one rate per (group, seed), all at
     once: ``factor`` times the last survivor until one diverges, then the geometric middle
     of the bracket (bisection in log rate). One compiled program on ``G * seeds`` members.
+    ``examples``: a full-batch rule runs on the first ``examples`` training examples (those
+    of the measurements at init); None: the whole training set.
     """
     task, data = program.task, program.data
+    if task.full_batch and examples is not None and examples < task.num_train:
+        data = data._replace(x_train=data.x_train[:examples], y_train=data.y_train[:examples])
     steps = min(int(steps), program.config.steps)
     G, S = len(groups), seeds
     lo = np.asarray(low, np.float64).reshape(G, S).copy()
@@ -133,7 +138,8 @@ def probe_grid(
     curvature: np.ndarray,
     *,
     steps: int = 32,
-    rounds: int = 7,
+    rounds: int = 6,
+    examples: int | None = None,
 ) -> tuple[np.ndarray, EdgeProbe | None]:
     """The probed edge of each (grid point, seed), ``(P, S)`` (``inf`` where none diverged;
     NaN where the rule's limit is unknown), and the probe (None if nothing was probed).
@@ -155,7 +161,7 @@ def probe_grid(
     other = [
         {k: float(v[index[0]]) for k, v in points.items() if k != "learning_rate"} for index in rows
     ]
-    probe = probe_edges(program, seeds, other, low, steps=steps, rounds=rounds)
+    probe = probe_edges(program, seeds, other, low, steps=steps, rounds=rounds, examples=examples)
     for g, index in enumerate(rows):
         edge[index] = probe.edge[g]
     return edge, probe
