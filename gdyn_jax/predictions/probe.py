@@ -77,8 +77,10 @@ def _diverges(task, data, steps: int):
             return (state, start, blown), None
 
         init = (state, jnp.float32(jnp.inf), jnp.array(False))
-        (state, _, blown), _ = jax.lax.scan(step, init, jnp.arange(steps))
-        return blown | ~state.alive
+        (state, start, blown), _ = jax.lax.scan(step, init, jnp.arange(steps))
+        x, y, _ = train_lib.draw_batch(task, data, state, jnp.int32(steps))
+        end = train_lib.mean_loss(task, state.params, state.model_state, x, y)  # last eval
+        return blown | ~state.alive | ~jnp.isfinite(end) | (end > ph.BLOWUP * start)
 
     return jax.vmap(run)
 
