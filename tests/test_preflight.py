@@ -174,6 +174,7 @@ def test_range_test_stops_at_four_times_the_best_smoothed_loss():
         (["--batch-size", "x"], "batch_size"),
         (["--examples", "0"], "examples"),
         (["--iters", "0"], "iters"),
+        (["--probe-steps", "-1"], "probe_steps"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, args, name):
