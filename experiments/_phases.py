@@ -43,12 +43,14 @@ def _sweep(config: SweepConfig, lrs, seeds: int):
     return ds, time.perf_counter() - start
 
 
-def _diverged(ds) -> np.ndarray:
+def _diverged(ds, limit=None) -> np.ndarray:
+    """Each run's measured phase (``limit``: the rule's, for the edge of stability)."""
     classes = 10 if "test_accuracy" in ds else None
     measured = ph.measured_phases(
         ds["train_loss"].values,
         ds["diverged_at"].values,
         ds["sharpness"].values if "sharpness" in ds else None,
+        limit,
         accuracy=ds["test_accuracy"].values if classes else None,
         classes=classes,
     )
@@ -112,7 +114,7 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         fine_div = fine_lrs[:, None] > pre.edge[:1]
     rt = range_test(config, s.seeds, start=lrs[0] / 10, end=lrs[-1] * 10, steps=s.range_steps)
     ds, sweep_seconds = _sweep(config, lrs, s.seeds)
-    measured = _diverged(ds)
+    measured = _diverged(ds, pre.limit[..., None])
     frac = (measured == 3).mean(axis=-1)
     boundary, rates, fracs, extra_seconds = measured_boundary(
         config, lrs, frac, s.seeds, s.rounds, s.extra_rates

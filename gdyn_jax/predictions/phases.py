@@ -43,6 +43,15 @@ descent :math:`\rho = \eta\lambda-1`, so :math:`q<1 \iff \eta\lambda < 2 + \nabl
 curvature is below the rule's limit (second-order perturbation theory; those above it
 oscillate with :math:`u`).
 
+**Where the model stops and the probe starts.** The expansion is local: it reads the
+sharpness's derivatives at the initialisation and assumes the oscillation grows slowly. On a
+real network at its divergence boundary :math:`\rho \approx 5`: the loss peaks by step 2 and
+the sharpness has fallen several-fold by step 4, far from where it was expanded (on an
+MNIST-1D MLP the model's edge is 30-35 % low for SGD and cross-entropy). The pre-flight
+therefore decides divergent against catapult by the edge probed on the model
+(:mod:`gdyn_jax.predictions.probe`, ``probed`` in :func:`decide_phases`) and reports
+:math:`q` beside it.
+
 **Loops of many rule instances at once.** The loop of an affine rule on
 :math:`\tfrac12h\theta^2` is affine in :math:`h`: :math:`A(h) = A_0 + hD`. Two linearisations
 (``linearize.linearize_grid`` at :math:`h = 1, 2`) give :math:`A_0, D` for a whole grid;
