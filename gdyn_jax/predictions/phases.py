@@ -66,6 +66,7 @@ import dataclasses
 import numpy as np
 
 from gdyn_jax import linearize
+from gdyn_jax.linearize.limit import affine_limits
 
 __all__ = [
     "BLOWUP",
@@ -89,7 +90,6 @@ MEASURED_PHASES = ("stable", "edge of stability", "catapult", "divergent", "coll
 BLOWUP = 1e6
 #: the edge of stability is measured where the sharpness comes within this of the limit
 EOS_TOLERANCE = 0.05
-_MARGINAL = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,29 +126,11 @@ def radius(A0: np.ndarray, D: np.ndarray, h) -> np.ndarray:
     return np.asarray(linearize.spectral_radius(A0 + h * D))
 
 
-def stability_limits(A0: np.ndarray, D: np.ndarray, points: int = 241, iters: int = 60):
-    r"""The end of the first stable interval of :math:`h \mapsto \rho(A_0 + hD)`, per loop.
-
-    Scans ``points`` log-spaced curvatures over 24 decades around the loop's scale
-    (:math:`1/\max|D|`), then bisects ``iters`` times between the last stable and the first
-    unstable one. ``inf`` where no scanned curvature is unstable, 0 where none is stable.
-    """
-    A0, D = np.asarray(A0, np.float64), np.asarray(D, np.float64)
-    batch = A0.shape[:-2]
-    scale = 1.0 / np.maximum(np.max(np.abs(D), axis=(-1, -2)), 1e-300)
-    hs = scale[..., None] * np.logspace(-12, 12, points)
-    rho = radius(A0[..., None, :, :], D[..., None, :, :], hs)
-    unstable = rho > 1 + _MARGINAL
-    first = np.argmax(unstable, axis=-1)
-    never = ~unstable.any(axis=-1)
-    lo = np.take_along_axis(hs, np.maximum(first - 1, 0)[..., None], -1)[..., 0]
-    hi = np.take_along_axis(hs, first[..., None], -1)[..., 0]
-    for _ in range(iters):
-        mid = np.sqrt(lo * hi)
-        bad = radius(A0, D, mid) > 1 + _MARGINAL
-        hi, lo = np.where(bad, mid, hi), np.where(bad, lo, mid)
-    out = np.where(never, np.inf, np.where(first == 0, 0.0, lo))
-    return out.reshape(batch)
+def stability_limits(A0: np.ndarray, D: np.ndarray) -> np.ndarray:
+    r"""The end of the first stable interval of :math:`h \mapsto \rho(A_0 + hD)`, per loop:
+    ``linearize.limit.affine_limits``, the search of ``max_stable_curvature`` on a batch.
+    ``inf`` where no curvature is unstable, 0 where none is stable."""
+    return affine_limits(A0, D)
 
 
 def effective_steps(A0: np.ndarray, B: np.ndarray, C: np.ndarray) -> np.ndarray:
