@@ -33,7 +33,7 @@ WINDOW = 4.0  # pairs within this factor of the measured boundary are scored
 def naive_lr(config: SweepConfig, measurement) -> float:
     """The learning rate at which the rule's limit equals the mean curvature at init: the
     naive boundary, the centre of the swept rates."""
-    probe = preflight(config, {"learning_rate": [1.0]}, measurement=measurement)
+    probe = preflight(config, {"learning_rate": [1.0]}, measurement=measurement, probe_steps=0)
     return float(probe.limit[0, 0] / np.mean(measurement.values["curvature"]))
 
 
@@ -43,12 +43,14 @@ def _sweep(config: SweepConfig, lrs, seeds: int):
     return ds, time.perf_counter() - start
 
 
-def _diverged(ds) -> np.ndarray:
+def _diverged(ds, limit=None) -> np.ndarray:
+    """Each run's measured phase (``limit``: the rule's, for the edge of stability)."""
     classes = 10 if "test_accuracy" in ds else None
     measured = ph.measured_phases(
         ds["train_loss"].values,
         ds["diverged_at"].values,
         ds["sharpness"].values if "sharpness" in ds else None,
+        limit,
         accuracy=ds["test_accuracy"].values if classes else None,
         classes=classes,
     )
@@ -95,16 +97,24 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
     """One case (module doc); ``s`` the experiment's settings."""
     centre = naive_lr(config, measurement) if measurement is not None else None
     if centre is None:
-        probe = preflight(config, {"learning_rate": [1.0]}, s.seeds, **_opts(s))
-        measurement = probe.measurement
+        first = preflight(config, {"learning_rate": [1.0]}, s.seeds, probe_steps=0, **_opts(s))
+        measurement = first.measurement
         centre = naive_lr(config, measurement)
     lrs = centre * np.geomspace(s.span[0], s.span[1], s.rates)
-    pre = preflight(config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement)
+    pre = preflight(
+        config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement, **_probe(s)
+    )
     fine_lrs = np.geomspace(lrs[0], lrs[-1], 8 * s.rates + 1)  # the boundary between rates
-    fine = preflight(config, {"learning_rate": list(fine_lrs)}, s.seeds, measurement=measurement)
+    fine = preflight(
+        config, {"learning_rate": list(fine_lrs)}, s.seeds, measurement=measurement, probe_steps=0
+    )
+    # the probed edge does not depend on the grid's rates: the fine grid reads it as it is
+    fine_div = fine.phase == "divergent"
+    if pre.probe is not None:
+        fine_div = fine_lrs[:, None] > pre.edge[:1]
     rt = range_test(config, s.seeds, start=lrs[0] / 10, end=lrs[-1] * 10, steps=s.range_steps)
     ds, sweep_seconds = _sweep(config, lrs, s.seeds)
-    measured = _diverged(ds)
+    measured = _diverged(ds, pre.limit[..., None])
     frac = (measured == 3).mean(axis=-1)
     boundary, rates, fracs, extra_seconds = measured_boundary(
         config, lrs, frac, s.seeds, s.rounds, s.extra_rates
@@ -124,7 +134,8 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         "preflight": pre,
         "measured": measured,
         "boundary": boundary,
-        "predicted_boundary": predicted_boundary(fine_lrs, fine.phase == "divergent"),
+        "predicted_boundary": predicted_boundary(fine_lrs, fine_div),
+        "model_boundary": predicted_boundary(fine_lrs, fine.phase == "divergent"),
         "naive_boundary": predicted_boundary(fine_lrs, fine.margin > 0),
         "range_boundary": float(np.exp(np.mean(np.log(rt.stop)))),
         "scores": score,
@@ -133,7 +144,8 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         "fractions": fracs,
         "seconds": {
             "preflight": pre.seconds["total"],
-            "preflight_compile": pre.measurement.compile_seconds,
+            "preflight_compile": pre.seconds["compile"],
+            "probe": pre.seconds["probe"],
             "range_test": rt.seconds,
             "sweep": sweep_seconds + extra_seconds,
         },
@@ -142,3 +154,7 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
 
 def _opts(s) -> dict[str, Any]:
     return {"examples": s.examples, "iters": s.iters}
+
+
+def _probe(s) -> dict[str, Any]:
+    return {"probe_steps": s.probe_steps, "probe_rounds": s.probe_rounds}

@@ -7,11 +7,13 @@ catapult above it (the loss spikes, the sharpness falls, training goes on), dive
 sharpening up to the edge of stability. ``gdyn_jax.predictions.preflight`` predicts the phase
 of every (rate, seed) of a sweep from the rule's loop (``linearize``) and a few numbers
 measured at the seed's initialisation, in seconds: :math:`\lambda_0` (the batch sharpness for
-mini-batches, preconditioned for Adam), and the cubic and quartic behaviour of the loss along
-the top eigenvector, which decides whether the oscillation lowers the sharpness (catapult) or
-raises it (divergence). This experiment trains the same grid and scores the calls against
-the naive rule (divergent iff :math:`\eta` exceeds the limit at :math:`\lambda_0`) and the
-learning-rate range test (Smith 2017; fastai's ``lr_find``).
+mini-batches, preconditioned for Adam), the cubic and quartic behaviour of the loss along
+the top eigenvector (a second-order model of whether the oscillation lowers the sharpness,
+a catapult, or raises it, divergence), and the divergence edge probed by a few real steps of
+the rule at bisected rates (``gdyn_jax.predictions.probe``), which makes the call. This
+experiment trains the same grid and scores the calls against the naive rule (divergent iff
+:math:`\eta` exceeds the limit at :math:`\lambda_0`) and the learning-rate range test
+(Smith 2017; fastai's ``lr_find``); the second-order model's boundary is reported beside.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class Settings(Modes):
     range_steps: int = 100
     rounds: int = 1
     extra_rates: int = 2
+    probe_steps: int = 32  # the probed divergence edge (predictions.probe); 0: the model's
+    probe_rounds: int = 6
+    track_sharpness: bool = False  # needed to measure the edge of stability
 
     TINY = dict(
         rates=4,
@@ -63,6 +68,8 @@ class Settings(Modes):
         range_steps=20,
         rounds=0,
         iters=8,
+        probe_steps=8,
+        probe_rounds=3,
     )
     FULL = dict(
         models=("mlp", "cnn1d"),
@@ -76,6 +83,7 @@ class Settings(Modes):
         train_subset=None,
         rounds=1,
         extra_rates=4,
+        track_sharpness=True,
     )
 
 
@@ -91,6 +99,7 @@ def config_of(s: Settings, model: str, loss: str, batch: int | None, name: str) 
         eval_every=s.eval_every,
         batch_size=batch,
         train_subset=s.train_subset,
+        track_sharpness=s.track_sharpness,
     )
 
 
@@ -125,6 +134,7 @@ def summary(case: dict) -> dict:
         "optimizer",
         "boundary",
         "predicted_boundary",
+        "model_boundary",
         "naive_boundary",
         "range_boundary",
         "scores",
@@ -159,6 +169,7 @@ def score(report: Report, s: Settings, cases: list) -> None:
                 *(f"{sc[k]:.2f}" for k in sc),
                 f"{c['boundary']:.4g}",
                 f"{c['predicted_boundary']:.4g}",
+                f"{c['model_boundary']:.4g}",
                 f"{c['naive_boundary']:.4g}",
                 f"{c['range_boundary']:.4g}",
             ]
@@ -185,6 +196,7 @@ def score(report: Report, s: Settings, cases: list) -> None:
             "range test",
             "measured η*",
             "predicted η*",
+            "2nd-order model η*",
             "naive η*",
             "range test η*",
         ],
@@ -195,13 +207,17 @@ def score(report: Report, s: Settings, cases: list) -> None:
         [
             c["optimizer"],
             f"{c['seconds']['preflight']:.2f}",
+            f"{c['seconds']['probe']:.2f}",
             f"{c['seconds']['preflight_compile']:.1f}",
             f"{c['seconds']['range_test']:.2f}",
             f"{c['seconds']['sweep']:.1f}",
         ]
         for c in cases
     ]
-    report.table(["optimizer", "pre-flight s", "its compile s", "range test s", "sweep s"], cost)
+    report.table(
+        ["optimizer", "pre-flight s", "of it, probe s", "compile s", "range test s", "sweep s"],
+        cost,
+    )
 
 
 def _confusion(report: Report, cases: list) -> None:

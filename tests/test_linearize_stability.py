@@ -140,3 +140,19 @@ def test_hypothesis_hyperparameters_never_crash(name, a, beta, h):
     if not stable:
         assert np.isnan(info["SettlingTime"])
     assert np.isfinite(linearize.spectral_radius(system))
+
+
+def test_affine_limits_match_the_closed_forms_of_gd_and_heavy_ball():
+    """affine_limits on a batch of loops A0 + hD: gradient descent 1 - eta h ends its stable
+    interval at 2/eta, heavy ball on (theta_t, theta_t-1) at (2 + 2 beta)/eta (Polyak)."""
+    from gdyn_jax.linearize.limit import affine_limits
+
+    etas = np.array([1e-3, 0.1, 3.0])
+    gd = affine_limits(np.ones((3, 1, 1)), -etas[:, None, None])
+    np.testing.assert_allclose(gd, 2 / etas, rtol=1e-9)
+    beta = 0.9
+    A0 = np.broadcast_to(np.array([[1 + beta, -beta], [1.0, 0.0]]), (3, 2, 2))
+    D = np.zeros((3, 2, 2))
+    D[:, 0, 0] = -etas
+    np.testing.assert_allclose(affine_limits(A0, D), (2 + 2 * beta) / etas, rtol=1e-9)
+    assert affine_limits(0.5 * np.eye(1), np.zeros((1, 1))) == np.inf  # never unstable

@@ -125,7 +125,7 @@ def test_uv_model_trains_as_lewkowycz_et_al_say():
 def test_catapult_edge_is_four_over_lambda_on_the_uv_model():
     """The catapult's edge from the measured derivatives: q = 1 at eta lambda0 = 4."""
     config, m, lrs = _uv()
-    pre = preflight(config, {"learning_rate": lrs}, 1, measurement=m)
+    pre = preflight(config, {"learning_rate": lrs}, 1, measurement=m, probe_steps=0)
     assert pre.phase[:, 0].tolist() == ["stable", "catapult", "catapult", "divergent", "divergent"]
     products = np.array(lrs) * m.sharpness[0]
     q = pre.ratio[1:, 0]  # q is proportional to eta lambda - 2 for gradient descent
@@ -174,6 +174,7 @@ def test_range_test_stops_at_four_times_the_best_smoothed_loss():
         (["--batch-size", "x"], "batch_size"),
         (["--examples", "0"], "examples"),
         (["--iters", "0"], "iters"),
+        (["--probe-steps", "-1"], "probe_steps"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, args, name):

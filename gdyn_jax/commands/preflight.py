@@ -7,7 +7,10 @@ refuses what ``gdyn sweep`` refuses, the same way; it trains nothing, so there i
 sharpness for mini-batches; the preconditioned one for Adam-type rules after ``--warmup``
 updates of their statistics) and the cubic and quartic behaviour of the loss along the top
 eigenvector, and joins them to the rule's loop at every grid point and every step of the
-schedule (``gdyn_jax.predictions.preflight``). Prints a table, or ``--json``: one object
+schedule (``gdyn_jax.predictions.preflight``); above the rule's limit, the divergence edge
+in the learning rate is probed by ``--probe-rounds`` short runs of ``--probe-steps`` steps
+of the rule itself, all seeds at once (``gdyn_jax.predictions.probe``; ``--probe-steps 0``:
+the second-order model decides). Prints a table, or ``--json``: one object
 whose ``points`` is a list of ``{hparams, phase, limit, curvature, margin, ...}``, plus
 ``seconds``. ``--plot FILE`` draws the phase map over the grid, with the measured boundary
 of a finished sweep given by ``--results DIR``.
@@ -50,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--iters", type=int, default=20, help="Lanczos steps (default 20)")
     a("--batches", type=int, default=16, help="mini-batches of the batch sharpness (16)")
     a("--warmup", type=int, default=10, help="updates of an adaptive rule's statistics (10)")
+    a(
+        "--probe-steps",
+        type=int,
+        default=32,
+        help="steps of the short runs that probe the divergence edge (default 32; 0: the "
+        "second-order model decides catapult against divergence)",
+    )
+    a("--probe-rounds", type=int, default=6, help="bisection rounds of the probe (default 6)")
     a("--json", action="store_true", help="print one JSON object instead of the table")
     a("--plot", metavar="FILE", help="save the phase map over the grid to FILE")
     a("--results", metavar="DIR", help="a finished sweep: its measured boundary on --plot")
@@ -72,11 +83,16 @@ def _options(args: argparse.Namespace) -> dict:
     for name in ("iters", "batches", "warmup"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name}: expected a positive integer, got {getattr(args, name)}")
+    for name in ("probe_steps", "probe_rounds"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"{name}: expected a non-negative integer, got {getattr(args, name)}")
     return {
         "examples": examples,
         "iters": args.iters,
         "batches": args.batches,
         "warmup": args.warmup,
+        "probe_steps": args.probe_steps,
+        "probe_rounds": args.probe_rounds,
     }
 
 
@@ -104,13 +120,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _table(pre) -> str:
     data = pre.to_json()
-    head = [*pre.names, "phase", "limit", "curvature", "margin", "step"]
+    head = [*pre.names, "phase", "limit", "curvature", "margin", "step", "edge"]
     rows = [
         [
             *(f"{v:.4g}" for v in p["hparams"].values()),
             p["phase"],
             *(f"{p[k]:.4g}" if p[k] is not None else "-" for k in ("limit", "curvature", "margin")),
             "-" if p["step"] is None else str(p["step"]),
+            "-" if p.get("edge") is None else f"{p['edge']:.4g}",
         ]
         for p in data["points"]
     ]
@@ -121,8 +138,9 @@ def _table(pre) -> str:
     s = pre.seconds
     lines.append(
         f"{len(rows)} points × {pre.phase.shape[1]} seeds in {s['total']:.2f} s (measuring "
-        f"{s['measure']:.2f} s, the rule's loops {s['rule']:.2f} s; compiling {s['compile']:.1f}"
-        " s apart)" + (f"; unknown: {pre.reason}" if pre.reason else "")
+        f"{s['measure']:.2f} s, the rule's loops {s['rule']:.2f} s, probing the divergence "
+        f"edge {s['probe']:.2f} s; compiling {s['compile']:.1f} s apart)"
+        + (f"; unknown: {pre.reason}" if pre.reason else "")
     )
     return "\n".join(lines)
 

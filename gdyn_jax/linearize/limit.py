@@ -33,7 +33,7 @@ from gdyn_jax.linearize.exactness import clock_run, structural_verdict, verdict
 from gdyn_jax.linearize.loop import build_loop
 from gdyn_jax.linearize.outcome import Outcome, UndecidedError
 
-__all__ = ["MARGINAL", "StabilityLimit", "max_stable_curvature", "stability_limit"]
+__all__ = ["MARGINAL", "StabilityLimit", "affine_limits", "max_stable_curvature", "stability_limit"]
 
 #: A spectral radius within this of 1 from above is rounding around a marginal pole (e.g. the
 #: averaging state of schedule-free SGD as h -> 0), not the crossing that ends the stable
@@ -375,3 +375,27 @@ def max_stable_curvature(
         where = "" if steps is None else f" at {int(undecided.sum())} of {steps} steps (t = {t})"
         raise UndecidedError(f"max_stable_curvature: could not decide{where}: {reasons[t]}")
     return limit.value if steps is None else np.asarray(limit.value).copy()
+
+
+def affine_limits(A0, D, *, points: int = 65, rtol: float = 1e-12) -> np.ndarray:
+    r"""The limit of each loop :math:`A(h) = A_0 + hD` of a batch (the leading axes of ``A0``
+    and ``D``, broadcast): the end of the first stable interval of :math:`\rho(A_0 + hD)`,
+    found as :func:`max_stable_curvature` finds it (a log scan of ``points`` curvatures over
+    ``DEFAULT_RANGE`` times the loop's scale :math:`1/\max|D|`, then multisection to ``rtol``).
+    The loop of an affine rule on :math:`\tfrac12h\theta^2` has this form, so two
+    linearisations give every limit of a grid. ``inf`` where the loop stays stable, 0 where
+    no curvature is stable, NaN where the radius is not finite."""
+    A0, D = np.broadcast_arrays(np.asarray(A0, np.float64), np.asarray(D, np.float64))
+    batch, k = A0.shape[:-2], A0.shape[-1]
+    a0, d = A0.reshape(-1, k, k), D.reshape(-1, k, k)
+    scale = 1.0 / np.maximum(np.max(np.abs(d), axis=(-1, -2)), FLOAT_RANGE[0])
+
+    def radius(hs):
+        h = np.asarray(hs, np.float64)[..., None, None]
+        return np.asarray(spectral_radius_of(a0[:, None] + h * d[:, None]))
+
+    lower, upper = (np.clip(scale * r, *FLOAT_RANGE) for r in DEFAULT_RANGE)
+    with jax.enable_x64(True):
+        out, kind, *_ = _stability_edges(radius, lower, upper, points, rtol, a0.shape[0])
+    out = np.select([kind == _OPEN, kind == _NONFINITE], [np.inf, np.nan], out)
+    return out.reshape(batch)

@@ -43,6 +43,15 @@ descent :math:`\rho = \eta\lambda-1`, so :math:`q<1 \iff \eta\lambda < 2 + \nabl
 curvature is below the rule's limit (second-order perturbation theory; those above it
 oscillate with :math:`u`).
 
+**Where the model stops and the probe starts.** The expansion is local: it reads the
+sharpness's derivatives at the initialisation and assumes the oscillation grows slowly. On a
+real network at its divergence boundary :math:`\rho \approx 5`: the loss peaks by step 2 and
+the sharpness has fallen several-fold by step 4, far from where it was expanded (on an
+MNIST-1D MLP the model's edge is 30-35 % low for SGD and cross-entropy). The pre-flight
+therefore decides divergent against catapult by the edge probed on the model
+(:mod:`gdyn_jax.predictions.probe`, ``probed`` in :func:`decide_phases`) and reports
+:math:`q` beside it.
+
 **Loops of many rule instances at once.** The loop of an affine rule on
 :math:`\tfrac12h\theta^2` is affine in :math:`h`: :math:`A(h) = A_0 + hD`. Two linearisations
 (``linearize.linearize_grid`` at :math:`h = 1, 2`) give :math:`A_0, D` for a whole grid;
@@ -57,6 +66,7 @@ import dataclasses
 import numpy as np
 
 from gdyn_jax import linearize
+from gdyn_jax.linearize.limit import affine_limits
 
 __all__ = [
     "BLOWUP",
@@ -80,7 +90,6 @@ MEASURED_PHASES = ("stable", "edge of stability", "catapult", "divergent", "coll
 BLOWUP = 1e6
 #: the edge of stability is measured where the sharpness comes within this of the limit
 EOS_TOLERANCE = 0.05
-_MARGINAL = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,29 +126,11 @@ def radius(A0: np.ndarray, D: np.ndarray, h) -> np.ndarray:
     return np.asarray(linearize.spectral_radius(A0 + h * D))
 
 
-def stability_limits(A0: np.ndarray, D: np.ndarray, points: int = 241, iters: int = 60):
-    r"""The end of the first stable interval of :math:`h \mapsto \rho(A_0 + hD)`, per loop.
-
-    Scans ``points`` log-spaced curvatures over 24 decades around the loop's scale
-    (:math:`1/\max|D|`), then bisects ``iters`` times between the last stable and the first
-    unstable one. ``inf`` where no scanned curvature is unstable, 0 where none is stable.
-    """
-    A0, D = np.asarray(A0, np.float64), np.asarray(D, np.float64)
-    batch = A0.shape[:-2]
-    scale = 1.0 / np.maximum(np.max(np.abs(D), axis=(-1, -2)), 1e-300)
-    hs = scale[..., None] * np.logspace(-12, 12, points)
-    rho = radius(A0[..., None, :, :], D[..., None, :, :], hs)
-    unstable = rho > 1 + _MARGINAL
-    first = np.argmax(unstable, axis=-1)
-    never = ~unstable.any(axis=-1)
-    lo = np.take_along_axis(hs, np.maximum(first - 1, 0)[..., None], -1)[..., 0]
-    hi = np.take_along_axis(hs, first[..., None], -1)[..., 0]
-    for _ in range(iters):
-        mid = np.sqrt(lo * hi)
-        bad = radius(A0, D, mid) > 1 + _MARGINAL
-        hi, lo = np.where(bad, mid, hi), np.where(bad, lo, mid)
-    out = np.where(never, np.inf, np.where(first == 0, 0.0, lo))
-    return out.reshape(batch)
+def stability_limits(A0: np.ndarray, D: np.ndarray) -> np.ndarray:
+    r"""The end of the first stable interval of :math:`h \mapsto \rho(A_0 + hD)`, per loop:
+    ``linearize.limit.affine_limits``, the search of ``max_stable_curvature`` on a batch.
+    ``inf`` where no curvature is unstable, 0 where none is stable."""
+    return affine_limits(A0, D)
 
 
 def effective_steps(A0: np.ndarray, B: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -177,7 +168,15 @@ def _catapult_ratio(m, loops: Loops, pick, limit_at, A0, D, c) -> np.ndarray:
         return (d2 + turning + rest) * (rho**2 - 1) / (step_eff * drift)
 
 
-def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
+def _unknown(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    nan = np.full(shape, np.nan)
+    unknown = np.full(shape, PHASES.index("unknown"))
+    return {"phase": unknown, "step": np.full(shape, -1), "limit": nan, "margin": nan, "ratio": nan}
+
+
+def decide_phases(
+    limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray], probed: np.ndarray | None = None
+):
     r"""Phase, change step, margin and catapult ratio of every (point, seed).
 
     Args:
@@ -190,6 +189,9 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
         eigenvector's turning (``preflight``): ``ritz_values``, ``ritz_weights`` ``(S, k)``
         and ``turning_rest`` ``(S,)``. Only the directions whose curvature is below the limit
         turn :math:`u` towards them: those above it oscillate with it.
+      probed: ``(P, S)`` booleans, where given: the learning rate lies above the divergence
+        edge probed on the model (``predictions.probe``). It then decides divergent against
+        catapult in place of the ratio :math:`q`, which is still returned.
 
     Returns:
       ``phase`` (indices into :data:`PHASES`), ``step`` (when it changes, -1 if never),
@@ -199,14 +201,7 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
     curvature = m["curvature"]
     shape = (limits.shape[0], np.shape(curvature)[-1])
     if not loops.exact:  # no loop to read: no verdict (the reason is the caller's to show)
-        nan = np.full(shape, np.nan)
-        return {
-            "phase": np.full(shape, PHASES.index("unknown")),
-            "step": np.full(shape, -1),
-            "limit": nan,
-            "margin": nan,
-            "ratio": nan,
-        }
+        return _unknown(shape)
     c, lam, sharp = (
         np.broadcast_to(np.asarray(m[k], np.float64), shape)[..., None]
         for k in ("curvature", "gn_sharpness", "sharpening")
@@ -223,10 +218,12 @@ def decide_phases(limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray]):
     limit_at = limits[pick[0], pick[1]]
     ratio = _catapult_ratio(m, loops, pick, limit_at, A0, D, c[..., 0])
     ratio = np.where(t_up >= 0, ratio, np.nan)
-    phase = np.select([t_up >= 0, t_eos >= 0], [np.where(ratio < 1, 2, 3), 1], default=0)
+    above = np.where(ratio < 1, 2, 3) if probed is None else 2
+    probed = np.zeros(shape, bool) if probed is None else np.asarray(probed, bool)
+    phase = np.select([probed, t_up >= 0, t_eos >= 0], [3, above, 1], default=0)
     return {
         "phase": phase.astype(int),
-        "step": np.where(t_up >= 0, t_up, t_eos),
+        "step": np.where(t_up >= 0, t_up, np.where(probed, 0, t_eos)),
         "limit": limit_at,
         "margin": c[..., 0] / limit_at - 1,
         "ratio": ratio,

@@ -19,7 +19,11 @@ the same initialisation of each seed), measures at each seed's initialisation, i
 and joins them to the rule's loop at every grid point and every step of its schedule
 (``linearize.linearize_grid``; an adaptive rule's loop with :math:`\nu` and the count frozen
 at :math:`P = 1`, as ``linearize.max_stable_curvature(..., freeze=('nu', 'count'))``). A rule
-whose loop is not proven affine gets the phase ``'unknown'`` with linearize's reason.
+whose loop is not proven affine gets the phase ``'unknown'`` with linearize's reason
+(``predictions.preflight_loops``). Above the limit, what separates a catapult from divergence
+is, by default, *probed*: a few real steps of the rule at bisected learning rates
+(``predictions.probe``, its seconds reported apart), where the second-order model's ratio
+places the edge 30-35 % low on a real network; ``probe_steps=0`` leaves it to that model.
 """
 
 from __future__ import annotations
@@ -36,16 +40,14 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from gdyn_jax import linearize
 from gdyn_jax.measurements import batch_sharpness, hessian
 from gdyn_jax.predictions import phases as ph
+from gdyn_jax.predictions.preflight_loops import learning_rates, rule_loops
+from gdyn_jax.predictions.probe import EdgeProbe, probe_grid
 from gdyn_jax.sweep import Program, SweepConfig, assemble, setup
 from gdyn_jax.sweep import train as train_lib
-from gdyn_jax.sweep.config import rule_of
 
 __all__ = ["InitMeasurement", "Preflight", "measure_init", "preflight", "rule_loops"]
-
-_LATE_COUNT = 10_000  # the count at which an adaptive rule's loop is frozen (bias corrected)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,89 +237,6 @@ def _first_point(program: Program) -> dict[str, float]:
     return {n: float(v[0]) for n, v in zip(program.grid.names, program.grid.values, strict=True)}
 
 
-def _frozen_state(opt: optax.GradientTransformation, hp: dict[str, float]):
-    """The state of a one-parameter adaptive rule whose preconditioner is 1 at a late count."""
-    b2, eps = hp.get("b2", 0.999), hp.get("eps", 1e-8)
-    root = hp.get("eps_root") or 0.0
-    nu = ((1 - eps) ** 2 - root) * (1 - b2**_LATE_COUNT)
-
-    def fix(leaf):
-        if isinstance(leaf, optax.ScaleByAdamState):
-            return leaf._replace(count=jnp.asarray(_LATE_COUNT, jnp.int32), nu=np.full(1, nu))
-        return leaf
-
-    with jax.enable_x64(True):
-        state = opt.init(np.zeros(1))
-    return jax.tree.map(fix, state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
-
-
-def _loops_at(factory, lrs: np.ndarray, other: dict[str, float], adaptive: bool):
-    """(A0, D, B_gradient, C, exact, reason) of the rule at learning rates ``lrs``."""
-    if adaptive:
-        systems = []
-        for lr in lrs:
-            hp = {**other, "learning_rate": float(lr)}
-            opt = factory(**hp)
-            kw = {"state": _frozen_state(opt, hp), "freeze": ("nu", "count")}
-            systems.append([linearize.linearize(opt, h, **kw) for h in (1.0, 2.0)])
-        one, two = (
-            [np.stack([np.asarray(getattr(s[i], m)) for s in systems]) for m in "ABC"]
-            for i in (0, 1)
-        )
-        proofs = [s[1] for s in systems]
-    else:
-        grid = {"learning_rate": np.asarray(lrs, np.float64)}
-        pair = [linearize.linearize_grid(factory, grid, h, **other) for h in (1.0, 2.0)]
-        one, two = ([np.asarray(s.A), np.asarray(s.B), np.asarray(s.C)] for s in pair)
-        proofs = [pair[1]]
-    exact = all(bool(p.exact) for p in proofs)
-    reason = "" if exact else ", ".join(next(p.reason for p in proofs if not p.exact))
-    D = two[0] - one[0]
-    return one[0] - D, D, one[1][..., :, -1], one[2][..., 0, :], exact, reason
-
-
-def rule_loops(
-    config: SweepConfig, points: dict[str, np.ndarray], adaptive: bool = False
-) -> tuple[np.ndarray, ph.Loops]:
-    """Limits ``(P, T)`` and loops of ``config``'s rule at the ``P`` grid ``points`` (name ->
-    ``(P,)`` values) at each step of its schedule (``T = steps``; 1 without a schedule): the
-    sweep sets the learning rate of step ``t`` to ``learning_rate * s(t)``."""
-    factory, fixed = rule_of(config).factory, config.fixed_hparams()
-    size = len(next(iter(points.values()))) if points else 1
-    schedule = setup.unit_schedule(config.schedule, config.steps, config.warmup_steps)
-    scale = (
-        np.ones(1)
-        if schedule is None
-        else np.asarray(jax.vmap(schedule)(jnp.arange(config.steps)), np.float64)
-    )
-    base = {**rule_of(config).defaults, **fixed}
-    lr = np.broadcast_to(points.get("learning_rate", base.get("learning_rate")), (size,))
-    groups = collections.defaultdict(list)
-    for i in range(size):
-        other = {k: float(v[i]) for k, v in points.items() if k != "learning_rate"}
-        groups[tuple(sorted(other.items()))].append(i)
-    T = scale.size
-    A0 = D = steps = bs = cs = None
-    exact, reason = True, ""
-    for key, index in groups.items():
-        lrs = (np.asarray(lr, np.float64)[index][:, None] * scale[None, :]).ravel()
-        a0, d, b, c, ok, why = _loops_at(factory, lrs, {**fixed, **dict(key)}, adaptive)
-        if A0 is None:
-            A0 = np.zeros((size, T) + a0.shape[-2:])
-            D, steps = np.zeros_like(A0), np.zeros((size, T))
-            bs, cs = np.zeros((size, T, b.shape[-1])), np.zeros((size, T, c.shape[-1]))
-        bs[index] = b.reshape(len(index), T, -1)
-        cs[index] = c.reshape(len(index), T, -1)
-        A0[index] = a0.reshape(len(index), T, *a0.shape[-2:])
-        D[index] = d.reshape(A0[index].shape)
-        steps[index] = ph.effective_steps(a0, b, c).reshape(len(index), T)
-        exact, reason = exact and ok, reason or why
-    if not exact:
-        return np.full((size, T), np.nan), ph.Loops(A0, D, steps, exact, reason, bs, cs)
-    limits = ph.stability_limits(A0, D)
-    return limits, ph.Loops(A0, D, steps, exact, reason, bs, cs)
-
-
 @dataclasses.dataclass(frozen=True)
 class Preflight:
     """The predicted phase of every (grid point, seed), with what decided it.
@@ -325,8 +244,10 @@ class Preflight:
     ``names``/``points``: the grid's hyperparameters and the ``(P, len(names))`` points in the
     grid's member order; ``phase`` (strings), ``step``, ``limit``, ``margin``, ``ratio`` and
     ``curvature``: ``(P, S)``; ``reason``: linearize's, where the phase is ``'unknown'``;
-    ``seconds``: ``{'measure', 'compile', 'rule', 'total', 'wall'}`` (``total``: measuring
-    and the rule's loops, compilation apart); ``classes``: outputs read as classes, if any.
+    ``seconds``: ``{'measure', 'compile', 'rule', 'probe', 'total', 'wall'}`` (``total``:
+    measuring, the rule's loops and the probe, compilation apart); ``classes``: outputs read
+    as classes, if any; ``edge``: the probed divergence edge in the learning rate ``(P, S)``
+    and ``probe`` the probe (None when not probed).
     """
 
     names: tuple[str, ...]
@@ -341,6 +262,8 @@ class Preflight:
     seconds: dict[str, float]
     reason: str = ""
     classes: int | None = None
+    edge: np.ndarray | None = None
+    probe: EdgeProbe | None = None
 
     def point_phase(self) -> list[str]:
         """Each point's phase: the most common over its seeds (the first listed on a tie)."""
@@ -372,6 +295,7 @@ class Preflight:
                     if phase in ("catapult", "divergent")
                     else None,
                     "step": int(np.median(step)) if step.size and phase != "stable" else None,
+                    "edge": None if self.edge is None else _num(np.median(self.edge[i])),
                     "seed_phases": self.phase[i].tolist(),
                     **({"reason": self.reason} if phase == "unknown" else {}),
                 }
@@ -403,11 +327,18 @@ def preflight(
     seeds: int = 1,
     *,
     measurement: InitMeasurement | None = None,
+    probe_steps: int = 32,
+    probe_rounds: int = 6,
     **measure: Any,
 ) -> Preflight:
     """The phase of every point of ``grid`` × ``seeds`` (module doc). ``measure``:
     :func:`measure_init`'s options; ``measurement``: one already made on the same model and
-    data (non-adaptive rules share it: it does not depend on the rule)."""
+    data (non-adaptive rules share it: it does not depend on the rule). ``probe_steps``,
+    ``probe_rounds``: the divergence edge probed by short runs (``predictions.probe``); 0
+    steps: decided by the second-order model alone (``predictions.phases``)."""
+    for name, value in (("probe_steps", probe_steps), ("probe_rounds", probe_rounds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
     start = time.perf_counter()
     program = assemble(config, grid or None, seeds)
     names = tuple(program.grid.names) if program.grid is not None else ()
@@ -420,14 +351,17 @@ def preflight(
     points = {n: table[:, j] for j, n in enumerate(names)}
     limits, loops = rule_loops(program.config, points, measurement.preconditioned)
     m = measurement.values
-    out = ph.decide_phases(limits, loops, m)
+    probing = (probe_steps, probe_rounds)
+    out, edge, probe = _decide(program, points, limits, loops, measurement, *probing)
     end = time.perf_counter()
+    took = (probe.seconds, probe.compile_seconds) if probe else (0.0, 0.0)
     seconds = {
         "measure": measurement.seconds,
-        "compile": measurement.compile_seconds,
-        "rule": end - rule_start,
+        "compile": measurement.compile_seconds + took[1],
+        "rule": end - rule_start - sum(took),
+        "probe": took[0],
     }
-    seconds["total"] = seconds["measure"] + seconds["rule"]
+    seconds["total"] = seconds["measure"] + seconds["rule"] + seconds["probe"]
     seconds["wall"] = end - start
     shape = out["phase"].shape
     return Preflight(
@@ -443,7 +377,22 @@ def preflight(
         seconds,
         "" if loops.exact else loops.reason,
         _classes(program),
+        edge,
+        probe,
     )
+
+
+def _decide(program, points, limits, loops, measurement, steps: int, rounds: int):
+    """``phases.decide_phases`` with the divergence edge probed (unless ``steps`` or
+    ``rounds`` is 0, or the loop is unknown): (its output, the edge, the probe)."""
+    m = measurement.values
+    seeds = m["curvature"].shape[0]
+    edge, probe = np.full((limits.shape[0], seeds), np.nan), None
+    if steps and rounds and loops.exact:
+        kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples}
+        edge, probe = probe_grid(program, seeds, points, limits, m["curvature"], **kw)
+    lr = learning_rates(program.config, points, limits.shape[0])[:, None]
+    return ph.decide_phases(limits, loops, m, None if probe is None else lr > edge), edge, probe
 
 
 def score_sweep(pre: Preflight, ds, classes: int | None = None) -> dict[str, Any]:

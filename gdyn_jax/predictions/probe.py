@@ -1,0 +1,169 @@
+r"""The catapult's upper edge, probed: a few real steps of the rule at bisected learning rates.
+
+Above the rule's linear limit the oscillation along the top eigenvector grows as
+:math:`\rho^t`; whether it then lowers the sharpness (a catapult) or raises it (divergence)
+is decided within a few steps, far from the initialisation. On an MNIST-1D MLP at the
+divergence boundary :math:`\rho = \eta\lambda_0 - 1 \approx 5`, the loss peaks at 10-15 times
+its start by step 2 and the sharpness falls from 16 to 2-3 by step 4; the averaged
+second-order model of :mod:`gdyn_jax.predictions.phases` reads the sharpness's derivatives at
+the initialisation and places the edge 30-35 % too low there (it is exact where the loss is
+quartic, as on Lewkowycz et al.'s two-layer linear network). So the edge is *measured* on the
+model at hand instead: for each seed (initialised as its sweep initialises it, on the sweep's
+own mini-batches; full batch: the examples of the measurements) and each setting of the other
+hyperparameters, the rule itself runs ``steps`` steps, all (group, seed) at once (``vmap``),
+in ``rounds`` rounds: from the rate where the linear limit meets the curvature, ``factor``
+times the last rate that survived until one diverges, then bisection in log rate (divergent:
+a non-finite loss, or one grown ``phases.BLOWUP``-fold over step 0 at a step where the sweep
+evaluates, the sweep's own test: Adam's first step can lift the loss a millionfold for one
+step, which the sweep's curves never see).
+The edge is the geometric middle of the final bracket. Nothing is fitted: it is a short run of
+the same program as the sweep, and its cost (``seconds``) is reported with the pre-flight's.
+It sees only the first ``steps`` steps of a schedule and cannot see a divergence that starts
+later (after a sharpening to the edge of stability, say).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gdyn_jax.predictions import phases as ph
+from gdyn_jax.predictions.preflight_loops import groups_of, learning_rates
+from gdyn_jax.sweep import Program
+from gdyn_jax.sweep import train as train_lib
+
+__all__ = ["EdgeProbe", "probe_edges", "probe_grid"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeProbe:
+    """Per group of the other hyperparameters and seed: ``edge`` ``(G, S)`` (``inf`` where no
+    probed rate diverged), the final bracket ``low``/``high``; ``steps``, ``runs`` (short
+    runs per group and seed), ``seconds`` and ``compile_seconds``."""
+
+    edge: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    steps: int
+    runs: int
+    seconds: float
+    compile_seconds: float
+
+
+def _diverges(task, data, steps: int):
+    """``(hparams, key) -> diverged`` of one member: ``steps`` sweep steps from its init."""
+
+    def run(hp, key):
+        state = train_lib.init(task, data, hp, key)
+
+        def step(carry, t):
+            state, start, blown = carry
+            x, y, state = train_lib.draw_batch(task, data, state, t)
+            loss, grads = jax.value_and_grad(train_lib.mean_loss, argnums=1)(
+                task, state.params, state.model_state, x, y
+            )
+            opt = train_lib.optimizer_at(task, hp, t)
+            updates, opt_state = opt.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            start = jnp.where(t == 0, loss, start)
+            evaluated = t % task.eval_every == 0  # the sweep reads its loss at these steps
+            blown |= ~jnp.isfinite(loss) | (evaluated & (loss > ph.BLOWUP * start))
+            state = train_lib.freeze_diverged(task, state, loss, params, opt_state, t)
+            return (state, start, blown), None
+
+        init = (state, jnp.float32(jnp.inf), jnp.array(False))
+        (state, start, blown), _ = jax.lax.scan(step, init, jnp.arange(steps))
+        x, y, _ = train_lib.draw_batch(task, data, state, jnp.int32(steps))
+        end = train_lib.mean_loss(task, state.params, state.model_state, x, y)  # last eval
+        return blown | ~state.alive | ~jnp.isfinite(end) | (end > ph.BLOWUP * start)
+
+    return jax.vmap(run)
+
+
+def probe_edges(
+    program: Program,
+    seeds: int,
+    groups: list[dict[str, float]],
+    low: np.ndarray,
+    *,
+    steps: int = 32,
+    rounds: int = 6,
+    factor: float = 4.0,
+    examples: int | None = None,
+) -> EdgeProbe:
+    """The divergence edge in the learning rate per group and seed (module doc).
+
+    ``groups``: the other hyperparameters of each group (``G`` dicts); ``low`` ``(G, S)``:
+    the learning rate at which the rule's linear limit meets the curvature at init (below it
+    the loop is stable). Each of ``rounds`` rounds runs one rate per (group, seed), all at
+    once: ``factor`` times the last survivor until one diverges, then the geometric middle
+    of the bracket (bisection in log rate). One compiled program on ``G * seeds`` members.
+    ``examples``: a full-batch rule runs on the first ``examples`` training examples (those
+    of the measurements at init); None: the whole training set.
+    """
+    task, data = program.task, program.data
+    if task.full_batch and examples is not None and examples < task.num_train:
+        data = data._replace(x_train=data.x_train[:examples], y_train=data.y_train[:examples])
+    steps = min(int(steps), program.config.steps)
+    G, S = len(groups), seeds
+    lo = np.asarray(low, np.float64).reshape(G, S).copy()
+    keys = jax.vmap(jax.random.key)(jnp.tile(jnp.arange(S), G))
+    other = {k: jnp.asarray(np.repeat([g[k] for g in groups], S), jnp.float32) for k in groups[0]}
+    fn = _diverges(task, data, steps)
+
+    def call(lrs):
+        return fn({**other, "learning_rate": lrs.ravel()}, keys)
+
+    start = time.perf_counter()
+    compiled = jax.jit(call).lower(jnp.ones((G, S), jnp.float32)).compile()
+    middle = time.perf_counter()
+    hi = np.full_like(lo, np.inf)
+    for _ in range(rounds):
+        lrs = np.where(np.isfinite(hi), np.sqrt(lo * np.where(np.isfinite(hi), hi, 1)), lo * factor)
+        blown = np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(G, S)
+        hi, lo = np.where(blown, lrs, hi), np.where(blown, lo, lrs)
+    edge = np.where(np.isfinite(hi), np.sqrt(lo * np.where(np.isfinite(hi), hi, 1.0)), np.inf)
+    seconds = time.perf_counter() - middle
+    return EdgeProbe(edge, lo, hi, steps, rounds, seconds, middle - start)
+
+
+def probe_grid(
+    program: Program,
+    seeds: int,
+    points: dict[str, np.ndarray],
+    limits: np.ndarray,
+    curvature: np.ndarray,
+    *,
+    steps: int = 32,
+    rounds: int = 6,
+    examples: int | None = None,
+) -> tuple[np.ndarray, EdgeProbe | None]:
+    """The probed edge of each (grid point, seed), ``(P, S)`` (``inf`` where none diverged;
+    NaN where the rule's limit is unknown), and the probe (None if nothing was probed).
+
+    ``limits`` ``(P, T)`` are the rule's limits per step of the schedule; the bracket of each
+    group starts at its lowest rate at which the limit meets the seed's ``curvature``
+    (exact when the loop depends on the learning rate times the curvature only, as for
+    every rule whose step is the learning rate times an update)."""
+    size = limits.shape[0]
+    lr = learning_rates(program.config, points, size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_point = np.min(lr[:, None] * limits, axis=1)[:, None] / np.asarray(curvature)[None]
+    groups = groups_of(points, size)
+    edge = np.full((size, seeds), np.nan)
+    rows = [index for index in groups.values() if np.isfinite(per_point[index]).all()]
+    if not rows:
+        return edge, None
+    low = np.stack([np.min(per_point[index], axis=0) for index in rows])
+    other = [
+        {k: float(v[index[0]]) for k, v in points.items() if k != "learning_rate"} for index in rows
+    ]
+    probe = probe_edges(program, seeds, other, low, steps=steps, rounds=rounds, examples=examples)
+    for g, index in enumerate(rows):
+        edge[index] = probe.edge[g]
+    return edge, probe

@@ -1,0 +1,61 @@
+"""The probed divergence edge (``predictions.probe``): Lewkowycz et al.'s eta lambda0 = 4 on
+their two-layer linear network, and per seed the same call as the sweep's own training
+just below and just above it (SGD, and Adam, whose first step spikes the loss
+between the sweep's evaluations)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gdyn_jax.predictions import measured_phases, preflight
+from gdyn_jax.predictions import phases as ph
+from gdyn_jax.sweep import SweepConfig, run_sweep
+from tests.test_preflight import _uv
+
+
+def test_probed_edge_is_four_over_lambda_on_the_uv_model():
+    """Lewkowycz et al. 2020: gradient descent on the wide uv model diverges beyond
+    eta lambda0 = 4 (the training test beside it checks 3.6 and 4.6); probed over the whole
+    run, the edge lands there."""
+    config, m, lrs = _uv()
+    pre = preflight(config, {"learning_rate": lrs}, 1, measurement=m, probe_steps=200)
+    edge = float(pre.edge[0, 0]) * m.sharpness[0]
+    assert abs(edge / 4.0 - 1) < 0.05, edge
+    assert pre.phase[:, 0].tolist() == ["stable", "catapult", "catapult", "divergent", "divergent"]
+    assert pre.seconds["probe"] > 0 and pre.probe.runs == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer, hparams", [("sgd", {}), ("adam", {})])
+def test_probe_calls_what_the_sweep_measures_per_seed(optimizer, hparams):
+    """At 0.85 and 1.15 times each seed's probed edge (bisected to within 5 %), the sweep's
+    own run of that seed survives and diverges (its curves read by ``measured_phases``)."""
+    config = SweepConfig(
+        dataset="mnist1d",
+        model="mlp",
+        loss="mse",
+        optimizer=optimizer,
+        hparams=hparams,
+        batch_size=None,
+        train_subset=128,
+        steps=12,
+        eval_every=3,
+    )
+    pre = preflight(config, {"learning_rate": [1e-3]}, 2, examples=None, iters=8, probe_steps=12)
+    edge = pre.edge[0]
+    assert np.isfinite(edge).all() and (pre.probe.high / pre.probe.low < 1.1).all()
+    lrs = [float(f * e) for e in edge for f in (0.85, 1.15)]
+    ds = run_sweep(config, {"learning_rate": lrs}, 2, progress=False)
+    phase = np.asarray(ph.MEASURED_PHASES)[
+        measured_phases(ds["train_loss"].values, ds["diverged_at"].values)
+    ]
+    for seed in range(2):
+        called = phase[2 * seed : 2 * seed + 2, seed] == "divergent"
+        assert called.tolist() == [False, True], (optimizer, seed, edge, phase)
+
+
+def test_probe_options_are_checked():
+    config = SweepConfig(dataset="mnist1d", train_subset=64, steps=2, eval_every=1)
+    with pytest.raises(ValueError, match="probe_steps: expected a non-negative integer"):
+        preflight(config, {"learning_rate": [0.1]}, probe_steps=-1)
