@@ -4,7 +4,7 @@ Every module of ``gdyn_jax`` is parsed with ``ast`` (nothing imported), and a se
 tests imports each layer in a fresh interpreter and looks at ``sys.modules``. The layers, bottom
 to top, and what each may import besides itself (docs/architecture.md draws them):
 
-    foundation (errors, extras, files, imports, _deprecated, state_structure): nothing
+    foundation (errors, extras, files, imports, machine, _deprecated, state_structure): nothing
     optimizers: foundation           linearize: foundation, optimizers
     data, models: foundation         measurements: foundation, optimizers, data, models
     sweep: measurements and below, never linearize
@@ -36,7 +36,15 @@ MAX_FUNCTION_LINES = 60
 
 #: The package's top-level modules and subpackages, by layer, bottom to top.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundation": ("errors", "extras", "files", "imports", "_deprecated", "state_structure"),
+    "foundation": (
+        "errors",
+        "extras",
+        "files",
+        "imports",
+        "machine",
+        "_deprecated",
+        "state_structure",
+    ),
     "optimizers": ("optimizers",),
     "linearize": ("linearize",),
     "data": ("data",),

@@ -16,7 +16,6 @@ Errors are relative: :math:`|\hat L_k - L_k| / L_k` over the steps (the loss), a
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdyn_jax.errors import UsageError
+from gdyn_jax.machine import available_memory
 from gdyn_jax.measurements.ntk import empirical_ntk, ntk_bytes
 from gdyn_jax.predictions import ntk_loop
 from gdyn_jax.sweep import SweepConfig, assemble
@@ -35,7 +35,6 @@ from gdyn_jax.sweep.config import rule_of
 __all__ = [
     "Measured",
     "NTKPrediction",
-    "available_memory",
     "curve_error",
     "fast_modes",
     "measured_projections",
@@ -50,18 +49,6 @@ __all__ = [
 
 MOMENTUM_RULES = ("momentum", "nesterov")  # their continuous baseline is the momentum ODE
 FAST_STEP = 0.5  # a mode is fast when learning_rate * curvature >= this
-
-
-def available_memory() -> int:
-    """Bytes of memory available now (``MemAvailable``, else the physical memory)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -143,7 +130,7 @@ def _hparams(config: SweepConfig, hparams: Mapping[str, float] | None) -> dict[s
 
 def _check_memory(n: int, c: int, widths=()) -> None:
     need, have = ntk_bytes(n, c, widths), available_memory()
-    if need > 0.8 * have:
+    if have is not None and need > 0.8 * have:
         raise UsageError(
             f"examples: {n} examples x {c} outputs need a {n * c} x {n * c} kernel, about "
             f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available"

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from gdyn_jax import machine
 from gdyn_jax.sweep import cache, groups, memory, packing
 from gdyn_jax.sweep import grid as grid_lib
 from gdyn_jax.sweep import results as results_lib
@@ -53,9 +53,8 @@ def block_intervals(num_intervals: int, checkpoint_every: int | None, eval_every
 
 def check_host_memory(members: int, evals: int) -> None:
     """The metric buffers (members × evaluations) must fit in this machine's memory."""
-    try:
-        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not POSIX: nothing to compare with
+    available = machine.physical_memory()
+    if available is None:  # not POSIX: nothing to compare with
         return
     need = members * evals * _METRIC_BYTES
     if need > available:

@@ -24,10 +24,11 @@ the measured peak resident memory at 64 to 4,096 members (about 2.3 copies of th
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import numpy as np
+
+from gdyn_jax import machine
 
 __all__ = ["Estimate", "available_bytes", "check", "estimate", "state_bytes"]
 
@@ -67,19 +68,8 @@ def estimate(program, chunk: int, members: int, num_metrics: int) -> Estimate:
 
 
 def available_bytes() -> int | None:
-    """Memory this process may still take: ``MemAvailable`` (Linux), else the physical
-    memory, else None (nothing to compare with)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+    """Memory this process may still take (``gdyn_jax.machine.available_memory``)."""
+    return machine.available_memory()
 
 
 def _device_limit(devices) -> int | None:
