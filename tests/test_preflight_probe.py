@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_preflight import _uv
 
 from gdyn_jax.predictions import measured_phases, preflight
 from gdyn_jax.predictions import phases as ph
 from gdyn_jax.sweep import SweepConfig, run_sweep
-from tests.test_preflight import _uv
 
 
 def test_probed_edge_is_four_over_lambda_on_the_uv_model():

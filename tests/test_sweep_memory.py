@@ -10,12 +10,13 @@ import re
 import jax
 import numpy as np
 import pytest
+import sweep_fixtures
+from sweep_fixtures import write_data_module
 
 from gdyn_jax import cli
 from gdyn_jax.sweep import SweepConfig, assemble, cache, memory, run_sweep
 from gdyn_jax.sweep import grid as grid_lib
 from gdyn_jax.sweep.mesh import put, sweep_mesh
-from tests.sweep_fixtures import write_data_module
 
 LRS = np.geomspace(1e-3, 1e-1, 64).astype(np.float32)
 
@@ -29,14 +30,8 @@ def _config(arrays, **kw) -> SweepConfig:
 @pytest.fixture(scope="module")
 def arrays():
     namespace: dict = {}
-    exec(compile(_data_source(), "tinydata", "exec"), namespace)
+    exec(compile(sweep_fixtures.DATA_MODULE, "tinydata", "exec"), namespace)
     return namespace["arrays"]()
-
-
-def _data_source() -> str:
-    from tests import sweep_fixtures
-
-    return sweep_fixtures.DATA_MODULE
 
 
 @pytest.mark.parametrize("kw", [{}, {"batch_size": None, "track_sharpness": True}])
