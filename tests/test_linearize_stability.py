@@ -156,3 +156,7 @@ def test_affine_limits_match_the_closed_forms_of_gd_and_heavy_ball():
     D[:, 0, 0] = -etas
     np.testing.assert_allclose(affine_limits(A0, D), (2 + 2 * beta) / etas, rtol=1e-9)
     assert affine_limits(0.5 * np.eye(1), np.zeros((1, 1))) == np.inf  # never unstable
+    # a rate of 0 (a warm-up's first step): the loop is the identity at every curvature
+    assert affine_limits(np.eye(2), np.zeros((2, 2))) == np.inf
+    assert affine_limits(2 * np.eye(1), np.zeros((1, 1))) == 0.0  # unstable at every curvature
+    assert affine_limits(np.zeros((0, 2, 2)), np.zeros((0, 2, 2))).shape == (0,)

@@ -602,3 +602,8 @@ def test_state_bytes_of_any_transform():
     injected = optax.inject_hyperparams(optimizers.adam)(learning_rate=0.1)
     assert optimizers.state_bytes_per_param(injected) == 8
     assert optimizers.state_bytes_per_param(optimizers.rmsprop(0.1, momentum=0.9)) == 8
+
+
+def test_lookahead_refuses_a_sync_period_its_int32_step_count_cannot_hold():
+    with pytest.raises(ValueError, match=r"^sync_period: expected at most 2147483647 steps"):
+        optimizers.get("lookahead_sgd")(learning_rate=0.1, sync_period=2**40)

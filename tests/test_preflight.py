@@ -72,6 +72,23 @@ def test_schedule_gives_one_limit_per_step():
     np.testing.assert_allclose(limits, 2 / (LRS[:, None] * scale[None, :]), rtol=1e-5)
 
 
+def test_a_warm_up_starting_at_rate_zero_has_no_limit_at_its_first_step():
+    """At rate 0 the loop is the identity at every curvature: no limit (inf), not 0 (which
+    would call every point unstable at step 0); later steps 2 / (lr * optax's factor)."""
+    config = SweepConfig(
+        optimizer="sgd", schedule="warmup_cosine", warmup_steps=3, steps=10, eval_every=10
+    )
+    limits, loops = rule_loops(config, {"learning_rate": LRS})
+    scale = np.array([optax.warmup_cosine_decay_schedule(0.0, 1.0, 3, 10)(t) for t in range(10)])
+    assert loops.exact and scale[0] == 0 and np.isinf(limits[:, 0]).all()
+    np.testing.assert_allclose(limits[:, 1:], 2 / (LRS[:, None] * scale[None, 1:]), rtol=1e-5)
+    keys = ("curvature", "gn_sharpness", "drift", "d2s", "sharpening", "turning_rest")
+    m = dict.fromkeys(keys, np.full(1, 1e-3)) | {"ritz_values": np.full((1, 1), 1e-3)}
+    m |= {"ritz_weights": np.ones((1, 1))}
+    phase = np.asarray(ph.PHASES)[ph.decide_phases(limits, loops, m)["phase"]]
+    assert (phase == "stable").all()  # a curvature far below every step's limit
+
+
 def test_non_affine_rule_is_unknown_with_linearize_reason():
     def signed(learning_rate=0.1):
         return optax.chain(optax.scale_by_sign(), optax.scale(-learning_rate))

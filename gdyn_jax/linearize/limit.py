@@ -383,19 +383,34 @@ def affine_limits(A0, D, *, points: int = 65, rtol: float = 1e-12) -> np.ndarray
     found as :func:`max_stable_curvature` finds it (a log scan of ``points`` curvatures over
     ``DEFAULT_RANGE`` times the loop's scale :math:`1/\max|D|`, then multisection to ``rtol``).
     The loop of an affine rule on :math:`\tfrac12h\theta^2` has this form, so two
-    linearisations give every limit of a grid. ``inf`` where the loop stays stable, 0 where
-    no curvature is stable, NaN where the radius is not finite."""
+    linearisations give every limit of a grid. ``inf`` where the loop stays stable (also a
+    loop the curvature does not enter, :math:`D = 0`, e.g. a step size of 0 at the start of
+    a warm-up, with :math:`\rho(A_0) \le 1`), 0 where no curvature is stable, NaN where the
+    radius is not finite."""
+    _, _, points, rtol, _ = _check_search(None, None, points, rtol)
     A0, D = np.broadcast_arrays(np.asarray(A0, np.float64), np.asarray(D, np.float64))
     batch, k = A0.shape[:-2], A0.shape[-1]
     a0, d = A0.reshape(-1, k, k), D.reshape(-1, k, k)
-    scale = 1.0 / np.maximum(np.max(np.abs(d), axis=(-1, -2)), FLOAT_RANGE[0])
+    gain = np.max(np.abs(d), axis=(-1, -2), initial=0.0)
+    flat = gain == 0
+    out = np.full(len(a0), np.nan)
+    with jax.enable_x64(True), np.errstate(over="ignore"):
+        if flat.any():
+            rho = np.asarray(spectral_radius_of(a0[flat]))
+            unstable = np.where(np.isfinite(rho), 0.0, np.nan)
+            out[flat] = np.where(rho <= 1 + MARGINAL, np.inf, unstable)
+        if (~flat).any():
+            out[~flat] = _moving_limits(a0[~flat], d[~flat], gain[~flat], points, rtol)
+    return out.reshape(batch)
+
+
+def _moving_limits(a0m, dm, gain, points: int, rtol: float) -> np.ndarray:
+    """``affine_limits`` of loops whose curvature term is not zero (``gain = max|D| > 0``)."""
 
     def radius(hs):
         h = np.asarray(hs, np.float64)[..., None, None]
-        return np.asarray(spectral_radius_of(a0[:, None] + h * d[:, None]))
+        return np.asarray(spectral_radius_of(a0m[:, None] + h * dm[:, None]))
 
-    lower, upper = (np.clip(scale * r, *FLOAT_RANGE) for r in DEFAULT_RANGE)
-    with jax.enable_x64(True):
-        out, kind, *_ = _stability_edges(radius, lower, upper, points, rtol, a0.shape[0])
-    out = np.select([kind == _OPEN, kind == _NONFINITE], [np.inf, np.nan], out)
-    return out.reshape(batch)
+    lower, upper = (np.clip(r / gain, *FLOAT_RANGE) for r in DEFAULT_RANGE)
+    found, kind, *_ = _stability_edges(radius, lower, upper, points, rtol, len(a0m))
+    return np.select([kind == _OPEN, kind == _NONFINITE], [np.inf, np.nan], found)

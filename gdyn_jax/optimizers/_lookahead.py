@@ -45,6 +45,10 @@ def _check_period(sync_period) -> None:
     value = np.asarray(sync_period, np.float64)
     if not np.all(value == np.round(value)):
         raise UsageError(f"sync_period: expected a whole number of steps >= 1, got {sync_period}")
+    if np.any(value > np.iinfo(np.int32).max):  # the step count is an int32
+        raise UsageError(
+            f"sync_period: expected at most {np.iinfo(np.int32).max} steps, got {sync_period}"
+        )
 
 
 def lookahead_sgd(

@@ -76,7 +76,7 @@ class RuleEdge:
     supported: bool
     reason: str = ""
     delay: float = 0.0
-    soft_width: float = 1.0
+    soft_width: float = 0.0
 
 
 def _effective_step(opt: optax.GradientTransformation) -> tuple[float, float]:

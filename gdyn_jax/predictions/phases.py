@@ -129,7 +129,9 @@ def radius(A0: np.ndarray, D: np.ndarray, h) -> np.ndarray:
 def stability_limits(A0: np.ndarray, D: np.ndarray) -> np.ndarray:
     r"""The end of the first stable interval of :math:`h \mapsto \rho(A_0 + hD)`, per loop:
     ``linearize.limit.affine_limits``, the search of ``max_stable_curvature`` on a batch.
-    ``inf`` where no curvature is unstable, 0 where none is stable."""
+    ``inf`` where no curvature is unstable (also where the rate is 0, as at the start of a
+    warm-up), 0 where none is stable, NaN where the radius is not finite (``decide_phases``
+    marks a point whose limit is NaN at any step 'unknown')."""
     return affine_limits(A0, D)
 
 
@@ -189,9 +191,10 @@ def decide_phases(
         eigenvector's turning (``preflight``): ``ritz_values``, ``ritz_weights`` ``(S, k)``
         and ``turning_rest`` ``(S,)``. Only the directions whose curvature is below the limit
         turn :math:`u` towards them: those above it oscillate with it.
-      probed: ``(P, S)`` booleans, where given: the learning rate lies above the divergence
-        edge probed on the model (``predictions.probe``). It then decides divergent against
-        catapult in place of the ratio :math:`q`, which is still returned.
+      probed: ``(P, S)``, where given: 1 (or True) where the learning rate lies above the
+        divergence edge probed on the model (``predictions.probe``), 0 below it, NaN where
+        the edge was not probed. Where known it decides divergent against catapult in place
+        of the ratio :math:`q` (still returned); where NaN the ratio decides.
 
     Returns:
       ``phase`` (indices into :data:`PHASES`), ``step`` (when it changes, -1 if never),
@@ -218,12 +221,15 @@ def decide_phases(
     limit_at = limits[pick[0], pick[1]]
     ratio = _catapult_ratio(m, loops, pick, limit_at, A0, D, c[..., 0])
     ratio = np.where(t_up >= 0, ratio, np.nan)
-    above = np.where(ratio < 1, 2, 3) if probed is None else 2
-    probed = np.zeros(shape, bool) if probed is None else np.asarray(probed, bool)
-    phase = np.select([probed, t_up >= 0, t_eos >= 0], [3, above, 1], default=0)
+    call = np.full(shape, np.nan) if probed is None else np.asarray(probed, np.float64)
+    known = np.broadcast_to(~np.isnan(call), shape)
+    diverges = known & (np.nan_to_num(call) > 0)
+    above = np.where(known, 2, np.where(ratio < 1, 2, 3))
+    undecided = np.isnan(limits).any(axis=1)[:, None] | np.isnan(c[..., 0])  # no verdict
+    phase = np.select([undecided, diverges, t_up >= 0, t_eos >= 0], [4, 3, above, 1], default=0)
     return {
         "phase": phase.astype(int),
-        "step": np.where(t_up >= 0, t_up, np.where(probed, 0, t_eos)),
+        "step": np.where(t_up >= 0, t_up, np.where(diverges, 0, t_eos)),
         "limit": limit_at,
         "margin": c[..., 0] / limit_at - 1,
         "ratio": ratio,

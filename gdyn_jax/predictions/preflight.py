@@ -392,7 +392,8 @@ def _decide(program, points, limits, loops, measurement, steps: int, rounds: int
         kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples}
         edge, probe = probe_grid(program, seeds, points, limits, m["curvature"], **kw)
     lr = learning_rates(program.config, points, limits.shape[0])[:, None]
-    return ph.decide_phases(limits, loops, m, None if probe is None else lr > edge), edge, probe
+    above = np.where(np.isnan(edge), np.nan, lr > edge)  # NaN: not probed, the ratio decides
+    return ph.decide_phases(limits, loops, m, None if probe is None else above), edge, probe
 
 
 def score_sweep(pre: Preflight, ds, classes: int | None = None) -> dict[str, Any]:

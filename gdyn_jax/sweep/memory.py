@@ -52,9 +52,10 @@ class Estimate:
 
 def state_bytes(program) -> int:
     """Bytes of one member's ``TrainState`` (``jax.eval_shape`` of its init: no computation)."""
-    hparams, keys = program.members()
-    hp = {k: np.float32(v[0]) for k, v in hparams.items()}
-    key = jax.random.wrap_key_data(keys[0])
+    grid = program.grid  # the first member's values and a key: the shapes are every member's
+    first = zip(grid.names, grid.values, strict=True)
+    hp = {name: np.float32(values[0]) for name, values in first}
+    key = jax.random.key(0)
     shapes = jax.eval_shape(program.init, program.data, hp, key)
     return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
 
@@ -113,6 +114,8 @@ def check(
         return est
     fit = max(0, (room - (0 if on_device else est.host)) // per // step * step)
     hint = f"pass chunk_size <= {fit} (the state alone)" if fit else "use a smaller model"
+    if not on_device and est.host >= room:
+        hint = "evaluate less often or sweep fewer members (the metric buffers alone do not fit)"
     raise ValueError(
         f"chunk_size: {chunk} members at once need at least {need / gb:.1f} GB "
         f"({est.per_member / 1e3:.0f} kB of state per member, {_STATE_COPIES} copies, "
