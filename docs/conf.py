@@ -107,6 +107,7 @@ PUBLIC_MODULES = (
     "gdyn_jax.errors",
     "gdyn_jax.extras",
     "gdyn_jax.imports",
+    "gdyn_jax.machine",
 )
 
 #: The API reference's index, by task: (title, what its modules are for, modules in order). A
@@ -139,8 +140,15 @@ API_GROUPS = (
     ),
     (
         "Utilities",
-        "Files written atomically, the package's errors, optional extras, import paths.",
-        ("gdyn_jax.files", "gdyn_jax.errors", "gdyn_jax.extras", "gdyn_jax.imports"),
+        "Files written atomically, the package's errors, optional extras, import paths, the "
+        "machine's memory.",
+        (
+            "gdyn_jax.files",
+            "gdyn_jax.errors",
+            "gdyn_jax.extras",
+            "gdyn_jax.imports",
+            "gdyn_jax.machine",
+        ),
     ),
 )
 
