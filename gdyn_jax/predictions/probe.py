@@ -30,7 +30,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from gdyn_jax.predictions import phases as ph
 from gdyn_jax.predictions.preflight_loops import groups_of, learning_rates
@@ -63,17 +62,10 @@ def _diverges(task, data, steps: int):
 
         def step(carry, t):
             state, start, blown = carry
-            x, y, state = train_lib.draw_batch(task, data, state, t)
-            loss, grads = jax.value_and_grad(train_lib.mean_loss, argnums=1)(
-                task, state.params, state.model_state, x, y
-            )
-            opt = train_lib.optimizer_at(task, hp, t)
-            updates, opt_state = opt.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            state, loss = train_lib.train_step_with_loss(task, data, hp, state, t)  # the sweep's
             start = jnp.where(t == 0, loss, start)
             evaluated = t % task.eval_every == 0  # the sweep reads its loss at these steps
             blown |= ~jnp.isfinite(loss) | (evaluated & (loss > ph.BLOWUP * start))
-            state = train_lib.freeze_diverged(task, state, loss, params, opt_state, t)
             return (state, start, blown), None
 
         init = (state, jnp.float32(jnp.inf), jnp.array(False))
@@ -124,12 +116,17 @@ def probe_edges(
     middle = time.perf_counter()
     hi = np.full_like(lo, np.inf)
     for _ in range(rounds):
-        lrs = np.where(np.isfinite(hi), np.sqrt(lo * np.where(np.isfinite(hi), hi, 1)), lo * factor)
+        lrs = np.where(np.isfinite(hi), _middle(lo, hi), lo * factor)
         blown = np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(G, S)
         hi, lo = np.where(blown, lrs, hi), np.where(blown, lo, lrs)
-    edge = np.where(np.isfinite(hi), np.sqrt(lo * np.where(np.isfinite(hi), hi, 1.0)), np.inf)
+    edge = _middle(lo, hi)
     seconds = time.perf_counter() - middle
     return EdgeProbe(edge, lo, hi, steps, rounds, seconds, middle - start)
+
+
+def _middle(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The geometric middle of each bracket; ``inf`` where it is open (``hi`` infinite)."""
+    return np.where(np.isfinite(hi), np.sqrt(lo * np.where(np.isfinite(hi), hi, 1.0)), np.inf)
 
 
 def probe_grid(

@@ -247,13 +247,20 @@ def train_step(
     task: Task, data: DeviceData, hparams: HParams, state: TrainState, t: jax.Array
 ) -> TrainState:
     """Step ``t``: a batch, the loss and its gradient, the optimizer update, the mask."""
+    return train_step_with_loss(task, data, hparams, state, t)[0]
+
+
+def train_step_with_loss(
+    task: Task, data: DeviceData, hparams: HParams, state: TrainState, t: jax.Array
+) -> tuple[TrainState, jax.Array]:
+    """``train_step`` and the batch loss at the parameters it started from."""
     x, y, state = draw_batch(task, data, state, t)
     loss, grads = jax.value_and_grad(mean_loss, argnums=1)(
         task, state.params, state.model_state, x, y
     )
     updates, opt_state = optimizer_at(task, hparams, t).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return freeze_diverged(task, state, loss, params, opt_state, t)
+    return freeze_diverged(task, state, loss, params, opt_state, t), loss
 
 
 def dataset_stats(
