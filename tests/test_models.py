@@ -311,3 +311,29 @@ def test_cnn2d_size_bound_is_where_the_features_run_out():
     model = models.get("cnn2d", input_shape=(28, 12, 1))
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28 * 12)))
     assert params["params"]["fc1"]["kernel"].shape == (5 * 1 * 16, 120)  # 5 rows, 1 column
+
+
+@pytest.mark.parametrize("kernel,stride,padding,length", [(5, 2, 1, 40), (3, 2, 1, 19), (3, 1, 0, 7)])
+def test_patch_conv_equals_flax_conv(kernel, stride, padding, length):
+    """The im2col convolution of the 1-D CNN against its plain twin, flax's ``nn.Conv``
+    (XLA's convolution): same parameters, same outputs and parameter gradients, vmapped over
+    members as the sweep runs it."""
+    from gdyn_jax.models._layers import PatchConv1D
+
+    kw = dict(kernel_init=nn.initializers.normal(0.5), bias_init=nn.initializers.normal(0.5))
+    fast = PatchConv1D(6, kernel, stride=stride, padding=padding, **kw)
+    plain = nn.Conv(6, (kernel,), strides=(stride,), padding=[(padding, padding)], **kw)
+    x = jax.random.normal(jax.random.key(0), (3, 8, length, 4))  # (members, batch, L, C)
+    keys = jax.random.split(jax.random.key(1), 3)
+    params = jax.vmap(lambda k: plain.init(k, x[0]))(keys)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, jax.vmap(lambda k: fast.init(k, x[0]))(keys)
+    )
+
+    def loss(module):
+        return lambda p, xb: jnp.sum(jnp.tanh(module.apply(p, xb)) ** 2)
+
+    out_fast, out_plain = (jax.vmap(m.apply)(params, x) for m in (fast, plain))
+    np.testing.assert_allclose(out_fast, out_plain, rtol=1e-5, atol=1e-5)
+    grads = [jax.vmap(jax.grad(loss(m)))(params, x) for m in (fast, plain)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)

@@ -43,6 +43,42 @@ def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense
     return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
 
 
+class PatchConv1D(nn.Module):
+    r"""A strided 1-D convolution as one matrix product over extracted windows (im2col).
+
+    For input :math:`h` of shape (batch, L, C_in), zero-padded by ``padding`` on both ends,
+    output position :math:`t` is
+
+    .. math:: y_t = b + \sum_{k<K} h_{st + k}\, W_k, \qquad t < \lfloor (L + 2p - K)/s \rfloor + 1,
+
+    the cross-correlation of ``flax.linen.Conv`` with the same ``kernel`` (K, C_in, C_out) and
+    ``bias`` parameters (same names, shapes and initialisers), which it equals to rounding
+    (``tests/test_models.py``). The K windows are strided slices concatenated channel-last,
+    so forward and backward passes are plain matrix products: on XLA:CPU a vmapped training
+    step of the MNIST-1D CNN runs about 7x faster than through ``lax.conv_general_dilated``,
+    whose strided backward pass is not lowered to a fast kernel there (BENCHMARKS.md).
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        k, s, c_in = self.kernel_size, self.stride, h.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (k, c_in, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        pad = [(0, 0)] * (h.ndim - 2) + [(self.padding, self.padding), (0, 0)]
+        h = jnp.pad(h, pad)
+        length = (h.shape[-2] - k) // s + 1
+        windows = [h[..., i : i + s * (length - 1) + 1 : s, :] for i in range(k)]
+        patches = jnp.concatenate(windows, axis=-1)  # (..., length, k * c_in), window-major
+        return patches @ kernel.reshape(k * c_in, self.features) + bias
+
+
 def check_flat(x: jax.Array, features: int | None = None) -> None:
     """Raise ``ValueError`` naming ``x`` unless it is (batch, features)."""
     if x.ndim != 2 or (features is not None and x.shape[1] != features):
