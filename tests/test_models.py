@@ -313,7 +313,9 @@ def test_cnn2d_size_bound_is_where_the_features_run_out():
     assert params["params"]["fc1"]["kernel"].shape == (5 * 1 * 16, 120)  # 5 rows, 1 column
 
 
-@pytest.mark.parametrize("kernel,stride,padding,length", [(5, 2, 1, 40), (3, 2, 1, 19), (3, 1, 0, 7)])
+@pytest.mark.parametrize(
+    "kernel,stride,padding,length", [(5, 2, 1, 40), (3, 2, 1, 19), (3, 1, 0, 7)]
+)
 def test_patch_conv_equals_flax_conv(kernel, stride, padding, length):
     """The im2col convolution of the 1-D CNN against its plain twin, flax's ``nn.Conv``
     (XLA's convolution): same parameters, same outputs and parameter gradients, vmapped over
