@@ -4,6 +4,7 @@ orders), the JSON fields, and bad input in one line with exit status 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -69,6 +70,32 @@ def test_minibatch_expected_curve_is_the_mean_over_batch_orders(mnist1d_data_dir
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("rule,fraction", [("momentum", 0.2)])
+def test_scheduled_curve_matches_the_real_run(mnist1d_data_dir, rule, fraction):
+    """A warm-up + cosine schedule: the time-varying loops predict the sweep's real run (not
+    seen by the prediction) over the steps before the loss falls below 10 % of its start (after
+    that momentum's tail measures the kernel's drift at this width); the constant-rate
+    prediction does not."""
+    config = dataclasses.replace(_config(), schedule="warmup_cosine", warmup_steps=20)
+    program, hp, state = npred.prepare(config, {"learning_rate": 0.01}, steps=100, examples=64)
+    first = npred.predict_program(program, hp, state, 100)
+    limit = {"sgd": 2.0, "momentum": 3.8}[rule] / first.modes.curvatures[0]
+    hp = {"learning_rate": fraction * limit} | ({"beta": 0.9} if rule == "momentum" else {})
+    config = dataclasses.replace(config, optimizer=rule)
+    program, hp, _ = npred.prepare(config, hp, steps=100, examples=64)
+    pred = npred.predict_with(program, hp, first.modes, 100, first.variables)
+    run = npred.measured_run(program, hp, 0, 100)
+    upto = int(np.argmax(run.loss < 0.1 * run.loss[0])) or None
+    error = npred.curve_error(pred.train_loss, run.loss, upto)["median"]
+    assert error < 0.05
+    constant = npred.prepare(
+        dataclasses.replace(config, schedule=None, warmup_steps=0), hp, steps=100, examples=64
+    )
+    unscheduled = npred.predict_with(constant[0], hp, first.modes, 100, first.variables)
+    assert npred.curve_error(unscheduled.train_loss, run.loss, upto)["median"] > 4 * error
+
+
+@pytest.mark.slow
 def test_cli_json_with_check(mnist1d_data_dir, capsys, tmp_path):
     args = ["predict", *TASK, "--optimizer", "momentum", "--hp", "learning_rate=0.002"]
     args += ["--steps", "30", "--check", "--json", "--plot", str(tmp_path / "p.png")]
@@ -96,6 +123,7 @@ def test_cli_json_with_check(mnist1d_data_dir, capsys, tmp_path):
         (["--model", "tests.test_ntk_cli:three_outputs"], "gives 3 outputs per example"),
         (["--examples", "0"], "examples: expected an integer >= 1"),
         (["--examples", "4001"], "train_subset: 4001 is larger than the training set"),
+        (["--batch-size", "16", "--schedule", "cosine"], "schedule: the mini-batch expected"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(mnist1d_data_dir, capsys, extra, message):

@@ -14,6 +14,9 @@ same initialisation and batches (the sweep's step) and adds the measured curve a
 errors. ``--json`` prints one object (``steps``, ``train_loss``, ``modes``, and with ``--check``
 ``measured_train_loss``, ``relative_error``, ``continuous_relative_error``,
 ``mode_relative_error``, ``continuous_mode_relative_error``, each ``{median, max}``).
+``--schedule`` (and ``--warmup-steps``) scales the learning rate over ``--steps`` as in ``gdyn
+sweep``: each mode's loop is then time-varying, run from the rule's code with the scheduled rate
+at every step, and the continuous baseline integrates its ODE with the same rates.
 ``--batch-size B`` adds mini-batch SGD's expected curve (``expected_train_loss``: the mean
 curve plus each mode's noise floor, ``noise_floor``; with ``--check``
 ``expected_relative_error`` against the one run of that seed's batch order).
@@ -56,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mini-batch SGD: also the expected curve with each mode's noise floor (default: "
         "full batch)",
     )
+    a(
+        "--schedule",
+        help="learning-rate schedule over --steps: constant (default), cosine, warmup_cosine, "
+        "linear (the loop is then time-varying; per-mode poles are at the peak rate)",
+    )
+    a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine (default 0)")
     a("--check", action="store_true", help="also train the real network and report the errors")
     a("--exact", action="store_true", help="refuse a loss that is not quadratic in the outputs")
     a("--json", action="store_true", help="print one JSON object")
@@ -64,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace):
     cfg = {**sweep.task_fields(args), "batch_size": args.batch_size}
+    cfg.update({k: getattr(args, k) for k in ("schedule", "warmup_steps") if getattr(args, k)})
     return gdyn_jax.sweep.SweepConfig.from_dict(cfg), sweep.parse_hp(args.hp)
 
 
@@ -73,6 +83,11 @@ def _check_counts(args: argparse.Namespace) -> None:
     for flag, value in counts:
         if value < 1:
             raise ValueError(f"{flag}: expected an integer >= 1, got {value}")
+    if args.batch_size is not None and args.schedule not in (None, "constant"):
+        raise ValueError(
+            f"schedule: the mini-batch expected curve (--batch-size) is derived for a constant "
+            f"learning rate, got --schedule {args.schedule}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

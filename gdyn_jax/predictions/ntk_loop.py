@@ -186,11 +186,18 @@ def check_affine(factory: Factory, hparams: Mapping[str, float], curvature: floa
 
 
 def mode_responses(
-    factory: Factory, hparams: Mapping[str, float], curvatures, steps: int
+    factory: Factory,
+    hparams: Mapping[str, float],
+    curvatures,
+    steps: int,
+    schedule: Callable | None = None,
 ) -> np.ndarray:
     r""":math:`r_k(\mu_i)`, k = 0 .. steps: the rule run in float64 on
     :math:`\tfrac12\sum_i \mu_i x_i^2` from :math:`x = 1` with its state at ``init``; (M, steps+1).
 
+    ``schedule``: a unit-peak multiplier :math:`s(k)` of the learning rate at step :math:`k`,
+    applied as the sweep applies it (the rule rebuilt each step with :math:`\eta\,s(k)`, its
+    state carried over): the loop is then time-varying and :math:`r_k` its response.
     Float hyperparameters are traced (one compilation serves every learning rate, as in a
     sweep); integers, and all of them for a factory that needs concrete values, are constants.
     """
@@ -199,28 +206,42 @@ def mode_responses(
     with jax.enable_x64(True):
         mu = jnp.asarray(curvatures, jnp.float64)
         try:
-            out = _run_rule(factory, static, traced, mu, int(steps))
+            out = _run_rule(factory, static, traced, mu, int(steps), False, schedule)
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
             everything = tuple(sorted({**dict(static), **traced}.items()))
-            out = _run_rule(factory, everything, {}, mu, int(steps))
+            out = _run_rule(factory, everything, {}, mu, int(steps), False, schedule)
         return np.asarray(out)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5, 6))
 def _run_rule(
-    factory: Factory, static: tuple, traced: dict, mu: jax.Array, steps: int, constant=False
+    factory: Factory,
+    static: tuple,
+    traced: dict,
+    mu: jax.Array,
+    steps: int,
+    constant=False,
+    schedule=None,
 ):
-    """The rule on 0.5 sum mu x^2 from x = 1 (``constant``: on a unit gradient), (M, steps+1)."""
-    opt = factory(**dict(static), **traced)
+    """The rule on 0.5 sum mu x^2 from x = 1 (``constant``: on a unit gradient), (M, steps+1);
+    ``schedule``: the learning rate at step k is multiplied by ``schedule(k)``."""
+
+    def rule_at(k):
+        hp = {**dict(static), **traced}
+        if schedule is not None:
+            hp["learning_rate"] = hp["learning_rate"] * schedule(k)
+        return factory(**hp)
+
     x0 = jnp.ones_like(mu)
 
-    def body(carry, _):
+    def body(carry, k):
         x, state = carry
-        updates, state = opt.update(jnp.ones_like(x) if constant else mu * x, state, x)
+        updates, state = rule_at(k).update(jnp.ones_like(x) if constant else mu * x, state, x)
         x = x + updates
         return (x, state), x
 
-    _, xs = jax.lax.scan(body, (x0, opt.init(x0)), None, length=steps)
+    carry = (x0, rule_at(jnp.int32(0)).init(x0))
+    _, xs = jax.lax.scan(body, carry, jnp.arange(steps, dtype=jnp.int32))
     return jnp.concatenate([x0[:, None], xs.T], axis=1)
 
 
@@ -237,13 +258,23 @@ def effective_step(factory: Factory, hparams: Mapping[str, float], horizon: int 
 
 
 def continuous_responses(
-    curvatures, steps: int, step: float, beta: float | None = None
+    curvatures, steps: int, step: float, beta: float | None = None, schedule=None
 ) -> np.ndarray:
     r"""The continuous-time responses (M, steps+1): :math:`e^{-\eta\mu k}` (``beta`` None:
     ``step`` is the effective step), else the momentum ODE :math:`\ddot x + (1-\beta)\dot x +
-    \eta\mu x = 0`, :math:`x(0) = 1, \dot x(0) = 0` (neural-tangents' ODE in step units)."""
+    \eta\mu x = 0`, :math:`x(0) = 1, \dot x(0) = 0` (neural-tangents' ODE in step units).
+
+    ``schedule``: the learning-rate multipliers :math:`s_0 .. s_{K-1}` of the steps, held over
+    each unit of time: gradient flow gives :math:`e^{-\eta\mu\sum_{j<k}s_j}`, the ODE is
+    carried across each step exactly by the matrix exponential of its coefficients there."""
     mu = np.asarray(curvatures, np.float64)[:, None]
     k = np.arange(int(steps) + 1, dtype=np.float64)[None, :]
+    if schedule is not None:
+        s = np.asarray(schedule, np.float64).reshape(-1)[: int(steps)]
+        if beta is None:
+            elapsed = np.concatenate([[0.0], np.cumsum(s)])[None, :]
+            return np.exp(-float(step) * mu * elapsed)
+        return _scheduled_ode(mu[:, 0], float(step) * s, 1.0 - float(beta))
     if beta is None:
         return np.exp(-float(step) * mu * k)
     c = 1.0 - float(beta)
@@ -255,6 +286,29 @@ def continuous_responses(
         generic = (s1 * np.exp(s2 * k) - s2 * np.exp(s1 * k)) / (s1 - s2 + (d - disc))
         repeated = (1.0 - s1 * k) * np.exp(s1 * k)
     return np.real(np.where(same, repeated, generic))
+
+
+def _scheduled_ode(mu: np.ndarray, rates: np.ndarray, damping: float) -> np.ndarray:
+    r""":math:`\ddot x + \gamma\dot x + \eta_k\mu x = 0` from (1, 0), :math:`\eta_k` held over
+    step :math:`k`: each step multiplies :math:`(x, \dot x)` by :math:`e^{A_k} =
+    e^{-\gamma/2}(\cosh q\,I + \tfrac{\sinh q}{q}B)`, :math:`B = A_k + \tfrac\gamma2 I`,
+    :math:`q^2 = \gamma^2/4 - \eta_k\mu` (:math:`B^2 = q^2 I`); (M, K+1)."""
+    state = np.stack([np.ones_like(mu), np.zeros_like(mu)]).astype(np.complex128)  # (2, M)
+    out = [state[0].real.copy()]
+    half = damping / 2.0
+    for rate in rates:
+        c = rate * mu
+        q = np.sqrt((half * half - c).astype(np.complex128))
+        small = np.abs(q) < 1e-8
+        sinhc = np.where(small, 1.0, np.sinh(q) / np.where(small, 1.0, q))
+        cosh = np.cosh(q)
+        x, v = state
+        scale = np.exp(-half)
+        state = scale * np.stack(
+            [cosh * x + sinhc * (half * x + v), cosh * v + sinhc * (-c * x - half * v)]
+        )
+        out.append(state[0].real.copy())
+    return np.stack(out, axis=1)
 
 
 def settling_steps(responses: np.ndarray, threshold: float = SETTLING) -> np.ndarray:

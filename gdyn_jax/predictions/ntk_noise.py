@@ -86,6 +86,11 @@ def minibatch_loss(prediction: NTKPrediction, batch_size: int) -> tuple[np.ndarr
     r"""(expected loss :math:`\mathbb E L_k`, the noise's share :math:`\tfrac12\sum_i \mu_i
     \mathrm{Var}\,x_i(k)`), each (steps+1,), for mini-batches of ``batch_size`` drawn as the
     sweep draws them (module docstring)."""
+    if prediction.config.schedule not in (None, "constant"):
+        raise UsageError(
+            f"schedule: the mini-batch noise floor is derived for a constant learning rate "
+            f"(the loop's impulse response), got schedule {prediction.config.schedule!r}"
+        )
     n = prediction.modes.sqrt_h.shape[0]
     b = int(batch_size)
     spread = mode_noise(prediction, b)[:, :-1]  # S_i(t), t = 0 .. steps-1

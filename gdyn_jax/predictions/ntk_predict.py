@@ -193,16 +193,19 @@ def predict_with(
     rule, hp = rule_of(program.config), {k: _number(v) for k, v in hp.items()}
     start = time.perf_counter()
     ntk_loop.check_affine(rule.factory, hp, float(modes.curvatures[0]))
-    responses = ntk_loop.mode_responses(rule.factory, hp, modes.curvatures, steps)
+    schedule = program.task.schedule  # the sweep's unit-peak multiplier, or None
+    responses = ntk_loop.mode_responses(rule.factory, hp, modes.curvatures, steps, schedule)
     train_loss = modes.loss(responses)
     seconds += time.perf_counter() - start
     name = program.config.optimizer
+    factors = None if schedule is None else np.asarray(schedule(np.arange(steps)), np.float64)
     if isinstance(name, str) and name in MOMENTUM_RULES:
         kind, step = "momentum ODE", hp["learning_rate"]
-        cont = ntk_loop.continuous_responses(modes.curvatures, steps, step, hp.get("beta", 0.9))
+        beta = hp.get("beta", 0.9)
+        cont = ntk_loop.continuous_responses(modes.curvatures, steps, step, beta, factors)
     else:
         kind, step = "gradient flow", ntk_loop.effective_step(rule.factory, hp)
-        cont = ntk_loop.continuous_responses(modes.curvatures, steps, step)
+        cont = ntk_loop.continuous_responses(modes.curvatures, steps, step, None, factors)
     return NTKPrediction(
         program.config,
         hp,
