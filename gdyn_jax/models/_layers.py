@@ -55,8 +55,8 @@ class PatchConv1D(nn.Module):
     ``bias`` parameters (same names, shapes and initialisers), which it equals to rounding
     (``tests/test_models.py``). The K windows are strided slices concatenated channel-last,
     so forward and backward passes are plain matrix products: on XLA:CPU a vmapped training
-    step of the MNIST-1D CNN runs about 7x faster than through ``lax.conv_general_dilated``,
-    whose strided backward pass is not lowered to a fast kernel there (BENCHMARKS.md).
+    step of the MNIST-1D CNN runs 9-10x faster than through ``lax.conv_general_dilated``
+    (``benchmarks/conv1d.py``, BENCHMARKS.md).
     """
 
     features: int

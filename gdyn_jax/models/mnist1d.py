@@ -142,7 +142,8 @@ class TorchGRULayer(nn.Module):
         b_ih = self.param("b_ih", init, (3 * hidden,))
         b_hh = self.param("b_hh", init, (3 * hidden,))
 
-        def step(h: jax.Array, gi: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def step(h: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+            gi = x_t @ w_ih + b_ih
             gh = h @ w_hh + b_hh
             i_r, i_z, i_n = jnp.split(gi, 3, axis=-1)
             h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
@@ -152,11 +153,9 @@ class TorchGRULayer(nn.Module):
             h = (1.0 - z) * n + z * h
             return h, h
 
-        # the input projections of all steps in one product, outside the recurrence (about
-        # 1.3x faster per training step on CPU than inside it; the same products)
-        gis = jnp.swapaxes(x @ w_ih + b_ih, 0, 1)  # (T, batch, 3H)
         h0 = jnp.zeros((x.shape[0], hidden), x.dtype)
-        _, hs = jax.lax.scan(step, h0, gis, reverse=self.reverse)
+        xs = jnp.swapaxes(x, 0, 1)  # (T, batch, I)
+        _, hs = jax.lax.scan(step, h0, xs, reverse=self.reverse)
         return jnp.swapaxes(hs, 0, 1)
 
 
