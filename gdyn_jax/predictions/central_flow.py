@@ -53,6 +53,8 @@ from jax.flatten_util import ravel_pytree
 
 from gdyn_jax.errors import UsageError
 from gdyn_jax.measurements.eigensolver import eigenpairs
+from gdyn_jax.predictions import _rmsprop_flow
+from gdyn_jax.predictions._rmsprop_flow import RMSPropRule, rmsprop_rule
 from gdyn_jax.predictions.edge import RuleEdge, rule_edge
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations
@@ -74,6 +76,15 @@ class CentralFlow:
     (largest over the step's substeps); ``substeps`` those taken per step;
     ``stable_params`` and ``stable_loss`` the gradient flow with the effective step;
     ``edge`` the rule's :class:`~gdyn_jax.predictions.edge.RuleEdge`.
+
+    For RMSProp (``rmsprop`` its hyperparameters, read from its code) ``sharpness`` and
+    ``eigenvalues`` are the *preconditioned* ones, of :math:`D^{-1}\nabla^2L` with
+    :math:`D = \sqrt{\hat\nu+\epsilon}`; ``sigma`` is :math:`X` with :math:`\Sigma = UXU^\top`,
+    :math:`U^\top DU = I`; ``predicted_loss`` is :math:`L(w) + \tfrac12 S^*\operatorname{tr}X
+    = L(w) + \tfrac12 S^*\langle D, \Sigma\rangle`; ``nu`` (T+1, n) and ``stable_nu`` (T, n)
+    the flows' second moments :math:`\nu` (the stable flow's after each step); ``edge`` is that
+    of the rule with :math:`\nu` frozen (gradient descent on the preconditioned loss,
+    :math:`S^* = 2/\eta`).
     """
 
     params: np.ndarray
@@ -89,6 +100,9 @@ class CentralFlow:
     edge: RuleEdge
     substeps: tuple[int, int]
     unravel: Callable[[Any], PyTree]
+    rmsprop: RMSPropRule | None = None
+    nu: np.ndarray | None = None
+    stable_nu: np.ndarray | None = None
 
 
 def flow_derivatives(loss: Callable, w: jax.Array, u: jax.Array) -> jax.Array:
@@ -214,7 +228,7 @@ def central_flow(
     flat, unravel = ravel_pytree(params)
     stable_substeps = substeps if stable_substeps is None else stable_substeps
     sizes = (flat.size, steps, num_eigs, substeps, stable_substeps)
-    edge = _validate(loss_fn, params, optimizer, *sizes, check_smooth)
+    edge, rms = _validate(loss_fn, params, optimizer, *sizes, check_smooth)
 
     def loss(w):
         return loss_fn(unravel(w))
@@ -223,15 +237,25 @@ def central_flow(
     stable_substeps = max(stable_substeps, min_substeps(edge, 2 * edge.limit))
     tol = float(10 * np.sqrt(np.finfo(flat.dtype).eps)) if eig_tol is None else eig_tol
     options = dict(iters=eig_iters, tol=tol)
+    counts = (substeps, stable_substeps)
+    if rms is not None:
+        args = (steps, num_eigs, substeps, sdcp_iters, options, seed)
+        rows, nu = _rmsprop_flow.integrate(loss, flat, rms, *args)
+        stable, stable_loss, stable_nu = _rmsprop_flow.stable(
+            loss, flat, rms, steps, stable_substeps
+        )
+        extra = dict(rmsprop=rms, nu=nu, stable_nu=stable_nu)
+        return CentralFlow(*rows, stable, stable_loss, edge, counts, unravel, **extra)
     rows = _integrate(loss, flat, edge, steps, num_eigs, substeps, sdcp_iters, options, seed)
     stable, stable_loss = _stable(loss, flat, edge, steps, stable_substeps)
-    return CentralFlow(*rows, stable, stable_loss, edge, (substeps, stable_substeps), unravel)
+    return CentralFlow(*rows, stable, stable_loss, edge, counts, unravel)
 
 
 def _validate(
     loss_fn, params, optimizer, n, steps, num_eigs, substeps, stable_substeps, check_smooth
-) -> RuleEdge:
-    """One-line errors on bad input, before any expensive work; the rule's edge."""
+) -> tuple[RuleEdge, RMSPropRule | None]:
+    """One-line errors on bad input, before any expensive work; the rule's edge (and, for
+    plain RMSProp, its hyperparameters)."""
     _check(steps, num_eigs, substeps, n)
     _check(steps, num_eigs, stable_substeps, n)
     if not callable(loss_fn):
@@ -241,10 +265,22 @@ def _validate(
             f"loss_fn: not three times differentiable (it uses {', '.join(ops)}, e.g. a ReLU-"
             "like activation); a central flow needs third derivatives (tanh, GELU, softplus)"
         )
-    edge = rule_edge(optimizer)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise UsageError(f"optimizer: expected an optax GradientTransformation, got {optimizer!r}")
+    rms, reason = rmsprop_rule(optimizer, params)
+    if reason:
+        raise UsageError(f"optimizer: not plain RMSProp ({reason})")
+    if rms is not None:  # gradient descent on the preconditioned loss while nu is frozen
+        return rule_edge(optax.sgd(rms.learning_rate)), rms
+    try:
+        edge = rule_edge(optimizer)
+    except UsageError as error:
+        if "not an affine rule" not in str(error):
+            raise
+        raise UsageError(f"{error}; plain RMSProp is the one non-affine rule accepted") from None
     if not edge.supported:
         raise UsageError(f"optimizer: its exit from stability is not averaged here: {edge.reason}")
-    return edge
+    return edge, None
 
 
 def _integrate(loss, w0, edge, steps, k, substeps, sdcp_iters, options, seed):
