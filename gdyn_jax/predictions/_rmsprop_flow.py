@@ -115,21 +115,21 @@ def rmsprop_rule(optimizer: optax.GradientTransformation, params) -> tuple[RMSPr
     flat_params, unravel = ravel_pytree(params)
     dtype = flat_params.dtype
 
-    def respond(nu, g, count=0):
-        nu_tree = unravel(jnp.broadcast_to(jnp.asarray(nu, dtype), flat_params.shape))
-        leaf = (
-            _COUNTED(jnp.asarray(count, jnp.int32), nu_tree)
-            if counted
-            else optax.ScaleByRmsState(nu_tree)
-        )
+    @jax.jit
+    def probe(nu, g, count):
+        nu_tree = unravel(nu)
+        leaf = _COUNTED(count, nu_tree) if counted else optax.ScaleByRmsState(nu_tree)
         probe = jax.tree.map(lambda x: leaf if is_rms(x) else x, state, is_leaf=is_rms)
-        grads = unravel(jnp.broadcast_to(jnp.asarray(g, dtype), flat_params.shape))
-        updates, new = optimizer.update(grads, probe, params)
+        updates, new = optimizer.update(unravel(g), probe, params)
         new_rms = [x for x in jax.tree.leaves(new, is_leaf=is_rms) if is_rms(x)][0]
-        return (
-            np.asarray(ravel_pytree(updates)[0], np.float64),
-            np.asarray(ravel_pytree(new_rms.nu)[0], np.float64),
-        )
+        return ravel_pytree(updates)[0], ravel_pytree(new_rms.nu)[0]
+
+    def respond(nu, g, count=0):
+        """The rule's step and next second moment on ``nu`` and ``g`` (one compiled probe)."""
+        shape = flat_params.shape
+        nu, g = (jnp.broadcast_to(jnp.asarray(v, dtype), shape) for v in (nu, g))
+        updates, nu_new = probe(nu, g, jnp.asarray(count, jnp.int32))
+        return np.asarray(updates, np.float64), np.asarray(nu_new, np.float64)
 
     _, nu_next = respond(1.0, 0.0)
     decay = float(np.mean(nu_next))
