@@ -37,6 +37,16 @@ derivatives :math:`\nabla_w(u_a^\top\nabla^2L\,u_b)` as gradients of Hessian-vec
 and :math:`\Sigma = UXU^\top` from the complementarity problem on the margin linearised one
 substep ahead. Beside it, the same flow with :math:`\Sigma = 0` (the *stable* flow: gradient flow
 with the effective step, through the rule's lag).
+
+Plain RMSProp, not affine in the gradient, is recognised from its state and probed update and
+integrated as the paper does, in :math:`(w, \nu)`: gradient descent preconditioned by
+:math:`D = \sqrt{\hat\nu+\epsilon}`, its limit :math:`S^* = 2/\eta` on the preconditioned
+sharpness :math:`\lambda_{\max}(D^{-1}\nabla^2L)`, :math:`\Sigma = UXU^\top` on the critical
+eigenvectors of :math:`D^{-1}\nabla^2L` (:math:`U^\top DU = I`), :math:`\nu` following
+:math:`\tfrac{1-\rho}{\rho}[\nabla L^{\odot2} + \operatorname{diag}(H\Sigma H) - \nu]`, and the
+predicted loss :math:`L(w) + \tfrac12 S^*\operatorname{tr}X = L(w) + \tfrac12 S^*\langle D,
+\Sigma\rangle` (Cohen et al. 2025, section 5 and their ``RMSProp`` update rule; derivation in
+``gdyn_jax/predictions/_rmsprop_flow.py``).
 """
 
 from __future__ import annotations
@@ -211,7 +221,9 @@ def central_flow(
       params: the initial parameters (the real run's initialisation; the rule's state starts
         at zero, :math:`v(0) = 0`, as an optax momentum does).
       optimizer: an optax-style transform, affine in the gradient, leaving stability at
-        :math:`z=-1` (GD, heavy ball, Nesterov, or a user's rule that does).
+        :math:`z=-1` (GD, heavy ball, Nesterov, or a user's rule that does), or plain RMSProp
+        (``optimizers.rmsprop`` or ``optax.rmsprop`` without momentum, schedule or centring;
+        bias correction and either placement of :math:`\epsilon` are read from its update).
       steps: optimizer steps to integrate (one unit of time each).
       num_eigs: Hessian eigenpairs tracked (at least the number that reach the limit).
       substeps, stable_substeps: substeps per step of the central and the stable flow
