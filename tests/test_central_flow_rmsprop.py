@@ -60,6 +60,14 @@ def test_rmsprop_central_flow_predicts_the_averaged_loss():
     assert first < 20 and at_edge.size == STEPS - first, flow.sharpness / limit
     np.testing.assert_allclose(flow.sharpness[first:], limit, rtol=0.01)
     assert float(flow.sdcp_residual.max()) < 1e-3 and np.trace(flow.sigma[-1]) > 0
+    # the tracked eigenvalue is the top one: D^-1/2 H D^-1/2 in full at the flow's (w, nu)
+    with jax.enable_x64(True):
+        f = lambda w: loss(flow.unravel(w))  # noqa: E731
+        hess = jax.jit(jax.hessian(f))
+        for t in range(first, STEPS, 10):
+            scale = (flow.nu[t] / (1 - DECAY ** (t + 1)) + 1e-8) ** -0.25
+            h = scale[:, None] * np.asarray(hess(flow.params[t])) * scale[None, :]
+            np.testing.assert_allclose(np.linalg.eigvalsh(h)[-1], flow.sharpness[t], rtol=1e-3)
     # predicted loss L + S*/2 <D, Sigma> against the real loss averaged over 2k steps
     averaged = np.array([real[max(0, t - K) : t + K].mean() for t in range(STEPS)])
     after = slice(first + K, STEPS)
