@@ -15,28 +15,29 @@ from gdyn_jax.errors import UsageError
 from gdyn_jax.predictions import central_flow
 
 LR, DECAY, STEPS, K = 0.02, 0.9, 80, 5  # k: the real loss averaged over 2k steps, centred
+WARM = 5  # the flow starts from the real run's weights and state after 5 steps, as the paper's
 
 
 def _real_run(loss, params, opt, steps):
-    """The real run's losses and its preconditioned sharpness lambda_max(D^-1 H) at each step
-    (D = sqrt(nu_hat + eps) of the state that step uses), from the full Hessian."""
+    """The real run's losses, its preconditioned sharpness lambda_max(D^-1 H) at each step
+    (D = sqrt(nu_hat + eps) of the state that step uses, from the full Hessian), and its
+    weights and state after ``WARM`` steps."""
     flat, unravel = jax.flatten_util.ravel_pytree(params)
-    f = lambda w: loss(unravel(w))  # noqa: E731
-    value_grad, hess, update = (
-        jax.jit(jax.value_and_grad(f)),
-        jax.jit(jax.hessian(f)),
-        jax.jit(opt.update),
-    )
-    w, state, losses, sharp = flat, opt.init(flat), [], []
+    hess = jax.jit(jax.hessian(lambda w: loss(unravel(w))))
+    value_grad, update = jax.jit(jax.value_and_grad(loss)), jax.jit(opt.update)
+    p, state, losses, sharp = params, opt.init(params), [], []
     for t in range(steps):
-        value, grad = value_grad(w)
-        step, state = update(grad, state, w)
-        nu_hat = np.asarray(state[0].nu) / (1 - DECAY ** (t + 1))
-        scale = 1 / np.sqrt(np.sqrt(nu_hat + 1e-8))
+        if t == WARM:
+            warm = (p, state)
+        value, grad = value_grad(p)
+        step, state = update(grad, state, p)
+        nu_hat = jax.flatten_util.ravel_pytree(state[0].nu)[0] / (1 - DECAY ** (t + 1))
+        scale = np.asarray(nu_hat + 1e-8) ** -0.25
+        w = jax.flatten_util.ravel_pytree(p)[0]
         sharp.append(np.linalg.eigvalsh(scale[:, None] * np.asarray(hess(w)) * scale[None, :])[-1])
         losses.append(float(value))
-        w = w + step
-    return np.array(losses), np.array(sharp)
+        p = optax.apply_updates(p, step)
+    return np.array(losses), np.array(sharp), warm
 
 
 def test_rmsprop_central_flow_predicts_the_averaged_loss():
@@ -44,11 +45,13 @@ def test_rmsprop_central_flow_predicts_the_averaged_loss():
     with jax.enable_x64(True):
         loss, params = _problem()  # the data in float64 too
         params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
-        flow = central_flow(loss, params, opt, STEPS, num_eigs=2)
-        real, real_sharp = _real_run(loss, params, opt, STEPS + K)
+        real, real_sharp, (warm, warm_state) = _real_run(loss, params, opt, WARM + STEPS + K)
+        flow = central_flow(loss, warm, opt, STEPS, num_eigs=2, opt_state=warm_state)
+    real = real[WARM:]
     rule, limit = flow.rmsprop, 2 / LR
     assert rule is not None and rule.bias_correction and rule.eps_in_sqrt
     np.testing.assert_allclose([rule.learning_rate, rule.decay], [LR, DECAY], rtol=1e-6)
+    assert rule.count0 == WARM
     np.testing.assert_allclose(flow.edge.limit, limit, rtol=1e-9)
     # the real run sits at its edge: its preconditioned sharpness overshoots 2/eta while its
     # oscillation grows from rounding, falls back, and then hovers around it
@@ -65,7 +68,7 @@ def test_rmsprop_central_flow_predicts_the_averaged_loss():
         f = lambda w: loss(flow.unravel(w))  # noqa: E731
         hess = jax.jit(jax.hessian(f))
         for t in range(first, STEPS, 10):
-            scale = (flow.nu[t] / (1 - DECAY ** (t + 1)) + 1e-8) ** -0.25
+            scale = (flow.nu[t] / (1 - DECAY ** (WARM + t + 1)) + 1e-8) ** -0.25
             h = scale[:, None] * np.asarray(hess(flow.params[t])) * scale[None, :]
             np.testing.assert_allclose(np.linalg.eigvalsh(h)[-1], flow.sharpness[t], rtol=1e-3)
     # predicted loss L + S*/2 <D, Sigma> against the real loss averaged over 2k steps
@@ -94,3 +97,12 @@ def test_rmsprop_variants_refused_one_line():
         central_flow(loss, params, optimizers.rmsprop(0.01), 0)
     with pytest.raises(UsageError, match="optimizer"):
         central_flow(loss, params, "rmsprop", 3)
+    rms = optimizers.rmsprop(0.01)
+    for opt, state, match in [
+        (optimizers.sgd(0.01), optimizers.sgd(0.01).init(params), "only RMSProp"),
+        (rms, optimizers.adam(0.01).init(params), "a state of this RMSProp"),
+        (rms, rms.init({"w": jnp.ones(3)}), "entries"),
+    ]:
+        with pytest.raises(UsageError, match=match) as info:
+            central_flow(loss, params, opt, 3, opt_state=state)
+        assert "\n" not in str(info.value), str(info.value)

@@ -65,7 +65,8 @@ _TOL = 1e-3
 class RMSPropRule:
     r"""Plain RMSProp read from its code: ``learning_rate`` :math:`\eta`, ``decay``
     :math:`\rho`, ``eps`` :math:`\epsilon` (inside the root when ``eps_in_sqrt``),
-    ``bias_correction``, and ``nu0`` the flat initial second moment of its ``init``."""
+    ``bias_correction``; ``nu0`` the flat second moment and ``count0`` the count the flow
+    starts from (its ``init``'s, or a given state's: :func:`starting_at`)."""
 
     learning_rate: float
     decay: float
@@ -73,6 +74,7 @@ class RMSPropRule:
     eps_in_sqrt: bool
     bias_correction: bool
     nu0: np.ndarray = dataclasses.field(repr=False, compare=False)
+    count0: int = 0
 
     @property
     def limit(self) -> float:
@@ -166,6 +168,27 @@ def rmsprop_rule(optimizer: optax.GradientTransformation, params) -> tuple[RMSPr
         return None, "its step is not -eta g / sqrt(nu + eps) (nor -eta g / (sqrt(nu) + eps))"
     nu0 = np.asarray(ravel_pytree(template.nu)[0])
     return dataclasses.replace(best, nu0=nu0), ""
+
+
+def starting_at(rule: RMSPropRule, opt_state, params) -> RMSPropRule:
+    """``rule`` started from ``opt_state`` (a later state of the same RMSProp, e.g. a real
+    run's a few steps in, as the paper's ``--warm-start``): its second moment and count.
+
+    Raises:
+      ValueError: ``opt_state`` holds no second moment shaped like ``params``.
+    """
+    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, _RMS_STATES))
+    found = [leaf for leaf in leaves if isinstance(leaf, _RMS_STATES)]
+    flat = ravel_pytree(params)[0]
+    if len(found) != 1 or isinstance(found[0], _COUNTED) != rule.bias_correction:
+        raise ValueError("expected a state of this RMSProp (its init's or a later one)")
+    nu = ravel_pytree(found[0].nu)[0]
+    if nu.shape != flat.shape:
+        raise ValueError(f"its second moment has {nu.size} entries, the parameters {flat.size}")
+    if not bool(jnp.all(jnp.isfinite(nu) & (nu >= 0))):
+        raise ValueError("its second moment must be finite and non-negative")
+    count = int(found[0].count) if rule.bias_correction else 0
+    return dataclasses.replace(rule, nu0=np.asarray(nu), count0=count)
 
 
 def _matches(rule: RMSPropRule, respond, n: int) -> bool:
@@ -267,7 +290,7 @@ def integrate(loss, w0, rule: RMSPropRule, steps, k, substeps, sdcp_iters, optio
             return carry, (start, loss_[0], pred[0], lam[0], x[0], res.max(), eres.max())
 
         x0 = jnp.zeros((k, k), w0.dtype)
-        t0 = jnp.zeros((), w0.dtype)
+        t0 = jnp.asarray(rule.count0, w0.dtype)  # the bias correction's clock
         carry = (w0, nu0, t0, s0, x0, key)
         last, out = jax.lax.scan(step, carry, None, length=steps)
         return last[:2], out
@@ -303,7 +326,8 @@ def stable(loss, w0, rule: RMSPropRule, steps, substeps):
             return carry, (carry[0], carry[1], value)
 
         nu0 = initial_nu(rule, jax.grad(loss)(w0))
-        return jax.lax.scan(step, (w0, nu0, jnp.zeros((), w0.dtype)), None, length=steps)[1]
+        t0 = jnp.asarray(rule.count0, w0.dtype)
+        return jax.lax.scan(step, (w0, nu0, t0), None, length=steps)[1]
 
     ws, nus, values = run(w0)
     params = np.concatenate([np.asarray(w0)[None], np.asarray(ws)])

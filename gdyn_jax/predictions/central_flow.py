@@ -212,6 +212,7 @@ def central_flow(
     eig_tol: float | None = None,
     seed: int = 0,
     check_smooth: bool = True,
+    opt_state: optax.OptState | None = None,
 ) -> CentralFlow:
     r"""Integrate the central flow of ``optimizer`` on ``loss_fn`` from ``params`` for ``steps``.
 
@@ -234,6 +235,10 @@ def central_flow(
         :math:`10\sqrt{\epsilon}` of the parameters' dtype).
       seed: the eigensolver's random start.
       check_smooth: refuse a loss with non-smooth operations (:func:`nonsmooth_operations`).
+      opt_state: RMSProp only: the state to start from, e.g. a real run's a few steps in with
+        ``params`` its weights (the paper starts RMSProp's flow so, past the first steps, where
+        :math:`\nu` is still small and the preconditioned sharpness far above :math:`S^*`);
+        default ``optimizer.init(params)``.
 
     Returns :class:`CentralFlow`.
     """
@@ -241,6 +246,16 @@ def central_flow(
     stable_substeps = substeps if stable_substeps is None else stable_substeps
     sizes = (flat.size, steps, num_eigs, substeps, stable_substeps)
     edge, rms = _validate(loss_fn, params, optimizer, *sizes, check_smooth)
+    if opt_state is not None:
+        if rms is None:
+            raise UsageError(
+                "opt_state: only RMSProp's central flow starts from a given state (an affine "
+                "rule's starts at rest)"
+            )
+        try:
+            rms = _rmsprop_flow.starting_at(rms, opt_state, params)
+        except ValueError as error:
+            raise UsageError(f"opt_state: {error}") from None
 
     def loss(w):
         return loss_fn(unravel(w))
