@@ -37,6 +37,16 @@ derivatives :math:`\nabla_w(u_a^\top\nabla^2L\,u_b)` as gradients of Hessian-vec
 and :math:`\Sigma = UXU^\top` from the complementarity problem on the margin linearised one
 substep ahead. Beside it, the same flow with :math:`\Sigma = 0` (the *stable* flow: gradient flow
 with the effective step, through the rule's lag).
+
+Plain RMSProp, not affine in the gradient, is recognised from its state and probed update and
+integrated as the paper does, in :math:`(w, \nu)`: gradient descent preconditioned by
+:math:`D = \sqrt{\hat\nu+\epsilon}`, its limit :math:`S^* = 2/\eta` on the preconditioned
+sharpness :math:`\lambda_{\max}(D^{-1}\nabla^2L)`, :math:`\Sigma = UXU^\top` on the critical
+eigenvectors of :math:`D^{-1}\nabla^2L` (:math:`U^\top DU = I`), :math:`\nu` following
+:math:`\tfrac{1-\rho}{\rho}[\nabla L^{\odot2} + \operatorname{diag}(H\Sigma H) - \nu]`, and the
+predicted loss :math:`L(w) + \tfrac12 S^*\operatorname{tr}X = L(w) + \tfrac12 S^*\langle D,
+\Sigma\rangle` (Cohen et al. 2025, section 5 and their ``RMSProp`` update rule; derivation in
+``gdyn_jax/predictions/_rmsprop_flow.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +63,8 @@ from jax.flatten_util import ravel_pytree
 
 from gdyn_jax.errors import UsageError
 from gdyn_jax.measurements.eigensolver import eigenpairs
+from gdyn_jax.predictions import _rmsprop_flow
+from gdyn_jax.predictions._rmsprop_flow import RMSPropRule, rmsprop_rule
 from gdyn_jax.predictions.edge import RuleEdge, rule_edge
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations
@@ -74,6 +86,15 @@ class CentralFlow:
     (largest over the step's substeps); ``substeps`` those taken per step;
     ``stable_params`` and ``stable_loss`` the gradient flow with the effective step;
     ``edge`` the rule's :class:`~gdyn_jax.predictions.edge.RuleEdge`.
+
+    For RMSProp (``rmsprop`` its hyperparameters, read from its code) ``sharpness`` and
+    ``eigenvalues`` are the *preconditioned* ones, of :math:`D^{-1}\nabla^2L` with
+    :math:`D = \sqrt{\hat\nu+\epsilon}`; ``sigma`` is :math:`X` with :math:`\Sigma = UXU^\top`,
+    :math:`U^\top DU = I`; ``predicted_loss`` is :math:`L(w) + \tfrac12 S^*\operatorname{tr}X
+    = L(w) + \tfrac12 S^*\langle D, \Sigma\rangle`; ``nu`` (T+1, n) and ``stable_nu`` (T, n)
+    the flows' second moments :math:`\nu` (the stable flow's after each step); ``edge`` is that
+    of the rule with :math:`\nu` frozen (gradient descent on the preconditioned loss,
+    :math:`S^* = 2/\eta`).
     """
 
     params: np.ndarray
@@ -89,6 +110,9 @@ class CentralFlow:
     edge: RuleEdge
     substeps: tuple[int, int]
     unravel: Callable[[Any], PyTree]
+    rmsprop: RMSPropRule | None = None
+    nu: np.ndarray | None = None
+    stable_nu: np.ndarray | None = None
 
 
 def flow_derivatives(loss: Callable, w: jax.Array, u: jax.Array) -> jax.Array:
@@ -188,6 +212,7 @@ def central_flow(
     eig_tol: float | None = None,
     seed: int = 0,
     check_smooth: bool = True,
+    opt_state: optax.OptState | None = None,
 ) -> CentralFlow:
     r"""Integrate the central flow of ``optimizer`` on ``loss_fn`` from ``params`` for ``steps``.
 
@@ -197,7 +222,9 @@ def central_flow(
       params: the initial parameters (the real run's initialisation; the rule's state starts
         at zero, :math:`v(0) = 0`, as an optax momentum does).
       optimizer: an optax-style transform, affine in the gradient, leaving stability at
-        :math:`z=-1` (GD, heavy ball, Nesterov, or a user's rule that does).
+        :math:`z=-1` (GD, heavy ball, Nesterov, or a user's rule that does), or plain RMSProp
+        (``optimizers.rmsprop`` or ``optax.rmsprop`` without momentum, schedule or centring;
+        bias correction and either placement of :math:`\epsilon` are read from its update).
       steps: optimizer steps to integrate (one unit of time each).
       num_eigs: Hessian eigenpairs tracked (at least the number that reach the limit).
       substeps, stable_substeps: substeps per step of the central and the stable flow
@@ -208,13 +235,27 @@ def central_flow(
         :math:`10\sqrt{\epsilon}` of the parameters' dtype).
       seed: the eigensolver's random start.
       check_smooth: refuse a loss with non-smooth operations (:func:`nonsmooth_operations`).
+      opt_state: RMSProp only: the state to start from, e.g. a real run's a few steps in with
+        ``params`` its weights (the paper starts RMSProp's flow so, past the first steps, where
+        :math:`\nu` is still small and the preconditioned sharpness far above :math:`S^*`);
+        default ``optimizer.init(params)``.
 
     Returns :class:`CentralFlow`.
     """
     flat, unravel = ravel_pytree(params)
     stable_substeps = substeps if stable_substeps is None else stable_substeps
     sizes = (flat.size, steps, num_eigs, substeps, stable_substeps)
-    edge = _validate(loss_fn, params, optimizer, *sizes, check_smooth)
+    edge, rms = _validate(loss_fn, params, optimizer, *sizes, check_smooth)
+    if opt_state is not None:
+        if rms is None:
+            raise UsageError(
+                "opt_state: only RMSProp's central flow starts from a given state (an affine "
+                "rule's starts at rest)"
+            )
+        try:
+            rms = _rmsprop_flow.starting_at(rms, opt_state, params)
+        except ValueError as error:
+            raise UsageError(f"opt_state: {error}") from None
 
     def loss(w):
         return loss_fn(unravel(w))
@@ -223,15 +264,25 @@ def central_flow(
     stable_substeps = max(stable_substeps, min_substeps(edge, 2 * edge.limit))
     tol = float(10 * np.sqrt(np.finfo(flat.dtype).eps)) if eig_tol is None else eig_tol
     options = dict(iters=eig_iters, tol=tol)
+    counts = (substeps, stable_substeps)
+    if rms is not None:
+        args = (steps, num_eigs, substeps, sdcp_iters, options, seed)
+        rows, nu = _rmsprop_flow.integrate(loss, flat, rms, *args)
+        stable, stable_loss, stable_nu = _rmsprop_flow.stable(
+            loss, flat, rms, steps, stable_substeps
+        )
+        extra = dict(rmsprop=rms, nu=nu, stable_nu=stable_nu)
+        return CentralFlow(*rows, stable, stable_loss, edge, counts, unravel, **extra)
     rows = _integrate(loss, flat, edge, steps, num_eigs, substeps, sdcp_iters, options, seed)
     stable, stable_loss = _stable(loss, flat, edge, steps, stable_substeps)
-    return CentralFlow(*rows, stable, stable_loss, edge, (substeps, stable_substeps), unravel)
+    return CentralFlow(*rows, stable, stable_loss, edge, counts, unravel)
 
 
 def _validate(
     loss_fn, params, optimizer, n, steps, num_eigs, substeps, stable_substeps, check_smooth
-) -> RuleEdge:
-    """One-line errors on bad input, before any expensive work; the rule's edge."""
+) -> tuple[RuleEdge, RMSPropRule | None]:
+    """One-line errors on bad input, before any expensive work; the rule's edge (and, for
+    plain RMSProp, its hyperparameters)."""
     _check(steps, num_eigs, substeps, n)
     _check(steps, num_eigs, stable_substeps, n)
     if not callable(loss_fn):
@@ -241,10 +292,22 @@ def _validate(
             f"loss_fn: not three times differentiable (it uses {', '.join(ops)}, e.g. a ReLU-"
             "like activation); a central flow needs third derivatives (tanh, GELU, softplus)"
         )
-    edge = rule_edge(optimizer)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise UsageError(f"optimizer: expected an optax GradientTransformation, got {optimizer!r}")
+    rms, reason = rmsprop_rule(optimizer, params)
+    if reason:
+        raise UsageError(f"optimizer: not plain RMSProp ({reason})")
+    if rms is not None:  # gradient descent on the preconditioned loss while nu is frozen
+        return rule_edge(optax.sgd(rms.learning_rate)), rms
+    try:
+        edge = rule_edge(optimizer)
+    except UsageError as error:
+        if "not an affine rule" not in str(error):
+            raise
+        raise UsageError(f"{error}; plain RMSProp is the one non-affine rule accepted") from None
     if not edge.supported:
         raise UsageError(f"optimizer: its exit from stability is not averaged here: {edge.reason}")
-    return edge
+    return edge, None
 
 
 def _integrate(loss, w0, edge, steps, k, substeps, sdcp_iters, options, seed):
