@@ -114,6 +114,13 @@ class CentralFlow:
     nu: np.ndarray | None = None
     stable_nu: np.ndarray | None = None
 
+    def beyond_limit(self, rtol: float = 0.01) -> np.ndarray:
+        """Per step, whether the flow's sharpness exceeds :math:`S^*` by more than ``rtol``:
+        more directions crossed the limit than ``num_eigs`` tracks (or a solver failed), so
+        that step is not the central flow: undecided, not a prediction. Count them before
+        reading ``predicted_loss``; a larger ``num_eigs`` is the remedy."""
+        return np.asarray(self.sharpness) > (1.0 + rtol) * self.edge.limit
+
 
 def flow_derivatives(loss: Callable, w: jax.Array, u: jax.Array) -> jax.Array:
     r""":math:`G_{ab} = \nabla_w\big(u_a^\top \nabla^2 L(w)\, u_b\big)`, shape (k, k, n).
