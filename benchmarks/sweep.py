@@ -285,6 +285,13 @@ def main(argv=None) -> dict:
         default="both",
         help="PyTorch thread settings timed (the faster is reported)",
     )
+    parser.add_argument(
+        "--member-groups",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the sweep in member groups of these widths (default: the engine's only)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -318,6 +325,8 @@ def main(argv=None) -> dict:
         runners = {"sweep": (sweep_run, sweep_work)}
         if num_devices > 1:
             runners["sweep1"] = sweep_runner(arrays, m, args.steps, 1)[:2]
+        for w in args.member_groups:
+            runners[f"sweep@W{w}"] = sweep_runner(arrays, m, args.steps, num_devices, w)[:2]
         runners.update(baseline_runners(arrays, m, args.steps, args.baselines, args.torch_threads))
         times = time_row(runners, args.repeats)
         work = {name: runners[name][1] for name in runners}
@@ -339,6 +348,16 @@ def main(argv=None) -> dict:
             best = max(variants, key=rate.get)  # PyTorch: the faster thread setting
             row["sweep_over"][kind], text = ratio(times, work, best)
             cols.append(f"{kind}{best[len(kind) :]} {rate[best]:,.0f} (× {text})")
+        for w in args.member_groups:  # wider member groups, against each baseline
+            name = f"sweep@W{w}"
+            row["rate"][name] = rate[name]
+            others = [b for b in runners if b.split("@")[0] in BASELINES]
+            over = {b: rate[name] / rate[b] for b in others}
+            cols.append(
+                f"W={w} {rate[name]:,.0f} ("
+                + ", ".join(f"{b} × {v:.2f}" for b, v in over.items())
+                + ")"
+            )
         rows.append(row)
         print(
             f"| {m} | {rate['sweep']:,.0f} ({num_devices} dev) | {' | '.join(cols)} | "
