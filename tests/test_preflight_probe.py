@@ -23,7 +23,7 @@ def test_probed_edge_is_four_over_lambda_on_the_uv_model():
     edge = float(pre.edge[0, 0]) * m.sharpness[0]
     assert abs(edge / 4.0 - 1) < 0.05, edge
     assert pre.phase[:, 0].tolist() == ["stable", "catapult", "catapult", "divergent", "divergent"]
-    assert pre.seconds["probe"] > 0 and pre.probe.runs == 6
+    assert pre.seconds["probe"] > 0 and pre.probe.runs == 7
 
 
 @pytest.mark.slow
