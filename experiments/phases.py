@@ -55,8 +55,8 @@ class Settings(Modes):
     range_steps: int = 100
     rounds: int = 1
     extra_rates: int = 2
-    probe_steps: int = 32  # the probed divergence edge (predictions.probe); 0: the model's
-    probe_rounds: int = 6
+    probe_steps: int | None = None  # the probe's runs (predictions.probe): None, the run's
+    probe_rounds: int = 7  # length; 0: the second-order model decides
     track_sharpness: bool = False  # needed to measure the edge of stability
 
     TINY = dict(
@@ -139,6 +139,7 @@ def summary(case: dict) -> dict:
         "range_boundary",
         "scores",
         "pairs_scored",
+        "probed_up_to",
         "seconds",
     )
     return {k: case[k] for k in keys} | {
@@ -174,6 +175,13 @@ def score(report: Report, s: Settings, cases: list) -> None:
                 f"{c['range_boundary']:.4g}",
             ]
         )
+        if not np.isfinite(c["boundary"]) and not np.isfinite(c["predicted_boundary"]):
+            report.text(
+                f"{label}: no seed diverged at any rate of the sweep (up to η = "
+                f"{c['lrs'][-1]:.4g}), and the probe found none up to η = "
+                f"{c['probed_up_to']:.4g}: no boundary to score."
+            )
+            continue
         report.bound(
             f"{label}: pre-flight call right near the boundary",
             sc["preflight"],
