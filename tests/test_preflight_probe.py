@@ -11,7 +11,8 @@ from test_preflight import _uv
 
 from gdyn_jax.predictions import measured_phases, preflight
 from gdyn_jax.predictions import phases as ph
-from gdyn_jax.sweep import SweepConfig, run_sweep
+from gdyn_jax.predictions.probe import probe_edges
+from gdyn_jax.sweep import SweepConfig, assemble, run_sweep
 
 
 def test_probed_edge_is_four_over_lambda_on_the_uv_model():
@@ -59,3 +60,53 @@ def test_probe_options_are_checked():
     config = SweepConfig(dataset="mnist1d", train_subset=64, steps=2, eval_every=1)
     with pytest.raises(ValueError, match="probe_steps: expected a non-negative integer"):
         preflight(config, {"learning_rate": [0.1]}, probe_steps=-1)
+
+
+def test_probe_moves_down_from_a_start_that_diverges():
+    """The rate where the limit meets the curvature at init is only where the probe starts
+    (with cross-entropy the batch sharpness there is a third of the sharpness, and momentum
+    diverges far below it): started 20 times above the edge, the probe finds the same edge as
+    from below, and the sweep's own training of each seed survives just below it and diverges
+    just above it."""
+    config = SweepConfig(
+        dataset="mnist1d",
+        model="mlp",
+        loss="mse",
+        optimizer="sgd",
+        batch_size=None,
+        train_subset=128,
+        steps=12,
+        eval_every=3,
+    )
+    program = assemble(config, {"learning_rate": [1e-3]}, 2)
+    pre = preflight(config, {"learning_rate": [1e-3]}, 2, examples=None, iters=8)
+    from_below = pre.edge[0]
+    high = probe_edges(program, 2, [{}], 20 * from_below[None], rounds=9)
+    assert np.isfinite(high.edge).all() and (high.low > 0).all()
+    assert (high.high / high.low < 1.1).all()
+    np.testing.assert_allclose(high.edge[0], from_below, rtol=0.1)
+    lrs = [float(f * e) for e in high.edge[0] for f in (0.85, 1.15)]
+    ds = run_sweep(config, {"learning_rate": lrs}, 2, progress=False)
+    phase = np.asarray(ph.MEASURED_PHASES)[
+        measured_phases(ds["train_loss"].values, ds["diverged_at"].values)
+    ]
+    for seed in range(2):
+        called = phase[2 * seed : 2 * seed + 2, seed] == "divergent"
+        assert called.tolist() == [False, True], (seed, high.edge, phase)
+
+
+def test_probe_runs_the_whole_run_by_default():
+    """Without ``probe_steps`` the probe's runs last the sweep's steps (a divergence that
+    starts late is seen), and the steps are capped at the run's."""
+    config = SweepConfig(dataset="mnist1d", train_subset=64, batch_size=None, steps=7, eval_every=1)
+    m_pre = preflight(config, {"learning_rate": [0.1]}, 1, examples=None, iters=4, probe_rounds=2)
+    assert m_pre.probe.steps == 7
+    pre = preflight(
+        config,
+        {"learning_rate": [0.1]},
+        1,
+        measurement=m_pre.measurement,
+        probe_steps=50,
+        probe_rounds=2,
+    )
+    assert pre.probe.steps == 7
