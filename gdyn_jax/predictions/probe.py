@@ -99,6 +99,7 @@ def probe_edges(
     rounds: int = 7,
     factor: float = 4.0,
     examples: int | None = None,
+    scout_steps: int | None = 32,
 ) -> EdgeProbe:
     """The divergence edge in the learning rate per group and seed (module doc).
 
@@ -107,8 +108,11 @@ def probe_edges(
     rate run (not assumed stable: the module doc). Each of ``rounds`` rounds runs one rate
     per (group, seed), all at once: ``factor`` times the last survivor until one diverges,
     ``1/factor`` times the first divergent until one survives, then the geometric middle of
-    the bracket (bisection in log rate); ``steps`` None: the run's own length. One compiled
-    program on ``G * seeds`` members.
+    the bracket (bisection in log rate); ``steps`` None: the run's own length. The rounds run
+    ``scout_steps`` steps (cheap: most divergences show within them), then the bracket is
+    confirmed over ``steps`` (``_confirm``: at most ``rounds`` more rounds, one in the common
+    case); ``scout_steps`` None: every round runs ``steps``. Compiled programs on
+    ``G * seeds`` members.
     ``examples``: a full-batch rule runs on the first ``examples`` training examples (those
     of the measurements at init); None: the whole training set.
     """
@@ -116,27 +120,64 @@ def probe_edges(
     if task.full_batch and examples is not None and examples < task.num_train:
         data = data._replace(x_train=data.x_train[:examples], y_train=data.y_train[:examples])
     steps = program.config.steps if steps is None else min(int(steps), program.config.steps)
+    scout = steps if scout_steps is None else min(int(scout_steps), steps)
     G, S = len(groups), seeds
-    lo = np.asarray(low, np.float64).reshape(G, S).copy()
     keys = jax.vmap(jax.random.key)(jnp.tile(jnp.arange(S), G))
     other = {k: jnp.asarray(np.repeat([g[k] for g in groups], S), jnp.float32) for k in groups[0]}
-    fn = _diverges(task, data, steps)
 
-    def call(lrs):
-        return fn({**other, "learning_rate": lrs.ravel()}, keys)
+    def compile_for(n: int):
+        fn = _diverges(task, data, n)
+
+        def call(lrs):
+            return fn({**other, "learning_rate": lrs.ravel()}, keys)
+
+        compiled = jax.jit(call).lower(jnp.ones((G, S), jnp.float32)).compile()
+        return lambda lrs: np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(G, S)
 
     start = time.perf_counter()
-    compiled = jax.jit(call).lower(jnp.ones((G, S), jnp.float32)).compile()
+    short = compile_for(scout)
+    whole = compile_for(steps) if steps > scout else None
     middle = time.perf_counter()
-    start_rate, lo = lo, np.zeros_like(lo)  # nothing known to survive yet
-    hi = np.full_like(lo, np.inf)
+    start_rate = np.asarray(low, np.float64).reshape(G, S)
+    lo, hi = np.zeros_like(start_rate), np.full_like(start_rate, np.inf)  # nothing known yet
     for _ in range(rounds):
         lrs = _next_rate(lo, hi, start_rate, factor)
-        blown = np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(G, S)
+        blown = short(lrs)
         hi, lo = np.where(blown, lrs, hi), np.where(blown, lo, lrs)
+    runs = rounds
+    if whole is not None:
+        lo, hi, extra = _confirm(whole, lo, hi, factor, rounds)
+        runs += extra
     edge = _middle(lo, hi)
     seconds = time.perf_counter() - middle
-    return EdgeProbe(edge, lo, hi, steps, rounds, seconds, middle - start)
+    return EdgeProbe(edge, lo, hi, steps, runs, seconds, middle - start)
+
+
+def _confirm(whole, lo, hi, factor: float, rounds: int):
+    """The scouted bracket ``[lo, hi]`` checked over the whole run: a rate that diverged
+    within the scouting steps diverges within the run, so ``hi`` stands; ``lo`` is run again
+    over the whole run, and where it diverges late the bracket moves down (by the scouted
+    bracket's width, doubled at each further divergence, then bisection) until it is as narrow
+    as scouted, in at most ``rounds`` more rounds. Returns (lo, hi, rounds run)."""
+    scouted = lo > 0  # where none survived even the scouting steps, nothing to confirm
+    ratio = np.where(scouted & np.isfinite(hi), hi / np.where(scouted, lo, 1.0), factor)
+    target, step = ratio * (1 + 1e-9), np.log(ratio)
+    test = lo.copy()
+    lo = np.where(scouted, 0.0, lo)
+    for done in range(rounds):
+        known = lo > 0
+        settled = ~scouted | (known & (~np.isfinite(hi) | (hi <= lo * target)))  # inf: no edge
+        if settled.all():
+            return lo, hi, done
+        if done:
+            down = np.where(np.isfinite(hi), hi, 1.0) * np.exp(-step)
+            test = np.where(known, _middle(lo, hi), down)
+        test = np.where(settled, np.where(known, lo, 1.0), test)
+        blown = whole(test)
+        step = np.where(~known & blown & ~settled & (done > 0), 2 * step, step)
+        hi = np.where(blown & ~settled, test, hi)
+        lo = np.where(~blown & ~settled, test, lo)
+    return lo, hi, rounds
 
 
 def _next_rate(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, factor: float) -> np.ndarray:
