@@ -9,11 +9,13 @@ of every (rate, seed) of a sweep from the rule's loop (``linearize``) and a few 
 measured at the seed's initialisation, in seconds: :math:`\lambda_0` (the batch sharpness for
 mini-batches, preconditioned for Adam), the cubic and quartic behaviour of the loss along
 the top eigenvector (a second-order model of whether the oscillation lowers the sharpness,
-a catapult, or raises it, divergence), and the divergence edge probed by a few real steps of
-the rule at bisected rates (``gdyn_jax.predictions.probe``), which makes the call. This
-experiment trains the same grid and scores the calls against the naive rule (divergent iff
-:math:`\eta` exceeds the limit at :math:`\lambda_0`) and the learning-rate range test
-(Smith 2017; fastai's ``lr_find``); the second-order model's boundary is reported beside.
+a catapult, or raises it, divergence), and the divergence edge probed by runs of the rule
+at bracketed rates (``gdyn_jax.predictions.probe``), which makes the call. The grid spans a
+fixed range around the naive limit, widened to a factor 4 either side of the probed edge
+(``_phases.covering``). This experiment trains the same grid and scores the calls against
+the naive rule (divergent iff :math:`\eta` exceeds the limit at :math:`\lambda_0`) and the
+learning-rate range test (Smith 2017; fastai's ``lr_find``); the second-order model's
+boundary is reported beside.
 """
 
 from __future__ import annotations

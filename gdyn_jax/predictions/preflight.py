@@ -21,9 +21,10 @@ and joins them to the rule's loop at every grid point and every step of its sche
 at :math:`P = 1`, as ``linearize.max_stable_curvature(..., freeze=('nu', 'count'))``). A rule
 whose loop is not proven affine gets the phase ``'unknown'`` with linearize's reason
 (``predictions.preflight_loops``). Above the limit, what separates a catapult from divergence
-is, by default, *probed*: a few real steps of the rule at bisected learning rates
-(``predictions.probe``, its seconds reported apart), where the second-order model's ratio
-places the edge 30-35 % low on a real network; ``probe_steps=0`` leaves it to that model.
+is, by default, *probed*: runs of the rule itself, as long as the sweep's, at bracketed
+learning rates (``predictions.probe``, its seconds reported apart), where the second-order
+model's ratio places the edge 30-35 % low on a real network; ``probe_steps=0`` leaves it to
+that model.
 """
 
 from __future__ import annotations
