@@ -11,7 +11,7 @@ from test_preflight import _uv
 
 from gdyn_jax.predictions import measured_phases, preflight
 from gdyn_jax.predictions import phases as ph
-from gdyn_jax.predictions.probe import probe_edges
+from gdyn_jax.predictions.probe import _confirm, probe_edges
 from gdyn_jax.sweep import SweepConfig, assemble, run_sweep
 
 
@@ -24,7 +24,7 @@ def test_probed_edge_is_four_over_lambda_on_the_uv_model():
     edge = float(pre.edge[0, 0]) * m.sharpness[0]
     assert abs(edge / 4.0 - 1) < 0.05, edge
     assert pre.phase[:, 0].tolist() == ["stable", "catapult", "catapult", "divergent", "divergent"]
-    assert pre.seconds["probe"] > 0 and pre.probe.runs == 7
+    assert pre.seconds["probe"] > 0 and pre.probe.runs == 8  # 7 scouting, 1 confirming
 
 
 @pytest.mark.slow
@@ -110,3 +110,28 @@ def test_probe_runs_the_whole_run_by_default():
         probe_rounds=2,
     )
     assert pre.probe.steps == 7
+
+
+def test_confirming_over_the_whole_run_moves_a_late_divergence_down():
+    """A scouted bracket is rerun over the whole run: where the scout's survivor diverges
+    later, the bracket moves down to the run's own edge, as narrow as scouted; where it
+    survives, the scouted bracket stands (one round); no edge stays no edge."""
+    edge = np.array([[1.0, 0.5, 0.9, 3.0]])  # the whole run's edge per seed
+    lo = np.array([[0.98, 0.98, 0.98, 0.98]])
+    hi = np.array([[1.06, 1.06, 1.06, np.inf]])
+    lo, hi, runs = _confirm(lambda lrs: lrs > edge, lo, hi, 4.0, 12)
+    assert (lo <= edge).all() and (edge[:, :3] < hi[:, :3]).all() and hi[0, 3] == np.inf
+    assert (hi[:, :3] / lo[:, :3] <= 1.06 / 0.98 * (1 + 1e-6)).all()
+    lo1, hi1, runs1 = _confirm(lambda lrs: lrs > 1.0, lo[:, :1], hi[:, :1], 4.0, 12)
+    assert runs1 == 1 and lo1[0, 0] == lo[0, 0]
+
+
+def test_phases_grid_widens_to_the_probed_edge():
+    from experiments._phases import WINDOW, covering
+
+    lrs = np.geomspace(0.1, 10.0, 8)
+    assert covering(lrs, np.array([[np.inf, np.nan]])) is lrs
+    assert covering(lrs, np.array([[1.0, 2.0]])) is lrs
+    wide = covering(lrs, np.array([[30.0, 50.0], [0.01, 1.0]]))
+    assert len(wide) == 8 and np.isclose(wide[0], 0.01 / WINDOW)
+    assert np.isclose(wide[-1], 50.0 * WINDOW)
