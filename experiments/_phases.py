@@ -97,7 +97,7 @@ def covering(lrs: np.ndarray, edge: np.ndarray | None) -> np.ndarray:
     """The rates ``lrs`` (log-spaced), widened where needed to span a factor ``WINDOW`` either
     side of every seed's probed divergence edge (as many rates, log-spaced): the span of the
     grid follows what the pre-flight measured on the model, not a constant per optimizer
-    (Adam, whose limit at init says little of its edge, diverges 20-100 times above it on
+    (Adam, whose limit at init says little of its edge, diverges 4-24 times above it on
     MNIST-1D). Unchanged where nothing was probed or no probed rate diverged."""
     finite = np.asarray(edge, np.float64) if edge is not None else np.array([])
     finite = finite[np.isfinite(finite) & (finite > 0)]
