@@ -9,7 +9,8 @@ updates of their statistics) and the cubic and quartic behaviour of the loss alo
 eigenvector, and joins them to the rule's loop at every grid point and every step of the
 schedule (``gdyn_jax.predictions.preflight``); above the rule's limit, the divergence edge
 in the learning rate is probed by ``--probe-rounds`` runs of ``--probe-steps`` steps (by
-default the run's own ``--steps``) of the rule itself, all seeds at once
+default the run's own ``--steps``; the rounds scout 32 steps, and the bracket is confirmed
+over the whole run) of the rule itself, all seeds at once
 (``gdyn_jax.predictions.probe``; ``--probe-steps 0``: the second-order model decides).
 Prints a table, or ``--json``: one object whose ``points`` is a list of ``{hparams, phase,
 limit, curvature, margin, ...}``, plus ``seconds``. ``--plot FILE`` draws the phase map over
