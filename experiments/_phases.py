@@ -93,6 +93,23 @@ def predicted_boundary(lrs: np.ndarray, divergent: np.ndarray) -> float:
     return _half(np.asarray(lrs), divergent.mean(axis=-1))
 
 
+def covering(lrs: np.ndarray, edge: np.ndarray | None) -> np.ndarray:
+    """The rates ``lrs`` (log-spaced), widened where needed to span a factor ``WINDOW`` either
+    side of every seed's probed divergence edge (as many rates, log-spaced): the span of the
+    grid follows what the pre-flight measured on the model, not a constant per optimizer
+    (Adam, whose limit at init says little of its edge, diverges 4-24 times above it on
+    MNIST-1D). Unchanged where nothing was probed or no probed rate diverged."""
+    finite = np.asarray(edge, np.float64) if edge is not None else np.array([])
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    if not finite.size:
+        return lrs
+    low = min(lrs[0], finite.min() / WINDOW)
+    high = max(lrs[-1], finite.max() * WINDOW)
+    if low == lrs[0] and high == lrs[-1]:
+        return lrs
+    return np.geomspace(low, high, len(lrs))
+
+
 def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
     """One case (module doc); ``s`` the experiment's settings."""
     centre = naive_lr(config, measurement) if measurement is not None else None
@@ -104,6 +121,12 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
     pre = preflight(
         config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement, **_probe(s)
     )
+    wider = covering(lrs, pre.edge)
+    if len(wider) != len(lrs) or not np.allclose(wider, lrs):  # the probed edge outside the
+        lrs = wider  # grid's window: the grid widened to it, and predicted again on it
+        pre = preflight(
+            config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement, **_probe(s)
+        )
     fine_lrs = np.geomspace(lrs[0], lrs[-1], 8 * s.rates + 1)  # the boundary between rates
     fine = preflight(
         config, {"learning_rate": list(fine_lrs)}, s.seeds, measurement=measurement, probe_steps=0
@@ -140,6 +163,7 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         "range_boundary": float(np.exp(np.mean(np.log(rt.stop)))),
         "scores": score,
         "pairs_scored": int(near.sum()),
+        "probed_up_to": float(np.max(pre.probe.low)) if pre.probe is not None else float("nan"),
         "rates": rates,
         "fractions": fracs,
         "seconds": {

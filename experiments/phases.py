@@ -9,11 +9,13 @@ of every (rate, seed) of a sweep from the rule's loop (``linearize``) and a few 
 measured at the seed's initialisation, in seconds: :math:`\lambda_0` (the batch sharpness for
 mini-batches, preconditioned for Adam), the cubic and quartic behaviour of the loss along
 the top eigenvector (a second-order model of whether the oscillation lowers the sharpness,
-a catapult, or raises it, divergence), and the divergence edge probed by a few real steps of
-the rule at bisected rates (``gdyn_jax.predictions.probe``), which makes the call. This
-experiment trains the same grid and scores the calls against the naive rule (divergent iff
-:math:`\eta` exceeds the limit at :math:`\lambda_0`) and the learning-rate range test
-(Smith 2017; fastai's ``lr_find``); the second-order model's boundary is reported beside.
+a catapult, or raises it, divergence), and the divergence edge probed by runs of the rule
+at bracketed rates (``gdyn_jax.predictions.probe``), which makes the call. The grid spans a
+fixed range around the naive limit, widened to a factor 4 either side of the probed edge
+(``_phases.covering``). This experiment trains the same grid and scores the calls against
+the naive rule (divergent iff :math:`\eta` exceeds the limit at :math:`\lambda_0`) and the
+learning-rate range test (Smith 2017; fastai's ``lr_find``); the second-order model's
+boundary is reported beside.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ class Settings(Modes):
     range_steps: int = 100
     rounds: int = 1
     extra_rates: int = 2
-    probe_steps: int = 32  # the probed divergence edge (predictions.probe); 0: the model's
-    probe_rounds: int = 6
+    probe_steps: int | None = None  # the probe's runs (predictions.probe): None, the run's
+    probe_rounds: int = 7  # length; 0: the second-order model decides
     track_sharpness: bool = False  # needed to measure the edge of stability
 
     TINY = dict(
@@ -139,6 +141,7 @@ def summary(case: dict) -> dict:
         "range_boundary",
         "scores",
         "pairs_scored",
+        "probed_up_to",
         "seconds",
     )
     return {k: case[k] for k in keys} | {
@@ -174,6 +177,13 @@ def score(report: Report, s: Settings, cases: list) -> None:
                 f"{c['range_boundary']:.4g}",
             ]
         )
+        if not np.isfinite(c["boundary"]) and not np.isfinite(c["predicted_boundary"]):
+            report.text(
+                f"{label}: no seed diverged at any rate of the sweep (up to η = "
+                f"{c['lrs'][-1]:.4g}), and the probe found none up to η = "
+                f"{c['probed_up_to']:.4g}: no boundary to score."
+            )
+            continue
         report.bound(
             f"{label}: pre-flight call right near the boundary",
             sc["preflight"],

@@ -8,12 +8,13 @@ sharpness for mini-batches; the preconditioned one for Adam-type rules after ``-
 updates of their statistics) and the cubic and quartic behaviour of the loss along the top
 eigenvector, and joins them to the rule's loop at every grid point and every step of the
 schedule (``gdyn_jax.predictions.preflight``); above the rule's limit, the divergence edge
-in the learning rate is probed by ``--probe-rounds`` short runs of ``--probe-steps`` steps
-of the rule itself, all seeds at once (``gdyn_jax.predictions.probe``; ``--probe-steps 0``:
-the second-order model decides). Prints a table, or ``--json``: one object
-whose ``points`` is a list of ``{hparams, phase, limit, curvature, margin, ...}``, plus
-``seconds``. ``--plot FILE`` draws the phase map over the grid, with the measured boundary
-of a finished sweep given by ``--results DIR``.
+in the learning rate is probed by ``--probe-rounds`` runs of ``--probe-steps`` steps (by
+default the run's own ``--steps``; the rounds scout 32 steps, and the bracket is confirmed
+over the whole run) of the rule itself, all seeds at once
+(``gdyn_jax.predictions.probe``; ``--probe-steps 0``: the second-order model decides).
+Prints a table, or ``--json``: one object whose ``points`` is a list of ``{hparams, phase,
+limit, curvature, margin, ...}``, plus ``seconds``. ``--plot FILE`` draws the phase map over
+the grid, with the measured boundary of a finished sweep given by ``--results DIR``.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--probe-steps",
         type=int,
-        default=32,
-        help="steps of the short runs that probe the divergence edge (default 32; 0: the "
-        "second-order model decides catapult against divergence)",
+        default=None,
+        help="steps of the runs that probe the divergence edge (default: the run's --steps, "
+        "since momentum with cross-entropy can diverge late; 0: the second-order model "
+        "decides catapult against divergence)",
     )
-    a("--probe-rounds", type=int, default=6, help="bisection rounds of the probe (default 6)")
+    a("--probe-rounds", type=int, default=7, help="bracketing rounds of the probe (default 7)")
     a("--json", action="store_true", help="print one JSON object instead of the table")
     a("--plot", metavar="FILE", help="save the phase map over the grid to FILE")
     a("--results", metavar="DIR", help="a finished sweep: its measured boundary on --plot")
@@ -84,7 +86,7 @@ def _options(args: argparse.Namespace) -> dict:
         if getattr(args, name) < 1:
             raise ValueError(f"{name}: expected a positive integer, got {getattr(args, name)}")
     for name in ("probe_steps", "probe_rounds"):
-        if getattr(args, name) < 0:
+        if getattr(args, name) is not None and getattr(args, name) < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {getattr(args, name)}")
     return {
         "examples": examples,

@@ -21,9 +21,10 @@ and joins them to the rule's loop at every grid point and every step of its sche
 at :math:`P = 1`, as ``linearize.max_stable_curvature(..., freeze=('nu', 'count'))``). A rule
 whose loop is not proven affine gets the phase ``'unknown'`` with linearize's reason
 (``predictions.preflight_loops``). Above the limit, what separates a catapult from divergence
-is, by default, *probed*: a few real steps of the rule at bisected learning rates
-(``predictions.probe``, its seconds reported apart), where the second-order model's ratio
-places the edge 30-35 % low on a real network; ``probe_steps=0`` leaves it to that model.
+is, by default, *probed*: runs of the rule itself, as long as the sweep's, at bracketed
+learning rates (``predictions.probe``, its seconds reported apart), where the second-order
+model's ratio places the edge 30-35 % low on a real network; ``probe_steps=0`` leaves it to
+that model.
 """
 
 from __future__ import annotations
@@ -327,16 +328,19 @@ def preflight(
     seeds: int = 1,
     *,
     measurement: InitMeasurement | None = None,
-    probe_steps: int = 32,
-    probe_rounds: int = 6,
+    probe_steps: int | None = None,
+    probe_rounds: int = 7,
     **measure: Any,
 ) -> Preflight:
     """The phase of every point of ``grid`` × ``seeds`` (module doc). ``measure``:
     :func:`measure_init`'s options; ``measurement``: one already made on the same model and
     data (non-adaptive rules share it: it does not depend on the rule). ``probe_steps``,
-    ``probe_rounds``: the divergence edge probed by short runs (``predictions.probe``); 0
-    steps: decided by the second-order model alone (``predictions.phases``)."""
+    ``probe_rounds``: the divergence edge probed by runs of the rule (``predictions.probe``)
+    of ``probe_steps`` steps (None: the run's own ``config.steps``); 0 steps: decided by the
+    second-order model alone (``predictions.phases``)."""
     for name, value in (("probe_steps", probe_steps), ("probe_rounds", probe_rounds)):
+        if name == "probe_steps" and value is None:  # the run's own steps
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
     start = time.perf_counter()
@@ -382,13 +386,13 @@ def preflight(
     )
 
 
-def _decide(program, points, limits, loops, measurement, steps: int, rounds: int):
+def _decide(program, points, limits, loops, measurement, steps: int | None, rounds: int):
     """``phases.decide_phases`` with the divergence edge probed (unless ``steps`` or
     ``rounds`` is 0, or the loop is unknown): (its output, the edge, the probe)."""
     m = measurement.values
     seeds = m["curvature"].shape[0]
     edge, probe = np.full((limits.shape[0], seeds), np.nan), None
-    if steps and rounds and loops.exact:
+    if steps != 0 and rounds and loops.exact:
         kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples}
         edge, probe = probe_grid(program, seeds, points, limits, m["curvature"], **kw)
     lr = learning_rates(program.config, points, limits.shape[0])[:, None]

@@ -10,16 +10,24 @@ the initialisation and places the edge 30-35 % too low there (it is exact where 
 quartic, as on Lewkowycz et al.'s two-layer linear network). So the edge is *measured* on the
 model at hand instead: for each seed (initialised as its sweep initialises it, on the sweep's
 own mini-batches; full batch: the examples of the measurements) and each setting of the other
-hyperparameters, the rule itself runs ``steps`` steps, all (group, seed) at once (``vmap``),
-in ``rounds`` rounds: from the rate where the linear limit meets the curvature, ``factor``
-times the last rate that survived until one diverges, then bisection in log rate (divergent:
+hyperparameters, the rule itself runs ``steps`` steps (by default the run's own length), all
+(group, seed) at once (``vmap``; the runs stop once all have diverged), in ``rounds`` rounds:
+first the rate where the linear limit meets the curvature at init, then ``factor`` times the
+last rate that survived until one diverges, or ``1/factor`` times the first that diverged
+until one survives, then bisection in log rate (divergent:
 a non-finite loss, or one grown ``phases.BLOWUP``-fold over step 0 at a step where the sweep
 evaluates, the sweep's own test: Adam's first step can lift the loss a millionfold for one
 step, which the sweep's curves never see).
 The edge is the geometric middle of the final bracket. Nothing is fitted: it is a short run of
 the same program as the sweep, and its cost (``seconds``) is reported with the pre-flight's.
-It sees only the first ``steps`` steps of a schedule and cannot see a divergence that starts
-later (after a sharpening to the edge of stability, say).
+The rate where the limit meets the curvature is a start, not a bound: with cross-entropy the
+batch sharpness at init (the curvature along the mini-batch gradients) is about a third of
+:math:`\lambda_0` on an MNIST-1D MLP, and momentum then diverges at a rate that keeps the
+loop stable at init, as the sharpness rises early in the run (from 2.1 to 3.6 in 20 steps at
+η = 0.8): heavy ball (β = 0.9, batch 100) diverges at η = 1.1 at steps 57-119, 5 times below
+the rate where its limit meets the batch sharpness; so the first rate is run too, and the
+bracket may move down. With fewer steps than the run (``steps``), a divergence that starts
+after them is not seen.
 """
 
 from __future__ import annotations
@@ -55,21 +63,25 @@ class EdgeProbe:
 
 
 def _diverges(task, data, steps: int):
-    """``(hparams, key) -> diverged`` of one member: ``steps`` sweep steps from its init."""
+    """``(hparams, key) -> diverged`` of one member: ``steps`` sweep steps from its init (a
+    ``while_loop``: under ``vmap`` it stops once every member has diverged)."""
 
     def run(hp, key):
         state = train_lib.init(task, data, hp, key)
 
-        def step(carry, t):
-            state, start, blown = carry
+        def go(carry):
+            return (carry[0] < steps) & ~carry[3]
+
+        def step(carry):
+            t, state, start, blown = carry
             state, loss = train_lib.train_step_with_loss(task, data, hp, state, t)  # the sweep's
             start = jnp.where(t == 0, loss, start)
             evaluated = t % task.eval_every == 0  # the sweep reads its loss at these steps
             blown |= ~jnp.isfinite(loss) | (evaluated & (loss > ph.BLOWUP * start))
-            return (state, start, blown), None
+            return t + 1, state, start, blown
 
-        init = (state, jnp.float32(jnp.inf), jnp.array(False))
-        (state, start, blown), _ = jax.lax.scan(step, init, jnp.arange(steps))
+        init = (jnp.int32(0), state, jnp.float32(jnp.inf), jnp.array(False))
+        _, state, start, blown = jax.lax.while_loop(go, step, init)
         x, y, _ = train_lib.draw_batch(task, data, state, jnp.int32(steps))
         end = train_lib.mean_loss(task, state.params, state.model_state, x, y)  # last eval
         return blown | ~state.alive | ~jnp.isfinite(end) | (end > ph.BLOWUP * start)
@@ -83,45 +95,98 @@ def probe_edges(
     groups: list[dict[str, float]],
     low: np.ndarray,
     *,
-    steps: int = 32,
-    rounds: int = 6,
+    steps: int | None = None,
+    rounds: int = 7,
     factor: float = 4.0,
     examples: int | None = None,
+    scout_steps: int | None = 32,
 ) -> EdgeProbe:
     """The divergence edge in the learning rate per group and seed (module doc).
 
     ``groups``: the other hyperparameters of each group (``G`` dicts); ``low`` ``(G, S)``:
-    the learning rate at which the rule's linear limit meets the curvature at init (below it
-    the loop is stable). Each of ``rounds`` rounds runs one rate per (group, seed), all at
-    once: ``factor`` times the last survivor until one diverges, then the geometric middle
-    of the bracket (bisection in log rate). One compiled program on ``G * seeds`` members.
+    the learning rate at which the rule's linear limit meets the curvature at init, the first
+    rate run (not assumed stable: the module doc). Each of ``rounds`` rounds runs one rate
+    per (group, seed), all at once: ``factor`` times the last survivor until one diverges,
+    ``1/factor`` times the first divergent until one survives, then the geometric middle of
+    the bracket (bisection in log rate); ``steps`` None: the run's own length. The rounds run
+    ``scout_steps`` steps (cheap: most divergences show within them), then the bracket is
+    confirmed over ``steps`` (``_confirm``: at most ``rounds`` more rounds, one in the common
+    case); ``scout_steps`` None: every round runs ``steps``. Compiled programs on
+    ``G * seeds`` members.
     ``examples``: a full-batch rule runs on the first ``examples`` training examples (those
     of the measurements at init); None: the whole training set.
     """
     task, data = program.task, program.data
     if task.full_batch and examples is not None and examples < task.num_train:
         data = data._replace(x_train=data.x_train[:examples], y_train=data.y_train[:examples])
-    steps = min(int(steps), program.config.steps)
+    steps = program.config.steps if steps is None else min(int(steps), program.config.steps)
+    scout = steps if scout_steps is None else min(int(scout_steps), steps)
     G, S = len(groups), seeds
-    lo = np.asarray(low, np.float64).reshape(G, S).copy()
     keys = jax.vmap(jax.random.key)(jnp.tile(jnp.arange(S), G))
     other = {k: jnp.asarray(np.repeat([g[k] for g in groups], S), jnp.float32) for k in groups[0]}
-    fn = _diverges(task, data, steps)
 
-    def call(lrs):
-        return fn({**other, "learning_rate": lrs.ravel()}, keys)
+    def compile_for(n: int):
+        fn = _diverges(task, data, n)
+
+        def call(lrs):
+            return fn({**other, "learning_rate": lrs.ravel()}, keys)
+
+        compiled = jax.jit(call).lower(jnp.ones((G, S), jnp.float32)).compile()
+        return lambda lrs: np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(G, S)
 
     start = time.perf_counter()
-    compiled = jax.jit(call).lower(jnp.ones((G, S), jnp.float32)).compile()
+    short = compile_for(scout)
+    whole = compile_for(steps) if steps > scout else None
     middle = time.perf_counter()
-    hi = np.full_like(lo, np.inf)
+    start_rate = np.asarray(low, np.float64).reshape(G, S)
+    lo, hi = np.zeros_like(start_rate), np.full_like(start_rate, np.inf)  # nothing known yet
     for _ in range(rounds):
-        lrs = np.where(np.isfinite(hi), _middle(lo, hi), lo * factor)
-        blown = np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(G, S)
+        lrs = _next_rate(lo, hi, start_rate, factor)
+        blown = short(lrs)
         hi, lo = np.where(blown, lrs, hi), np.where(blown, lo, lrs)
+    runs = rounds
+    if whole is not None:
+        lo, hi, extra = _confirm(whole, lo, hi, factor, rounds)
+        runs += extra
     edge = _middle(lo, hi)
     seconds = time.perf_counter() - middle
-    return EdgeProbe(edge, lo, hi, steps, rounds, seconds, middle - start)
+    return EdgeProbe(edge, lo, hi, steps, runs, seconds, middle - start)
+
+
+def _confirm(whole, lo, hi, factor: float, rounds: int):
+    """The scouted bracket ``[lo, hi]`` checked over the whole run: a rate that diverged
+    within the scouting steps diverges within the run, so ``hi`` stands; ``lo`` is run again
+    over the whole run, and where it diverges late the bracket moves down (by the scouted
+    bracket's width, doubled at each further divergence, then bisection) until it is as narrow
+    as scouted, in at most ``rounds`` more rounds. Returns (lo, hi, rounds run)."""
+    scouted = lo > 0  # where none survived even the scouting steps, nothing to confirm
+    ratio = np.where(scouted & np.isfinite(hi), hi / np.where(scouted, lo, 1.0), factor)
+    target, step = ratio * (1 + 1e-9), np.log(ratio)
+    test = lo.copy()
+    lo = np.where(scouted, 0.0, lo)
+    for done in range(rounds):
+        known = lo > 0
+        settled = ~scouted | (known & (~np.isfinite(hi) | (hi <= lo * target)))  # inf: no edge
+        if settled.all():
+            return lo, hi, done
+        if done:
+            down = np.where(np.isfinite(hi), hi, 1.0) * np.exp(-step)
+            test = np.where(known, _middle(lo, hi), down)
+        test = np.where(settled, np.where(known, lo, 1.0), test)
+        blown = whole(test)
+        step = np.where(~known & blown & ~settled & (done > 0), 2 * step, step)
+        hi = np.where(blown & ~settled, test, hi)
+        lo = np.where(~blown & ~settled, test, lo)
+    return lo, hi, rounds
+
+
+def _next_rate(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, factor: float) -> np.ndarray:
+    """The next rate to run per (group, seed): ``start`` while nothing is known, then
+    ``factor`` times the last survivor until one diverges (``hi`` infinite), ``1/factor``
+    times the first divergent until one survives (``lo`` 0), then the geometric middle."""
+    up = np.where(lo > 0, lo * factor, start)
+    down = np.where(np.isfinite(hi), hi, 1.0) / factor
+    return np.where(np.isfinite(hi), np.where(lo > 0, _middle(lo, hi), down), up)
 
 
 def _middle(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -136,8 +201,8 @@ def probe_grid(
     limits: np.ndarray,
     curvature: np.ndarray,
     *,
-    steps: int = 32,
-    rounds: int = 6,
+    steps: int | None = None,
+    rounds: int = 7,
     examples: int | None = None,
 ) -> tuple[np.ndarray, EdgeProbe | None]:
     """The probed edge of each (grid point, seed), ``(P, S)`` (``inf`` where none diverged;
