@@ -50,6 +50,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from gdyn_jax.measurements.eigensolver import eigenpairs
+from gdyn_jax.predictions._third_order import flow_derivatives
 from gdyn_jax.predictions.sdcp import solve_sdcp
 
 __all__ = ["RMSPropRule", "rmsprop_rule"]
@@ -137,6 +138,16 @@ def rmsprop_rule(optimizer: optax.GradientTransformation, params) -> tuple[RMSPr
     decay = float(np.mean(nu_next))
     if not 0.0 < decay < 1.0 or np.ptp(nu_next) > _TOL * decay:
         return None, "its second moment is not an exponential average with one decay in (0, 1)"
+    best, reason = _fit_step(respond, decay, counted, flat_params.size)
+    if best is None:
+        return None, reason
+    nu0 = np.asarray(ravel_pytree(template.nu)[0])
+    return dataclasses.replace(best, nu0=nu0), ""
+
+
+def _fit_step(respond, decay: float, counted: bool, size: int):
+    """``(rule, "")``: eta and eps (and where eps sits) fitted to the probed steps and checked
+    on random inputs; ``(None, reason)`` when no RMSProp step fits."""
     probes = [(1e4, 1.0), (1.0, 1.0), (1e-4, 1e-2), (0.0, 1e-4), (0.0, 1e-6), (0.0, 1e-9)]
     nu_hat, ratio = [], []
     for nu, g in probes:
@@ -161,13 +172,12 @@ def rmsprop_rule(optimizer: optax.GradientTransformation, params) -> tuple[RMSPr
     best = None
     for eta, eps, in_sqrt in fits:
         rule = RMSPropRule(eta, decay, eps, in_sqrt, counted, np.zeros(0))
-        if _matches(rule, respond, flat_params.size):
+        if _matches(rule, respond, size):
             best = rule
             break
     if best is None:
         return None, "its step is not -eta g / sqrt(nu + eps) (nor -eta g / (sqrt(nu) + eps))"
-    nu0 = np.asarray(ravel_pytree(template.nu)[0])
-    return dataclasses.replace(best, nu0=nu0), ""
+    return best, ""
 
 
 def starting_at(rule: RMSPropRule, opt_state, params) -> RMSPropRule:
@@ -236,7 +246,7 @@ def substep(loss, rule: RMSPropRule, dt: float, eig_options: dict, sdcp_iters: i
         eig = eigenpairs(sym_hvp, s, sub, **eig_options)
         k, s = eig.values.size, eig.vectors
         u = s / root[:, None]  # U^T D U = I, U^T H U = diag(lambda)
-        g3 = flow_g(loss, w, u)  # (k, k, n)
+        g3 = flow_derivatives(loss, w, u)  # (k, k, n)
         gflat = g3.reshape(k * k, -1)
         hu = eig.values[None, :] * (root[:, None] * s)  # H u_a = lambda_a D u_a
         w_dot = -eta * grad / d
@@ -264,13 +274,6 @@ def substep(loss, rule: RMSPropRule, dt: float, eig_options: dict, sdcp_iters: i
         return new, (*row, jnp.max(eig.residuals))
 
     return step
-
-
-def flow_g(loss, w, u):
-    """:func:`gdyn_jax.predictions.central_flow.flow_derivatives` (imported late: no cycle)."""
-    from gdyn_jax.predictions.central_flow import flow_derivatives
-
-    return flow_derivatives(loss, w, u)
 
 
 def integrate(loss, w0, rule: RMSPropRule, steps, k, substeps, sdcp_iters, options, seed):

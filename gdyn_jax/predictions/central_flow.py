@@ -46,7 +46,9 @@ eigenvectors of :math:`D^{-1}\nabla^2L` (:math:`U^\top DU = I`), :math:`\nu` fol
 :math:`\tfrac{1-\rho}{\rho}[\nabla L^{\odot2} + \operatorname{diag}(H\Sigma H) - \nu]`, and the
 predicted loss :math:`L(w) + \tfrac12 S^*\operatorname{tr}X = L(w) + \tfrac12 S^*\langle D,
 \Sigma\rangle` (Cohen et al. 2025, section 5 and their ``RMSProp`` update rule; derivation in
-``gdyn_jax/predictions/_rmsprop_flow.py``).
+``gdyn_jax/predictions/_rmsprop_flow.py``). The paper starts RMSProp's flow a few real steps
+in (``opt_state``), past the first steps where :math:`\nu` is still small and the
+preconditioned sharpness far above :math:`S^*`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from gdyn_jax.errors import UsageError
 from gdyn_jax.measurements.eigensolver import eigenpairs
 from gdyn_jax.predictions import _rmsprop_flow
 from gdyn_jax.predictions._rmsprop_flow import RMSPropRule, rmsprop_rule
+from gdyn_jax.predictions._third_order import flow_derivatives
 from gdyn_jax.predictions.edge import RuleEdge, rule_edge
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations
@@ -120,33 +123,6 @@ class CentralFlow:
         that step is not the central flow: undecided, not a prediction. Count them before
         reading ``predicted_loss``; a larger ``num_eigs`` is the remedy."""
         return np.asarray(self.sharpness) > (1.0 + rtol) * self.edge.limit
-
-
-def flow_derivatives(loss: Callable, w: jax.Array, u: jax.Array) -> jax.Array:
-    r""":math:`G_{ab} = \nabla_w\big(u_a^\top \nabla^2 L(w)\, u_b\big)`, shape (k, k, n).
-
-    The gradient of a Hessian-vector product (reverse over forward over reverse), one per pair
-    :math:`a \le b`, filled symmetrically.
-    """
-    k = u.shape[1]
-    rows, cols = np.triu_indices(k)
-
-    def pair(ua, ub):
-        def quad(x):
-            return jnp.vdot(ua, jax.jvp(jax.grad(loss), (x,), (ub,))[1])
-
-        return jax.grad(quad)(w)
-
-    upper = jax.vmap(pair, in_axes=(1, 1))(u[:, rows], u[:, cols])  # (pairs, n)
-    return upper[_pair_index(k)]
-
-
-def _pair_index(k: int) -> np.ndarray:
-    """(k, k) the row of pair (a, b) among the upper-triangle pairs of ``np.triu_indices``."""
-    rows, cols = np.triu_indices(k)
-    index = np.zeros((k, k), int)
-    index[rows, cols] = index[cols, rows] = np.arange(rows.size)
-    return index
 
 
 def _substep(loss, edge: RuleEdge, dt: float, eig_options: dict, sdcp_iters: int):
@@ -226,8 +202,7 @@ def central_flow(
     Args:
       loss_fn: the full-batch loss, a scalar function of the parameter pytree (three times
         differentiable: a tanh/GELU network, not ReLU).
-      params: the initial parameters (the real run's initialisation; the rule's state starts
-        at zero, :math:`v(0) = 0`, as an optax momentum does).
+      params: the initial parameters (the rule's state starts at zero, as optax's does).
       optimizer: an optax-style transform, affine in the gradient, leaving stability at
         :math:`z=-1` (GD, heavy ball, Nesterov, or a user's rule that does), or plain RMSProp
         (``optimizers.rmsprop`` or ``optax.rmsprop`` without momentum, schedule or centring;
@@ -238,14 +213,11 @@ def central_flow(
         (``stable_substeps`` defaults to ``substeps``); each is raised to
         :func:`min_substeps` at :math:`S^*` (central) or :math:`2S^*` (stable: its sharpness
         is not held).
-      sdcp_iters, eig_iters, eig_tol: solver budgets (``eig_tol`` default
-        :math:`10\sqrt{\epsilon}` of the parameters' dtype).
-      seed: the eigensolver's random start.
+      sdcp_iters, eig_iters, eig_tol, seed: solver budgets (``eig_tol`` default
+        :math:`10\sqrt{\epsilon}` of the parameters' dtype), the eigensolver's random start.
       check_smooth: refuse a loss with non-smooth operations (:func:`nonsmooth_operations`).
-      opt_state: RMSProp only: the state to start from, e.g. a real run's a few steps in with
-        ``params`` its weights (the paper starts RMSProp's flow so, past the first steps, where
-        :math:`\nu` is still small and the preconditioned sharpness far above :math:`S^*`);
-        default ``optimizer.init(params)``.
+      opt_state: RMSProp only: the state to start from (default ``optimizer.init(params)``),
+        e.g. a real run's a few steps in, as the paper starts it (module doc).
 
     Returns :class:`CentralFlow`.
     """
@@ -253,16 +225,7 @@ def central_flow(
     stable_substeps = substeps if stable_substeps is None else stable_substeps
     sizes = (flat.size, steps, num_eigs, substeps, stable_substeps)
     edge, rms = _validate(loss_fn, params, optimizer, *sizes, check_smooth)
-    if opt_state is not None:
-        if rms is None:
-            raise UsageError(
-                "opt_state: only RMSProp's central flow starts from a given state (an affine "
-                "rule's starts at rest)"
-            )
-        try:
-            rms = _rmsprop_flow.starting_at(rms, opt_state, params)
-        except ValueError as error:
-            raise UsageError(f"opt_state: {error}") from None
+    rms = _starting_state(rms, opt_state, params)
 
     def loss(w):
         return loss_fn(unravel(w))
@@ -273,16 +236,38 @@ def central_flow(
     options = dict(iters=eig_iters, tol=tol)
     counts = (substeps, stable_substeps)
     if rms is not None:
-        args = (steps, num_eigs, substeps, sdcp_iters, options, seed)
-        rows, nu = _rmsprop_flow.integrate(loss, flat, rms, *args)
-        stable, stable_loss, stable_nu = _rmsprop_flow.stable(
-            loss, flat, rms, steps, stable_substeps
-        )
-        extra = dict(rmsprop=rms, nu=nu, stable_nu=stable_nu)
-        return CentralFlow(*rows, stable, stable_loss, edge, counts, unravel, **extra)
+        args = (steps, num_eigs, counts, sdcp_iters, options, seed)
+        return _rmsprop_central_flow(loss, flat, unravel, rms, edge, *args)
     rows = _integrate(loss, flat, edge, steps, num_eigs, substeps, sdcp_iters, options, seed)
     stable, stable_loss = _stable(loss, flat, edge, steps, stable_substeps)
     return CentralFlow(*rows, stable, stable_loss, edge, counts, unravel)
+
+
+def _rmsprop_central_flow(loss, flat, unravel, rms, edge, steps, num_eigs, counts, *solver):
+    """RMSProp's central and stable flows as a :class:`CentralFlow` (``solver``: sdcp_iters,
+    eigensolver options, seed)."""
+    sdcp_iters, options, seed = solver
+    args = (steps, num_eigs, counts[0], sdcp_iters, options, seed)
+    rows, nu = _rmsprop_flow.integrate(loss, flat, rms, *args)
+    stable, stable_loss, stable_nu = _rmsprop_flow.stable(loss, flat, rms, steps, counts[1])
+    extra = dict(rmsprop=rms, nu=nu, stable_nu=stable_nu)
+    return CentralFlow(*rows, stable, stable_loss, edge, counts, unravel, **extra)
+
+
+def _starting_state(rms, opt_state, params):
+    """RMSProp's flow started from ``opt_state`` (``rms`` unchanged when it is None); a
+    one-line ``UsageError`` for an affine rule's or a foreign state."""
+    if opt_state is None:
+        return rms
+    if rms is None:
+        raise UsageError(
+            "opt_state: only RMSProp's central flow starts from a given state (an affine "
+            "rule's starts at rest)"
+        )
+    try:
+        return _rmsprop_flow.starting_at(rms, opt_state, params)
+    except ValueError as error:
+        raise UsageError(f"opt_state: {error}") from None
 
 
 def _validate(

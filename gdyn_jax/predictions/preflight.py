@@ -338,11 +338,7 @@ def preflight(
     ``probe_rounds``: the divergence edge probed by runs of the rule (``predictions.probe``)
     of ``probe_steps`` steps (None: the run's own ``config.steps``); 0 steps: decided by the
     second-order model alone (``predictions.phases``)."""
-    for name, value in (("probe_steps", probe_steps), ("probe_rounds", probe_rounds)):
-        if name == "probe_steps" and value is None:  # the run's own steps
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+    _check_probe(probe_steps, probe_rounds)
     start = time.perf_counter()
     program = assemble(config, grid or None, seeds)
     names = tuple(program.grid.names) if program.grid is not None else ()
@@ -384,6 +380,15 @@ def preflight(
         edge,
         probe,
     )
+
+
+def _check_probe(probe_steps, probe_rounds) -> None:
+    """A one-line ``ValueError`` unless both are non-negative integers (steps may be None)."""
+    for name, value in (("probe_steps", probe_steps), ("probe_rounds", probe_rounds)):
+        if name == "probe_steps" and value is None:  # the run's own steps
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
 
 
 def _decide(program, points, limits, loops, measurement, steps: int | None, rounds: int):

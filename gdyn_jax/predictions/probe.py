@@ -125,18 +125,9 @@ def probe_edges(
     keys = jax.vmap(jax.random.key)(jnp.tile(jnp.arange(S), G))
     other = {k: jnp.asarray(np.repeat([g[k] for g in groups], S), jnp.float32) for k in groups[0]}
 
-    def compile_for(n: int):
-        fn = _diverges(task, data, n)
-
-        def call(lrs):
-            return fn({**other, "learning_rate": lrs.ravel()}, keys)
-
-        compiled = jax.jit(call).lower(jnp.ones((G, S), jnp.float32)).compile()
-        return lambda lrs: np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(G, S)
-
     start = time.perf_counter()
-    short = compile_for(scout)
-    whole = compile_for(steps) if steps > scout else None
+    short = _compiled_run(task, data, other, keys, (G, S), scout)
+    whole = _compiled_run(task, data, other, keys, (G, S), steps) if steps > scout else None
     middle = time.perf_counter()
     start_rate = np.asarray(low, np.float64).reshape(G, S)
     lo, hi = np.zeros_like(start_rate), np.full_like(start_rate, np.inf)  # nothing known yet
@@ -151,6 +142,18 @@ def probe_edges(
     edge = _middle(lo, hi)
     seconds = time.perf_counter() - middle
     return EdgeProbe(edge, lo, hi, steps, runs, seconds, middle - start)
+
+
+def _compiled_run(task, data, other: dict, keys, shape: tuple[int, int], steps: int):
+    """``lrs (G, S) -> diverged (G, S)``: the members run ``steps`` steps at the rates
+    ``lrs`` with the ``other`` hyperparameters, compiled once."""
+    fn = _diverges(task, data, steps)
+
+    def call(lrs):
+        return fn({**other, "learning_rate": lrs.ravel()}, keys)
+
+    compiled = jax.jit(call).lower(jnp.ones(shape, jnp.float32)).compile()
+    return lambda lrs: np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(shape)
 
 
 def _confirm(whole, lo, hi, factor: float, rounds: int):
