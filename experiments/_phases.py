@@ -122,7 +122,7 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
         config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement, **_probe(s)
     )
     wider = covering(lrs, pre.edge)
-    if len(wider) != len(lrs) or not np.allclose(wider, lrs):  # the probed edge outside the
+    if not np.array_equal(wider, lrs):  # the probed edge outside the
         lrs = wider  # grid's window: the grid widened to it, and predicted again on it
         pre = preflight(
             config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement, **_probe(s)

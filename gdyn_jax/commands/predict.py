@@ -83,11 +83,8 @@ def _check_counts(args: argparse.Namespace) -> None:
     for flag, value in counts:
         if value < 1:
             raise ValueError(f"{flag}: expected an integer >= 1, got {value}")
-    if args.batch_size is not None and args.schedule not in (None, "constant"):
-        raise ValueError(
-            f"schedule: the mini-batch expected curve (--batch-size) is derived for a constant "
-            f"learning rate, got --schedule {args.schedule}"
-        )
+    if args.batch_size is not None:  # before any work
+        gdyn_jax.predictions.ntk_noise.check_constant_rate(args.schedule)
 
 
 def run(args: argparse.Namespace) -> int:

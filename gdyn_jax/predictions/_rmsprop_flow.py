@@ -62,6 +62,17 @@ _RMS_STATES = (optax.ScaleByRmsState, _COUNTED)
 _TOL = 1e-3
 
 
+def _is_rms(x) -> bool:
+    return isinstance(x, _RMS_STATES)
+
+
+def _rms_leaves(tree) -> tuple[list, list]:
+    """(the leaves of an optimizer state, RMSProp's second-moment states kept whole; those
+    states among them)."""
+    leaves = jax.tree.leaves(tree, is_leaf=_is_rms)
+    return leaves, [leaf for leaf in leaves if _is_rms(leaf)]
+
+
 @dataclasses.dataclass(frozen=True)
 class RMSPropRule:
     r"""Plain RMSProp read from its code: ``learning_rate`` :math:`\eta`, ``decay``
@@ -100,12 +111,7 @@ def rmsprop_rule(optimizer: optax.GradientTransformation, params) -> tuple[RMSPr
     """``(rule, "")`` for a plain RMSProp; ``(None, reason)`` when the state holds RMSProp's
     second moment but the rule is not plain RMSProp; ``(None, "")`` when it holds none."""
     state = optimizer.init(params)
-
-    def is_rms(x):
-        return isinstance(x, _RMS_STATES)
-
-    leaves = jax.tree.leaves(state, is_leaf=is_rms)
-    found = [leaf for leaf in leaves if is_rms(leaf)]
+    leaves, found = _rms_leaves(state)
     if not found:
         return None, ""
     if len(found) > 1 or len(leaves) > 1:
@@ -122,10 +128,9 @@ def rmsprop_rule(optimizer: optax.GradientTransformation, params) -> tuple[RMSPr
     def probe(nu, g, count):
         nu_tree = unravel(nu)
         leaf = _COUNTED(count, nu_tree) if counted else optax.ScaleByRmsState(nu_tree)
-        probe = jax.tree.map(lambda x: leaf if is_rms(x) else x, state, is_leaf=is_rms)
+        probe = jax.tree.map(lambda x: leaf if _is_rms(x) else x, state, is_leaf=_is_rms)
         updates, new = optimizer.update(unravel(g), probe, params)
-        new_rms = [x for x in jax.tree.leaves(new, is_leaf=is_rms) if is_rms(x)][0]
-        return ravel_pytree(updates)[0], ravel_pytree(new_rms.nu)[0]
+        return ravel_pytree(updates)[0], ravel_pytree(_rms_leaves(new)[1][0].nu)[0]
 
     def respond(nu, g, count=0):
         """The rule's step and next second moment on ``nu`` and ``g`` (one compiled probe)."""
@@ -169,15 +174,11 @@ def _fit_step(respond, decay: float, counted: bool, size: int):
         eta = float(1 / np.sqrt(slope)) if in_sqrt else float(1 / slope)
         eps = max(0.0, float(intercept / slope))
         fits.append((eta, eps, in_sqrt))
-    best = None
     for eta, eps, in_sqrt in fits:
         rule = RMSPropRule(eta, decay, eps, in_sqrt, counted, np.zeros(0))
         if _matches(rule, respond, size):
-            best = rule
-            break
-    if best is None:
-        return None, "its step is not -eta g / sqrt(nu + eps) (nor -eta g / (sqrt(nu) + eps))"
-    return best, ""
+            return rule, ""
+    return None, "its step is not -eta g / sqrt(nu + eps) (nor -eta g / (sqrt(nu) + eps))"
 
 
 def starting_at(rule: RMSPropRule, opt_state, params) -> RMSPropRule:
@@ -187,8 +188,7 @@ def starting_at(rule: RMSPropRule, opt_state, params) -> RMSPropRule:
     Raises:
       ValueError: ``opt_state`` holds no second moment shaped like ``params``.
     """
-    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, _RMS_STATES))
-    found = [leaf for leaf in leaves if isinstance(leaf, _RMS_STATES)]
+    found = _rms_leaves(opt_state)[1]
     flat = ravel_pytree(params)[0]
     if len(found) != 1 or isinstance(found[0], _COUNTED) != rule.bias_correction:
         raise ValueError("expected a state of this RMSProp (its init's or a later one)")

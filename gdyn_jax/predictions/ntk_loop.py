@@ -296,6 +296,7 @@ def _scheduled_ode(mu: np.ndarray, rates: np.ndarray, damping: float) -> np.ndar
     state = np.stack([np.ones_like(mu), np.zeros_like(mu)]).astype(np.complex128)  # (2, M)
     out = [state[0].real.copy()]
     half = damping / 2.0
+    scale = np.exp(-half)
     for rate in rates:
         c = rate * mu
         q = np.sqrt((half * half - c).astype(np.complex128))
@@ -303,7 +304,6 @@ def _scheduled_ode(mu: np.ndarray, rates: np.ndarray, damping: float) -> np.ndar
         sinhc = np.where(small, 1.0, np.sinh(q) / np.where(small, 1.0, q))
         cosh = np.cosh(q)
         x, v = state
-        scale = np.exp(-half)
         state = scale * np.stack(
             [cosh * x + sinhc * (half * x + v), cosh * v + sinhc * (-c * x - half * v)]
         )

@@ -41,7 +41,7 @@ from gdyn_jax.predictions.modes import mode_loops
 from gdyn_jax.predictions.ntk_predict import NTKPrediction
 from gdyn_jax.sweep.config import rule_of
 
-__all__ = ["mode_noise", "minibatch_loss"]
+__all__ = ["check_constant_rate", "mode_noise", "minibatch_loss"]
 
 
 def mode_noise(prediction: NTKPrediction, batch_size: int) -> np.ndarray:
@@ -82,15 +82,21 @@ def _impulse(prediction: NTKPrediction) -> np.ndarray:
     return out
 
 
+def check_constant_rate(schedule: str | None) -> None:
+    """A one-line ``UsageError`` unless ``schedule`` is constant: the mini-batch expected curve
+    is derived from the loop's time-invariant impulse response."""
+    if schedule not in (None, "constant"):
+        raise UsageError(
+            "schedule: the mini-batch expected curve is derived for a constant learning rate "
+            f"(the loop's impulse response), got schedule {schedule!r}"
+        )
+
+
 def minibatch_loss(prediction: NTKPrediction, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     r"""(expected loss :math:`\mathbb E L_k`, the noise's share :math:`\tfrac12\sum_i \mu_i
     \mathrm{Var}\,x_i(k)`), each (steps+1,), for mini-batches of ``batch_size`` drawn as the
     sweep draws them (module docstring)."""
-    if prediction.config.schedule not in (None, "constant"):
-        raise UsageError(
-            f"schedule: the mini-batch noise floor is derived for a constant learning rate "
-            f"(the loop's impulse response), got schedule {prediction.config.schedule!r}"
-        )
+    check_constant_rate(prediction.config.schedule)
     n = prediction.modes.sqrt_h.shape[0]
     b = int(batch_size)
     spread = mode_noise(prediction, b)[:, :-1]  # S_i(t), t = 0 .. steps-1
