@@ -125,7 +125,12 @@ def run_case(config: SweepConfig, s, measurement=None) -> dict[str, Any]:
     if not np.array_equal(wider, lrs):  # the probed edge outside the
         lrs = wider  # grid's window: the grid widened to it, and predicted again on it
         pre = preflight(
-            config, {"learning_rate": list(lrs)}, s.seeds, measurement=measurement, **_probe(s)
+            config,
+            {"learning_rate": list(lrs)},
+            s.seeds,
+            measurement=measurement,
+            probe=pre.probe,  # the edge does not depend on the rates: not probed twice
+            **_probe(s),
         )
     fine_lrs = np.geomspace(lrs[0], lrs[-1], 8 * s.rates + 1)  # the boundary between rates
     fine = preflight(

@@ -27,6 +27,25 @@ def test_probed_edge_is_four_over_lambda_on_the_uv_model():
     assert pre.seconds["probe"] > 0 and pre.probe.runs == 8  # 7 scouting, 1 confirming
 
 
+def test_a_probe_is_reused_on_another_rate_grid_and_refused_on_other_seeds():
+    """The edge of a learning-rate grid does not depend on its rates: the probe of one grid,
+    passed to the pre-flight of a wider one, gives the same calls as probing it afresh; a
+    probe of other seeds or steps is refused in one line."""
+    config, m, lrs = _uv()
+    first = preflight(config, {"learning_rate": lrs}, 1, measurement=m, probe_steps=200)
+    wider = [lr * f for lr in lrs for f in (0.9, 1.1)]
+    kw = {"measurement": m, "probe_steps": 200}
+    again = preflight(config, {"learning_rate": wider}, 1, **kw)
+    reused = preflight(config, {"learning_rate": wider}, 1, probe=first.probe, **kw)
+    assert reused.probe is first.probe
+    np.testing.assert_allclose(reused.edge, again.edge, rtol=1e-12)  # start: rounding apart
+    assert reused.phase.tolist() == again.phase.tolist()
+    with pytest.raises(ValueError, match="probe: expected a probe of the same"):
+        preflight(
+            config, {"learning_rate": wider}, 1, probe=first.probe, measurement=m, probe_steps=100
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer, hparams", [("sgd", {}), ("adam", {})])
 def test_probe_calls_what_the_sweep_measures_per_seed(optimizer, hparams):

@@ -82,20 +82,15 @@ def _options(args: argparse.Namespace) -> dict:
             ) from None
         if examples < 1:
             raise ValueError(f"examples: expected a positive integer or 'all', got {examples}")
-    for name in ("iters", "batches", "warmup"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {getattr(args, name)}")
-    for name in ("probe_steps", "probe_rounds"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            raise ValueError(f"{name}: expected a non-negative integer, got {getattr(args, name)}")
-    return {
-        "examples": examples,
+    options = {
         "iters": args.iters,
         "batches": args.batches,
         "warmup": args.warmup,
         "probe_steps": args.probe_steps,
         "probe_rounds": args.probe_rounds,
     }
+    gdyn_jax.predictions.check_preflight_options(**options)
+    return {"examples": examples, **options}
 
 
 def run(args: argparse.Namespace) -> int:

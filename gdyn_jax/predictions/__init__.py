@@ -45,6 +45,7 @@ from gdyn_jax.predictions.phases import MEASURED_PHASES, PHASES, measured_phases
 from gdyn_jax.predictions.preflight import (
     InitMeasurement,
     Preflight,
+    check_preflight_options,
     measure_init,
     preflight,
     score_sweep,
@@ -65,6 +66,7 @@ __all__ = [
     "InitMeasurement",
     "KickTest",
     "Preflight",
+    "check_preflight_options",
     "RangeTest",
     "NTKModes",
     "NTKPrediction",

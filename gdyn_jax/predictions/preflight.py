@@ -48,7 +48,14 @@ from gdyn_jax.predictions.probe import EdgeProbe, probe_grid
 from gdyn_jax.sweep import Program, SweepConfig, assemble, setup
 from gdyn_jax.sweep import train as train_lib
 
-__all__ = ["InitMeasurement", "Preflight", "measure_init", "preflight", "rule_loops"]
+__all__ = [
+    "InitMeasurement",
+    "Preflight",
+    "check_preflight_options",
+    "measure_init",
+    "preflight",
+    "rule_loops",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,9 +207,7 @@ def measure_init(
     adaptive rule's statistics depend on them). ``examples=None``: the whole training set.
     One compiled program (its compilation timed apart), vmapped over the seeds."""
     task, data = program.task, program.data
-    for name, value in (("iters", iters), ("batches", batches), ("warmup", warmup)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    check_preflight_options(iters=iters, batches=batches, warmup=warmup)
     examples = min(task.num_train if examples is None else int(examples), task.num_train)
     hp = train_lib.as_hparams(hparams or _first_point(program))
     keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
@@ -330,15 +335,17 @@ def preflight(
     measurement: InitMeasurement | None = None,
     probe_steps: int | None = None,
     probe_rounds: int = 7,
+    probe: EdgeProbe | None = None,
     **measure: Any,
 ) -> Preflight:
     """The phase of every point of ``grid`` × ``seeds`` (module doc). ``measure``:
-    :func:`measure_init`'s options; ``measurement``: one already made on the same model and
-    data (non-adaptive rules share it: it does not depend on the rule). ``probe_steps``,
-    ``probe_rounds``: the divergence edge probed by runs of the rule (``predictions.probe``)
-    of ``probe_steps`` steps (None: the run's own ``config.steps``); 0 steps: decided by the
-    second-order model alone (``predictions.phases``)."""
-    _check_probe(probe_steps, probe_rounds)
+    :func:`measure_init`'s options; ``measurement``: one made on the same model and data
+    (non-adaptive rules share it). ``probe_steps``, ``probe_rounds``: the divergence edge
+    probed by runs of the rule (``predictions.probe``) of ``probe_steps`` steps (None: the
+    run's own); 0 steps: decided by the second-order model (``predictions.phases``).
+    ``probe``: an earlier pre-flight's (``Preflight.probe``) of the same model, seeds and
+    other hyperparameters, reused (the edge does not depend on the grid's rates)."""
+    check_preflight_options(probe_steps, probe_rounds, **measure)
     start = time.perf_counter()
     program = assemble(config, grid or None, seeds)
     names = tuple(program.grid.names) if program.grid is not None else ()
@@ -351,7 +358,7 @@ def preflight(
     points = {n: table[:, j] for j, n in enumerate(names)}
     limits, loops = rule_loops(program.config, points, measurement.preconditioned)
     m = measurement.values
-    probing = (probe_steps, probe_rounds)
+    probing = (probe_steps, probe_rounds, probe)
     out, edge, probe = _decide(program, points, limits, loops, measurement, *probing)
     end = time.perf_counter()
     took = (probe.seconds, probe.compile_seconds) if probe else (0.0, 0.0)
@@ -382,23 +389,29 @@ def preflight(
     )
 
 
-def _check_probe(probe_steps, probe_rounds) -> None:
-    """A one-line ``ValueError`` unless both are non-negative integers (steps may be None)."""
-    for name, value in (("probe_steps", probe_steps), ("probe_rounds", probe_rounds)):
+def check_preflight_options(probe_steps: Any = None, probe_rounds: Any = 7, **measure: Any) -> None:
+    """A one-line ``ValueError`` naming the first bad option of :func:`preflight`, before any
+    work: ``probe_steps`` (None: the run's own) and ``probe_rounds`` non-negative integers,
+    ``iters``, ``batches`` and ``warmup`` of ``measure`` positive ones."""
+    checks = [("probe_steps", probe_steps, 0), ("probe_rounds", probe_rounds, 0)]
+    checks += [(k, measure[k], 1) for k in ("iters", "batches", "warmup") if k in measure]
+    for name, value, least in checks:
         if name == "probe_steps" and value is None:  # the run's own steps
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            kind = "non-negative" if least == 0 else "positive"
+            raise ValueError(f"{name}: expected a {kind} integer, got {value!r}")
 
 
-def _decide(program, points, limits, loops, measurement, steps: int | None, rounds: int):
+def _decide(program, points, limits, loops, measurement, steps, rounds: int, known):
     """``phases.decide_phases`` with the divergence edge probed (unless ``steps`` or
-    ``rounds`` is 0, or the loop is unknown): (its output, the edge, the probe)."""
+    ``rounds`` is 0, or the loop is unknown; ``known``: a probe reused): (its output, the
+    edge, the probe)."""
     m = measurement.values
     seeds = m["curvature"].shape[0]
     edge, probe = np.full((limits.shape[0], seeds), np.nan), None
     if steps != 0 and rounds and loops.exact:
-        kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples}
+        kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples, "known": known}
         edge, probe = probe_grid(program, seeds, points, limits, m["curvature"], **kw)
     lr = learning_rates(program.config, points, limits.shape[0])[:, None]
     above = np.where(np.isnan(edge), np.nan, lr > edge)  # NaN: not probed, the ratio decides

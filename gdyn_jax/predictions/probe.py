@@ -51,7 +51,8 @@ __all__ = ["EdgeProbe", "probe_edges", "probe_grid"]
 class EdgeProbe:
     """Per group of the other hyperparameters and seed: ``edge`` ``(G, S)`` (``inf`` where no
     probed rate diverged), the final bracket ``low``/``high``; ``steps``, ``runs`` (short
-    runs per group and seed), ``seconds`` and ``compile_seconds``."""
+    runs per group and seed), ``seconds`` and ``compile_seconds``; ``groups``: the other
+    hyperparameters of each group."""
 
     edge: np.ndarray
     low: np.ndarray
@@ -60,6 +61,7 @@ class EdgeProbe:
     runs: int
     seconds: float
     compile_seconds: float
+    groups: tuple[dict[str, float], ...] = ()
 
 
 def _diverges(task, data, steps: int):
@@ -141,7 +143,7 @@ def probe_edges(
         runs += extra
     edge = _middle(lo, hi)
     seconds = time.perf_counter() - middle
-    return EdgeProbe(edge, lo, hi, steps, runs, seconds, middle - start)
+    return EdgeProbe(edge, lo, hi, steps, runs, seconds, middle - start, tuple(groups))
 
 
 def _compiled_run(task, data, other: dict, keys, shape: tuple[int, int], steps: int):
@@ -207,9 +209,12 @@ def probe_grid(
     steps: int | None = None,
     rounds: int = 7,
     examples: int | None = None,
+    known: EdgeProbe | None = None,
 ) -> tuple[np.ndarray, EdgeProbe | None]:
     """The probed edge of each (grid point, seed), ``(P, S)`` (``inf`` where none diverged;
     NaN where the rule's limit is unknown), and the probe (None if nothing was probed).
+    ``known``: a probe already run for the same groups, seeds and steps (the edge does not
+    depend on the grid's learning rates), read instead of probing again.
 
     ``limits`` ``(P, T)`` are the rule's limits per step of the schedule; the bracket of each
     group starts at its lowest rate at which the limit meets the seed's ``curvature``
@@ -228,7 +233,24 @@ def probe_grid(
     other = [
         {k: float(v[index[0]]) for k, v in points.items() if k != "learning_rate"} for index in rows
     ]
-    probe = probe_edges(program, seeds, other, low, steps=steps, rounds=rounds, examples=examples)
+    if known is not None:
+        total = program.config.steps
+        probe = _reuse(known, other, seeds, total if steps is None else min(int(steps), total))
+    else:
+        kw = {"steps": steps, "rounds": rounds, "examples": examples}
+        probe = probe_edges(program, seeds, other, low, **kw)
     for g, index in enumerate(rows):
         edge[index] = probe.edge[g]
     return edge, probe
+
+
+def _reuse(known: EdgeProbe, groups: list[dict[str, float]], seeds: int, steps: int) -> EdgeProbe:
+    """``known`` if it was probed on these ``groups``, ``seeds`` and ``steps``; else a
+    one-line ``ValueError``."""
+    if known.groups != tuple(groups) or known.edge.shape[1:] != (seeds,) or known.steps != steps:
+        raise ValueError(
+            "probe: expected a probe of the same other hyperparameters, seeds and steps, "
+            f"got one of {len(known.groups)} group(s) x {known.edge.shape[1]} seed(s), "
+            f"{known.steps} steps for {len(groups)} x {seeds}, {steps}"
+        )
+    return known
