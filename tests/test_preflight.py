@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -125,6 +126,27 @@ def _uv():
     m = measure_init(assemble(config, {"learning_rate": [0.1]}), 1, examples=None, iters=10)
     products = np.array([1.5, 3.0, 3.6, 4.6, 6.0])
     return config, m, [float(v) for v in products / m.sharpness[0]]
+
+
+def test_full_batch_measurements_are_those_of_the_training_set():
+    """Full batch, a linear model under a square loss: the sharpness is the top eigenvalue of
+    X'X/n and the batch sharpness g'Hg/g'g of the whole training set's gradient (numpy), read
+    once (not 16 resampled copies of it)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 5)).astype(np.float32), rng.normal(size=32).astype(np.float32)
+    model = nn.Dense(1, use_bias=False)
+    config = SweepConfig(
+        dataset=Arrays(x, y, x, y), model=model, loss=square, batch_size=None, steps=4, eval_every=4
+    )
+    program = assemble(config, {"learning_rate": [0.1]})
+    m = measure_init(program, 1, examples=None, iters=5)
+    state = program.init(program.data, {"learning_rate": jnp.float32(0.1)}, jax.random.key(0))
+    w = np.asarray(jax.tree.leaves(state.params)[0], np.float64)[:, 0]
+    h = x.T.astype(np.float64) @ x / len(x)
+    g = x.T @ (x @ w - y) / len(x)
+    assert m.batches == 1
+    np.testing.assert_allclose(m.sharpness[0], np.linalg.eigvalsh(h)[-1], rtol=1e-4)
+    np.testing.assert_allclose(m.batch_sharpness[0], g @ h @ g / (g @ g), rtol=1e-4)
 
 
 def test_uv_model_trains_as_lewkowycz_et_al_say():

@@ -8,7 +8,8 @@ the same initialisation of each seed), measures at each seed's initialisation, i
   the coordinates :math:`\phi = P^{1/2}\theta` of Adam's preconditioner :math:`P`, after
   ``warmup`` updates of its statistics at the initial parameters (Cohen et al. 2022);
 - for mini-batches, the batch sharpness (Andreyev & Beneventano 2024) on ``batches``
-  mini-batches of the training size: the curvature the loop sees;
+  mini-batches of the training size: the curvature the loop sees (full batch: the training
+  set's, once; an adaptive rule's warm-up reads the same batches);
 - the top eigenpairs of the Gauss-Newton matrix :math:`G` (Lanczos), and for
   :math:`S = \lambda_{\max}(G)`: :math:`\nabla S\cdot\nabla^3L[u,u,\cdot]`,
   :math:`\nabla^2S[u,u]` (with the eigenvector's turning, by conjugate gradients) and
@@ -220,11 +221,12 @@ def measure_init(
         def seed(key):
             init_key, batch_key, lanczos_key = jax.random.split(key, 3)
             state = program.init(data, hp, key)
-            pick = jax.random.randint(batch_key, (batches, task.batch_size), 0, task.num_train)
-            return one(data, hp, state, lanczos_key, data.x_train[pick], data.y_train[pick])
+            xb, yb = _batches(task, data, batch_key, batches)
+            return one(data, hp, state, lanczos_key, xb, yb)
 
         return jax.lax.map(seed, keys)
 
+    batches = 1 if task.full_batch else batches
     start = time.perf_counter()
     compiled = jax.jit(run).lower(data, hp, keys).compile()
     middle = time.perf_counter()
@@ -235,6 +237,15 @@ def measure_init(
     return InitMeasurement(
         values, adaptive, examples, iters, batches, warmup, seconds, middle - start
     )
+
+
+def _batches(task, data, key, batches: int):
+    """The mini-batches of the batch sharpness and of an adaptive rule's warm-up, stacked:
+    ``batches`` drawn at the training batch size; full batch: the training set, once."""
+    if task.full_batch:
+        return data.x_train[None], data.y_train[None]
+    pick = jax.random.randint(key, (batches, task.batch_size), 0, task.num_train)
+    return data.x_train[pick], data.y_train[pick]
 
 
 def _first_point(program: Program) -> dict[str, float]:
