@@ -49,6 +49,7 @@ examples:
   gdyn predict --model fc --loss mse --optimizer momentum --hp learning_rate=0.005 \\
       --hp beta=0.9 --steps 500 --check --json > curve.json
   gdyn predict --model nets:Net --optimizer rules:qhm --hp learning_rate=0.1 --plot curve.png
+  gdyn predict --model fc --loss mse --optimizer adam --hp learning_rate=1e-4 --check
 """
 
 
