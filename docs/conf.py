@@ -190,6 +190,7 @@ INTERNAL_MODULES = (
     "gdyn_jax.measurements.ntk",
     "gdyn_jax.predictions.ntk_loop",
     "gdyn_jax.predictions.ntk_predict",
+    "gdyn_jax.predictions.ntk_adam",
     "gdyn_jax.sweep.assembly",
     "gdyn_jax.sweep.train",
     "gdyn_jax.sweep.checks",

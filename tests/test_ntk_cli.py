@@ -119,7 +119,11 @@ def test_cli_json_with_check(mnist1d_data_dir, capsys, tmp_path):
     "extra,message",
     [
         (["--loss", "cross_entropy", "--exact"], "exact: the loss is not quadratic"),
-        (["--optimizer", "adam"], "optimizer: not an affine rule"),
+        (["--optimizer", "rmsprop"], "optimizer: not an affine rule"),
+        (["--optimizer", "lars"], "optimizer: not an affine rule"),
+        (["--optimizer", "adam", "--exact"], "exact: an adaptive rule's preconditioner moves"),
+        (["--optimizer", "adam", "--batch-size", "16"], "batch_size: the frozen-preconditioner"),
+        (["--optimizer", "adam", "--precondition-warmup", "0"], "precondition_warmup: expected"),
         (["--model", "tests.test_ntk_cli:three_outputs"], "gives 3 outputs per example"),
         (["--examples", "0"], "examples: expected an integer >= 1"),
         (["--examples", "4001"], "train_subset: 4001 is larger than the training set"),

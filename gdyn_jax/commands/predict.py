@@ -23,8 +23,13 @@ curve plus each mode's noise floor, ``noise_floor``; with ``--check``
 
 Exact for the linearised network on the square loss (``--loss mse``) and any affine rule;
 another loss is its Gauss-Newton model at initialisation (``exact: false``), and ``--exact``
-refuses it. A rule that is not affine (clipping, sign-based, adaptive) is refused with
-linearize's reason; more examples than the kernel fits in memory are refused with the figure.
+refuses it. An adaptive rule (Adam: one ``optax.ScaleByAdamState``) is predicted with its
+preconditioner frozen after ``--precondition-warmup`` updates of its statistics at
+initialisation (:mod:`gdyn_jax.predictions.ntk_adam`: the modes of :math:`J P^{-1} J^\top`,
+each through the rule's loop with ``nu`` held): an approximation of a real run, whose ``nu``
+keeps moving (``exact: false``, ``preconditioner`` in the JSON; full batch, constant rate). A
+rule that is not affine even so (clipping, sign-based) is refused with linearize's reason; more
+examples than the kernel fits in memory are refused with the figure.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ examples:
   gdyn predict --model fc --loss mse --optimizer momentum --hp learning_rate=0.005 \\
       --hp beta=0.9 --steps 500 --check --json > curve.json
   gdyn predict --model nets:Net --optimizer rules:qhm --hp learning_rate=0.1 --plot curve.png
+  gdyn predict --model fc --loss mse --optimizer adam --hp learning_rate=1e-4 --check
 """
 
 
@@ -65,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "linear (the loop is then time-varying; per-mode poles are at the peak rate)",
     )
     a("--warmup-steps", type=int, help="warm-up steps of warmup_cosine (default 0)")
+    a(
+        "--precondition-warmup",
+        type=int,
+        metavar="N",
+        help="an adaptive rule (Adam): its preconditioner is frozen after N updates of its "
+        "statistics at initialisation (default 10); the curve is then an approximation",
+    )
     a("--check", action="store_true", help="also train the real network and report the errors")
     a("--exact", action="store_true", help="refuse a loss that is not quadratic in the outputs")
     a("--json", action="store_true", help="print one JSON object")
@@ -79,6 +92,8 @@ def _config(args: argparse.Namespace):
 
 def _check_counts(args: argparse.Namespace) -> None:
     counts = [("examples", args.examples), ("steps", args.steps)]
+    if args.precondition_warmup is not None:
+        counts += [("precondition_warmup", args.precondition_warmup)]
     counts += [("batch_size", args.batch_size)] if args.batch_size is not None else []
     for flag, value in counts:
         if value < 1:
@@ -96,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
     program, hp, state = npred.prepare(
         config, hp, steps=args.steps, seed=args.seed, examples=args.examples
     )
-    prediction = npred.predict_program(program, hp, state, args.steps, args.exact)
+    warmup = (
+        {}
+        if args.precondition_warmup is None
+        else {"precondition_warmup": args.precondition_warmup}
+    )
+    prediction = npred.predict_program(program, hp, state, args.steps, args.exact, **warmup)
     measured = npred.measured_run(program, hp, args.seed, args.steps) if args.check else None
     out = gdyn_jax.predictions.ntk_report.summary(prediction, measured)
     if args.batch_size is not None and args.batch_size < args.examples:
@@ -122,8 +142,10 @@ def _print(out: dict) -> None:
     print(
         f"{out['examples']} examples, {out['num_modes']} modes, top curvature "
         f"{_fmt(out['top_curvature'])}; prediction {out['seconds']:.1f} s"
-        + ("" if out["exact"] else " (Gauss-Newton approximation: the loss is not quadratic)")
+        + ("" if out["exact"] or "preconditioner" in out else " (Gauss-Newton approximation)")
     )
+    if "preconditioner" in out:
+        print(f"approximation: {out['preconditioner']['note']}")
     marks = sorted({0, steps // 10, steps // 2, steps})
     for k in marks:
         line = f"step {k:>6}: predicted {_fmt(out['train_loss'][k])}"

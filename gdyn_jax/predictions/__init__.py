@@ -13,7 +13,8 @@ the learning-rate range test beside it, ``gdyn_jax.predictions.range_test``), an
 training curve from its empirical NTK at initialisation, mode by mode through the rule's closed
 loop (``gdyn_jax.predictions.ntk_loop``; a sweep task predicted and checked in
 ``gdyn_jax.predictions.ntk_predict``, reported in ``gdyn_jax.predictions.ntk_report``; with
-mini-batches, the expected curve in ``gdyn_jax.predictions.ntk_noise``).
+mini-batches, the expected curve in ``gdyn_jax.predictions.ntk_noise``; Adam with its
+preconditioner frozen, an approximation, in ``gdyn_jax.predictions.ntk_adam``).
 
 This layer may import everything below it: the foundation, ``optimizers``, ``linearize``,
 ``data``, ``models``, ``measurements`` and ``sweep``; only ``plotting``, the command line and

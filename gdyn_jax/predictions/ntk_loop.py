@@ -42,7 +42,7 @@ import optax
 
 from gdyn_jax import linearize
 from gdyn_jax.errors import UsageError
-from gdyn_jax.measurements.ntk import empirical_ntk
+from gdyn_jax.measurements.ntk import empirical_ntk, preconditioned_ntk
 from gdyn_jax.predictions.modes import mode_loops, regimes_of
 
 __all__ = [
@@ -104,6 +104,9 @@ class NTKModes:
       kernel: :math:`\Theta` (N*C, N*C); ``sqrt_h``: :math:`H^{1/2}` blocks (N, C, C).
       outputs: :math:`f_0` (N, C); ``loss0``: the mean loss at initialisation.
       exact: whether the loss is quadratic in the outputs (the model is then the loss).
+      scale: for an adaptive rule, :math:`P^{-1/2}` (flat) of its frozen preconditioner, and
+        ``kernel`` is then :math:`J P^{-1} J^\top` (``gdyn_jax.predictions.ntk_adam``); None:
+        the plain kernel. ``warmup``: the statistics' warm-up updates that made :math:`P`.
     """
 
     curvatures: np.ndarray
@@ -114,6 +117,8 @@ class NTKModes:
     outputs: np.ndarray
     loss0: float
     exact: bool
+    scale: np.ndarray | None = None
+    warmup: int = 0
 
     @property
     def offset(self) -> float:
@@ -142,10 +147,21 @@ class NTKModes:
         return (kernel @ back).T
 
 
-def ntk_modes(module, variables, x, targets, loss: Callable, *, exact: bool = False) -> NTKModes:
+def ntk_modes(
+    module,
+    variables,
+    x,
+    targets,
+    loss: Callable,
+    *,
+    exact: bool = False,
+    scale=None,
+    warmup: int = 0,
+) -> NTKModes:
     """The :class:`NTKModes` of ``module`` at ``variables`` on inputs ``x`` with ``targets``
-    and the per-example ``loss(outputs, targets)`` (kernel: ``empirical_ntk``). ``exact``:
-    refuse (``UsageError``, before the kernel) a loss that is not quadratic in the outputs."""
+    and the per-example ``loss(outputs, targets)`` (kernel: ``empirical_ntk``; with ``scale``
+    :math:`P^{-1/2}`, ``preconditioned_ntk``). ``exact``: refuse (``UsageError``, before the
+    kernel) a loss that is not quadratic in the outputs."""
     outputs = np.asarray(module.apply(variables, x), np.float64)
     with jax.enable_x64(True):
         sqrt_h, a, loss0, quadratic = logit_quadratic(loss, outputs, jnp.asarray(targets))
@@ -154,14 +170,18 @@ def ntk_modes(module, variables, x, targets, loss: Callable, *, exact: bool = Fa
             "exact: the loss is not quadratic in the outputs, so the NTK loop is its Gauss-Newton "
             "model at initialisation, an approximation; use the square loss (mse) or drop --exact"
         )
-    kernel = empirical_ntk(module, variables, x)
+    if scale is None:
+        kernel = empirical_ntk(module, variables, x)
+    else:
+        scale = np.asarray(scale, np.float64)
+        kernel = preconditioned_ntk(module, variables, x, scale=scale)
     n, c, _ = sqrt_h.shape
     weighted = _block_sandwich(sqrt_h, kernel)
     with jax.enable_x64(True):  # LAPACK's divide and conquer (syevd), float64
         mu, w = (np.asarray(t) for t in jnp.linalg.eigh(jnp.asarray(weighted, jnp.float64)))
     mu, w = mu[::-1], np.ascontiguousarray(w[:, ::-1])
     mu = np.where(mu > _EIG_RTOL * mu[0], mu, 0.0)
-    return NTKModes(mu, w, w.T @ a, kernel, sqrt_h, outputs, loss0, quadratic)
+    return NTKModes(mu, w, w.T @ a, kernel, sqrt_h, outputs, loss0, quadratic, scale, int(warmup))
 
 
 def _block_sandwich(h: np.ndarray, kernel: np.ndarray) -> np.ndarray:

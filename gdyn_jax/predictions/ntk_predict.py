@@ -7,7 +7,9 @@ same seed trains from, and :func:`measured_run` trains it with the sweep's own s
 (``gdyn_jax.sweep.train.train_step``: the same initialisation and batches). The prediction
 (:mod:`gdyn_jax.predictions.ntk_loop`): the kernel's eigenmodes, each mode's response through
 the rule's closed loop, the train loss and outputs at every step, the test outputs through the
-cross kernel, and the continuous-time baseline beside it.
+cross kernel, and the continuous-time baseline beside it. An adaptive rule (Adam) is predicted
+with its preconditioner frozen at initialisation (:mod:`gdyn_jax.predictions.ntk_adam`: the
+kernel :math:`J P^{-1} J^\top`, the loop with ``nu`` held): an approximation, never exact.
 
 Errors are relative: :math:`|\hat L_k - L_k| / L_k` over the steps (the loss), and per fast mode
 :math:`\max_{k<100} |\hat\rho_i(k) - \rho_i(k)| / |\rho_i(0)|` (a mode's projection).
@@ -26,8 +28,8 @@ import numpy as np
 
 from gdyn_jax.errors import UsageError
 from gdyn_jax.machine import available_memory
-from gdyn_jax.measurements.ntk import empirical_ntk, ntk_bytes
-from gdyn_jax.predictions import ntk_loop
+from gdyn_jax.measurements.ntk import empirical_ntk, ntk_bytes, preconditioned_ntk
+from gdyn_jax.predictions import ntk_adam, ntk_loop
 from gdyn_jax.sweep import SweepConfig, assemble
 from gdyn_jax.sweep import train as train_lib
 from gdyn_jax.sweep.config import rule_of
@@ -85,8 +87,14 @@ class NTKPrediction:
 
     @property
     def exact(self) -> bool:
-        """Whether the loss is quadratic in the outputs (else a Gauss-Newton approximation)."""
-        return self.modes.exact
+        """Whether the loss is quadratic in the outputs (else a Gauss-Newton approximation) and
+        the rule is not adaptive (a frozen preconditioner is an approximation of a real run)."""
+        return self.modes.exact and not self.adaptive
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the rule is adaptive, its preconditioner frozen (``ntk_adam``)."""
+        return self.modes.scale is not None
 
     def projections(self, continuous: bool = False) -> np.ndarray:
         r"""Predicted :math:`\rho_i(k)`, (M, steps+1)."""
@@ -101,7 +109,11 @@ class NTKPrediction:
 
     def test_outputs(self, x, continuous: bool = False) -> np.ndarray:
         """Predicted outputs on inputs ``x`` through the cross kernel, (steps+1, len(x), C)."""
-        cross = empirical_ntk(self.module, self.variables, x, self.x_train)
+        if self.adaptive:
+            scale = self.modes.scale
+            cross = preconditioned_ntk(self.module, self.variables, x, self.x_train, scale=scale)
+        else:
+            cross = empirical_ntk(self.module, self.variables, x, self.x_train)
         f0 = np.asarray(self.module.apply(self.variables, x), np.float64)
         r = self.continuous if continuous else self.responses
         return f0[None] + self.modes.displacement(r, cross).reshape((-1,) + f0.shape)
@@ -109,6 +121,10 @@ class NTKPrediction:
     def table(self, indices) -> dict[str, np.ndarray]:
         """Per mode of ``indices``: curvature, pole modulus, regime, settling step."""
         idx = np.asarray(indices, int)
+        if self.adaptive:
+            curvatures, responses = self.modes.curvatures[idx], self.responses[idx]
+            out = ntk_adam.frozen_table(self.config, self.hparams, curvatures, responses)
+            return {"curvature": curvatures, **out}
         out = ntk_loop.mode_table(
             rule_of(self.config).factory,
             self.hparams,
@@ -146,7 +162,11 @@ def prepare(config: SweepConfig, hparams=None, *, steps: int, seed: int = 0, exa
     hp = _hparams(config, hparams)
     if isinstance(config.batch_size, int) and config.batch_size >= examples:
         config = dataclasses.replace(config, batch_size=None)
-    ntk_loop.check_affine(rule_of(config).factory, hp, 1.0)
+    if ntk_adam.check_rule(config, hp) and config.batch_size is not None:
+        raise UsageError(
+            "batch_size: the frozen-preconditioner prediction of an adaptive rule is for the "
+            "full batch; drop --batch-size"
+        )
     program = assemble(config)
     task, data = program.task, program.data
     state = program.init(data, train_lib.as_hparams(hp), jax.random.key(int(seed)))
@@ -165,21 +185,47 @@ def predict_training(
     seed: int = 0,
     examples: int = 256,
     exact: bool = False,
+    precondition_warmup: int = ntk_adam.WARMUP,
 ) -> NTKPrediction:
     """The NTK-loop prediction of ``config`` trained ``steps`` steps from seed ``seed`` on the
     first ``examples`` training examples (module docstring); ``exact``: refuse a loss that is
-    not quadratic in the outputs. Bad input is a one-line ``UsageError`` before the kernel."""
+    not quadratic in the outputs. Bad input is a one-line ``UsageError`` before the kernel.
+    An adaptive rule (Adam) is predicted with its preconditioner frozen after
+    ``precondition_warmup`` updates of its statistics (``ntk_adam``): an approximation."""
     program, hp, state = prepare(config, hparams, steps=steps, seed=seed, examples=examples)
-    return predict_program(program, hp, state, int(steps), exact)
+    return predict_program(program, hp, state, int(steps), exact, precondition_warmup)
 
 
-def predict_program(program, hp: dict[str, float], state, steps: int, exact: bool = False):
+def predict_program(
+    program,
+    hp: dict[str, float],
+    state,
+    steps: int,
+    exact: bool = False,
+    precondition_warmup: int = ntk_adam.WARMUP,
+):
     """:func:`predict_training` on the program and initial state :func:`prepare` returns."""
     task, data = program.task, program.data
     variables = {"params": state.params, **state.model_state}
     start = time.perf_counter()
+    scale, warmup = None, 0
+    if ntk_adam.is_adaptive(rule_of(program.config).factory, hp):
+        if exact:
+            raise UsageError(
+                "exact: an adaptive rule's preconditioner moves in a real run, so its prediction "
+                "with the preconditioner frozen is an approximation; drop --exact"
+            )
+        warmup = precondition_warmup
+        scale = ntk_adam.warm_preconditioner(program, hp, state, warmup)
     modes = ntk_loop.ntk_modes(
-        task.model, variables, data.x_train, data.y_train, task.loss, exact=exact
+        task.model,
+        variables,
+        data.x_train,
+        data.y_train,
+        task.loss,
+        exact=exact,
+        scale=scale,
+        warmup=warmup,
     )
     return predict_with(program, hp, modes, steps, variables, time.perf_counter() - start)
 
@@ -192,20 +238,15 @@ def predict_with(
     the modes took, added to this prediction's."""
     rule, hp = rule_of(program.config), {k: _number(v) for k, v in hp.items()}
     start = time.perf_counter()
-    ntk_loop.check_affine(rule.factory, hp, float(modes.curvatures[0]))
-    schedule = program.task.schedule  # the sweep's unit-peak multiplier, or None
-    responses = ntk_loop.mode_responses(rule.factory, hp, modes.curvatures, steps, schedule)
+    if modes.scale is not None:
+        responses = ntk_adam.frozen_responses(rule.factory, hp, modes.curvatures, steps)
+    else:
+        ntk_loop.check_affine(rule.factory, hp, float(modes.curvatures[0]))
+        schedule = program.task.schedule  # the sweep's unit-peak multiplier, or None
+        responses = ntk_loop.mode_responses(rule.factory, hp, modes.curvatures, steps, schedule)
     train_loss = modes.loss(responses)
     seconds += time.perf_counter() - start
-    name = program.config.optimizer
-    factors = None if schedule is None else np.asarray(schedule(np.arange(steps)), np.float64)
-    if isinstance(name, str) and name in MOMENTUM_RULES:
-        kind, step = "momentum ODE", hp["learning_rate"]
-        beta = hp.get("beta", 0.9)
-        cont = ntk_loop.continuous_responses(modes.curvatures, steps, step, beta, factors)
-    else:
-        kind, step = "gradient flow", ntk_loop.effective_step(rule.factory, hp)
-        cont = ntk_loop.continuous_responses(modes.curvatures, steps, step, None, factors)
+    kind, step, cont = _continuous(program, hp, modes, steps)
     return NTKPrediction(
         program.config,
         hp,
@@ -222,6 +263,23 @@ def predict_with(
         program.task.model,
         program.data.x_train,
     )
+
+
+def _continuous(program, hp: dict, modes, steps: int) -> tuple[str, float, np.ndarray]:
+    """The continuous-time baseline: (its kind, its step, the responses (M, steps+1))."""
+    rule, name, schedule = rule_of(program.config), program.config.optimizer, program.task.schedule
+    factors = None if schedule is None else np.asarray(schedule(np.arange(steps)), np.float64)
+    if modes.scale is not None:  # gradient flow of the preconditioned loss at the loop's step
+        kind = "preconditioned gradient flow"
+        step = float(ntk_adam.frozen_loops(program.config, hp).effective_step.reshape(-1)[0])
+        beta = None
+    elif isinstance(name, str) and name in MOMENTUM_RULES:
+        kind, step, beta = "momentum ODE", hp["learning_rate"], hp.get("beta", 0.9)
+    else:
+        kind, step = "gradient flow", ntk_loop.effective_step(rule.factory, hp)
+        beta = None
+    cont = ntk_loop.continuous_responses(modes.curvatures, steps, step, beta, factors)
+    return kind, step, cont
 
 
 class Measured(NamedTuple):

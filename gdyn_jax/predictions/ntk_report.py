@@ -5,7 +5,8 @@ r"""An NTK-loop prediction as one JSON-able object, with the check against a rea
 :math:`\eta\mu \ge 0.5`, and 20 modes log-spaced in curvature, one per 2 % cluster: curvature,
 pole modulus, regime, settling step, and the predicted, continuous and, with a check, measured
 projections :math:`\rho_i(k)`), and with a measured run the relative errors of the loss curve
-and of the fast modes' projections (``{median, max}``).
+and of the fast modes' projections (``{median, max}``). For an adaptive rule ``preconditioner``
+states what was frozen, after how many warm-up updates, and that the curve is an approximation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gdyn_jax.predictions import ntk_loop
+from gdyn_jax.predictions import ntk_adam, ntk_loop
 from gdyn_jax.predictions import ntk_predict as npred
 
 __all__ = ["minibatch", "shown_modes", "summary"]
@@ -65,6 +66,13 @@ def summary(prediction: npred.NTKPrediction, measured: npred.Measured | None = N
         "top_curvature": _clean(p.modes.curvatures[0]),
         "seconds": _clean(p.seconds),
     }
+    if p.adaptive:
+        warmup = p.modes.warmup
+        out["preconditioner"] = {
+            "frozen": list(ntk_adam.FROZEN),
+            "warmup": int(warmup),
+            "note": ntk_adam.APPROXIMATION.format(warmup=warmup),
+        }
     measured_proj = None
     if measured is not None:
         measured_proj = npred.measured_projections(p, measured.outputs)

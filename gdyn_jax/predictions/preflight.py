@@ -52,10 +52,12 @@ from gdyn_jax.sweep import train as train_lib
 __all__ = [
     "InitMeasurement",
     "Preflight",
+    "adam_state",
     "check_preflight_options",
     "measure_init",
     "preflight",
     "rule_loops",
+    "warm_scale",
 ]
 
 
@@ -83,12 +85,13 @@ class InitMeasurement:
         raise AttributeError(name)
 
 
-def _adam_state(opt_state: Any) -> bool:
+def adam_state(opt_state: Any) -> bool:
+    """Whether ``opt_state`` holds exactly one ``optax.ScaleByAdamState`` (an adaptive rule)."""
     leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
     return sum(isinstance(x, optax.ScaleByAdamState) for x in leaves) == 1
 
 
-def _warm_scale(task, hp, state, precondition, xb, yb, warmup: int):
+def warm_scale(task, hp, state, precondition, xb, yb, warmup: int):
     """:math:`P^{-1/2}` (flat) of an adaptive rule after ``warmup`` updates of its statistics
     on the mini-batches ``xb, yb`` at the initial parameters (which stay put)."""
     params, ms = state.params, state.model_state
@@ -145,7 +148,7 @@ def _measure_fn(task, examples: int, iters: int, warmup: int, precondition):
         x, y = data.x_train[:examples], data.y_train[:examples]
         scale = jnp.ones_like(flat0)
         if precondition is not None:
-            scale = _warm_scale(task, hp, state, precondition, xb, yb, warmup)
+            scale = warm_scale(task, hp, state, precondition, xb, yb, warmup)
 
         def batch_loss(phi, batch):
             return train_lib.mean_loss(task, unravel(flat0 + scale * phi), ms, *batch)
@@ -213,7 +216,7 @@ def measure_init(
     hp = train_lib.as_hparams(hparams or _first_point(program))
     keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
     state0 = jax.eval_shape(lambda: program.init(data, hp, keys[0]))
-    adaptive = _adam_state(state0.opt_state)
+    adaptive = adam_state(state0.opt_state)
     precondition = setup.adam_preconditioner_of(task.optimizer, task.fixed) if adaptive else None
     one = _measure_fn(task, examples, iters, warmup, precondition)
 

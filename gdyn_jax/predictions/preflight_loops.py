@@ -22,7 +22,7 @@ from gdyn_jax.predictions import phases as ph
 from gdyn_jax.sweep import SweepConfig, setup
 from gdyn_jax.sweep.config import rule_of
 
-__all__ = ["groups_of", "learning_rates", "rule_loops"]
+__all__ = ["groups_of", "learning_rates", "rule_loops", "unit_preconditioner"]
 
 _LATE_COUNT = 10_000  # the count at which an adaptive rule's loop is frozen (bias corrected)
 
@@ -44,20 +44,27 @@ def groups_of(points: dict[str, np.ndarray], size: int) -> dict[tuple, list[int]
     return dict(groups)
 
 
-def _frozen_state(opt: optax.GradientTransformation, hp: dict[str, float]):
-    """The state of a one-parameter adaptive rule whose preconditioner is 1 at a late count."""
+def unit_preconditioner(state, hp: dict[str, float], count):
+    r"""``state`` with every ``ScaleByAdamState``'s count set to ``count`` and its :math:`\nu`
+    to the value whose preconditioner :math:`\sqrt{\nu/(1-\beta_2^c) + \epsilon_{\rm root}}
+    + \epsilon` is 1 at that count (``count`` may be traced: a loop that steps the count)."""
     b2, eps = hp.get("b2", 0.999), hp.get("eps", 1e-8)
     root = hp.get("eps_root") or 0.0
-    nu = ((1 - eps) ** 2 - root) * (1 - b2**_LATE_COUNT)
 
     def fix(leaf):
-        if isinstance(leaf, optax.ScaleByAdamState):
-            return leaf._replace(count=jnp.asarray(_LATE_COUNT, jnp.int32), nu=np.full(1, nu))
-        return leaf
+        if not isinstance(leaf, optax.ScaleByAdamState):
+            return leaf
+        c = jnp.asarray(count, leaf.count.dtype)
+        nu = ((1 - eps) ** 2 - root) * (1 - b2 ** c.astype(jnp.result_type(float)))
+        return leaf._replace(count=c, nu=jax.tree.map(lambda v: jnp.full_like(v, nu), leaf.nu))
 
-    with jax.enable_x64(True):
-        state = opt.init(np.zeros(1))
     return jax.tree.map(fix, state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+
+
+def _frozen_state(opt: optax.GradientTransformation, hp: dict[str, float]):
+    """The state of a one-parameter adaptive rule whose preconditioner is 1 at a late count."""
+    with jax.enable_x64(True):
+        return unit_preconditioner(opt.init(np.zeros(1)), hp, _LATE_COUNT)
 
 
 def _loops_at(factory, lrs: np.ndarray, other: dict[str, float], adaptive: bool):
