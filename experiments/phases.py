@@ -28,6 +28,7 @@ from experiments import _phases
 from experiments._harness import Modes, Report
 from gdyn_jax.predictions import measure_init
 from gdyn_jax.predictions import phases as ph
+from gdyn_jax.predictions.probe import ROUNDS
 from gdyn_jax.sweep import SweepConfig, assemble
 
 TITLE = "Pre-flight: stable / catapult / edge of stability / divergent, predicted at init"
@@ -58,7 +59,7 @@ class Settings(Modes):
     rounds: int = 1
     extra_rates: int = 2
     probe_steps: int | None = None  # the probe's runs (predictions.probe): None, the run's
-    probe_rounds: int = 7  # length; 0: the second-order model decides
+    probe_rounds: int = ROUNDS  # length; 0: the second-order model decides
     track_sharpness: bool = False  # needed to measure the edge of stability
 
     TINY = dict(

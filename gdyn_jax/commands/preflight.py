@@ -62,7 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "since momentum with cross-entropy can diverge late; 0: the second-order model "
         "decides catapult against divergence)",
     )
-    a("--probe-rounds", type=int, default=7, help="bracketing rounds of the probe (default 7)")
+    a(
+        "--probe-rounds",
+        type=int,
+        default=12,
+        help="most bracketing rounds of the probe (default 12; they stop once every bracket "
+        "is within 5 %%)",
+    )
     a("--json", action="store_true", help="print one JSON object instead of the table")
     a("--plot", metavar="FILE", help="save the phase map over the grid to FILE")
     a("--results", metavar="DIR", help="a finished sweep: its measured boundary on --plot")

@@ -45,7 +45,7 @@ from jax.flatten_util import ravel_pytree
 from gdyn_jax.measurements import batch_sharpness, hessian
 from gdyn_jax.predictions import phases as ph
 from gdyn_jax.predictions.preflight_loops import learning_rates, rule_loops
-from gdyn_jax.predictions.probe import EdgeProbe, probe_grid
+from gdyn_jax.predictions.probe import ROUNDS, EdgeProbe, probe_grid
 from gdyn_jax.sweep import Program, SweepConfig, assemble, setup
 from gdyn_jax.sweep import train as train_lib
 
@@ -348,7 +348,7 @@ def preflight(
     *,
     measurement: InitMeasurement | None = None,
     probe_steps: int | None = None,
-    probe_rounds: int = 7,
+    probe_rounds: int = ROUNDS,
     probe: EdgeProbe | None = None,
     **measure: Any,
 ) -> Preflight:
@@ -403,7 +403,7 @@ def preflight(
     )
 
 
-def check_preflight_options(probe_steps: Any = None, probe_rounds: Any = 7, **measure: Any) -> None:
+def check_preflight_options(probe_steps: Any = None, probe_rounds: Any = 0, **measure: Any) -> None:
     """A one-line ``ValueError`` naming the first bad option of :func:`preflight`, before any
     work: ``probe_steps`` (None: the run's own) and ``probe_rounds`` non-negative integers,
     ``iters``, ``batches`` and ``warmup`` of ``measure`` positive ones."""

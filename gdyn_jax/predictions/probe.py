@@ -11,7 +11,8 @@ quartic, as on Lewkowycz et al.'s two-layer linear network). So the edge is *mea
 model at hand instead: for each seed (initialised as its sweep initialises it, on the sweep's
 own mini-batches; full batch: the examples of the measurements) and each setting of the other
 hyperparameters, the rule itself runs ``steps`` steps (by default the run's own length), all
-(group, seed) at once (``vmap``; the runs stop once all have diverged), in ``rounds`` rounds:
+(group, seed) at once (``vmap``; the runs stop once all have diverged), in at most ``rounds``
+rounds (fewer once every bracket is within ``TOLERANCE``):
 first the rate where the linear limit meets the curvature at init, then ``factor`` times the
 last rate that survived until one diverges, or ``1/factor`` times the first that diverged
 until one survives, then bisection in log rate (divergent:
@@ -43,8 +44,15 @@ from gdyn_jax.predictions import phases as ph
 from gdyn_jax.predictions.preflight_loops import groups_of, learning_rates
 from gdyn_jax.sweep import Program
 from gdyn_jax.sweep import train as train_lib
+from gdyn_jax.sweep.mesh import mesh_of
 
-__all__ = ["EdgeProbe", "probe_edges", "probe_grid"]
+__all__ = ["ROUNDS", "TOLERANCE", "EdgeProbe", "probe_edges", "probe_grid"]
+
+#: the most bracketing rounds by default: a start 4^4 times off the edge still ends within
+#: ``TOLERANCE`` (with Adam at full batch the limit at init lies 20-100 times below the edge)
+ROUNDS = 12
+#: the rounds stop once every bracket's high / low is within this ratio (the edge to 2.5 %)
+TOLERANCE = 1.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +72,12 @@ class EdgeProbe:
     groups: tuple[dict[str, float], ...] = ()
 
 
-def _diverges(task, data, steps: int):
-    """``(hparams, key) -> diverged`` of one member: ``steps`` sweep steps from its init (a
-    ``while_loop``: under ``vmap`` it stops once every member has diverged)."""
+def _diverges(task, data):
+    """``(hparams, keys, steps) -> diverged`` of the members: ``steps`` (shared) sweep steps
+    from each one's init (a ``while_loop``: under ``vmap`` it stops once every member has
+    diverged)."""
 
-    def run(hp, key):
+    def run(hp, key, steps):
         state = train_lib.init(task, data, hp, key)
 
         def go(carry):
@@ -88,7 +97,7 @@ def _diverges(task, data, steps: int):
         end = train_lib.mean_loss(task, state.params, state.model_state, x, y)  # last eval
         return blown | ~state.alive | ~jnp.isfinite(end) | (end > ph.BLOWUP * start)
 
-    return jax.vmap(run)
+    return jax.vmap(run, in_axes=(0, 0, None))
 
 
 def probe_edges(
@@ -98,7 +107,7 @@ def probe_edges(
     low: np.ndarray,
     *,
     steps: int | None = None,
-    rounds: int = 7,
+    rounds: int = ROUNDS,
     factor: float = 4.0,
     examples: int | None = None,
     scout_steps: int | None = 32,
@@ -107,7 +116,8 @@ def probe_edges(
 
     ``groups``: the other hyperparameters of each group (``G`` dicts); ``low`` ``(G, S)``:
     the learning rate at which the rule's linear limit meets the curvature at init, the first
-    rate run (not assumed stable: the module doc). Each of ``rounds`` rounds runs one rate
+    rate run (not assumed stable: the module doc). Each of at most ``rounds`` rounds (they
+    stop once every bracket is within ``TOLERANCE``) runs one rate
     per (group, seed), all at once: ``factor`` times the last survivor until one diverges,
     ``1/factor`` times the first divergent until one survives, then the geometric middle of
     the bracket (bisection in log rate); ``steps`` None: the run's own length. The rounds run
@@ -128,34 +138,48 @@ def probe_edges(
     other = {k: jnp.asarray(np.repeat([g[k] for g in groups], S), jnp.float32) for k in groups[0]}
 
     start = time.perf_counter()
-    short = _compiled_run(task, data, other, keys, (G, S), scout)
-    whole = _compiled_run(task, data, other, keys, (G, S), steps) if steps > scout else None
+    compiled = _compiled_run(task, data, other, keys, (G, S))
     middle = time.perf_counter()
     start_rate = np.asarray(low, np.float64).reshape(G, S)
     lo, hi = np.zeros_like(start_rate), np.full_like(start_rate, np.inf)  # nothing known yet
-    for _ in range(rounds):
+    runs = 0
+    while runs < rounds and not _narrow(lo, hi):
         lrs = _next_rate(lo, hi, start_rate, factor)
-        blown = short(lrs)
+        blown = compiled(lrs, scout)
         hi, lo = np.where(blown, lrs, hi), np.where(blown, lo, lrs)
-    runs = rounds
-    if whole is not None:
-        lo, hi, extra = _confirm(whole, lo, hi, factor, rounds)
+        runs += 1
+    if steps > scout:
+        lo, hi, extra = _confirm(lambda lrs: compiled(lrs, steps), lo, hi, factor, rounds)
         runs += extra
     edge = _middle(lo, hi)
     seconds = time.perf_counter() - middle
     return EdgeProbe(edge, lo, hi, steps, runs, seconds, middle - start, tuple(groups))
 
 
-def _compiled_run(task, data, other: dict, keys, shape: tuple[int, int], steps: int):
-    """``lrs (G, S) -> diverged (G, S)``: the members run ``steps`` steps at the rates
-    ``lrs`` with the ``other`` hyperparameters, compiled once."""
-    fn = _diverges(task, data, steps)
+def _compiled_run(task, data, other: dict, keys, shape: tuple[int, int]):
+    """``(lrs (G, S), steps) -> diverged (G, S)``: the members run ``steps`` steps at the
+    rates ``lrs`` with the ``other`` hyperparameters, compiled once, their axis sharded over this
+    process's devices (as the sweep's: on CPU one device per core, each running its program
+    on about one core); padded with copies of the first member to a multiple of them."""
+    fn = _diverges(task, data)
+    members = shape[0] * shape[1]
+    mesh = mesh_of(jax.local_devices())
+    index = np.concatenate([np.arange(members), np.zeros(-members % mesh.size, int)])
+    member = jax.sharding.NamedSharding(mesh, jax.P("sweep"))
+    put = jax.tree.map(lambda x: jax.device_put(x[index], member), (other, keys))
 
-    def call(lrs):
-        return fn({**other, "learning_rate": lrs.ravel()}, keys)
+    def call(lrs, steps, other, keys):
+        return fn({**other, "learning_rate": lrs}, keys, steps)
 
-    compiled = jax.jit(call).lower(jnp.ones(shape, jnp.float32)).compile()
-    return lambda lrs: np.asarray(compiled(jnp.asarray(lrs, jnp.float32))).reshape(shape)
+    lrs0 = jax.device_put(np.ones(index.size, np.float32), member)
+    compiled = jax.jit(call, out_shardings=member).lower(lrs0, jnp.int32(1), *put).compile()
+
+    def run(lrs, steps: int):
+        flat = np.asarray(lrs, np.float32).ravel()[index]
+        out = compiled(jax.device_put(flat, member), jnp.int32(steps), *put)
+        return np.asarray(out)[:members].reshape(shape)
+
+    return run
 
 
 def _confirm(whole, lo, hi, factor: float, rounds: int):
@@ -194,6 +218,11 @@ def _next_rate(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, factor: float)
     return np.where(np.isfinite(hi), np.where(lo > 0, _middle(lo, hi), down), up)
 
 
+def _narrow(lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Whether every bracket is closed and within ``TOLERANCE``."""
+    return bool(np.all((lo > 0) & np.isfinite(hi) & (hi <= lo * TOLERANCE)))
+
+
 def _middle(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The geometric middle of each bracket; ``inf`` where it is open (``hi`` infinite)."""
     return np.where(np.isfinite(hi), np.sqrt(lo * np.where(np.isfinite(hi), hi, 1.0)), np.inf)
@@ -207,7 +236,7 @@ def probe_grid(
     curvature: np.ndarray,
     *,
     steps: int | None = None,
-    rounds: int = 7,
+    rounds: int = ROUNDS,
     examples: int | None = None,
     known: EdgeProbe | None = None,
 ) -> tuple[np.ndarray, EdgeProbe | None]:
