@@ -114,6 +114,11 @@ def _linear_model_run(module, variables, x, y, opt, steps):
     def loss(p):
         return jnp.mean(losses.mse(outputs(p), y))
 
+    return optax_losses(loss, params0, opt, steps)
+
+
+def optax_losses(loss, params0, opt, steps: int) -> np.ndarray:
+    """The loss at steps 0 .. ``steps`` of the plain optax loop of ``opt`` on ``loss``."""
     state, p, out = opt.init(params0), params0, []
     value_and_grad = jax.jit(jax.value_and_grad(loss))
     for _ in range(steps + 1):

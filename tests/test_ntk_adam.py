@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_ntk import optax_losses
 
 from gdyn_jax import linearize, optimizers
 from gdyn_jax.cli import main
@@ -76,14 +77,7 @@ def _frozen_adam_on_the_linearised_network(program, state, lr: float, steps: int
         optax.stateless(lambda u, _: jax.tree.map(jnp.multiply, u, inverse_p)),
         optax.scale(-lr),
     )
-    value_and_grad = jax.jit(jax.value_and_grad(loss))
-    opt_state, p, out = opt.init(p0), p0, []
-    for _ in range(steps + 1):
-        value, grad = value_and_grad(p)
-        out.append(float(value))
-        updates, opt_state = opt.update(grad, opt_state, p)
-        p = optax.apply_updates(p, updates)
-    return np.array(out)
+    return optax_losses(loss, p0, opt, steps)
 
 
 @pytest.mark.slow
