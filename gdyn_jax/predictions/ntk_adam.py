@@ -65,8 +65,12 @@ __all__ = [
     "warm_preconditioner",
 ]
 
-WARMUP = 10  # statistics' updates before P is frozen (the pre-flight's default)
+#: updates of Adam's statistics at the initial parameters before P is frozen (the
+#: pre-flight's default)
+WARMUP = 10
+#: the state leaves linearize holds fixed in each mode's loop (``freeze``)
 FROZEN = ("nu", "count")
+#: the note every Adam prediction carries (its ``warmup`` filled in)
 APPROXIMATION = (
     "Adam's second moment nu frozen at initialisation after {warmup} warm-up updates (the "
     "first moment's bias correction kept); a real run's nu keeps moving: an approximation"
