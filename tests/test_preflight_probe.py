@@ -38,6 +38,7 @@ def test_a_probe_is_reused_on_another_rate_grid_and_refused_on_other_seeds():
     again = preflight(config, {"learning_rate": wider}, 1, **kw)
     reused = preflight(config, {"learning_rate": wider}, 1, probe=first.probe, **kw)
     assert reused.probe is first.probe
+    assert reused.seconds["probe"] == first.seconds["probe"] and reused.seconds["rule"] >= 0
     np.testing.assert_allclose(reused.edge, again.edge, rtol=1e-12)  # start: rounding apart
     assert reused.phase.tolist() == again.phase.tolist()
     with pytest.raises(ValueError, match="probe: expected a probe of the same"):

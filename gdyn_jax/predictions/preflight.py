@@ -373,13 +373,13 @@ def preflight(
     limits, loops = rule_loops(program.config, points, measurement.preconditioned)
     m = measurement.values
     probing = (probe_steps, probe_rounds, probe)
-    out, edge, probe = _decide(program, points, limits, loops, measurement, *probing)
+    out, edge, used = _decide(program, points, limits, loops, measurement, *probing)
     end = time.perf_counter()
-    took = (probe.seconds, probe.compile_seconds) if probe else (0.0, 0.0)
+    took = (used.seconds, used.compile_seconds) if used else (0.0, 0.0)  # a reused one's too
     seconds = {
         "measure": measurement.seconds,
         "compile": measurement.compile_seconds + took[1],
-        "rule": end - rule_start - sum(took),
+        "rule": end - rule_start - (sum(took) if used is not probe else 0.0),
         "probe": took[0],
     }
     seconds["total"] = seconds["measure"] + seconds["rule"] + seconds["probe"]
@@ -399,7 +399,7 @@ def preflight(
         "" if loops.exact else loops.reason,
         _classes(program),
         edge,
-        probe,
+        used,
     )
 
 
