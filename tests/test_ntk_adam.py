@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 from test_ntk import optax_losses
+from test_ntk_cli import fc_config
 
 from gdyn_jax import linearize, optimizers
 from gdyn_jax.cli import main
@@ -27,13 +28,7 @@ B1, EPS = 0.9, 1e-8
 
 
 def _config(width: int, optimizer="adam") -> SweepConfig:
-    return SweepConfig(
-        dataset="mnist1d",
-        model="fc",
-        model_kwargs={"widths": (width,), "activation": "relu"},
-        loss="mse",
-        optimizer=optimizer,
-    )
+    return fc_config(width, optimizer=optimizer)
 
 
 def clipped_adam(learning_rate):

@@ -20,19 +20,20 @@ from gdyn_jax.sweep import SweepConfig
 TASK = ["--dataset", "mnist1d", "--model", "fc", "--loss", "mse", "--examples", "64"]
 
 
-def _config(width=512, batch_size=None):
+def fc_config(width=512, **fields) -> SweepConfig:
+    """One-hidden-layer ReLU network on MNIST-1D, square loss; ``fields``: the rest."""
     return SweepConfig(
         dataset="mnist1d",
         model="fc",
         model_kwargs={"widths": (width,), "activation": "relu"},
         loss="mse",
-        batch_size=batch_size,
+        **fields,
     )
 
 
 @pytest.mark.slow
 def test_gradient_descent_curve_and_fast_modes_match_the_real_run(mnist1d_data_dir):
-    program, hp, state = npred.prepare(_config(), {"learning_rate": 0.01}, steps=100, examples=64)
+    program, hp, state = npred.prepare(fc_config(), {"learning_rate": 0.01}, steps=100, examples=64)
     first = npred.predict_program(program, hp, state, 100)
     lr = 0.5 * 2.0 / first.modes.curvatures[0]  # half of GD's limit at the top curvature
     pred = npred.predict_with(program, {"learning_rate": lr}, first.modes, 100, first.variables)
@@ -55,7 +56,7 @@ def test_gradient_descent_curve_and_fast_modes_match_the_real_run(mnist1d_data_d
 @pytest.mark.slow
 def test_minibatch_expected_curve_is_the_mean_over_batch_orders(mnist1d_data_dir):
     program, hp, state = npred.prepare(
-        _config(batch_size=16), {"learning_rate": 0.01}, steps=120, examples=64
+        fc_config(batch_size=16), {"learning_rate": 0.01}, steps=120, examples=64
     )
     first = npred.predict_program(program, hp, state, 120)
     lr = 0.5 * 2.0 / first.modes.curvatures[0]
@@ -76,7 +77,7 @@ def test_scheduled_curve_matches_the_real_run(mnist1d_data_dir, rule, fraction):
     seen by the prediction) over the steps before the loss falls below 10 % of its start (after
     that momentum's tail measures the kernel's drift at this width); the constant-rate
     prediction does not."""
-    config = dataclasses.replace(_config(), schedule="warmup_cosine", warmup_steps=20)
+    config = dataclasses.replace(fc_config(), schedule="warmup_cosine", warmup_steps=20)
     program, hp, state = npred.prepare(config, {"learning_rate": 0.01}, steps=100, examples=64)
     first = npred.predict_program(program, hp, state, 100)
     limit = {"sgd": 2.0, "momentum": 3.8}[rule] / first.modes.curvatures[0]
@@ -145,7 +146,7 @@ def three_outputs():
 def test_more_examples_than_memory_refused_with_the_figure(mnist1d_data_dir, monkeypatch):
     monkeypatch.setattr(npred, "available_memory", lambda: 2**28)
     with pytest.raises(ValueError, match=r"examples: 400 examples x 10 outputs need a 4000 x 4000"):
-        npred.prepare(_config(), {"learning_rate": 0.1}, steps=5, examples=400)
+        npred.prepare(fc_config(), {"learning_rate": 0.1}, steps=5, examples=400)
 
 
 @pytest.mark.slow
