@@ -58,8 +58,8 @@ TOLERANCE = 1.05
 @dataclasses.dataclass(frozen=True)
 class EdgeProbe:
     """Per group of the other hyperparameters and seed: ``edge`` ``(G, S)`` (``inf`` where no
-    probed rate diverged), the final bracket ``low``/``high``; ``steps``, ``runs`` (short
-    runs per group and seed), ``seconds`` and ``compile_seconds``; ``groups``: the other
+    probed rate diverged), the final bracket ``low``/``high``; ``steps``, ``runs`` (the runs
+    per group and seed: the scouting rounds, then the whole-run confirmations), ``seconds`` and ``compile_seconds``; ``groups``: the other
     hyperparameters of each group."""
 
     edge: np.ndarray
