@@ -59,8 +59,8 @@ TOLERANCE = 1.05
 class EdgeProbe:
     """Per group of the other hyperparameters and seed: ``edge`` ``(G, S)`` (``inf`` where no
     probed rate diverged), the final bracket ``low``/``high``; ``steps``, ``runs`` (the runs
-    per group and seed: the scouting rounds, then the whole-run confirmations), ``seconds`` and ``compile_seconds``; ``groups``: the other
-    hyperparameters of each group."""
+    per group and seed: the scouting rounds, then the whole-run confirmations), ``seconds``
+    and ``compile_seconds``; ``groups``: the other hyperparameters of each group."""
 
     edge: np.ndarray
     low: np.ndarray
@@ -158,8 +158,8 @@ def probe_edges(
 
 def _compiled_run(task, data, other: dict, keys, shape: tuple[int, int]):
     """``(lrs (G, S), steps) -> diverged (G, S)``: the members run ``steps`` steps at the
-    rates ``lrs`` with the ``other`` hyperparameters, compiled once, their axis sharded over this
-    process's devices (as the sweep's: on CPU one device per core, each running its program
+    rates ``lrs`` with the ``other`` hyperparameters, compiled once, their axis sharded over
+    this process's devices (as the sweep's: on CPU one device per core, each running its program
     on about one core); padded with copies of the first member to a multiple of them."""
     fn = _diverges(task, data)
     members = shape[0] * shape[1]
