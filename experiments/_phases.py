@@ -32,9 +32,13 @@ WINDOW = 4.0  # pairs within this factor of the measured boundary are scored
 
 def naive_lr(config: SweepConfig, measurement) -> float:
     """The learning rate at which the rule's limit equals the mean curvature at init: the
-    naive boundary, the centre of the swept rates."""
+    naive boundary, the centre of the swept rates (a seed whose curvature along the gradient
+    is not positive, which no limit meets, counts with its sharpness)."""
     probe = preflight(config, {"learning_rate": [1.0]}, measurement=measurement, probe_steps=0)
-    return float(probe.limit[0, 0] / np.mean(measurement.values["curvature"]))
+    m = measurement.values
+    return float(
+        probe.limit[0, 0] / np.mean(np.where(m["curvature"] > 0, m["curvature"], m["sharpness"]))
+    )
 
 
 def _sweep(config: SweepConfig, lrs, seeds: int):

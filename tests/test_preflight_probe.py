@@ -5,6 +5,8 @@ between the sweep's evaluations)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from test_preflight import _uv
@@ -25,6 +27,19 @@ def test_probed_edge_is_four_over_lambda_on_the_uv_model():
     assert abs(edge / 4.0 - 1) < 0.05, edge
     assert pre.phase[:, 0].tolist() == ["stable", "catapult", "catapult", "divergent", "divergent"]
     assert pre.seconds["probe"] > 0 and pre.probe.runs == 8  # 7 scouting, 1 confirming
+
+
+def test_a_curvature_that_is_not_positive_starts_the_probe_at_the_sharpness():
+    """Adam's preconditioned batch sharpness came out negative for 2 of 8 seeds of the MNIST-1D
+    CNN (its gradient along negative curvature): the probe then started at a negative rate.
+    Now it starts where the limit meets the sharpness: on the uv model (full batch, where
+    the two are the same) a negative curvature gives the same edge as the measured one."""
+    config, m, lrs = _uv()
+    bent = dataclasses.replace(m, values={**m.values, "curvature": -m.values["curvature"]})
+    kw = {"probe_steps": 200}
+    pre = preflight(config, {"learning_rate": lrs}, 1, measurement=m, **kw)
+    got = preflight(config, {"learning_rate": lrs}, 1, measurement=bent, **kw)
+    np.testing.assert_allclose(got.edge, pre.edge, rtol=1e-12)
 
 
 def test_a_probe_is_reused_on_another_rate_grid_and_refused_on_other_seeds():

@@ -426,7 +426,10 @@ def _decide(program, points, limits, loops, measurement, steps, rounds: int, kno
     edge, probe = np.full((limits.shape[0], seeds), np.nan), None
     if steps != 0 and rounds and loops.exact:
         kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples, "known": known}
-        edge, probe = probe_grid(program, seeds, points, limits, m["curvature"], **kw)
+        # a curvature along the gradient that is not positive never meets the rule's limit
+        # (Adam's preconditioned batch sharpness can be): the probe starts at the sharpness's
+        start = np.where(m["curvature"] > 0, m["curvature"], m["sharpness"])
+        edge, probe = probe_grid(program, seeds, points, limits, start, **kw)
     lr = learning_rates(program.config, points, limits.shape[0])[:, None]
     above = np.where(np.isnan(edge), np.nan, lr > edge)  # NaN: not probed, the ratio decides
     return ph.decide_phases(limits, loops, m, None if probe is None else above), edge, probe
