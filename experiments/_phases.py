@@ -35,10 +35,7 @@ def naive_lr(config: SweepConfig, measurement) -> float:
     naive boundary, the centre of the swept rates (a seed whose curvature along the gradient
     is not positive, which no limit meets, counts with its sharpness)."""
     probe = preflight(config, {"learning_rate": [1.0]}, measurement=measurement, probe_steps=0)
-    m = measurement.values
-    return float(
-        probe.limit[0, 0] / np.mean(np.where(m["curvature"] > 0, m["curvature"], m["sharpness"]))
-    )
+    return float(probe.limit[0, 0] / np.mean(measurement.positive_curvature()))
 
 
 def _sweep(config: SweepConfig, lrs, seeds: int):

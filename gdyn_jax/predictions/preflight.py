@@ -78,6 +78,12 @@ class InitMeasurement:
     seconds: float
     compile_seconds: float
 
+    def positive_curvature(self) -> np.ndarray:
+        """``curvature`` where positive; elsewhere (a curvature along the gradient that no
+        limit meets: Adam's preconditioned batch sharpness can be negative) the sharpness."""
+        values = self.values
+        return np.where(values["curvature"] > 0, values["curvature"], values["sharpness"])
+
     def __getattr__(self, name: str) -> np.ndarray:
         values = self.__dict__.get("values", {})
         if name in values:
@@ -426,9 +432,7 @@ def _decide(program, points, limits, loops, measurement, steps, rounds: int, kno
     edge, probe = np.full((limits.shape[0], seeds), np.nan), None
     if steps != 0 and rounds and loops.exact:
         kw = {"steps": steps, "rounds": rounds, "examples": measurement.examples, "known": known}
-        # a curvature along the gradient that is not positive never meets the rule's limit
-        # (Adam's preconditioned batch sharpness can be): the probe starts at the sharpness's
-        start = np.where(m["curvature"] > 0, m["curvature"], m["sharpness"])
+        start = measurement.positive_curvature()  # where the limit meets it: the first rate
         edge, probe = probe_grid(program, seeds, points, limits, start, **kw)
     lr = learning_rates(program.config, points, limits.shape[0])[:, None]
     above = np.where(np.isnan(edge), np.nan, lr > edge)  # NaN: not probed, the ratio decides
