@@ -91,9 +91,9 @@ def _config(args: argparse.Namespace):
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    counts = [("examples", args.examples), ("steps", args.steps)]
     if args.precondition_warmup is not None:
-        counts += [("precondition_warmup", args.precondition_warmup)]
+        gdyn_jax.predictions.ntk_adam.check_warmup(args.precondition_warmup)
+    counts = [("examples", args.examples), ("steps", args.steps)]
     counts += [("batch_size", args.batch_size)] if args.batch_size is not None else []
     for flag, value in counts:
         if value < 1:

@@ -21,7 +21,7 @@ This layer may import everything below it: the foundation, ``optimizers``, ``lin
 the experiments sit above it.
 """
 
-from gdyn_jax.predictions import ntk_noise, ntk_report  # noqa: F401 - `gdyn predict` reads them
+from gdyn_jax.predictions import ntk_adam, ntk_noise, ntk_report  # noqa: F401 - `gdyn predict` reads them
 from gdyn_jax.predictions.central_flow import (
     CentralFlow,
     central_flow,

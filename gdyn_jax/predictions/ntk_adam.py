@@ -58,6 +58,7 @@ __all__ = [
     "FROZEN",
     "WARMUP",
     "check_rule",
+    "check_warmup",
     "frozen_loops",
     "frozen_responses",
     "frozen_table",
@@ -115,11 +116,17 @@ def check_rule(config: SweepConfig, hp: Mapping[str, float]) -> bool:
     return True
 
 
+def check_warmup(warmup) -> None:
+    """A one-line ``UsageError`` unless ``warmup`` (``precondition_warmup``) is an integer
+    >= 1: the one check, for the CLI (before any work) and the library."""
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise UsageError(f"precondition_warmup: expected an integer >= 1, got {warmup!r}")
+
+
 def warm_preconditioner(program, hp: Mapping[str, float], state, warmup: int = WARMUP):
     """:math:`P^{-1/2}` (flat, float64) of the rule's preconditioner after ``warmup`` updates
     of its statistics at the initial parameters on the full training batch."""
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
-        raise UsageError(f"precondition_warmup: expected an integer >= 1, got {warmup!r}")
+    check_warmup(warmup)
     task, data = program.task, program.data
     precondition = setup.adam_preconditioner_of(task.optimizer, task.fixed)
     xb, yb = data.x_train[None], data.y_train[None]
