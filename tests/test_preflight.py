@@ -181,13 +181,23 @@ def test_measured_phases_on_known_curves():
             [1.0, 3.0, nan, nan],  # non-finite: divergent
             [1.0, 1e3, 1e7, 1e8],  # a millionfold: divergent
             [1.0, 9.0, 2.31, 2.30],  # back to chance (log 10) with chance accuracy: collapsed
+            [2.3, 150.0, 120.0, 110.0],  # blown up, finite, chance accuracy: collapsed
+            [2.3, 3.0, 2.31, 2.30],  # at chance, above chance accuracy: not collapsed
         ]
     )
-    diverged = np.array([-1, -1, 5, -1, -1])
-    accuracy = np.array([[0.1, 0.5, 0.7, 0.8]] * 4 + [[0.1, 0.1, 0.1, 0.1]])
+    diverged = np.array([-1, -1, 5, -1, -1, -1, -1])
+    accuracy = np.array([[0.1, 0.5, 0.7, 0.8]] * 4 + [[0.1] * 4] * 2 + [[0.1, 0.2, 0.3, 0.4]])
     got = measured_phases(loss, diverged, accuracy=accuracy, classes=10)
     names = np.asarray(ph.MEASURED_PHASES)[got].tolist()
-    assert names == ["stable", "catapult", "divergent", "divergent", "collapsed"]
+    assert names == [
+        "stable",
+        "catapult",
+        "divergent",
+        "divergent",
+        "collapsed",
+        "collapsed",
+        "stable",
+    ]
     sharp = np.array([[10.0, 15.0, 19.5, 19.8]])
     eos = measured_phases(loss[:1], diverged[:1], sharp, limit=20.0)
     assert ph.MEASURED_PHASES[eos[0]] == "edge of stability"
