@@ -13,7 +13,7 @@ from test_preflight import _uv
 
 from gdyn_jax.predictions import measured_phases, preflight
 from gdyn_jax.predictions import phases as ph
-from gdyn_jax.predictions.probe import _confirm, probe_edges
+from gdyn_jax.predictions.probe import CHECK_SPAN, TOLERANCE, _confirm, _scout, probe_edges
 from gdyn_jax.sweep import SweepConfig, assemble, run_sweep
 
 
@@ -26,7 +26,7 @@ def test_probed_edge_is_four_over_lambda_on_the_uv_model():
     edge = float(pre.edge[0, 0]) * m.sharpness[0]
     assert abs(edge / 4.0 - 1) < 0.05, edge
     assert pre.phase[:, 0].tolist() == ["stable", "catapult", "catapult", "divergent", "divergent"]
-    assert pre.seconds["probe"] > 0 and pre.probe.runs == 8  # 7 scouting, 1 confirming
+    assert pre.seconds["probe"] > 0 and pre.probe.runs == 11  # 7 scouting, 3 checks, 1 confirming
 
 
 def test_a_curvature_that_is_not_positive_starts_the_probe_at_the_sharpness():
@@ -159,6 +159,23 @@ def test_confirming_over_the_whole_run_moves_a_late_divergence_down():
     assert (hi[:, :3] / lo[:, :3] <= 1.06 / 0.98 * (1 + 1e-6)).all()
     lo1, hi1, runs1 = _confirm(lambda lrs: lrs > 1.0, lo[:, :1], hi[:, :1], 4.0, 12)
     assert runs1 == 1 and lo1[0, 0] == lo[0, 0]
+
+
+def test_scouting_finds_the_lowest_edge_where_divergence_is_not_monotone():
+    """On the MNIST-1D CNN with cross-entropy a seed diverges at one rate, survives the next
+    and diverges again. Against an oracle that diverges above 3 except on (5, 8) and a
+    monotone one (edge 1), started inside the survival window and far below: both brackets
+    end on their lowest edge, within ``TOLERANCE``, with no divergence in the checks down to
+    ``1 / CHECK_SPAN`` of it; plain bisection would land on 8."""
+    lowest = np.array([[3.0, 1.0]])
+
+    def blown(lrs):
+        window = (lrs > 5.0) & (lrs < 8.0) & (lowest == 3.0)
+        return (lrs > lowest) & ~window
+
+    lo, hi, runs = _scout(blown, np.array([[6.0, 0.3]]), 4.0, 30)
+    assert (lo <= lowest).all() and (lowest < hi).all() and (hi <= lo * TOLERANCE).all()
+    assert runs < 30 and not blown(lo / CHECK_SPAN).any()
 
 
 def test_phases_grid_widens_to_the_probed_edge():
