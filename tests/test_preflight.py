@@ -18,6 +18,7 @@ from gdyn_jax import cli, linearize
 from gdyn_jax.predictions import measure_init, measured_phases, preflight
 from gdyn_jax.predictions import phases as ph
 from gdyn_jax.predictions.preflight import rule_loops
+from gdyn_jax.predictions.probe import ROUNDS
 from gdyn_jax.predictions.range_test import _stopping
 from gdyn_jax.sweep import Arrays, SweepConfig, assemble, load_results, run_sweep
 
@@ -212,6 +213,13 @@ def test_range_test_stops_at_four_times_the_best_smoothed_loss():
     assert _stopping(jump, lrs, beta=0.0, factor=4.0)[1][0] == lrs[30]
     _, stop, _ = _stopping(jump, lrs, beta=0.98, factor=4.0)
     assert lrs[30] < stop[0] <= lrs[-1]  # the moving average takes steps to pass 4 x best
+
+
+def test_cli_defaults_are_the_library_s():
+    """The CLI cannot import the probe (no JAX at import time), so its default is written
+    there: it must stay the library's."""
+    args = cli.build_parser().parse_args(["preflight"])
+    assert args.probe_rounds == ROUNDS
 
 
 @pytest.mark.parametrize(

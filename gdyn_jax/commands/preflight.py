@@ -65,9 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--probe-rounds",
         type=int,
-        default=12,
-        help="most bracketing rounds of the probe (default 12; they stop once every bracket "
-        "is within 5 %%)",
+        default=20,
+        help="most bracketing rounds of the probe (default 20; they stop once every bracket "
+        "is within 5 %% and checked by three rates below it)",
     )
     a("--json", action="store_true", help="print one JSON object instead of the table")
     a("--plot", metavar="FILE", help="save the phase map over the grid to FILE")
