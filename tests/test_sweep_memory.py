@@ -78,6 +78,15 @@ def test_a_sweep_that_cannot_fit_is_refused_before_compiling(arrays, monkeypatch
         run_sweep(_config(arrays), grid, chunk_size=fit, progress=False)
 
 
+def test_metric_buffers_that_cannot_fit_are_refused_whatever_the_chunk(arrays, monkeypatch):
+    """The host's metric buffers grow with every member, chunked or not: with room for less
+    than them (4 bytes x 64 members x 3 evaluations x 3 metrics) no chunk size helps."""
+    monkeypatch.setattr(cache, "compiled", lambda *a, **k: pytest.fail("compiled"))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 64 * 3 * 3 - 1)
+    with pytest.raises(ValueError, match=r"^chunk_size: .*evaluate less often or sweep fewer"):
+        run_sweep(_config(arrays), {"learning_rate": LRS}, chunk_size=1, progress=False)
+
+
 def test_device_limits_are_read_from_accelerators_only():
     class Device:
         def __init__(self, platform, limit):

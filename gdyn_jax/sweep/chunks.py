@@ -19,17 +19,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from gdyn_jax import machine
 from gdyn_jax.sweep import cache, groups, memory, packing
 from gdyn_jax.sweep import grid as grid_lib
 from gdyn_jax.sweep import results as results_lib
 from gdyn_jax.sweep.assembly import Program
 from gdyn_jax.sweep.mesh import gather, put, sweep_mesh
 
-__all__ = ["Plan", "block_intervals", "check_host_memory"]
-
-# Metrics kept on the host per member and evaluation (at most five float32 metrics).
-_METRIC_BYTES = 5 * 4
+__all__ = ["Plan", "block_intervals"]
 
 
 def block_intervals(num_intervals: int, checkpoint_every: int | None, eval_every: int) -> int:
@@ -49,20 +45,6 @@ def block_intervals(num_intervals: int, checkpoint_every: int | None, eval_every
         return checkpoint_every // eval_every
     target = max(1, round(num_intervals / 10))
     return next(d for d in range(target, num_intervals + 1) if num_intervals % d == 0)
-
-
-def check_host_memory(members: int, evals: int) -> None:
-    """The metric buffers (members × evaluations) must fit in this machine's memory."""
-    available = machine.physical_memory()
-    if available is None:  # not POSIX: nothing to compare with
-        return
-    need = members * evals * _METRIC_BYTES
-    if need > available:
-        raise ValueError(
-            f"eval_every: {evals} evaluations of {members} members need {need / 1e9:.1f} GB "
-            f"of host memory for the metrics, more than this machine has "
-            f"({available / 1e9:.1f} GB); evaluate less often"
-        )
 
 
 @dataclasses.dataclass
@@ -113,7 +95,6 @@ class Plan:
         num_intervals = config.steps // config.eval_every
         intervals = block_intervals(num_intervals, checkpoint_every, config.eval_every)
         chunk, num_chunks = groups.chunk_layout(grid.num_members, chunk_size, mesh.size, width)
-        check_host_memory(chunk * num_chunks, config.num_evals)
         versions = results_lib.versions()
         identity = results_lib.identity(
             config.to_json(),
