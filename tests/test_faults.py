@@ -424,7 +424,7 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
                 "--out",
                 str(tmp / "o"),
             ],
-            "eval_every: 2000000001 evaluations of 64 members need 2560.0 GB",
+            "eval_every: 2000000001 evaluations of 64 members need at least 1024.0 GB",
         ),
         (["reproduce", "optimizer_memory", "--out", str(a_file)], "out: .* is not a directory"),
         ([*analyze, "--plot", str(tmp / "out.xyz")], r"--plot: expected a file name ending in"),

@@ -83,7 +83,7 @@ def test_metric_buffers_that_cannot_fit_are_refused_whatever_the_chunk(arrays, m
     than them (4 bytes x 64 members x 3 evaluations x 3 metrics) no chunk size helps."""
     monkeypatch.setattr(cache, "compiled", lambda *a, **k: pytest.fail("compiled"))
     monkeypatch.setattr(memory, "available_bytes", lambda: 4 * 64 * 3 * 3 - 1)
-    with pytest.raises(ValueError, match=r"^chunk_size: .*evaluate less often or sweep fewer"):
+    with pytest.raises(ValueError, match=r"^eval_every: 3 evaluations of 64 members need at least"):
         run_sweep(_config(arrays), {"learning_rate": LRS}, chunk_size=1, progress=False)
 
 

@@ -95,6 +95,7 @@ class Plan:
         num_intervals = config.steps // config.eval_every
         intervals = block_intervals(num_intervals, checkpoint_every, config.eval_every)
         chunk, num_chunks = groups.chunk_layout(grid.num_members, chunk_size, mesh.size, width)
+        memory.check_host(config, chunk * num_chunks)  # before the task reads the data
         versions = results_lib.versions()
         identity = results_lib.identity(
             config.to_json(),

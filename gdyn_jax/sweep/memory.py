@@ -30,9 +30,20 @@ import numpy as np
 
 from gdyn_jax import machine
 
-__all__ = ["Estimate", "available_bytes", "check", "estimate", "state_bytes"]
+__all__ = [
+    "MIN_METRICS",
+    "Estimate",
+    "available_bytes",
+    "check",
+    "check_host",
+    "estimate",
+    "host_bytes",
+    "state_bytes",
+]
 
 _STATE_COPIES = 2  # the donated input and the mapped output of one block
+#: the metrics every sweep keeps (train and test loss): the bound used before the task is built
+MIN_METRICS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +75,30 @@ def estimate(program, chunk: int, members: int, num_metrics: int) -> Estimate:
     """The memory a sweep of ``members`` trained ``chunk`` at a time adds, at least (see the
     module doc)."""
     s = state_bytes(program)
-    host = 4 * members * program.config.num_evals * num_metrics
+    host = host_bytes(program.config, members, num_metrics)
     return Estimate(per_member=s, chunk=chunk, device=_STATE_COPIES * chunk * s, host=host)
+
+
+def host_bytes(config, members: int, num_metrics: int = MIN_METRICS) -> int:
+    """The host's metric buffers of a sweep ``config``: float32 per member, evaluation and
+    metric (read from the config alone, no data)."""
+    return 4 * members * config.num_evals * num_metrics
+
+
+def check_host(config, members: int, num_metrics: int = MIN_METRICS, available=None) -> int:
+    """Refuses (``ValueError`` naming ``eval_every``) metric buffers that alone exceed the
+    host's free memory; by default with the ``MIN_METRICS`` every sweep keeps, so it needs no
+    data and runs before anything is read. Returns their bytes."""
+    host = host_bytes(config, members, num_metrics)
+    available = available_bytes() if available is None else available
+    if available is not None and host >= available:
+        raise ValueError(
+            f"eval_every: {config.num_evals} evaluations of {members} members need at least "
+            f"{host / 1e9:.1f} GB of host memory for the metrics alone, more than the "
+            f"{available / 1e9:.1f} GB free on this machine; evaluate less often or sweep "
+            "fewer members"
+        )
+    return host
 
 
 def available_bytes() -> int | None:
@@ -94,14 +127,17 @@ def check(
     step: int,
     available: int | None = None,
 ) -> Estimate:
-    """Refuses (``ValueError`` naming ``chunk_size``) a sweep whose lower-bound estimate
-    exceeds the memory at hand, with the figure it needs and the largest chunk (a multiple of
-    ``step``, devices × group width) whose state fits; returns the estimate."""
-    est = estimate(program, chunk, members, num_metrics)
+    """Refuses (``ValueError`` naming ``eval_every``) a sweep whose metric buffers alone exceed
+    the host's free memory, before anything reads the data, and (naming ``chunk_size``) one
+    whose lower-bound estimate exceeds the memory at hand, with the figure it needs and the
+    largest chunk (a multiple of ``step``, devices × group width) whose state fits; returns
+    the estimate."""
     gb = 1e9
     if available is None:
         available = available_bytes()
     on_device = _device_limit(devices)
+    check_host(program.config, members, num_metrics, available)  # on the host, any devices
+    est = estimate(program, chunk, members, num_metrics)
     if on_device is not None:  # accelerators: the state lives in device memory
         need, have, per = est.device / len(devices), on_device, _STATE_COPIES * est.per_member
         where = f"{on_device / gb:.1f} GB per device"
@@ -114,8 +150,6 @@ def check(
         return est
     fit = max(0, (room - (0 if on_device else est.host)) // per // step * step)
     hint = f"pass chunk_size <= {fit} (the state alone)" if fit else "use a smaller model"
-    if not on_device and est.host >= room:
-        hint = "evaluate less often or sweep fewer members (the metric buffers alone do not fit)"
     raise ValueError(
         f"chunk_size: {chunk} members at once need at least {need / gb:.1f} GB "
         f"({est.per_member / 1e3:.0f} kB of state per member, {_STATE_COPIES} copies, "
