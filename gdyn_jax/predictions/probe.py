@@ -23,7 +23,7 @@ evaluates, the sweep's own test: Adam's first step can lift the loss a millionfo
 step, which the sweep's curves never see).
 The edge is the geometric middle of the final bracket: the *lowest* rate at which the seed
 diverges, as far as the checks see. Divergence need not be monotone in the rate: on the
-MNIST-1D 1-D CNN with cross-entropy at batch 100, above about a third of the divergence
+MNIST-1D 1-D CNN with cross-entropy at batch 100, above about a quarter of the divergence
 boundary every run fails, but whether it diverges or collapses to chance-level loss changes
 from one rate to the next (a seed diverging at 3.1, collapsing at 3.6, diverging at 4.2);
 bisection alone lands on any of those transitions (the seeds' edges spread over 2.95-28 and

@@ -85,10 +85,10 @@ def host_bytes(config, members: int, num_metrics: int = MIN_METRICS) -> int:
     return 4 * members * config.num_evals * num_metrics
 
 
-def check_host(config, members: int, num_metrics: int = MIN_METRICS, available=None) -> int:
+def check_host(config, members: int, num_metrics: int = MIN_METRICS, available=None) -> None:
     """Refuses (``ValueError`` naming ``eval_every``) metric buffers that alone exceed the
     host's free memory; by default with the ``MIN_METRICS`` every sweep keeps, so it needs no
-    data and runs before anything is read. Returns their bytes."""
+    data and can run before anything is read (``Plan.of``)."""
     host = host_bytes(config, members, num_metrics)
     available = available_bytes() if available is None else available
     if available is not None and host >= available:
@@ -98,7 +98,6 @@ def check_host(config, members: int, num_metrics: int = MIN_METRICS, available=N
             f"{available / 1e9:.1f} GB free on this machine; evaluate less often or sweep "
             "fewer members"
         )
-    return host
 
 
 def available_bytes() -> int | None:
@@ -128,10 +127,10 @@ def check(
     available: int | None = None,
 ) -> Estimate:
     """Refuses (``ValueError`` naming ``eval_every``) a sweep whose metric buffers alone exceed
-    the host's free memory, before anything reads the data, and (naming ``chunk_size``) one
-    whose lower-bound estimate exceeds the memory at hand, with the figure it needs and the
-    largest chunk (a multiple of ``step``, devices × group width) whose state fits; returns
-    the estimate."""
+    the host's free memory (``check_host`` with the task's ``num_metrics``), and (naming
+    ``chunk_size``) one whose lower-bound estimate exceeds the memory at hand, with the figure
+    it needs and the largest chunk (a multiple of ``step``, devices × group width) whose state
+    fits; returns the estimate."""
     gb = 1e9
     if available is None:
         available = available_bytes()
