@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import experiments
+from gdyn_jax.predictions.phases import MEASURED_PHASES, PHASES
 
 pytestmark = pytest.mark.usefixtures("mnist1d_data_dir")
 
@@ -126,6 +127,14 @@ def test_wu_theory_rows_and_training_grid(wu):
         assert min(c["weights"]) >= 0
     for r in rows:  # the NTK loop's steps to the target: a step of the run, or never (inf)
         assert r["predicted_steps_ntk_loop"] >= 0
+    seeds = summary["settings"]["seeds"]
+    for r in rows:  # the pre-flight's call and the sweep's outcome, per seed
+        assert len(r["preflight_phase"]) == len(r["measured_phase"]) == seeds
+        assert set(r["preflight_phase"]) <= set(PHASES)
+        assert set(r["measured_phase"]) <= set(MEASURED_PHASES)
+        # the sweep's divergence (non-finite) is a measured divergence
+        pairs = zip(r["measured_phase"], r["diverged"], strict=True)
+        assert all(p == "divergent" for p, d in pairs if d)
     for key in ("spearman_quadratic_model", "spearman_ntk_loop"):
         rho = summary[key]
         assert rho is None or -1.0 <= rho <= 1.0  # NaN is written as null
