@@ -46,8 +46,7 @@ from experiments._control import FACTORIES, factory, predict_settling, theory
 from experiments._harness import Modes, Report
 from gdyn_jax.measurements import steps_to_target
 from gdyn_jax.plotting import plot_mean_band
-from gdyn_jax.predictions import ntk_loop, ntk_predict, quadratic_model_loss
-from gdyn_jax.predictions.preflight import preflight, score_sweep
+from gdyn_jax.predictions import ntk_loop, ntk_predict, preflight, quadratic_model_loss, score_sweep
 from gdyn_jax.sweep import SweepConfig, run_sweep
 
 TITLE = "Wu et al. 2021: SGD / momentum / NAG step responses, root loci, settling maps, training"

@@ -12,6 +12,10 @@ in the learning rate is probed by ``--probe-rounds`` runs of ``--probe-steps`` s
 default the run's own ``--steps``; the rounds scout 32 steps, and the bracket is confirmed
 over the whole run) of the rule itself, all seeds at once
 (``gdyn_jax.predictions.probe``; ``--probe-steps 0``: the second-order model decides).
+Below the limit, the edge of stability within the run is timed by the sharpening rate at
+init, or with ``--flow-steps N`` by one gradient flow per seed of at most N steps, read at
+each rule's effective step (``gdyn_jax.predictions.preflight_flow``; full batch, non-adaptive
+rules).
 Prints a table, or ``--json``: one object whose ``points`` is a list of ``{hparams, phase,
 limit, curvature, margin, ...}``, plus ``seconds``. ``--plot FILE`` draws the phase map over
 the grid, with the measured boundary of a finished sweep given by ``--results DIR``.
@@ -69,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most bracketing rounds of the probe (default 20; they stop once every bracket "
         "is within 5 %% and checked by three rates below it)",
     )
+    a(
+        "--flow-steps",
+        type=int,
+        default=0,
+        help="time the edge of stability by one gradient flow per seed of at most this many "
+        "steps (full batch, non-adaptive rules; default 0: by the sharpening rate at init)",
+    )
     a("--json", action="store_true", help="print one JSON object instead of the table")
     a("--plot", metavar="FILE", help="save the phase map over the grid to FILE")
     a("--results", metavar="DIR", help="a finished sweep: its measured boundary on --plot")
@@ -94,6 +105,7 @@ def _options(args: argparse.Namespace) -> dict:
         "warmup": args.warmup,
         "probe_steps": args.probe_steps,
         "probe_rounds": args.probe_rounds,
+        "flow_steps": args.flow_steps,
     }
     gdyn_jax.predictions.check_preflight_options(**options)
     return {"examples": examples, **options}

@@ -3,7 +3,8 @@
 What a network does, measured: curvature (Hessian-vector products, Lanczos, the sharpness and
 the spectral measure; ``gdyn_jax.measurements.hessian``; the warm-started block eigensolver,
 ``gdyn_jax.measurements.eigensolver``; batch sharpness,
-``gdyn_jax.measurements.sharpness``), kicks along Hessian eigenvectors
+``gdyn_jax.measurements.sharpness``; the sharpness along gradient flow,
+``gdyn_jax.measurements.flow``), kicks along Hessian eigenvectors
 (``gdyn_jax.measurements.modes``), minibatch gradient noise along a direction
 (``gdyn_jax.measurements.noise``), the empirical neural tangent kernel layer by layer
 (``gdyn_jax.measurements.ntk``), adversarial probes
@@ -25,6 +26,7 @@ from gdyn_jax.measurements.curves import (
     tail_rate,
 )
 from gdyn_jax.measurements.eigensolver import Eigenpairs, eigenpairs, lobpcg
+from gdyn_jax.measurements.flow import SharpnessFlow, sharpness_along_flow
 from gdyn_jax.measurements.hessian import (
     METHODS,
     hvp,
@@ -47,6 +49,7 @@ __all__ = [
     "METHODS",
     "Best",
     "Eigenpairs",
+    "SharpnessFlow",
     "batch_sharpness",
     "best_setting",
     "curve_overshoot",
@@ -64,6 +67,7 @@ __all__ = [
     "projected_gradient_noise",
     "projected_trajectory",
     "relative_error",
+    "sharpness_along_flow",
     "spectral_measure",
     "steps_to_target",
     "tail_rate",

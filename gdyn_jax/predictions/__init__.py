@@ -49,8 +49,8 @@ from gdyn_jax.predictions.preflight import (
     check_preflight_options,
     measure_init,
     preflight,
-    score_sweep,
 )
+from gdyn_jax.predictions.preflight_score import score_sweep
 from gdyn_jax.predictions.range_test import RangeTest, range_test
 from gdyn_jax.predictions.sdcp import solve_sdcp
 from gdyn_jax.predictions.smoothness import nonsmooth_operations

@@ -6,7 +6,9 @@ occurs at the edge of stability"; Kalra & Barkeshli 2023):
 
 - **stable**: the curvature stays below the rule's limit :math:`S^*` for the whole run;
 - **edge of stability**: stable at init, but progressive sharpening brings the sharpness to
-  :math:`S^*` within the run (predicted from the sharpening rate measured at init);
+  :math:`S^*` within the run (timed by the sharpening rate measured at init, extrapolated
+  linearly, or by the sharpness along gradient flow at the rule's effective step,
+  :mod:`gdyn_jax.predictions.preflight_flow`);
 - **catapult**: above :math:`S^*` at init (or at a step of the schedule), the oscillation
   along the top eigenvector grows and lowers the sharpness until the loop is stable again;
 - **divergent**: above :math:`S^*`, and the oscillation *raises* the sharpness instead.
@@ -176,8 +178,81 @@ def _unknown(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     return {"phase": unknown, "step": np.full(shape, -1), "limit": nan, "margin": nan, "ratio": nan}
 
 
+def _rate_edge(c, lam, sharp, lim, eta, steps: int | None) -> np.ndarray:
+    r"""The step at which the sharpness, growing at its rate at init
+        (:math:`S_t = c\,(1 + 	frac{
+    m sharpening}{\lambda}\sum_{s\le t}\eta_{
+    m eff})`), first
+        reaches the limit; -1 if not within the run. ``(P, S, T)`` inputs; ``T = 1`` is a constant
+        rule run for ``steps`` steps."""
+    if lim.shape[-1] > 1 or steps is None:
+        return _first_true(c * (1 + sharp / lam * np.cumsum(np.maximum(eta, 0), axis=-1)) > lim)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = (lim / c - 1) * lam / sharp  # flow time at which it reaches the limit
+        t = np.ceil(tau / eta) - 1
+    ok = (sharp > 0) & (c <= lim) & (eta > 0) & (t <= steps - 1)
+    return np.where(ok, np.maximum(t, 0), -1)[..., 0].astype(int)
+
+
+def _flow_edge(flow, lim, eta, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+    r"""The step at which the flow's sharpness at the rule's flow time
+        (:math:`	au_t = \sum_{s\le t}\eta_{
+    m eff}`) first reaches the limit (-1: not within the
+        run), and whether the flow went far enough to say so. ``flow``: ``(times, sharpness)``,
+        ``(S, K)`` (NaN after its end); ``lim``, ``eta``: ``(P, 1, T)``."""
+    times, sharp = (np.asarray(a, np.float64) for a in flow)
+    T = lim.shape[-1]
+    n = steps if (T == 1 and steps) else T
+    tau = np.cumsum(np.broadcast_to(np.maximum(eta, 0), lim.shape[:-1] + (T,)), axis=-1)
+    if T == 1:
+        tau = tau * np.arange(1, n + 1)
+    lim_t = np.broadcast_to(lim, lim.shape[:-1] + (n,)) if T == 1 else lim
+    out = np.full((lim.shape[0], times.shape[0]), -1)
+    decided = np.ones(out.shape, bool)
+    for j in range(times.shape[0]):
+        keep = np.isfinite(times[j]) & np.isfinite(sharp[j])
+        t, v = times[j][keep], sharp[j][keep]
+        at = np.interp(tau[:, 0], t, v, right=np.nan)  # (P, n)
+        out[:, j] = _first_true(at >= lim_t[:, 0])
+        decided[:, j] = (out[:, j] >= 0) | (tau[:, 0, -1] <= t[-1])
+    return out, decided
+
+
+def _edge_step(c, lam, sharp, lim, eta, steps: int | None, flow) -> np.ndarray:
+    """The edge of stability's step (-1: none within the run): timed by ``flow`` where it
+    went far enough to decide, else by the sharpening rate at init."""
+    t_eos = _rate_edge(c, lam, sharp, lim, eta, steps)
+    if flow is None:
+        return t_eos
+    by_flow, decided = _flow_edge(flow, lim, eta, steps)
+    return np.where(decided, by_flow, t_eos)
+
+
+def _at_step(limits, loops: Loops, m, at: np.ndarray, c: np.ndarray):
+    """The limit and the catapult's :math:`q` of each (point, seed) at its deciding step."""
+    pick = (np.arange(limits.shape[0])[:, None], at)
+    A0 = np.broadcast_to(loops.A0, limits.shape + loops.A0.shape[-2:])[pick[0], pick[1]]
+    D = np.broadcast_to(loops.D, limits.shape + loops.D.shape[-2:])[pick[0], pick[1]]
+    limit_at = limits[pick[0], pick[1]]
+    return limit_at, _catapult_ratio(m, loops, pick, limit_at, A0, D, c)
+
+
+def _above_limit(probed, ratio: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(divergent by the probe, the phase above the limit: 2 catapult, 3 divergent): the
+    probe decides where it was run, the catapult's :math:`q` elsewhere."""
+    call = np.full(shape, np.nan) if probed is None else np.asarray(probed, np.float64)
+    known = np.broadcast_to(~np.isnan(call), shape)
+    return known & (np.nan_to_num(call) > 0), np.where(known, 2, np.where(ratio < 1, 2, 3))
+
+
 def decide_phases(
-    limits: np.ndarray, loops: Loops, m: dict[str, np.ndarray], probed: np.ndarray | None = None
+    limits: np.ndarray,
+    loops: Loops,
+    m: dict[str, np.ndarray],
+    probed: np.ndarray | None = None,
+    *,
+    steps: int | None = None,
+    flow: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     r"""Phase, change step, margin and catapult ratio of every (point, seed).
 
@@ -191,10 +266,12 @@ def decide_phases(
         eigenvector's turning (``preflight``): ``ritz_values``, ``ritz_weights`` ``(S, k)``
         and ``turning_rest`` ``(S,)``. Only the directions whose curvature is below the limit
         turn :math:`u` towards them: those above it oscillate with it.
-      probed: ``(P, S)``, where given: 1 (or True) where the learning rate lies above the
-        divergence edge probed on the model (``predictions.probe``), 0 below it, NaN where
-        the edge was not probed. Where known it decides divergent against catapult in place
-        of the ratio :math:`q` (still returned); where NaN the ratio decides.
+      probed: ``(P, S)``: 1 (True) where the learning rate lies above the divergence edge
+        probed on the model (``predictions.probe``), 0 below, NaN not probed; where known
+        it decides divergent against catapult, else the ratio :math:`q` does.
+      steps: the run's length, for a rule without a schedule (``T = 1``).
+      flow: per seed, ``(times, sharpness)`` ``(S, K)`` along gradient flow: it times the
+        edge of stability where it went far enough, else the rate at init does.
 
     Returns:
       ``phase`` (indices into :data:`PHASES`), ``step`` (when it changes, -1 if never),
@@ -212,19 +289,12 @@ def decide_phases(
     lim = limits[:, None, :]  # (P, 1, T)
     eta = np.broadcast_to(loops.effective_step, limits.shape)[:, None, :]
     t_up = _first_true(c > lim)
-    grown = c * (1 + sharp / lam * np.cumsum(np.maximum(eta, 0), axis=-1))
-    t_eos = _first_true(grown > lim)
-    at = np.where(t_up >= 0, t_up, np.where(t_eos >= 0, t_eos, np.argmin(lim - c, axis=-1)))
-    pick = (np.arange(shape[0])[:, None], at)
-    A0 = np.broadcast_to(loops.A0, limits.shape + loops.A0.shape[-2:])[pick[0], pick[1]]
-    D = np.broadcast_to(loops.D, limits.shape + loops.D.shape[-2:])[pick[0], pick[1]]
-    limit_at = limits[pick[0], pick[1]]
-    ratio = _catapult_ratio(m, loops, pick, limit_at, A0, D, c[..., 0])
+    t_eos = _edge_step(c, lam, sharp, lim, eta, steps, flow)
+    t_index = np.minimum(t_eos, lim.shape[-1] - 1)  # the limit's step (T = 1: constant)
+    at = np.where(t_up >= 0, t_up, np.where(t_eos >= 0, t_index, np.argmin(lim - c, axis=-1)))
+    limit_at, ratio = _at_step(limits, loops, m, at, c[..., 0])
     ratio = np.where(t_up >= 0, ratio, np.nan)
-    call = np.full(shape, np.nan) if probed is None else np.asarray(probed, np.float64)
-    known = np.broadcast_to(~np.isnan(call), shape)
-    diverges = known & (np.nan_to_num(call) > 0)
-    above = np.where(known, 2, np.where(ratio < 1, 2, 3))
+    diverges, above = _above_limit(probed, ratio, shape)
     undecided = np.isnan(limits).any(axis=1)[:, None] | np.isnan(c[..., 0])  # no verdict
     phase = np.select([undecided, diverges, t_up >= 0, t_eos >= 0], [4, 3, above, 1], default=0)
     return {

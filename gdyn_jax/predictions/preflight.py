@@ -17,7 +17,10 @@ the same initialisation of each seed), measures at each seed's initialisation, i
   differentiation): the catapult's upper edge and the sharpening rate
   (:mod:`gdyn_jax.predictions.phases`);
 
-and joins them to the rule's loop at every grid point and every step of its schedule
+optionally (``flow_steps``) the sharpness along one gradient flow per seed, which times the edge
+of stability of every grid point at its rule's effective step
+(:mod:`gdyn_jax.predictions.preflight_flow`); and joins them to the rule's loop at every grid
+point and every step of its schedule
 (``linearize.linearize_grid``; an adaptive rule's loop with :math:`\nu` and the count frozen
 at :math:`P = 1`, as ``linearize.max_stable_curvature(..., freeze=('nu', 'count'))``). A rule
 whose loop is not proven affine gets the phase ``'unknown'`` with linearize's reason
@@ -44,6 +47,7 @@ from jax.flatten_util import ravel_pytree
 
 from gdyn_jax.measurements import batch_sharpness, hessian
 from gdyn_jax.predictions import phases as ph
+from gdyn_jax.predictions.preflight_flow import check_flow_task, grid_flow
 from gdyn_jax.predictions.preflight_loops import learning_rates, rule_loops
 from gdyn_jax.predictions.probe import ROUNDS, EdgeProbe, probe_grid
 from gdyn_jax.sweep import Program, SweepConfig, assemble, setup
@@ -273,7 +277,8 @@ class Preflight:
     ``seconds``: ``{'measure', 'compile', 'rule', 'probe', 'total', 'wall'}`` (``total``:
     measuring, the rule's loops and the probe, compilation apart); ``classes``: outputs read
     as classes, if any; ``edge``: the probed divergence edge in the learning rate ``(P, S)``
-    and ``probe`` the probe (None when not probed).
+    and ``probe`` the probe (None when not probed); ``flow``: per seed the gradient flow's
+    ``(times, sharpness)`` that timed the edge of stability (None: the rate at init did).
     """
 
     names: tuple[str, ...]
@@ -290,6 +295,7 @@ class Preflight:
     classes: int | None = None
     edge: np.ndarray | None = None
     probe: EdgeProbe | None = None
+    flow: tuple[np.ndarray, np.ndarray] | None = None
 
     def point_phase(self) -> list[str]:
         """Each point's phase: the most common over its seeds (the first listed on a tie)."""
@@ -356,6 +362,8 @@ def preflight(
     probe_steps: int | None = None,
     probe_rounds: int = ROUNDS,
     probe: EdgeProbe | None = None,
+    flow_steps: int = 0,
+    flow: tuple[np.ndarray, np.ndarray] | None = None,
     **measure: Any,
 ) -> Preflight:
     """The phase of every point of ``grid`` × ``seeds`` (module doc). ``measure``:
@@ -364,33 +372,28 @@ def preflight(
     probed by runs of the rule (``predictions.probe``) of ``probe_steps`` steps (None: the
     run's own); 0 steps: decided by the second-order model (``predictions.phases``).
     ``probe``: an earlier pre-flight's (``Preflight.probe``) of the same model, seeds and
-    other hyperparameters, reused (the edge does not depend on the grid's rates)."""
-    check_preflight_options(probe_steps, probe_rounds, **measure)
+    other hyperparameters, reused (the edge does not depend on the grid's rates).
+    ``flow_steps`` > 0: the edge of stability timed by one gradient flow per seed of at most
+    that many steps, or ``flow``, an earlier pre-flight's (``Preflight.flow``) on the same
+    model and seeds (``predictions.preflight_flow``); else by the sharpening rate at init."""
+    check_preflight_options(probe_steps, probe_rounds, flow_steps=flow_steps, **measure)
     start = time.perf_counter()
     program = assemble(config, grid or None, seeds)
-    names = tuple(program.grid.names) if program.grid is not None else ()
-    values = program.grid.values if program.grid is not None else ()
-    table = np.array(list(itertools.product(*values)), np.float64).reshape(-1, len(names))
+    names, table = _grid_table(program)
     program.task  # noqa: B018  (loads the data and checks the task before any measuring)
+    _check_flow(program, flow_steps, flow)
     if measurement is None:
         measurement = measure_init(program, seeds, **measure)
     rule_start = time.perf_counter()
     points = {n: table[:, j] for j, n in enumerate(names)}
     limits, loops = rule_loops(program.config, points, measurement.preconditioned)
-    m = measurement.values
-    probing = (probe_steps, probe_rounds, probe)
+    hp = _first_point(program)
+    flow, timed = grid_flow(program, seeds, hp, limits, loops, flow_steps, measurement, flow)
+    probing = (probe_steps, probe_rounds, probe, flow)
     out, edge, used = _decide(program, points, limits, loops, measurement, *probing)
     end = time.perf_counter()
-    took = (used.seconds, used.compile_seconds) if used else (0.0, 0.0)  # a reused one's too
-    seconds = {
-        "measure": measurement.seconds,
-        "compile": measurement.compile_seconds + took[1],
-        "rule": end - rule_start - (sum(took) if used is not probe else 0.0),
-        "probe": took[0],
-    }
-    seconds["total"] = seconds["measure"] + seconds["rule"] + seconds["probe"]
+    seconds = _seconds(measurement, used, used is not probe, timed, end - rule_start)
     seconds["wall"] = end - start
-    shape = out["phase"].shape
     return Preflight(
         names,
         table,
@@ -399,21 +402,62 @@ def preflight(
         out["limit"],
         out["margin"],
         out["ratio"],
-        np.broadcast_to(m["curvature"], shape).copy(),
+        np.broadcast_to(measurement.values["curvature"], out["phase"].shape).copy(),
         measurement,
         seconds,
         "" if loops.exact else loops.reason,
         _classes(program),
         edge,
         used,
+        flow,
     )
 
 
-def check_preflight_options(probe_steps: Any = None, probe_rounds: Any = 0, **measure: Any) -> None:
+def _seconds(measurement, used, probed_here: bool, timed: dict, rule: float) -> dict:
+    """The pre-flight's seconds (``Preflight``): ``rule`` is the wall time from the rule's
+    loops on, of which the probe's (``used``, if ``probed_here``) and the flow's are taken
+    out; a reused probe's seconds are reported as its own."""
+    took = (used.seconds, used.compile_seconds) if used else (0.0, 0.0)
+    flow_compile = timed.get("flow_compile", 0.0)
+    seconds = {
+        "measure": measurement.seconds,
+        "compile": measurement.compile_seconds + took[1] + flow_compile,
+        "rule": rule - (sum(took) if probed_here else 0.0) - timed.get("flow", 0.0) - flow_compile,
+        "probe": took[0],
+        **({"flow": timed["flow"]} if "flow" in timed else {}),
+    }
+    seconds["total"] = sum(seconds[k] for k in ("measure", "rule", "probe")) + timed.get("flow", 0)
+    return seconds
+
+
+def _grid_table(program: Program) -> tuple[tuple[str, ...], np.ndarray]:
+    """The grid's hyperparameter names and its ``(P, len(names))`` points in member order."""
+    names = tuple(program.grid.names) if program.grid is not None else ()
+    values = program.grid.values if program.grid is not None else ()
+    return names, np.array(list(itertools.product(*values)), np.float64).reshape(-1, len(names))
+
+
+def _check_flow(program: Program, flow_steps: int, flow) -> None:
+    """``check_flow_task`` where a flow is asked for (before any measuring)."""
+    if flow_steps or flow is not None:
+        check_flow_task(program, _adaptive(program))
+
+
+def _adaptive(program: Program) -> bool:
+    """Whether ``program``'s rule is adaptive (one Adam state), read from its state's shape."""
+    hp = train_lib.as_hparams(_first_point(program))
+    state = jax.eval_shape(lambda: program.init(program.data, hp, jax.random.key(0)))
+    return adam_state(state.opt_state)
+
+
+def check_preflight_options(
+    probe_steps: Any = None, probe_rounds: Any = 0, flow_steps: Any = 0, **measure: Any
+) -> None:
     """A one-line ``ValueError`` naming the first bad option of :func:`preflight`, before any
-    work: ``probe_steps`` (None: the run's own) and ``probe_rounds`` non-negative integers,
-    ``iters``, ``batches`` and ``warmup`` of ``measure`` positive ones."""
+    work: ``probe_steps`` (None: the run's own), ``probe_rounds`` and ``flow_steps``
+    non-negative integers, ``iters``, ``batches`` and ``warmup`` of ``measure`` positive ones."""
     checks = [("probe_steps", probe_steps, 0), ("probe_rounds", probe_rounds, 0)]
+    checks += [("flow_steps", flow_steps, 0)]
     checks += [(k, measure[k], 1) for k in ("iters", "batches", "warmup") if k in measure]
     for name, value, least in checks:
         if name == "probe_steps" and value is None:  # the run's own steps
@@ -423,10 +467,10 @@ def check_preflight_options(probe_steps: Any = None, probe_rounds: Any = 0, **me
             raise ValueError(f"{name}: expected a {kind} integer, got {value!r}")
 
 
-def _decide(program, points, limits, loops, measurement, steps, rounds: int, known):
+def _decide(program, points, limits, loops, measurement, steps, rounds: int, known, flow):
     """``phases.decide_phases`` with the divergence edge probed (unless ``steps`` or
-    ``rounds`` is 0, or the loop is unknown; ``known``: a probe reused): (its output, the
-    edge, the probe)."""
+    ``rounds`` is 0, or the loop is unknown; ``known``: a probe reused) and the edge of
+    stability timed by ``flow`` where given: (its output, the edge, the probe)."""
     m = measurement.values
     seeds = m["curvature"].shape[0]
     edge, probe = np.full((limits.shape[0], seeds), np.nan), None
@@ -436,44 +480,6 @@ def _decide(program, points, limits, loops, measurement, steps, rounds: int, kno
         edge, probe = probe_grid(program, seeds, points, limits, start, **kw)
     lr = learning_rates(program.config, points, limits.shape[0])[:, None]
     above = np.where(np.isnan(edge), np.nan, lr > edge)  # NaN: not probed, the ratio decides
-    return ph.decide_phases(limits, loops, m, None if probe is None else above), edge, probe
-
-
-def score_sweep(pre: Preflight, ds, classes: int | None = None) -> dict[str, Any]:
-    """The measured phase of every member of a finished sweep (``phases.measured_phases`` on
-    its curves; the edge of stability against the predicted limit) beside the prediction:
-    ``{'measured': (P, S) strings, 'agreement': {phase: (right, predicted)},
-    'divergence_call': fraction right}``; members the sweep skipped are left out."""
-    order = (*pre.names, "seed", "step")
-    curves = {
-        k: ds[k].transpose(*order).values.reshape(*pre.phase.shape, -1)
-        for k in ("train_loss", "sharpness", "test_accuracy")
-        if k in ds
-    }
-    diverged = ds["diverged_at"].transpose(*order[:-1]).values.reshape(pre.phase.shape)
-    measured = ph.measured_phases(
-        curves["train_loss"],
-        diverged,
-        curves.get("sharpness"),
-        pre.limit[..., None],
-        curves.get("test_accuracy"),
-        classes if "test_accuracy" in curves else None,
-    )
-    names = np.asarray(ph.MEASURED_PHASES, dtype=object)[measured]
-    used = np.ones(pre.phase.shape, bool)
-    if "skipped" in ds:
-        used = ~ds["skipped"].transpose(*order[:-1]).values.reshape(pre.phase.shape)
-    agreement = {
-        p: (
-            int(np.sum((pre.phase == p) & (names == p) & used)),
-            int(np.sum((pre.phase == p) & used)),
-        )
-        for p in ph.PHASES
-    }
-    known = used & (pre.phase != "unknown")
-    call = (pre.phase == "divergent") == (names == "divergent")
-    return {
-        "measured": names,
-        "agreement": agreement,
-        "divergence_call": float(np.mean(call[known])) if known.any() else float("nan"),
-    }
+    probed = None if probe is None else above
+    run = program.config.steps
+    return ph.decide_phases(limits, loops, m, probed, steps=run, flow=flow), edge, probe
