@@ -232,6 +232,7 @@ def test_cli_defaults_are_the_library_s():
         (["--examples", "0"], "examples"),
         (["--iters", "0"], "iters"),
         (["--probe-steps", "-1"], "probe_steps"),
+        ([], "grid"),  # as `gdyn sweep` refuses an empty grid
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, args, name):

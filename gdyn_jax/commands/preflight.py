@@ -154,7 +154,9 @@ def _table(pre) -> str:
     lines.append(
         f"{len(rows)} points × {pre.phase.shape[1]} seeds in {s['total']:.2f} s (measuring "
         f"{s['measure']:.2f} s, the rule's loops {s['rule']:.2f} s, probing the divergence "
-        f"edge {s['probe']:.2f} s; compiling {s['compile']:.1f} s apart)"
+        f"edge {s['probe']:.2f} s"
+        + (f", the gradient flow {s['flow']:.2f} s" if "flow" in s else "")
+        + f"; compiling {s['compile']:.1f} s apart)"
         + (f"; unknown: {pre.reason}" if pre.reason else "")
     )
     return "\n".join(lines)

@@ -378,7 +378,7 @@ def preflight(
     model and seeds (``predictions.preflight_flow``); else by the sharpening rate at init."""
     check_preflight_options(probe_steps, probe_rounds, flow_steps=flow_steps, **measure)
     start = time.perf_counter()
-    program = assemble(config, grid or None, seeds)
+    program = assemble(config, grid or {}, seeds)  # no grid: refused as the sweep refuses it
     names, table = _grid_table(program)
     program.task  # noqa: B018  (loads the data and checks the task before any measuring)
     _check_flow(program, flow_steps, flow)
@@ -434,7 +434,8 @@ def _grid_table(program: Program) -> tuple[tuple[str, ...], np.ndarray]:
     """The grid's hyperparameter names and its ``(P, len(names))`` points in member order."""
     names = tuple(program.grid.names) if program.grid is not None else ()
     values = program.grid.values if program.grid is not None else ()
-    return names, np.array(list(itertools.product(*values)), np.float64).reshape(-1, len(names))
+    rows = list(itertools.product(*values))
+    return names, np.array(rows, np.float64).reshape(len(rows), len(names))
 
 
 def _check_flow(program: Program, flow_steps: int, flow) -> None:
