@@ -34,6 +34,7 @@ import numpy as np
 from experiments import _training as tr
 from experiments._harness import Modes, Report
 from gdyn_jax import data, linearize, optimizers
+from gdyn_jax.predictions import ntk_loop
 from gdyn_jax.predictions.phases import EOS_TOLERANCE
 from gdyn_jax.predictions.preflight import preflight
 from gdyn_jax.sweep import SweepConfig, run_sweep
@@ -120,6 +121,9 @@ def run(s: Settings, report: Report) -> None:
                     **{k: v[i] for k, v in predicted[optimizer].items()},
                 }
             )
+            runs[-1]["flow_sharpness_error"] = before_edge_error(
+                sharp, runs[-1]["flow_sharpness"], runs[-1]["measured_edge_step"], ds["step"].values
+            )
     report.text(
         f"{s.dataset}, first {s.train_subset} training examples, fully connected tanh network "
         f"(widths {s.widths}), square loss on one-hot targets, full batch; sharpness by Lanczos on "
@@ -132,8 +136,8 @@ def run(s: Settings, report: Report) -> None:
         quantity = f"{r['optimizer']} a={r['learning_rate']:.4g}{beta}: final sharpness"
         measured, predicted = r["final_sharpness"], r["threshold"]
         report.compare(quantity, measured, predicted, rtol=RTOL, label="max_stable_curvature")
-    _edge_table(report, runs)
-    _figures(report, results)
+    _edge_table(report, runs, s.eval_every)
+    _figures(report, results, runs)
     report.record(runs=runs, dataset=s.dataset)
 
 
@@ -165,14 +169,40 @@ def predictions(s: Settings) -> dict[str, dict[str, list]]:
         kw["measurement"] = measurement = rate.measurement
         timed = preflight(config, grid, s.seeds, flow_steps=s.flow_steps, flow=flow, **kw)
         flow = timed.flow
+        name, fixed = OPTIMIZERS[optimizer]
+        etas = [
+            ntk_loop.effective_step(optimizers.get(name), {"learning_rate": lr, **fixed})
+            for lr in grid["learning_rate"]
+        ]
+        evals = np.arange(0, s.steps + 1, s.eval_every)
         out[optimizer] = {
             "rate_phase": rate.phase.tolist(),
             "rate_step": rate.step.tolist(),
             "flow_phase": timed.phase.tolist(),
             "flow_step": timed.step.tolist(),
             "flow_seconds": [timed.seconds.get("flow", 0.0)] * len(limits),
+            "flow_sharpness": [flow_curves(flow, eta * evals) for eta in etas],
         }
     return out
+
+
+def flow_curves(flow, tau: np.ndarray) -> list[list[float]]:
+    """Per seed, the flow's sharpness at flow times ``tau`` (NaN past the flow's end)."""
+    out = []
+    for times, sharp in zip(*flow, strict=True):
+        keep = np.isfinite(times) & np.isfinite(sharp)
+        out.append(np.interp(tau, times[keep], sharp[keep], right=np.nan).tolist())
+    return out
+
+
+def before_edge_error(measured: np.ndarray, predicted, edge: int, steps: np.ndarray) -> float:
+    """Median over seeds and over the evaluations after step 0 and before the seed's edge
+    (all, if it never reaches it) of |predicted - measured| / measured sharpness."""
+    errors = []
+    for m, p, e in zip(measured, np.asarray(predicted), edge, strict=True):
+        window = (steps > 0) & ((steps < e) if e >= 0 else True)
+        errors += list(np.abs(p[window] - m[window]) / m[window])
+    return float(np.nanmedian(errors)) if errors else float("nan")
 
 
 def edge_steps(steps: np.ndarray, sharpness: np.ndarray, lr: float, optimizer: str) -> list[int]:
@@ -182,20 +212,22 @@ def edge_steps(steps: np.ndarray, sharpness: np.ndarray, lr: float, optimizer: s
     return [int(steps[np.argmax(r)]) if r.any() else -1 for r in reached]
 
 
-def _edge_table(report: Report, runs: list[dict]) -> None:
+def _edge_table(report: Report, runs: list[dict], every: int) -> None:
     """The pre-flight's edge of stability beside the runs' (shown, not scored: the issue
-    sets no threshold on it)."""
+    sets no threshold on it); the predicted step is compared at the evaluation it falls in
+    (the first at or after it), as the runs' is known."""
     rows = []
     for r in runs:
         beta = "" if r["beta"] is None else f", β={r['beta']}"
         for seed, measured in enumerate(r["measured_edge_step"]):
             rate = f"{r['rate_phase'][seed]} ({r['rate_step'][seed]})"
             flow = f"{r['flow_phase'][seed]} ({r['flow_step'][seed]})"
-            error = abs(r["flow_step"][seed] - measured) / measured if measured > 0 else np.nan
+            at = every * -(-r["flow_step"][seed] // every)
+            error = abs(at - measured) / measured if measured > 0 and at >= 0 else np.nan
             rows.append(
                 [f"{r['optimizer']} a={r['learning_rate']:.4g}{beta}", seed, r["threshold"]]
             )
-            rows[-1] += [rate, flow, measured, error]
+            rows[-1] += [rate, flow, measured, error, r["flow_sharpness_error"]]
     pairs = [(r["flow_phase"][i], m) for r in runs for i, m in enumerate(r["measured_edge_step"])]
     called = [p == "edge of stability" for p, _ in pairs]
     reached = [m >= 0 for _, m in pairs]
@@ -206,18 +238,25 @@ def _edge_table(report: Report, runs: list[dict]) -> None:
         "step (in brackets), from the sharpening rate at initialisation and from one gradient "
         "flow per seed timed by the rule's effective step, beside the first evaluation at which "
         f"the run's sharpness came within {100 * EOS_TOLERANCE:.0f} % of its limit (-1: never; "
-        f"known to the evaluation interval). {sum(reached)} of {len(pairs)} runs reach the "
+        f"the runs are evaluated every {every} steps, so a predicted step is compared at the "
+        "first evaluation at or after it). {sum(reached)} of {len(pairs)} runs reach the "
         f"edge; the rate at init calls {sum(rate_called)} of them, the flow "
         f"{sum(c and m for c, m in zip(called, reached, strict=True))} (and "
         f"{sum(c and not m for c, m in zip(called, reached, strict=True))} that do not). The "
-        f"flow took {seconds:.1f} s for every rule at once, compilation apart."
+        f"flow took {seconds:.1f} s for every rule at once, compilation apart. Before the "
+        "edge the flow also predicts the sharpness curve itself, S(t) = S_flow(η_eff t) (dotted "
+        "in the figure): its median relative error over the evaluations before the edge is "
+        "the last column."
     )
-    header = ["run", "seed", "limit", "rate at init", "flow", "measured step", "flow's error"]
+    header = ["run", "seed", "limit", "rate at init", "flow", "measured step"]
+    header += ["flow's error (at the evaluations)"]
+    header += ["sharpness error before the edge"]
     report.table(header, rows)
 
 
-def _figures(report: Report, results: dict) -> None:
-    caption = "Sharpness (top) and train loss (bottom); dashed: max_stable_curvature at each "
+def _figures(report: Report, results: dict, runs: list[dict]) -> None:
+    caption = "Sharpness (top; dotted: the pre-flight's gradient flow up to the limit) and train "
+    caption += "loss (bottom); dashed: max_stable_curvature at each "
     with report.figure("sharpness.png", f"{caption}learning rate", (14, 7.5)) as fig:
         axes = fig.subplots(2, len(results), sharex=True, squeeze=False)
         for col, (optimizer, ds) in enumerate(results.items()):
@@ -225,6 +264,11 @@ def _figures(report: Report, results: dict) -> None:
             for i, lr in enumerate(ds["learning_rate"].values):
                 threshold = limit(optimizer, float(lr))
                 axes[0, col].plot(steps, ds["sharpness"].isel(learning_rate=i).values.T, f"C{i}")
+                run = next(
+                    r for r in runs if r["optimizer"] == optimizer and r["learning_rate"] == lr
+                )
+                flow = np.asarray(run["flow_sharpness"][0])
+                axes[0, col].plot(steps, np.where(flow <= threshold, flow, np.nan), f"C{i}:")
                 label = f"a = {lr:.4g}: limit {threshold:.3g}"
                 axes[0, col].axhline(threshold, ls="--", color=f"C{i}", label=label)
                 loss = ds["train_loss"].isel(learning_rate=i).values.T

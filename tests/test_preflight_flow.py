@@ -80,10 +80,11 @@ def _case(sharpening: float):
 @pytest.mark.parametrize(
     "steps, end, sharpening, phase, step",
     [
-        (20, 10.0, 0.0, "edge of stability", 5),  # 1 + 1.1 tau meets 4 at tau 2.73 <= 0.5 (5 + 1)
+        # the edge: within 5 % of the limit 4, 3.8
+        (20, 10.0, 0.0, "edge of stability", 5),  # 1 + 1.1 tau meets 3.8 at 2.55 <= 0.5 (5 + 1)
         (5, 10.0, 0.0, "stable", -1),  # the run ends at tau = 2.5, the flow went past it
         (20, 1.0, 0.0, "stable", -1),  # the flow stops short: the rate at init decides
-        (20, 1.0, 0.45, "edge of stability", 13),  # 1 + 0.45 tau meets 4 at tau = 6.67
+        (20, 1.0, 0.45, "edge of stability", 12),  # 1 + 0.45 tau meets 3.8 at tau = 6.22
     ],
 )
 def test_the_flow_times_the_edge(steps, end, sharpening, phase, step):
@@ -100,7 +101,7 @@ def test_the_rate_at_init_times_a_constant_rule_over_the_run():
     limits, loops, m = _case(0.45)
     out = ph.decide_phases(limits, loops, m, steps=20)
     assert ph.PHASES[out["phase"][0, 0]] == "edge of stability"
-    assert out["step"][0, 0] == 13
+    assert out["step"][0, 0] == 12
 
 
 def _config(optimizer="sgd", batch_size=None):
@@ -121,9 +122,10 @@ def _config(optimizer="sgd", batch_size=None):
 
 def test_flow_times_gradient_descent_s_edge_against_training(mnist1d_data_dir):
     """A tanh MLP (32, 32) on 200 MNIST-1D examples, square loss, gradient descent at two
-    rates: the rate at init calls both runs stable, the flow calls the edge of stability,
-    and its step lies within 20 % (or one evaluation) of the first evaluation at which the
-    run's sharpness comes within 5 % of the limit; a reused flow gives the same calls."""
+    rates: the rate at init calls both runs stable, the flow calls the edge of stability, and
+    its step falls within one evaluation of the first at which the run's sharpness comes
+    within 5 % of the limit (measured here: the same evaluation, for all four runs); a
+    reused flow gives the same calls."""
     config, grid = _config(), {"learning_rate": [0.5, 0.3]}
     rate = preflight(config, grid, 2, probe_steps=0, examples=None)
     timed = preflight(config, grid, 2, probe_steps=0, examples=None, flow_steps=4000)
@@ -133,8 +135,9 @@ def test_flow_times_gradient_descent_s_edge_against_training(mnist1d_data_dir):
     reached = sharp >= (1 - ph.EOS_TOLERANCE) * timed.limit[..., None]
     measured = ds["step"].values[np.argmax(reached, axis=-1)]
     assert reached.any(axis=-1).all()
-    error = np.abs(timed.step - measured)
-    assert (error <= np.maximum(0.2 * measured, config.eval_every)).all(), (timed.step, measured)
+    every = config.eval_every  # the runs' step is known to an evaluation
+    at = every * -(-timed.step // every)  # the first evaluation at or after the predicted step
+    assert (np.abs(at - measured) <= every).all(), (timed.step, measured)
     again = preflight(config, grid, 2, probe_steps=0, examples=None, flow=timed.flow)
     assert (again.phase == timed.phase).all() and (again.step == timed.step).all()
 

@@ -219,8 +219,10 @@ def _flow_edge(flow, lim, eta, steps: int | None) -> tuple[np.ndarray, np.ndarra
 
 
 def _edge_step(c, lam, sharp, lim, eta, steps: int | None, flow) -> np.ndarray:
-    """The edge of stability's step (-1: none within the run): timed by ``flow`` where it
-    went far enough to decide, else by the sharpening rate at init."""
+    """The edge of stability's step (-1: none within the run): the first at which the
+    sharpness comes within ``EOS_TOLERANCE`` of the limit, as a run's is measured; timed by
+    ``flow`` where it went far enough to decide, else by the sharpening rate at init."""
+    lim = (1 - EOS_TOLERANCE) * lim
     t_eos = _rate_edge(c, lam, sharp, lim, eta, steps)
     if flow is None:
         return t_eos
