@@ -24,7 +24,7 @@ HELP = "reproduce published figures (experiments) into --out DIR, with an index.
 EXAMPLES = """\
 examples:
   gdyn reproduce mnist1d --quick --out runs/quick       one experiment, minutes on a laptop CPU
-  gdyn reproduce all --quick --out runs/quick           all of them (about 8 minutes on 2 cores)
+  gdyn reproduce all --quick --out runs/quick           all of them (about 10 minutes on 2 cores)
   gdyn reproduce cohen2021 --out runs/full              the full setting, the paper's size
 
 Each experiment writes DIR/NAME/report.md, summary.json and its figures; DIR/index.md links
