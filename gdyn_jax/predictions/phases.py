@@ -180,11 +180,9 @@ def _unknown(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
 
 def _rate_edge(c, lam, sharp, lim, eta, steps: int | None) -> np.ndarray:
     r"""The step at which the sharpness, growing at its rate at init
-        (:math:`S_t = c\,(1 + 	frac{
-    m sharpening}{\lambda}\sum_{s\le t}\eta_{
-    m eff})`), first
-        reaches the limit; -1 if not within the run. ``(P, S, T)`` inputs; ``T = 1`` is a constant
-        rule run for ``steps`` steps."""
+    (:math:`S_t = c\,(1 + \tfrac{\rm sharpening}{\lambda}\sum_{s\le t}\eta_{\rm eff})`), first
+    reaches the limit; -1 if not within the run. ``(P, S, T)`` inputs; ``T = 1`` is a constant
+    rule run for ``steps`` steps."""
     if lim.shape[-1] > 1 or steps is None:
         return _first_true(c * (1 + sharp / lam * np.cumsum(np.maximum(eta, 0), axis=-1)) > lim)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -196,10 +194,9 @@ def _rate_edge(c, lam, sharp, lim, eta, steps: int | None) -> np.ndarray:
 
 def _flow_edge(flow, lim, eta, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
     r"""The step at which the flow's sharpness at the rule's flow time
-        (:math:`	au_t = \sum_{s\le t}\eta_{
-    m eff}`) first reaches the limit (-1: not within the
-        run), and whether the flow went far enough to say so. ``flow``: ``(times, sharpness)``,
-        ``(S, K)`` (NaN after its end); ``lim``, ``eta``: ``(P, 1, T)``."""
+    (:math:`\tau_t = \sum_{s\le t}\eta_{\rm eff}`) first reaches the limit (-1: not within the
+    run), and whether the flow went far enough to say so. ``flow``: ``(times, sharpness)``,
+    ``(S, K)`` (NaN after its end); ``lim``, ``eta``: ``(P, 1, T)``."""
     times, sharp = (np.asarray(a, np.float64) for a in flow)
     T = lim.shape[-1]
     n = steps if (T == 1 and steps) else T

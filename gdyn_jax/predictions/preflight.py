@@ -225,8 +225,7 @@ def measure_init(
     examples = min(task.num_train if examples is None else int(examples), task.num_train)
     hp = train_lib.as_hparams(hparams or _first_point(program))
     keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
-    state0 = jax.eval_shape(lambda: program.init(data, hp, keys[0]))
-    adaptive = adam_state(state0.opt_state)
+    adaptive = _adaptive(program)
     precondition = setup.adam_preconditioner_of(task.optimizer, task.fixed) if adaptive else None
     one = _measure_fn(task, examples, iters, warmup, precondition)
 

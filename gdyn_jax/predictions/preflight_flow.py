@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdyn_jax.measurements.flow import check_flow_options, sharpness_along_flow
+from gdyn_jax.measurements.flow import sharpness_along_flow
 from gdyn_jax.predictions.phases import Loops
 from gdyn_jax.sweep import Program
 from gdyn_jax.sweep import train as train_lib
@@ -82,7 +82,6 @@ def measure_flow(
     """Per seed (initialised as the sweep initialises it), the flow's ``(times, sharpness)``
     ``(S, K)`` on the first ``examples`` training examples; and its seconds
     (``{'flow', 'flow_compile', 'flow_steps'}``: the most gradient steps a seed took)."""
-    check_flow_options(max_steps, CHECK_EVERY, FRACTION)
     task, data = program.task, program.data
     hp = train_lib.as_hparams(hparams)
     keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
